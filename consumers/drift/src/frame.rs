@@ -14,8 +14,8 @@
 use std::io::Read;
 use std::path::Path;
 
-use driftline_schemas::events::{FeatureKind, FeatureValue};
-use driftline_schemas::spec::FeatureSpec;
+use driftline_schemas::events::FeatureKind;
+use driftline_schemas::spec::{FeatureSpec, Kind};
 
 use crate::categorical::CategoryCounts;
 use crate::numeric::SortedSample;
@@ -149,12 +149,13 @@ impl Frame {
                 .collect(),
         };
 
-        let mut record = csv::StringRecord::new();
+        // Byte records: only the cells a column is read from are checked for UTF-8.
+        let mut record = csv::ByteRecord::new();
         let mut rows = 0u64;
-        while rdr.read_record(&mut record).map_err(csv_err)? {
+        while rdr.read_byte_record(&mut record).map_err(csv_err)? {
             rows += 1;
             for (_, idx, b) in &mut cols {
-                let cell = record.get(*idx).unwrap_or("");
+                let cell = record.get(*idx).unwrap_or(b"");
                 b.push(cell).map_err(|message| Error::Cell {
                     source_name: source.to_string(),
                     row: rows,
@@ -208,15 +209,29 @@ struct Inferred {
 }
 
 impl Builder {
-    fn push(&mut self, cell: &str) -> std::result::Result<(), String> {
+    fn push(&mut self, cell: &[u8]) -> std::result::Result<(), String> {
+        let cell = std::str::from_utf8(cell.trim_ascii())
+            .map_err(|_| format!("{:?} is not UTF-8", String::from_utf8_lossy(cell)))?;
         match self {
-            Builder::Declared(def, d) => match FeatureSpec::parse_cell(def, cell)? {
-                FeatureValue::Missing => d.missing += 1,
-                FeatureValue::Number(x) => d.numbers.push(x),
-                FeatureValue::Category(s) => d.categories.add(Some(&s)),
-            },
+            // `FeatureSpec::parse_cell`'s rules, without its allocation and second trim.
+            Builder::Declared(def, d) => {
+                if is_missing(cell) {
+                    d.missing += 1;
+                } else if def.kind == Kind::Categorical {
+                    d.categories.add(Some(cell));
+                } else {
+                    match cell.parse::<f64>() {
+                        Ok(x) if x.is_finite() => d.numbers.push(x),
+                        _ => {
+                            return Err(format!(
+                                "column `{}`: {cell:?} is not a number",
+                                def.column()
+                            ));
+                        }
+                    }
+                }
+            }
             Builder::Inferred(b) => {
-                let cell = cell.trim();
                 if is_missing(cell) {
                     b.missing += 1;
                     return Ok(());

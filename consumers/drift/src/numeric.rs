@@ -63,7 +63,14 @@ impl SortedSample {
     /// whoever read them).
     pub fn from_unsorted(mut values: Vec<f64>) -> Self {
         values.retain(|x| x.is_finite());
-        values.sort_unstable_by(f64::total_cmp);
+        // Sorting integer keys is about twice as fast as `sort_by(f64::total_cmp)`, and the
+        // key (total_cmp's own bit trick) orders the same way and maps back exactly.
+        let key = |b: i64| b ^ (((b >> 63) as u64) >> 1) as i64;
+        let mut keys: Vec<i64> = values.iter().map(|x| key(x.to_bits() as i64)).collect();
+        keys.sort_unstable();
+        for (v, k) in values.iter_mut().zip(keys) {
+            *v = f64::from_bits(key(k) as u64);
+        }
         Self { values }
     }
 

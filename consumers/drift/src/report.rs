@@ -186,14 +186,40 @@ pub fn compare(
     if let Binning::Quantile { bins: 0 } = options.binning {
         return Err(Error::Binning("quantile with 0 bins".into()));
     }
-    let mut columns = Vec::new();
+    let mut pairs = Vec::new();
     let mut unmatched = Vec::new();
     for rc in &reference.columns {
         match current.column(&rc.name) {
-            Some(cc) => columns.push(compare_column(&rc.name, &rc.data, &cc.data, options)),
+            Some(cc) => pairs.push((rc, cc)),
             None => unmatched.push(rc.name.clone()),
         }
     }
+    // Columns are independent: spread them over the cores (a numeric KS p-value on large
+    // samples is the costliest part).
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut columns: Vec<(usize, ColumnReport)> = std::thread::scope(|s| {
+        let pairs = &pairs;
+        let handles: Vec<_> = (0..threads.min(pairs.len()))
+            .map(|t| {
+                s.spawn(move || {
+                    // Strided, so numeric and categorical columns spread evenly.
+                    (t..pairs.len())
+                        .step_by(threads)
+                        .map(|i| {
+                            let (rc, cc) = pairs[i];
+                            (i, compare_column(&rc.name, &rc.data, &cc.data, options))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a column comparison panicked"))
+            .collect()
+    });
+    columns.sort_by_key(|(i, _)| *i);
+    let columns: Vec<ColumnReport> = columns.into_iter().map(|(_, c)| c).collect();
     for cc in &current.columns {
         if reference.column(&cc.name).is_none() {
             unmatched.push(cc.name.clone());

@@ -223,7 +223,16 @@ pub fn drift(args: &DriftArgs) -> Result<String> {
     let frame = |p: &Path| {
         Frame::from_reader(open(p)?, spec.as_ref(), &p.display().to_string()).map_err(Error::from)
     };
-    let (reference, current) = (frame(&args.reference)?, frame(&args.current)?);
+    // The two files are independent: read them on two threads.
+    let (reference, current) = std::thread::scope(|s| {
+        let reference = s.spawn(|| frame(&args.reference));
+        let current = frame(&args.current);
+        (
+            reference.join().expect("reading the reference panicked"),
+            current,
+        )
+    });
+    let (reference, current) = (reference?, current?);
     let options = CompareOptions {
         binning: args.binning,
         ..Default::default()
