@@ -87,6 +87,9 @@ struct Args {
 
     #[command(flatten)]
     kafka: KafkaArgs,
+
+    #[command(flatten)]
+    telemetry: telemetry::TelemetryArgs,
 }
 
 impl Args {
@@ -129,8 +132,16 @@ impl Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    telemetry::init();
-    match run(Args::parse()).await {
+    let args = Args::parse();
+    // Held to the end of main: dropping it exports the spans still queued.
+    let _telemetry = match telemetry::init(&args.telemetry) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("send_data: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(args).await {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");

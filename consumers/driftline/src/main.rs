@@ -23,6 +23,8 @@ mod watch;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    telemetry: driftline_runtime::telemetry::TelemetryArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,8 +84,9 @@ pub(crate) async fn apply_topics(kafka: &KafkaArgs, spec: &std::path::Path) -> R
 // worker, and `up` runs several of them plus HTTP and the replay in one process.
 #[tokio::main(flavor = "multi_thread", worker_threads = 8)]
 async fn main() -> Result<()> {
-    driftline_runtime::telemetry::init();
     let cli = Cli::parse();
+    // Held to the end of main: dropping it exports the spans still queued.
+    let _telemetry = driftline_runtime::telemetry::init(&cli.telemetry)?;
     match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Predictor(args) => Ok(driftline_predictor::service::run(

@@ -49,7 +49,7 @@ fn read_n(kafka: &KafkaArgs, topic: &str, n: usize) -> Result<(Vec<Vec<u8>>, Dur
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    driftline_runtime::telemetry::init();
+    let _telemetry = driftline_runtime::telemetry::init_from_env()?;
     let n: usize = std::env::var("BENCH_MESSAGES")
         .ok()
         .and_then(|v| v.parse().ok())

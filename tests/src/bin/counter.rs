@@ -83,7 +83,7 @@ impl Processor for Counter {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    driftline_runtime::telemetry::init();
+    let _telemetry = driftline_runtime::telemetry::init_from_env()?;
     let args = Args::parse();
     let store = Arc::new(Store::open(&args.state_dir, false).context("opening state")?);
     let codec = Codec::single_object();

@@ -16,7 +16,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    driftline_runtime::telemetry::init();
+    let _telemetry = driftline_runtime::telemetry::init_from_env()?;
     let cli = Cli::parse();
     service::run(cli.args, driftline_runtime::shutdown::on_signal()).await?;
     Ok(())

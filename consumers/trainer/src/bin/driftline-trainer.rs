@@ -17,7 +17,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    driftline_runtime::telemetry::init();
+    let _telemetry = driftline_runtime::telemetry::init_from_env()?;
     let cli = Cli::parse();
     run(cli.args, driftline_runtime::shutdown::on_signal()).await?;
     Ok(())
