@@ -39,6 +39,92 @@ pub struct ReplayOptions {
     pub actuals: bool,
     /// Stop at the first bad row instead of skipping it.
     pub strict: bool,
+    /// Continue an earlier replay of the same data: what it sent is not sent again. The
+    /// window must start early enough to re-read the rows whose ground truth is still owed
+    /// (see [`Resume::window_from`]).
+    pub resume: Option<Resume>,
+}
+
+/// How far a stream of messages in time order got: everything before `time`, and the
+/// first `count` at `time` (rows are read in file order, so "the first" is well defined).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cursor {
+    pub time: i64,
+    pub count: u64,
+}
+
+impl Cursor {
+    /// Moves past one more message at `time` (times never go back).
+    fn advance(&mut self, time: i64) {
+        if time == self.time {
+            self.count += 1;
+        } else {
+            *self = Cursor { time, count: 1 };
+        }
+    }
+
+    /// Whether the next message at `time` was already sent; counts it when it was.
+    fn already_sent(&self, time: i64, seen_at_time: &mut u64) -> bool {
+        if time < self.time {
+            return true;
+        }
+        if time == self.time && *seen_at_time < self.count {
+            *seen_at_time += 1;
+            return true;
+        }
+        false
+    }
+}
+
+/// Where a replay stopped: requests by event time, ground truth by the time it fell due.
+/// An interrupted replay owes the ground truth of its last `label_delay` of rows; resuming
+/// from this sends exactly the rest, with neither a gap nor a repeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Resume {
+    pub requests: Cursor,
+    pub actuals: Cursor,
+}
+
+impl Resume {
+    /// The earliest event time a resumed replay must read from.
+    pub fn window_from(&self, label_delay: Duration) -> i64 {
+        let delay = i64::try_from(label_delay.as_millis()).unwrap_or(i64::MAX);
+        self.requests
+            .time
+            .min(self.actuals.time.saturating_sub(delay))
+    }
+
+    /// `requests <time> <count>` and `actuals <time> <count>` lines.
+    pub fn to_text(&self) -> String {
+        format!(
+            "requests {} {}\nactuals {} {}\n",
+            self.requests.time, self.requests.count, self.actuals.time, self.actuals.count
+        )
+    }
+
+    pub fn from_text(text: &str) -> Option<Resume> {
+        let mut r = Resume::default();
+        let mut seen = 0;
+        for line in text.lines() {
+            let mut parts = line.split_whitespace();
+            let (Some(what), Some(time), Some(count), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let cursor = Cursor {
+                time: time.parse().ok()?,
+                count: count.parse().ok()?,
+            };
+            match what {
+                "requests" => r.requests = cursor,
+                "actuals" => r.actuals = cursor,
+                _ => return None,
+            }
+            seen += 1;
+        }
+        (seen == 2).then_some(r)
+    }
 }
 
 impl ReplayOptions {
@@ -54,6 +140,7 @@ impl ReplayOptions {
             label_delay: Duration::ZERO,
             actuals: true,
             strict: false,
+            resume: None,
         }
     }
 }
@@ -88,6 +175,8 @@ pub struct Summary {
     pub pending_actuals: u64,
     pub first_event_time: Option<i64>,
     pub last_event_time: Option<i64>,
+    /// Where this replay (and the ones it resumed) got to.
+    pub resume: Resume,
     pub elapsed: Duration,
 }
 
@@ -223,9 +312,13 @@ pub async fn replay<S: Sink + Send>(
         pending_actuals: 0,
         first_event_time: None,
         last_event_time: None,
+        resume: opts.resume.unwrap_or_default(),
         elapsed: Duration::ZERO,
     };
     let mut sent = 0u64;
+    // What a resumed replay skips: (cursor it resumes from, how many seen at its time).
+    let skip = opts.resume;
+    let (mut requests_seen, mut actuals_seen) = (0u64, 0u64);
 
     'rows: loop {
         let batch = tokio::select! {
@@ -251,9 +344,20 @@ pub async fn replay<S: Sink + Send>(
                     continue;
                 }
             };
+            if skip.is_some_and(|r| r.requests.already_sent(row.event_time, &mut requests_seen)) {
+                // Sent by the replay this one resumes; its ground truth may still be owed.
+                if let Some((due, actual)) = row.actual {
+                    labels.push(due, actual);
+                }
+                continue;
+            }
             let at = pacer.row_at(sent, row.event_time);
             // Ground truth that fell due before this row's event time goes first.
             while let Some(due) = labels.next_due().filter(|due| *due <= row.event_time) {
+                if skip.is_some_and(|r| r.actuals.already_sent(due, &mut actuals_seen)) {
+                    labels.pop();
+                    continue;
+                }
                 let when = match pacer.event_at(due) {
                     Some(t) => Some(at.map_or(t, |at| t.min(at))),
                     None => at,
@@ -262,8 +366,9 @@ pub async fn replay<S: Sink + Send>(
                     summary.outcome = Outcome::Interrupted;
                     break 'rows;
                 }
-                if let Some((_, actual)) = labels.pop() {
+                if let Some((due, actual)) = labels.pop() {
                     sink.send(Topic::Actuals, &actual).await?;
+                    summary.resume.actuals.advance(due);
                 }
             }
             if !wait(started, at, shutdown).await {
@@ -271,6 +376,7 @@ pub async fn replay<S: Sink + Send>(
                 break 'rows;
             }
             sink.send(Topic::Requests, &row.request).await?;
+            summary.resume.requests.advance(row.event_time);
             sent += 1;
             summary.first_event_time.get_or_insert(row.event_time);
             summary.last_event_time = Some(row.event_time);
@@ -305,17 +411,26 @@ pub async fn replay<S: Sink + Send>(
     // stopped early still sends what was already due (the rows had got past it).
     if summary.outcome == Outcome::Completed {
         while let Some(due) = labels.next_due() {
+            if skip.is_some_and(|r| r.actuals.already_sent(due, &mut actuals_seen)) {
+                labels.pop();
+                continue;
+            }
             if !wait(started, pacer.event_at(due), shutdown).await {
                 summary.outcome = Outcome::Interrupted;
                 break;
             }
-            if let Some((_, actual)) = labels.pop() {
+            if let Some((due, actual)) = labels.pop() {
                 sink.send(Topic::Actuals, &actual).await?;
+                summary.resume.actuals.advance(due);
             }
         }
     } else if let Some(now) = summary.last_event_time {
-        while let Some((_, actual)) = labels.pop_due(now) {
+        while let Some((due, actual)) = labels.pop_due(now) {
+            if skip.is_some_and(|r| r.actuals.already_sent(due, &mut actuals_seen)) {
+                continue;
+            }
             sink.send(Topic::Actuals, &actual).await?;
+            summary.resume.actuals.advance(due);
         }
     }
     summary.pending_actuals = labels.len() as u64;
@@ -521,6 +636,88 @@ mod tests {
             (summary.requests, 0)
         );
         assert_eq!(sink.0.len() as u64, summary.messages());
+    }
+
+    /// Records like [`Record`], and pulls the plug after `limit` messages.
+    struct Unplugged {
+        record: Record,
+        limit: usize,
+        shutdown: CancellationToken,
+    }
+
+    impl Sink for Unplugged {
+        async fn send(&mut self, topic: Topic, m: &Message) -> Result<()> {
+            self.record.send(topic, m).await?;
+            if self.record.0.len() >= self.limit {
+                self.shutdown.cancel();
+            }
+            Ok(())
+        }
+
+        async fn flush(&mut self) -> Result<Delivered> {
+            self.record.flush().await
+        }
+    }
+
+    #[tokio::test]
+    async fn replays_interrupted_again_and_again_and_resumed_send_everything_exactly_once() {
+        // Three rows a timestamp (ties at the cursor), ground truth 25 minutes late (owed
+        // at every interruption).
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = String::from("id,t,x,y\n");
+        for i in 0..90 {
+            csv += &format!("r{i},{},{i},{}\n", (i / 3) as i64 * 600_000, i * 2);
+        }
+        let path = dir.path().join("ties.csv");
+        std::fs::write(&path, csv).unwrap();
+        let opts = ReplayOptions {
+            label_delay: Duration::from_secs(25 * 60),
+            ..ReplayOptions::new(FeatureSpec::from_toml(SPEC).unwrap(), path)
+        };
+        let (_, mut whole) = run(&opts).await;
+        assert_eq!(whole.len(), 180);
+        whole.sort();
+        for every in [1, 2, 5, 13, 40, 179] {
+            let mut all = Vec::new();
+            let mut resume = None;
+            let mut runs = 0;
+            loop {
+                runs += 1;
+                assert!(runs <= 200, "every {every}: no progress");
+                let resumed = ReplayOptions {
+                    resume,
+                    window: Window {
+                        from: resume.map(|r: Resume| r.window_from(opts.label_delay)),
+                        to: None,
+                    },
+                    ..opts.clone()
+                };
+                let shutdown = CancellationToken::new();
+                let mut sink = Unplugged {
+                    record: Record::default(),
+                    limit: every,
+                    shutdown: shutdown.clone(),
+                };
+                let summary = replay(&resumed, &mut sink, &Progress::hidden(), &shutdown)
+                    .await
+                    .unwrap();
+                // The cursor survives the position file.
+                assert_eq!(
+                    Resume::from_text(&summary.resume.to_text()),
+                    Some(summary.resume)
+                );
+                all.extend(sink.record.0);
+                resume = Some(summary.resume);
+                if summary.outcome == Outcome::Completed {
+                    break;
+                }
+            }
+            all.sort();
+            assert_eq!(
+                all, whole,
+                "interrupted every {every} messages ({runs} runs)"
+            );
+        }
     }
 
     #[tokio::test]

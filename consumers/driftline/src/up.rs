@@ -5,7 +5,8 @@
 //! state, as they would run apart), waits for a model in production, then replays the
 //! data set at a speed-up that shows months in minutes, printing a live summary.
 //! A second `up` resumes the replay where the first stopped (the position is kept beside
-//! the services' state), so nothing is sent twice.
+//! the services' state): the rows not yet sent, and the ground truth the first still owed
+//! for rows it had sent, so nothing is sent twice and nothing is left out.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use clap::Args;
 use driftline_predictor::service::PredictorArgs;
 use driftline_producers::pace::Pace;
 use driftline_producers::progress::Progress;
-use driftline_producers::replay::{Outcome, ReplayOptions, replay};
+use driftline_producers::replay::{Cursor, Outcome, ReplayOptions, Resume, replay};
 use driftline_producers::sink::KafkaSink;
 use driftline_producers::source::Window;
 use driftline_runtime::KafkaArgs;
@@ -218,26 +219,29 @@ pub async fn run(args: UpArgs) -> Result<()> {
 
     if !args.no_replay && !shutdown.is_cancelled() {
         let position = state_dir.join("up-replay-position");
-        let resume = std::fs::read_to_string(&position)
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok());
-        let start = resume.map_or(from, |r| r.max(from));
+        let resume = read_position(&position, from);
+        let start = resume.map_or(from, |r| r.window_from(args.label_delay).max(from));
         if let Some(r) = resume {
-            eprintln!("[up] resuming the replay at {}", format_time(r));
+            eprintln!(
+                "[up] resuming the replay after {} (requests) and {} (ground truth)",
+                format_time(r.requests.time),
+                format_time(r.actuals.time)
+            );
         }
         let mut opts = ReplayOptions::new(spec.clone(), &data);
         opts.window = Window {
             from: Some(start),
             to: None,
         };
+        opts.resume = resume;
         opts.pace = Pace::Speedup(args.speedup);
         opts.label_delay = args.label_delay;
         let mut sink = KafkaSink::new(&args.kafka, topics::REQUESTS, topics::ACTUALS).await?;
         let summary = replay(&opts, &mut sink, &Progress::hidden(), &shutdown).await?;
-        // Next time, start after the last row sent (ids are deterministic, so a row sent
-        // twice would be recognised, but we would rather not send it).
-        if let Some(last) = summary.last_event_time {
-            std::fs::write(&position, (last + 1).to_string())?;
+        // Next time, continue exactly where this one stopped: the rows not yet sent and
+        // the ground truth still owed for the rows that were.
+        if summary.resume != Resume::default() {
+            std::fs::write(&position, summary.resume.to_text())?;
         }
         eprintln!("[up] replay: {summary}");
         if matches!(summary.outcome, Outcome::Completed) && !args.keep_running {
@@ -271,6 +275,20 @@ pub async fn run(args: UpArgs) -> Result<()> {
         eprintln!("[up]   {line}");
     }
     Ok(())
+}
+
+/// Where the last `up` stopped its replay. A position file from before ground truth was
+/// tracked holds one event time: everything before it was sent.
+fn read_position(path: &Path, from: i64) -> Option<Resume> {
+    let text = std::fs::read_to_string(path).ok()?;
+    Resume::from_text(&text).or_else(|| {
+        let time = text.trim().parse::<i64>().ok()?.max(from);
+        let cursor = Cursor { time, count: 0 };
+        Some(Resume {
+            requests: cursor,
+            actuals: cursor,
+        })
+    })
 }
 
 /// A service's flags as if given on its own command line, so its defaults apply.
