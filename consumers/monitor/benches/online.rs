@@ -110,25 +110,11 @@ fn main() {
     }
     times.sort_by(f64::total_cmp);
     println!(
-        "evaluation, 100k window, {features} features (10k-value references): median {:.2} ms, max {:.2} ms",
+        "evaluation, 100k window, {features} features (10k-value references, SciPy's exact KS p-value): median {:.2} ms, max {:.2} ms",
         times[times.len() / 2],
         times[times.len() - 1]
     );
     drop(window);
-    // What SciPy's KS p-value (kstwo.sf, O(n_eff)) would add per feature: why windows
-    // above an effective size of 1,000 use the limit distribution (tracker::ks_p_value).
-    let t = Instant::now();
-    for i in 0..100 {
-        std::hint::black_box(driftline_drift::kstwo::ks_2samp_pvalue(
-            0.03 + i as f64 * 1e-5,
-            10_000,
-            100_000,
-        ));
-    }
-    println!(
-        "  (SciPy's exact KS p-value, n 10k vs 100k, D 0.03, would add {:.2} ms per numeric feature)",
-        t.elapsed().as_secs_f64() * 10.0
-    );
 
     // RSS over a long replay through a 100k window: it must stay flat.
     let mut window = Window::new(&profiles, cfg);
