@@ -8,15 +8,17 @@
 //! O(k) for k distinct reference values (at most the profile's 10,000), whatever the
 //! window size. The Wasserstein distance (the area between the CDFs) needs, per gap, the
 //! count and the sum of the values' distances to one edge; only in a gap where the current
-//! CDF crosses the reference's flat level does it need the values themselves, which an
-//! order structure (a counted `BTreeMap`) gives in O(log n + values in the gap).
+//! CDF crosses the reference's flat level does it need the values themselves, so each
+//! inner gap keeps its values sorted: a short vector (a few values a gap when the window
+//! resembles the reference), a counted `BTreeMap` once a gap holds many. The outer gaps,
+//! where the CDFs cannot cross, keep none. A gap's counters and values share one cache
+//! line, so an update touches the search path and two lines.
 //!
 //! Sums are fixed-point integers ([`Fixed`]): adding and removing is exact, so the state
 //! rebuilt from the stored window after a crash is bit for bit the state of a run that
 //! never stopped, and so are its reports.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
 
 use driftline_drift::categorical::{self, CategoryCounts};
 use driftline_drift::numeric::{self, Bins};
@@ -91,15 +93,8 @@ pub struct NumericTracker {
     index: Vec<f64>,
     /// Reference values at or below `distinct[i]`.
     reference_le: Vec<u64>,
-    /// Current values equal to `distinct[i]`.
-    at: Vec<u64>,
-    /// Current values in gap i: (-inf, d0), (d0, d1), ..., (d(k-1), inf); k + 1 gaps.
-    gap_count: Vec<u64>,
-    /// Per gap, the sum of each value's distance to the gap's finite edge: the right edge
-    /// for every gap but the last, the left edge for the last.
-    gap_distance: Vec<Fixed>,
-    /// Every current value with its multiplicity.
-    values: BTreeMap<u64, u32>,
+    /// Gap i, (-inf, d0), (d0, d1), ..., (d(k-1), inf), and `distinct[i]`: k + 1 cells.
+    cells: Vec<Cell>,
     count: u64,
     missing: u64,
 }
@@ -129,12 +124,9 @@ impl NumericTracker {
             reference_bins,
             bins: binned,
             reference,
-            at: vec![0; k],
-            gap_count: vec![0; k + 1],
-            gap_distance: vec![Fixed::default(); k + 1],
+            cells: vec![Cell::default(); k + 1],
             distinct,
             reference_le,
-            values: BTreeMap::new(),
             count: 0,
             missing: 0,
         }
@@ -182,24 +174,23 @@ impl NumericTracker {
             step(&mut self.current_bins[b]);
         }
         match self.locate(x) {
-            Ok(i) => step(&mut self.at[i]),
+            Ok(i) => step(&mut self.cells[i].at),
             Err(g) => {
-                step(&mut self.gap_count[g]);
                 let dist = self.gap_distance_of(g, x);
+                let inner = g > 0 && g < self.distinct.len();
+                let cell = &mut self.cells[g];
+                step(&mut cell.count);
                 if add {
-                    self.gap_distance[g].add(dist)
+                    cell.distance.add(dist);
+                    if inner {
+                        cell.values.insert(order_key(x));
+                    }
                 } else {
-                    self.gap_distance[g].sub(dist)
+                    cell.distance.sub(dist);
+                    if inner {
+                        cell.values.remove(order_key(x));
+                    }
                 }
-            }
-        }
-        let key = order_key(x);
-        if add {
-            *self.values.entry(key).or_insert(0) += 1;
-        } else if let Some(c) = self.values.get_mut(&key) {
-            *c -= 1;
-            if *c == 0 {
-                self.values.remove(&key);
             }
         }
     }
@@ -246,7 +237,7 @@ impl NumericTracker {
             } else {
                 self.reference_le[g - 1] as f64 / nf
             };
-            let inside = self.gap_count[g];
+            let inside = self.cells[g].count;
             // Inside the gap the reference CDF is flat at `level`; the current one climbs
             // from cum/m to (cum + inside)/m.
             let (lo, hi) = (cum as f64 / mf, (cum + inside) as f64 / mf);
@@ -257,7 +248,7 @@ impl NumericTracker {
             }
             cum += inside;
             if g < k {
-                cum += self.at[g];
+                cum += self.cells[g].at;
                 let r = self.reference_le[g] as f64 / nf;
                 d = d.max((r - cum as f64 / mf).abs());
             }
@@ -270,7 +261,7 @@ impl NumericTracker {
     fn gap_area(&self, g: usize, level: f64, cum: u64, inside: u64) -> Option<f64> {
         let k = self.distinct.len();
         let mf = self.count as f64;
-        let dist = self.gap_distance[g].value();
+        let dist = self.cells[g].distance.value();
         if g == 0 || g == k {
             // Below the reference the CDFs are 0 and rising (each value v adds (d0 - v)/m);
             // above it 1 and rising to 1 (each value adds (v - d(k-1))/m): no crossing.
@@ -288,47 +279,98 @@ impl NumericTracker {
         }
     }
 
-    /// The area in the gaps where the CDFs cross, walking their values: by range queries
-    /// when they are few, else in one ordered pass over the window's values (O(n)).
+    /// The area in the (inner) gaps where the CDFs cross, walking the values in them.
     fn crossing_area(&self, crossings: &[(usize, f64, u64)]) -> f64 {
-        if crossings.is_empty() {
-            return 0.0;
-        }
         let mf = self.count as f64;
-        let walk = |(g, level, cum): (usize, f64, u64),
-                    values: &mut dyn Iterator<Item = (f64, u32)>| {
-            let (mut x, mut c, mut a) = (self.distinct[g - 1], cum, 0.0);
-            for (v, n) in values {
-                a += (c as f64 / mf - level).abs() * (v - x);
-                x = v;
-                c += u64::from(n);
+        crossings
+            .iter()
+            .map(|&(g, level, cum)| {
+                let (mut x, mut c, mut a) = (self.distinct[g - 1], cum, 0.0);
+                self.cells[g].values.for_each(|v, n| {
+                    a += (c as f64 / mf - level).abs() * (v - x);
+                    x = v;
+                    c += u64::from(n);
+                });
+                a + (c as f64 / mf - level).abs() * (self.distinct[g] - x)
+            })
+            .sum()
+    }
+}
+
+/// One gap's share of the window (see the module doc).
+#[derive(Debug, Clone, Default)]
+struct Cell {
+    /// Current values equal to the reference value that closes the gap.
+    at: u64,
+    /// Current values strictly inside the gap.
+    count: u64,
+    /// The sum of each inside value's distance to the gap's finite edge: the right edge for
+    /// every gap but the last, the left edge for the last.
+    distance: Fixed,
+    /// The inside values (inner gaps only).
+    values: GapValues,
+}
+
+/// Above this many values a gap's sorted vector becomes a tree (inserting into a vector
+/// moves its tail: cheap while short, O(n) when a drifted window piles into one gap).
+const FEW: usize = 128;
+
+/// Order keys ([`order_key`]) of the values in one gap, as a sorted multiset.
+#[derive(Debug, Clone)]
+enum GapValues {
+    Few(Vec<u64>),
+    Many(BTreeMap<u64, u32>),
+}
+
+impl Default for GapValues {
+    fn default() -> Self {
+        GapValues::Few(Vec::new())
+    }
+}
+
+impl GapValues {
+    fn insert(&mut self, key: u64) {
+        match self {
+            GapValues::Few(v) => {
+                let i = v.partition_point(|k| *k <= key);
+                v.insert(i, key);
+                if v.len() > FEW {
+                    let mut tree = BTreeMap::new();
+                    for k in v.drain(..) {
+                        *tree.entry(k).or_insert(0) += 1;
+                    }
+                    *self = GapValues::Many(tree);
+                }
             }
-            a + (c as f64 / mf - level).abs() * (self.distinct[g] - x)
-        };
-        let bounds = |g: usize| (order_key(self.distinct[g - 1]), order_key(self.distinct[g]));
-        if crossings.len() * 32 < self.values.len() {
-            return crossings
-                .iter()
-                .map(|&(g, level, cum)| {
-                    let (lo, hi) = bounds(g);
-                    let mut it = self
-                        .values
-                        .range((Bound::Excluded(lo), Bound::Excluded(hi)))
-                        .map(|(k, n)| (key_value(*k), *n));
-                    walk((g, level, cum), &mut it)
-                })
-                .sum();
+            GapValues::Many(tree) => *tree.entry(key).or_insert(0) += 1,
         }
-        let mut it = self.values.iter().peekable();
-        let mut total = 0.0;
-        for &(g, level, cum) in crossings {
-            let (lo, hi) = bounds(g);
-            while it.next_if(|(k, _)| **k <= lo).is_some() {}
-            let mut inside = std::iter::from_fn(|| it.next_if(|(k, _)| **k < hi))
-                .map(|(k, n)| (key_value(*k), *n));
-            total += walk((g, level, cum), &mut inside);
+    }
+
+    fn remove(&mut self, key: u64) {
+        match self {
+            GapValues::Few(v) => {
+                if let Ok(i) = v.binary_search(&key) {
+                    v.remove(i);
+                }
+            }
+            GapValues::Many(tree) => {
+                if let Some(c) = tree.get_mut(&key) {
+                    *c -= 1;
+                    if *c == 0 {
+                        tree.remove(&key);
+                    }
+                }
+            }
         }
-        total
+    }
+
+    /// Each distinct value, ascending, with its multiplicity (equal values may come as
+    /// separate calls).
+    fn for_each(&self, mut f: impl FnMut(f64, u32)) {
+        match self {
+            GapValues::Few(v) => v.iter().for_each(|k| f(key_value(*k), 1)),
+            GapValues::Many(tree) => tree.iter().for_each(|(k, n)| f(key_value(*k), *n)),
+        }
     }
 }
 
@@ -618,6 +660,35 @@ mod tests {
         let s = t.stats();
         assert_eq!(s.psi, Some(0.0));
         assert_eq!(s.current_count, 2);
+    }
+
+    #[test]
+    fn a_window_piled_into_one_gap_of_the_reference_keeps_exact_statistics() {
+        // Twenty reference values 5 apart; the window lands between two of them, so that
+        // gap's values outgrow the short vector and its CDFs cross (Wasserstein walks them).
+        let reference: Vec<f64> = (0..20).map(|i| i as f64 * 5.0).collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let all: Vec<f64> = (0..2_000)
+            .map(|_| 40.0 + rng.random::<f64>() * 5.0)
+            .collect();
+        let mut t = NumericTracker::new(&profile(reference.clone()), 10);
+        all.iter().for_each(|x| t.update(Some(*x), true));
+        all[..700].iter().for_each(|x| t.update(Some(*x), false));
+        assert!(matches!(t.cells[9].values, GapValues::Many(_)));
+        let want = batch(&reference, &all[700..]);
+        let got = t.stats();
+        assert_eq!(got.ks_d, want.ks_d);
+        assert!(close(got.wasserstein_norm, want.wasserstein_norm, 1e-9));
+        // Back below the threshold the tree still answers.
+        all[700..1_950]
+            .iter()
+            .for_each(|x| t.update(Some(*x), false));
+        let want = batch(&reference, &all[1_950..]);
+        assert!(close(
+            t.stats().wasserstein_norm,
+            want.wasserstein_norm,
+            1e-9
+        ));
     }
 
     #[test]
