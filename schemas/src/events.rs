@@ -544,6 +544,9 @@ pub struct TrainingWindow {
     pub end_time: i64,
     pub train_rows: i64,
     pub holdout_rows: i64,
+    /// "topic/partition" -> next offset, past the newest message behind any of the rows
+    /// (as in [`Window::end_offsets`]); empty when the rows did not come from topics.
+    pub end_offsets: BTreeMap<String, i64>,
 }
 
 /// What the monitor compares live traffic with, per feature.
@@ -621,6 +624,7 @@ impl Event for ModelPublished {
                     ("end_time", ts(w.end_time)),
                     ("train_rows", Value::Long(w.train_rows)),
                     ("holdout_rows", Value::Long(w.holdout_rows)),
+                    ("end_offsets", map(&w.end_offsets, |x| Value::Long(*x))),
                 ]),
             ),
             ("reference_profile", Value::Array(profile)),
@@ -648,6 +652,7 @@ impl Event for ModelPublished {
                 end_time: w.long("end_time")?,
                 train_rows: w.long("train_rows")?,
                 holdout_rows: w.long("holdout_rows")?,
+                end_offsets: w.map("end_offsets", as_long)?,
             },
             reference_profile: f.array("reference_profile", |v, _| {
                 let mut p = Fields::new(v, "FeatureProfile")?;

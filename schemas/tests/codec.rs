@@ -169,6 +169,95 @@ fn reads_bytes_written_with_an_older_schema() {
     assert!(logged.prediction.probabilities.is_empty());
 }
 
+fn model_published() -> ModelPublished {
+    ModelPublished {
+        model: "flights".into(),
+        version: 2,
+        algorithm: "linear".into(),
+        hyper_parameters: Default::default(),
+        metrics: [("mae".to_string(), 11.5)].into(),
+        incumbent_metrics: [("mae".to_string(), 14.0)].into(),
+        parent_version: Some(1),
+        trigger: "drift:flights-v1-800".into(),
+        training_window: TrainingWindow {
+            start_time: 10,
+            end_time: 20,
+            train_rows: 80,
+            holdout_rows: 20,
+            end_offsets: [
+                ("driftline.predictions/0".to_string(), 101),
+                ("driftline.actuals/0".to_string(), 99),
+            ]
+            .into(),
+        },
+        reference_profile: vec![],
+        model_format: "x".into(),
+        model_bytes: vec![1, 2, 3],
+        status: ModelStatus::Production,
+        published_at: 30,
+    }
+}
+
+fn models_v1_schema() -> Schema {
+    Schema::parse_str(include_str!("../history/driftline.models.v1.avsc")).unwrap()
+}
+
+#[test]
+fn reads_model_records_written_before_training_window_had_offsets() {
+    let v1 = models_v1_schema();
+    // The record as a v1 producer wrote it: the same fields, no `end_offsets`.
+    let mut value = model_published().to_value();
+    if let Value::Record(fields) = &mut value {
+        for (name, field) in fields.iter_mut() {
+            if let (true, Value::Record(window)) = (name == "training_window", field) {
+                window.retain(|(n, _)| n != "end_offsets");
+            }
+        }
+    }
+    let mut bytes = vec![0xC3, 0x01];
+    bytes.extend_from_slice(&fingerprint(&v1).to_le_bytes());
+    bytes.extend(apache_avro::to_avro_datum(&v1, value).unwrap());
+
+    // No registration needed: schemas/history is built into every codec.
+    let read: ModelPublished = Codec::single_object().decode(&bytes).unwrap();
+    let mut expected = model_published();
+    expected.training_window.end_offsets.clear();
+    assert_eq!(read, expected);
+
+    // And a v1 reader reads today's bytes, dropping the new field.
+    let now = Codec::single_object().encode(&model_published()).unwrap();
+    let old = apache_avro::from_avro_datum(
+        ModelPublished::schema(),
+        &mut Cursor::new(&now[10..]),
+        Some(&v1),
+    )
+    .unwrap();
+    let Value::Record(fields) = old else {
+        panic!("not a record: {old:?}")
+    };
+    let window = fields
+        .iter()
+        .find(|(n, _)| n == "training_window")
+        .map(|(_, v)| v.clone());
+    let Some(Value::Record(window)) = window else {
+        panic!("no training window")
+    };
+    assert!(window.iter().all(|(n, _)| n != "end_offsets"));
+    assert!(window.contains(&("train_rows".to_string(), Value::Long(80))));
+}
+
+#[test]
+fn model_records_round_trip_with_their_offsets() {
+    let codec = Codec::single_object();
+    let m = model_published();
+    assert_eq!(
+        codec
+            .decode::<ModelPublished>(&codec.encode(&m).unwrap())
+            .unwrap(),
+        m
+    );
+}
+
 #[test]
 fn current_schemas_are_fully_compatible_with_their_history() {
     let old = old_predictions_schema();
@@ -192,6 +281,17 @@ fn current_schemas_are_fully_compatible_with_their_history() {
                 .unwrap();
             SchemaCompatibility::mutual_read(&old, current)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            // build.rs embedded it: the codec knows it as a writer without being told.
+            let mut header = vec![0xC3, 0x01];
+            header.extend_from_slice(&fingerprint(&old).to_le_bytes());
+            let err = Codec::single_object()
+                .decode::<ModelPublished>(&header)
+                .unwrap_err();
+            assert!(
+                !matches!(err, Error::UnknownFingerprint(_)),
+                "{} is not a known writer",
+                path.display()
+            );
         }
     }
 }

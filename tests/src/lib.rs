@@ -296,6 +296,7 @@ pub mod samples {
                 end_time: 1_359_016_400_000,
                 train_rows: 40_000,
                 holdout_rows: 10_000,
+                end_offsets: [("driftline.predictions/0".to_string(), 50_000)].into(),
             },
             reference_profile: vec![
                 FeatureProfile {

@@ -530,6 +530,7 @@ pub(crate) mod sample {
                 end_time: START + version * 20 * DAY_MS,
                 train_rows: 8000,
                 holdout_rows: 2000,
+                end_offsets: BTreeMap::new(),
             },
             reference_profile: Vec::new(),
             model_format: "driftline-linfa-json".into(),

@@ -83,7 +83,7 @@ impl Registry {
             .unwrap_or(0)
     }
 
-    /// The version a trigger (e.g. `drift:<retrain id>`) already produced, if any: a
+    /// The version a trigger (e.g. `drift:<report id>`) already produced, if any: a
     /// trainer that crashed after publishing must not publish it again.
     pub fn by_trigger(&self, model: &str, trigger: &str) -> Option<&ModelPublished> {
         self.versions(model).find(|m| m.trigger == trigger)

@@ -36,7 +36,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::labelled::{Job, done_key, pending_jobs, snapshot};
+use crate::labelled::{Job, done_key, end_offsets, pending_jobs, snapshot};
 use crate::metrics::TrainerMetrics;
 use crate::train::{Context, TrainOptions, Trained, select_window, train};
 use crate::{Error, Result, bootstrap};
@@ -79,6 +79,15 @@ pub struct BootstrapOptions {
     pub until: Option<i64>,
 }
 
+/// The rows a job trains on, and the source offsets they reflect.
+#[derive(Debug, Default)]
+pub struct TrainingSet {
+    pub rows: Vec<driftline_model::LabelledRow>,
+    pub end_offsets: BTreeMap<String, i64>,
+}
+
+type Loader = Box<dyn FnOnce() -> Result<TrainingSet> + Send>;
+
 pub struct Runner {
     pub store: Arc<Store>,
     pub registry: SharedRegistry,
@@ -86,6 +95,9 @@ pub struct Runner {
     pub producer: FutureProducer,
     pub codec: Codec,
     pub models_topic: String,
+    /// Where the labelled rows come from, to name their offsets.
+    pub predictions_topic: String,
+    pub actuals_topic: String,
     pub options: TrainOptions,
     pub bootstrap: BootstrapOptions,
     pub metrics: TrainerMetrics,
@@ -169,7 +181,11 @@ impl Runner {
         let load = move || {
             let (rows, skipped) = bootstrap::read_rows(&spec, &path, None, until)?;
             info!(model = %spec.model.name, rows = rows.len(), skipped, "bootstrap rows read");
-            Ok(rows)
+            // From a file: no topic offsets to name.
+            Ok(TrainingSet {
+                rows,
+                end_offsets: BTreeMap::new(),
+            })
         };
         self.train_and_publish(&job, Box::new(load), shutdown)
             .await?;
@@ -209,9 +225,14 @@ impl Runner {
                 job.window_end,
                 self.options.min_rows,
             );
+            let (predictions, actuals) =
+                (self.predictions_topic.clone(), self.actuals_topic.clone());
             let load = move || {
-                let rows = snapshot(&store, &m)?;
-                Ok(select_window(rows, start, end, min))
+                let rows = select_window(snapshot(&store, &m)?, start, end, min);
+                Ok(TrainingSet {
+                    end_offsets: end_offsets(&rows, &predictions, &actuals),
+                    rows: rows.into_iter().map(|r| r.row).collect(),
+                })
             };
             match self.train_and_publish(&job, Box::new(load), shutdown).await {
                 Ok(Outcome::Skipped) if shutdown.is_cancelled() => return Ok(()),
@@ -250,11 +271,10 @@ impl Runner {
         Ok(())
     }
 
-    #[allow(clippy::type_complexity)]
     async fn train_and_publish(
         &self,
         job: &Job,
-        load: Box<dyn FnOnce() -> Result<Vec<driftline_model::LabelledRow>> + Send>,
+        load: Loader,
         shutdown: &CancellationToken,
     ) -> Result<Outcome> {
         let model = job.model.clone();
@@ -291,17 +311,18 @@ impl Runner {
                 println!("phase=training model={m} trigger={t}");
                 std::thread::sleep(pause);
             }
-            let rows = load()?;
-            info!(model = %m, trigger = %t, rows = rows.len(), "training set snapshot");
+            let set = load()?;
+            info!(model = %m, trigger = %t, rows = set.rows.len(), end_offsets = ?set.end_offsets, "training set snapshot");
             let ctx = Context {
                 version,
                 trigger: &t,
                 incumbent: incumbent.as_ref(),
                 published_at,
+                end_offsets: set.end_offsets,
             };
             train(
                 &spec,
-                rows,
+                set.rows,
                 &ctx,
                 &options,
                 &mut |msg| info!(model = %m, trigger = %t, "{msg}"),

@@ -8,7 +8,8 @@
 //! beats the incumbent on the same time-ordered holdout by a margin, else as rejected with
 //! both sets of numbers.
 //!
-//! - [`labelled`]: the store's keys and the prediction/actual join (pure over a `Txn`).
+//! - [`labelled`]: the store's keys, the prediction/actual join (pure over a `Txn`), and
+//!   the eviction of halves that never find their other half.
 //! - [`processor`]: the runtime [`Processor`](driftline_runtime::Processor): rows, jobs,
 //!   the optional schedule.
 //! - [`train`]: pure training: window → split → fit → evaluate → the `ModelPublished`.

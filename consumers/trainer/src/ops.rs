@@ -32,6 +32,7 @@ pub fn version_view(m: &ModelPublished) -> Value {
             "end_time": driftline_schemas::spec::format_time(w.end_time),
             "train_rows": w.train_rows,
             "holdout_rows": w.holdout_rows,
+            "end_offsets": w.end_offsets,
         },
         "profiled_features": m.reference_profile.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
         "model_format": m.model_format,
@@ -198,6 +199,28 @@ mod tests {
         );
         // Nothing left to roll back to.
         assert!(matches!(rollback(&r, "m", 50), Err(Error::Conflict(_))));
+    }
+
+    #[test]
+    fn show_names_the_offsets_a_version_was_trained_up_to() {
+        let mut r = registry();
+        let mut v4 = record(4, ModelStatus::Candidate, 40);
+        v4.training_window.end_offsets = [
+            ("driftline.predictions/0".to_string(), 1200),
+            ("driftline.actuals/0".to_string(), 1180),
+        ]
+        .into();
+        r.apply(v4);
+        let v = show_version(&r, "m", 4).unwrap();
+        assert_eq!(
+            v["training_window"]["end_offsets"],
+            json!({ "driftline.predictions/0": 1200, "driftline.actuals/0": 1180 })
+        );
+        // A version from a file (or an older record) shows an empty map, not nothing.
+        assert_eq!(
+            show(&r, "m").unwrap()["versions"][0]["training_window"]["end_offsets"],
+            json!({})
+        );
     }
 
     #[test]

@@ -9,13 +9,17 @@ use std::sync::Arc;
 use driftline_runtime::registry::SharedRegistry;
 use driftline_runtime::{Output, Processor, Record, Rejection, Txn};
 use driftline_schemas::codec::Codec;
-use driftline_schemas::events::{Actual, PredictionLogged, RetrainRequested, RetrainTrigger};
+use driftline_schemas::events::{
+    Actual, PredictionLogged, PredictionSource, RetrainRequested, RetrainTrigger,
+};
 use driftline_schemas::spec::{FeatureSpec, TargetKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tracing::{debug, info};
 
-use crate::labelled::{Job, Joined, RowIndex, done_key, job_key, sched_key};
+use crate::labelled::{
+    Evicted, Half, Job, Joined, Position, RowIndex, done_key, job_key, sched_key,
+};
 use crate::metrics::TrainerMetrics;
 
 /// Retrain without drift, every N labelled rows and/or every T hours of event time. Off
@@ -32,11 +36,50 @@ impl Schedule {
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct ScheduleState {
+/// The schedule's counters for one model, kept in the store (`sched/<model>`).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleState {
     rows_since: u64,
     total_rows: u64,
     last_time: Option<i64>,
+}
+
+/// A scheduled run that is due.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Due {
+    /// `schedule:<labelled rows so far>`: deterministic, so a replay of the same rows
+    /// names the same job.
+    pub trigger: String,
+    pub reason: String,
+}
+
+impl ScheduleState {
+    /// Counts one new labelled row at `event_time`; says whether a run is due.
+    pub fn on_row(&mut self, schedule: &Schedule, event_time: i64) -> Option<Due> {
+        self.rows_since += 1;
+        self.total_rows += 1;
+        let last = *self.last_time.get_or_insert(event_time);
+        let by_rows = schedule.every_rows > 0 && self.rows_since >= schedule.every_rows;
+        let by_time = schedule.every_hours > 0.0
+            && (event_time - last) as f64 >= schedule.every_hours * 3_600_000.0;
+        if !(by_rows || by_time) {
+            return None;
+        }
+        let reason = if by_rows {
+            format!(
+                "schedule: {} labelled rows since the last scheduled run",
+                self.rows_since
+            )
+        } else {
+            format!("schedule: {} hours of event time", schedule.every_hours)
+        };
+        self.rows_since = 0;
+        self.last_time = Some(event_time);
+        Some(Due {
+            trigger: format!("schedule:{}", self.total_rows),
+            reason,
+        })
+    }
 }
 
 /// The topics this processor reads.
@@ -85,13 +128,31 @@ impl TrainerProcessor {
         }
     }
 
+    /// After either half: moves that half's eviction clock (when `clock` says the event
+    /// carries the data's time), evicts the other half's entries that waited too long,
+    /// and counts a new row for the schedule.
     fn joined(
         &mut self,
         txn: &mut Txn<'_>,
         model: &str,
         joined: Joined,
         event_time: i64,
+        clock: Option<(Half, i64)>,
     ) -> Result<(), Rejection> {
+        if let Some((seen, now)) = clock {
+            let Evicted {
+                predictions,
+                actuals,
+            } = self.index.expire(txn, model, seen, now);
+            if predictions + actuals > 0 {
+                debug!(%model, predictions, actuals, "evicted halves that waited too long for their other half");
+                let evicted = &self.metrics.unjoined_evicted;
+                evicted
+                    .with_label_values(&["prediction"])
+                    .inc_by(predictions);
+                evicted.with_label_values(&["actual"]).inc_by(actuals);
+            }
+        }
         if joined != Joined::Row {
             return Ok(());
         }
@@ -107,59 +168,48 @@ impl TrainerProcessor {
             Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
             None => ScheduleState::default(),
         };
-        s.rows_since += 1;
-        s.total_rows += 1;
-        let last = *s.last_time.get_or_insert(event_time);
-        let by_rows = self.schedule.every_rows > 0 && s.rows_since >= self.schedule.every_rows;
-        let by_time = self.schedule.every_hours > 0.0
-            && (event_time - last) as f64 >= self.schedule.every_hours * 3_600_000.0;
-        if by_rows || by_time {
-            // Deterministic: a replay of the same rows names the same job.
+        if let Some(due) = s.on_row(&self.schedule, event_time) {
             let job = Job {
                 model: model.to_string(),
-                trigger: format!("schedule:{}", s.total_rows),
+                trigger: due.trigger,
                 window_start: i64::MIN,
                 window_end: i64::MAX,
                 requested_at: event_time,
-                reason: if by_rows {
-                    format!(
-                        "schedule: {} labelled rows since the last scheduled run",
-                        s.rows_since
-                    )
-                } else {
-                    format!(
-                        "schedule: {} hours of event time",
-                        self.schedule.every_hours
-                    )
-                },
+                reason: due.reason,
             };
-            self.queue(txn, job)?;
-            s.rows_since = 0;
-            s.last_time = Some(event_time);
+            self.queue(txn, job, None)?;
         }
         txn.put(key, serde_json::to_vec(&s).unwrap_or_default());
         Ok(())
     }
 
-    /// Records a job unless its trigger already produced a version or was coalesced.
-    fn queue(&mut self, txn: &mut Txn<'_>, job: Job) -> Result<(), Rejection> {
-        let published = self
-            .registry
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_trigger(&job.model, &job.trigger)
-            .map(|m| m.version);
-        if let Some(version) = published {
-            info!(model = %job.model, trigger = %job.trigger, version, "retrain already produced a version; ignored");
-            return Ok(());
-        }
-        if txn
-            .get(&done_key(&job.model, &job.trigger))
-            .map_err(state_err)?
-            .is_some()
-        {
-            info!(model = %job.model, trigger = %job.trigger, "retrain already coalesced into another run; ignored");
-            return Ok(());
+    /// Records a job unless its trigger (or the name an older trainer gave the same
+    /// event, `legacy`) already produced a version or was coalesced.
+    fn queue(
+        &mut self,
+        txn: &mut Txn<'_>,
+        job: Job,
+        legacy: Option<String>,
+    ) -> Result<(), Rejection> {
+        for trigger in std::iter::once(&job.trigger).chain(legacy.as_ref()) {
+            let published = self
+                .registry
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .by_trigger(&job.model, trigger)
+                .map(|m| m.version);
+            if let Some(version) = published {
+                info!(model = %job.model, %trigger, version, "retrain already produced a version; ignored");
+                return Ok(());
+            }
+            if txn
+                .get(&done_key(&job.model, trigger))
+                .map_err(state_err)?
+                .is_some()
+            {
+                info!(model = %job.model, %trigger, "retrain already coalesced into another run; ignored");
+                return Ok(());
+            }
         }
         info!(model = %job.model, trigger = %job.trigger, "training job queued");
         txn.put(job_key(&job.model, &job.trigger), job.encode());
@@ -177,6 +227,13 @@ fn state_err(e: driftline_runtime::Error) -> Rejection {
     }
 }
 
+fn position(record: &Record<'_>) -> Position {
+    Position {
+        partition: record.partition,
+        offset: record.offset,
+    }
+}
+
 fn store_err(e: crate::Error) -> Rejection {
     Rejection {
         kind: "state",
@@ -184,15 +241,38 @@ fn store_err(e: crate::Error) -> Rejection {
     }
 }
 
-/// The trigger string a retrain event yields (stored in `ModelPublished.trigger`).
+/// The trigger string a retrain event yields (stored in `ModelPublished.trigger`, and the
+/// key that makes one event one version). Drift and performance retrains name the drift
+/// report that asked for them, so a version can be traced to its evidence; the monitor
+/// emits one retrain per report, so the report id is as unique as the retrain id. An
+/// event without a report falls back to its retrain id.
 pub fn trigger_of(event: &RetrainRequested) -> String {
+    let report = || {
+        event
+            .report_id
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .unwrap_or(&event.retrain_id)
+    };
     match event.trigger {
         RetrainTrigger::Bootstrap => "bootstrap".to_string(),
-        RetrainTrigger::Drift => format!("drift:{}", event.retrain_id),
-        RetrainTrigger::Performance => format!("performance:{}", event.retrain_id),
+        RetrainTrigger::Drift => format!("drift:{}", report()),
+        RetrainTrigger::Performance => format!("performance:{}", report()),
         RetrainTrigger::Schedule => format!("schedule:{}", event.retrain_id),
         RetrainTrigger::Manual => format!("manual:{}", event.retrain_id),
     }
+}
+
+/// The trigger trainers before report ids were recorded gave the same event (by retrain
+/// id), if it differs: a version published under that name must still count as done.
+fn legacy_trigger_of(event: &RetrainRequested) -> Option<String> {
+    let kind = match event.trigger {
+        RetrainTrigger::Drift => "drift",
+        RetrainTrigger::Performance => "performance",
+        _ => return None,
+    };
+    let legacy = format!("{kind}:{}", event.retrain_id);
+    (legacy != trigger_of(event)).then_some(legacy)
 }
 
 impl Processor for TrainerProcessor {
@@ -209,9 +289,21 @@ impl Processor for TrainerProcessor {
             }
             let joined = self
                 .index
-                .add_prediction(txn, &p.model, &p.request_id, p.event_time, &p.features)
+                .add_prediction(
+                    txn,
+                    &p.model,
+                    &p.request_id,
+                    p.event_time,
+                    &p.features,
+                    position(record),
+                )
                 .map_err(store_err)?;
-            self.joined(txn, &p.model, joined, p.event_time)?;
+            // An HTTP prediction's event time is its serve time (the wall clock), which
+            // need not be the data's clock (a replay of 2013): it waits like any other
+            // half, but does not age the actuals.
+            let clock =
+                (p.source == PredictionSource::Kafka).then_some((Half::Prediction, p.event_time));
+            self.joined(txn, &p.model, joined, p.event_time, clock)?;
         } else if record.topic == self.topics.actuals {
             let a: Actual = self.codec.decode(payload).map_err(Rejection::decode)?;
             let Some(spec) = self.specs.get(&a.model) else {
@@ -240,9 +332,18 @@ impl Processor for TrainerProcessor {
             };
             let joined = self
                 .index
-                .add_actual(txn, &a.model, &a.request_id, a.event_time, value, class)
+                .add_actual(
+                    txn,
+                    &a.model,
+                    &a.request_id,
+                    a.event_time,
+                    value,
+                    class,
+                    position(record),
+                )
                 .map_err(store_err)?;
-            self.joined(txn, &a.model, joined, a.event_time)?;
+            let clock = Some((Half::Actual, a.event_time));
+            self.joined(txn, &a.model, joined, a.event_time, clock)?;
         } else if record.topic == self.topics.retrain {
             let r: RetrainRequested = self.codec.decode(payload).map_err(Rejection::decode)?;
             if !self.specs.contains_key(&r.model) {
@@ -257,7 +358,7 @@ impl Processor for TrainerProcessor {
                 requested_at: r.requested_at,
                 reason: r.reason.clone(),
             };
-            self.queue(txn, job)?;
+            self.queue(txn, job, legacy_trigger_of(&r))?;
         }
         Ok(Vec::new())
     }
@@ -266,5 +367,325 @@ impl Processor for TrainerProcessor {
         if std::mem::take(&mut self.queued) {
             self.wake.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::RwLock;
+
+    use driftline_runtime::Store;
+    use driftline_runtime::registry::Registry;
+    use driftline_schemas::events::{
+        FeatureValue, ModelPublished, ModelStatus, Prediction, TrainingWindow,
+    };
+
+    use crate::labelled::{Limits, pending_jobs};
+
+    const HOUR: i64 = 3_600_000;
+
+    fn spec() -> FeatureSpec {
+        FeatureSpec::from_toml(
+            r#"
+            [dataset]
+            name = "toy"
+            time_column = "t"
+            [model]
+            name = "m"
+            algorithm = "linear"
+            [target]
+            column = "y"
+            kind = "regression"
+            [[features]]
+            name = "x"
+            kind = "numeric"
+            "#,
+        )
+        .unwrap()
+    }
+
+    struct Harness {
+        _dir: tempfile::TempDir,
+        store: Store,
+        processor: TrainerProcessor,
+        registry: SharedRegistry,
+        codec: Codec,
+        offset: i64,
+    }
+
+    impl Harness {
+        fn new(schedule: Schedule) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), false).unwrap();
+            let limits = Limits {
+                max_rows: 1000,
+                max_unjoined_age_ms: 24 * HOUR,
+            };
+            let index = RowIndex::load(&store, ["m".to_string()], limits).unwrap();
+            let registry: SharedRegistry = Arc::new(RwLock::new(Registry::default()));
+            let processor = TrainerProcessor::new(
+                [("m".to_string(), Arc::new(spec()))].into(),
+                index,
+                Topics {
+                    predictions: "p".into(),
+                    actuals: "a".into(),
+                    retrain: "r".into(),
+                },
+                Codec::single_object(),
+                registry.clone(),
+                schedule,
+                Arc::new(Notify::new()),
+                TrainerMetrics::new(&prometheus::Registry::new()),
+            );
+            Self {
+                _dir: dir,
+                store,
+                processor,
+                registry,
+                codec: Codec::single_object(),
+                offset: 0,
+            }
+        }
+
+        /// Processes one event read from `topic` and commits it.
+        fn feed(&mut self, topic: &str, payload: Vec<u8>) {
+            let record = Record {
+                topic,
+                partition: 0,
+                offset: self.offset,
+                key: None,
+                payload: Some(&payload),
+                timestamp: None,
+            };
+            self.offset += 1;
+            let mut txn = self.store.txn();
+            self.processor.process(&record, &mut txn).unwrap();
+            self.store.commit(txn, &BTreeMap::new()).unwrap();
+        }
+
+        fn labelled(&mut self, id: &str, t: i64, source: PredictionSource) {
+            let p = PredictionLogged {
+                request_id: id.into(),
+                model: "m".into(),
+                model_version: 1,
+                event_time: t,
+                features: [("x".to_string(), FeatureValue::Number(1.0))].into(),
+                prediction: Prediction::default(),
+                served_at: t,
+                latency_us: 1,
+                source,
+            };
+            let bytes = self.codec.encode(&p).unwrap();
+            self.feed("p", bytes);
+        }
+
+        fn actual(&mut self, id: &str, t: i64) {
+            let a = Actual {
+                request_id: id.into(),
+                model: "m".into(),
+                event_time: t,
+                value: Some(2.0),
+                class: None,
+                observed_at: t,
+            };
+            let bytes = self.codec.encode(&a).unwrap();
+            self.feed("a", bytes);
+        }
+
+        fn retrain(&mut self, r: &RetrainRequested) {
+            let bytes = self.codec.encode(r).unwrap();
+            self.feed("r", bytes);
+        }
+
+        fn jobs(&self) -> Vec<String> {
+            pending_jobs(&self.store)
+                .unwrap()
+                .into_iter()
+                .map(|(_, j)| j.trigger)
+                .collect()
+        }
+
+        /// What the job runner does once a version is on the models topic.
+        fn published(&mut self, trigger: &str) {
+            let mut reg = self.registry.write().unwrap();
+            let version = reg.latest_version("m") + 1;
+            reg.apply(ModelPublished {
+                model: "m".into(),
+                version,
+                algorithm: "linear".into(),
+                hyper_parameters: Default::default(),
+                metrics: Default::default(),
+                incumbent_metrics: Default::default(),
+                parent_version: None,
+                trigger: trigger.into(),
+                training_window: TrainingWindow::default(),
+                reference_profile: vec![],
+                model_format: "x".into(),
+                model_bytes: vec![],
+                status: ModelStatus::Production,
+                published_at: version,
+            });
+            drop(reg);
+            let mut txn = self.store.txn();
+            for (key, _) in pending_jobs(&self.store).unwrap() {
+                txn.delete(key);
+            }
+            self.store.commit(txn, &BTreeMap::new()).unwrap();
+        }
+    }
+
+    fn drift_retrain(report: &str) -> RetrainRequested {
+        RetrainRequested {
+            retrain_id: format!("retrain-{report}"),
+            model: "m".into(),
+            model_version: 1,
+            trigger: RetrainTrigger::Drift,
+            reason: "drift".into(),
+            report_id: Some(report.into()),
+            drifted_features: vec!["x".into()],
+            window_start: 0,
+            window_end: 10,
+            requested_at: 5,
+        }
+    }
+
+    #[test]
+    fn a_drift_retrain_is_recorded_under_its_report_id() {
+        assert_eq!(trigger_of(&drift_retrain("m-v1-800")), "drift:m-v1-800");
+        let performance = RetrainRequested {
+            trigger: RetrainTrigger::Performance,
+            ..drift_retrain("m-v1-900")
+        };
+        assert_eq!(trigger_of(&performance), "performance:m-v1-900");
+        // No report to name: the retrain id still makes it one version per event.
+        let bare = RetrainRequested {
+            report_id: None,
+            ..drift_retrain("x")
+        };
+        assert_eq!(trigger_of(&bare), "drift:retrain-x");
+        let manual = RetrainRequested {
+            trigger: RetrainTrigger::Manual,
+            ..drift_retrain("m-v1-1000")
+        };
+        assert_eq!(trigger_of(&manual), "manual:retrain-m-v1-1000");
+    }
+
+    #[test]
+    fn a_retrain_event_delivered_again_after_its_version_queues_nothing() {
+        let mut h = Harness::new(Schedule::default());
+        h.retrain(&drift_retrain("m-v1-800"));
+        h.retrain(&drift_retrain("m-v1-800"));
+        assert_eq!(h.jobs(), ["drift:m-v1-800"], "one job for the event");
+        h.published("drift:m-v1-800");
+        h.retrain(&drift_retrain("m-v1-800"));
+        assert!(h.jobs().is_empty());
+        // Another report is another version.
+        h.retrain(&drift_retrain("m-v1-900"));
+        assert_eq!(h.jobs(), ["drift:m-v1-900"]);
+    }
+
+    #[test]
+    fn a_version_published_under_the_old_retrain_id_trigger_still_counts() {
+        // A trainer from before report ids were recorded published this event's version
+        // as `drift:<retrain id>`; the monitor re-emits the event after a crash.
+        let mut h = Harness::new(Schedule::default());
+        h.published("drift:retrain-m-v1-800");
+        h.retrain(&drift_retrain("m-v1-800"));
+        assert!(h.jobs().is_empty());
+    }
+
+    #[test]
+    fn the_schedule_is_due_every_n_rows() {
+        let schedule = Schedule {
+            every_rows: 3,
+            every_hours: 0.0,
+        };
+        let mut s = ScheduleState::default();
+        let due: Vec<Option<String>> = (0..7)
+            .map(|i| s.on_row(&schedule, i * HOUR).map(|d| d.trigger))
+            .collect();
+        assert_eq!(
+            due,
+            [
+                None,
+                None,
+                Some("schedule:3".to_string()),
+                None,
+                None,
+                Some("schedule:6".to_string()),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn the_schedule_is_due_every_t_hours_of_event_time() {
+        let schedule = Schedule {
+            every_rows: 0,
+            every_hours: 24.0,
+        };
+        let mut s = ScheduleState::default();
+        let times = [0, 10 * HOUR, 23 * HOUR, 24 * HOUR, 30 * HOUR, 48 * HOUR];
+        let due: Vec<bool> = times
+            .iter()
+            .map(|t| s.on_row(&schedule, *t).is_some())
+            .collect();
+        assert_eq!(due, [false, false, false, true, false, true]);
+    }
+
+    #[test]
+    fn the_schedule_is_off_by_default() {
+        let off = Schedule::default();
+        assert!(!off.is_on());
+        let mut s = ScheduleState::default();
+        assert!((0..10_000).all(|i| s.on_row(&off, i * HOUR).is_none()));
+    }
+
+    #[test]
+    fn a_scheduled_retrain_is_queued_from_labelled_rows_without_any_retrain_event() {
+        let mut h = Harness::new(Schedule {
+            every_rows: 2,
+            every_hours: 0.0,
+        });
+        for i in 0..5 {
+            let id = format!("r{i}");
+            h.labelled(&id, i * HOUR, PredictionSource::Kafka);
+            h.actual(&id, i * HOUR);
+        }
+        assert_eq!(h.jobs(), ["schedule:2", "schedule:4"]);
+    }
+
+    #[test]
+    fn an_unjoined_prediction_is_evicted_and_counted_once_the_actuals_are_a_day_past_it() {
+        let mut h = Harness::new(Schedule::default());
+        h.labelled("lost", 0, PredictionSource::Kafka);
+        // An HTTP prediction stamped with today's wall clock ages nothing in the replay.
+        h.labelled("http", 1_700_000_000_000, PredictionSource::Http);
+        h.labelled("ok", 20 * HOUR, PredictionSource::Kafka);
+        h.actual("ok", 20 * HOUR);
+        // Predictions running ahead of the actuals (a backlog) evict no prediction.
+        h.labelled("later", 25 * HOUR, PredictionSource::Kafka);
+        assert_eq!(h.store.scan_prefix(b"pred/").unwrap().len(), 3);
+        h.labelled("ok2", 25 * HOUR, PredictionSource::Kafka);
+        h.actual("ok2", 25 * HOUR);
+        let left: Vec<Vec<u8>> = h
+            .store
+            .scan_prefix(b"pred/")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            left,
+            [
+                crate::labelled::pred_key("m", "http"),
+                crate::labelled::pred_key("m", "later")
+            ]
+        );
+        let evicted = &h.processor.metrics.unjoined_evicted;
+        assert_eq!(evicted.with_label_values(&["prediction"]).get(), 1);
+        assert_eq!(evicted.with_label_values(&["actual"]).get(), 0);
     }
 }

@@ -21,7 +21,7 @@ use tracing::warn;
 
 use crate::http::{self, RegistryApi};
 use crate::jobs::{BootstrapOptions, Owned, Runner};
-use crate::labelled::RowIndex;
+use crate::labelled::{Limits, RowIndex};
 use crate::metrics::TrainerMetrics;
 use crate::processor::{Schedule, Topics, TrainerProcessor};
 use crate::train::TrainOptions;
@@ -61,6 +61,16 @@ pub struct TrainerArgs {
     /// Labelled rows kept per model (the oldest are evicted).
     #[arg(long, env = "DRIFTLINE_TRAINER_MAX_ROWS", default_value_t = 200_000)]
     pub max_rows: usize,
+    /// How far (hours of event time) the other topic may run past a prediction waiting
+    /// for its actual, or an actual waiting for its prediction, before it is evicted: a
+    /// prediction goes once its model's actuals are this much newer. Keep it well above
+    /// the label delay. HTTP predictions (stamped with the serve time) move no clock.
+    #[arg(
+        long,
+        env = "DRIFTLINE_TRAINER_UNJOINED_MAX_AGE_HOURS",
+        default_value_t = 168.0
+    )]
+    pub unjoined_max_age_hours: f64,
     /// Share of a training window's newest rows held out to judge candidate and incumbent.
     #[arg(long, env = "DRIFTLINE_TRAINER_HOLDOUT", default_value_t = 0.2)]
     pub holdout_fraction: f64,
@@ -113,6 +123,12 @@ impl TrainerArgs {
             return Err(Error::Config(format!(
                 "--promotion-margin {} must be >= 0",
                 self.promotion_margin
+            )));
+        }
+        if !(self.unjoined_max_age_hours > 0.0 && self.unjoined_max_age_hours.is_finite()) {
+            return Err(Error::Config(format!(
+                "--unjoined-max-age-hours {} must be > 0",
+                self.unjoined_max_age_hours
             )));
         }
         if self.retrain_every_hours < 0.0 || !self.retrain_every_hours.is_finite() {
@@ -193,6 +209,8 @@ pub async fn run(args: TrainerArgs, shutdown: CancellationToken) -> Result<()> {
         producer: producer.clone(),
         codec: codec.clone(),
         models_topic: args.models_topic.clone(),
+        predictions_topic: args.predictions_topic.clone(),
+        actuals_topic: args.actuals_topic.clone(),
         options: TrainOptions {
             holdout_fraction: args.holdout_fraction,
             promotion_margin: args.promotion_margin,
@@ -214,7 +232,11 @@ pub async fn run(args: TrainerArgs, shutdown: CancellationToken) -> Result<()> {
             .iter()
             .map(|(k, o)| (k.clone(), o.spec.clone()))
             .collect();
-        let index = RowIndex::load(&store, specs.keys().cloned(), args.max_rows)?;
+        let limits = Limits {
+            max_rows: args.max_rows,
+            max_unjoined_age_ms: (args.unjoined_max_age_hours * 3_600_000.0) as i64,
+        };
+        let index = RowIndex::load(&store, specs.keys().cloned(), limits)?;
         for model in specs.keys() {
             metrics
                 .labelled_rows

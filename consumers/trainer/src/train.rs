@@ -47,6 +47,8 @@ pub struct Context<'a> {
     /// The production version now, judged on the same holdout.
     pub incumbent: Option<&'a ModelPublished>,
     pub published_at: i64,
+    /// The source offsets the rows reflect (see [`crate::labelled::end_offsets`]).
+    pub end_offsets: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,18 +67,33 @@ pub fn usable(kind: TargetKind, row: &LabelledRow) -> bool {
     }
 }
 
+/// A row with an event time: a labelled row, or one with where it was read.
+pub trait Timed {
+    fn event_time(&self) -> i64;
+}
+
+impl Timed for LabelledRow {
+    fn event_time(&self) -> i64 {
+        self.event_time
+    }
+}
+
+impl Timed for crate::labelled::SourcedRow {
+    fn event_time(&self) -> i64 {
+        self.row.event_time
+    }
+}
+
 /// The rows of `[start, end]` (event time, inclusive) from rows sorted by time. When
 /// fewer than `min_rows` fall inside, the window is widened backwards to the newest
 /// `min_rows` rows up to `end`: a short drift window still gets a trainable set, and it
 /// stays "recent".
-pub fn select_window(
-    sorted: Vec<LabelledRow>,
-    start: i64,
-    end: i64,
-    min_rows: usize,
-) -> Vec<LabelledRow> {
-    let upto: Vec<LabelledRow> = sorted.into_iter().filter(|r| r.event_time <= end).collect();
-    let inside = upto.iter().filter(|r| r.event_time >= start).count();
+pub fn select_window<R: Timed>(sorted: Vec<R>, start: i64, end: i64, min_rows: usize) -> Vec<R> {
+    let upto: Vec<R> = sorted
+        .into_iter()
+        .filter(|r| r.event_time() <= end)
+        .collect();
+    let inside = upto.iter().filter(|r| r.event_time() >= start).count();
     let keep = inside.max(min_rows).min(upto.len());
     let skip = upto.len() - keep;
     upto.into_iter().skip(skip).collect()
@@ -152,6 +169,7 @@ pub fn train(
         end_time: holdout.last().map_or(0, |r| r.event_time),
         train_rows: train.len() as i64,
         holdout_rows: holdout.len() as i64,
+        end_offsets: ctx.end_offsets.clone(),
     };
     let record = ModelPublished {
         model: spec.model.name.clone(),
@@ -238,6 +256,7 @@ mod tests {
             trigger: "t",
             incumbent,
             published_at: 1,
+            end_offsets: [("p/0".to_string(), 200)].into(),
         }
     }
 
@@ -270,6 +289,7 @@ mod tests {
         assert!(v2.record.incumbent_metrics["mae"] > 1.0);
         assert_eq!(v2.record.training_window.train_rows, 160);
         assert_eq!(v2.record.training_window.holdout_rows, 40);
+        assert_eq!(v2.record.training_window.end_offsets["p/0"], 200);
     }
 
     #[test]

@@ -141,10 +141,12 @@ async fn exactly_one_version_per_trigger_after_kills_during_training_and_publish
     let p = producer()?;
     w.send_labelled(&p, 0, 300, |x| 5.0 - 2.0 * x).await?;
     w.send_retrain(&p, "r1", 0, 300).await?;
-    Trainer::start(&w, state.path())?.wait_phase_then_kill("training", "drift:r1", long)?;
+    // The trigger names the drift report behind the retrain event.
+    let trigger = "drift:report-r1";
+    Trainer::start(&w, state.path())?.wait_phase_then_kill("training", trigger, long)?;
     let t = Trainer::start(&w, state.path())?;
-    t.wait_phase("training", "drift:r1", long)?;
-    t.wait_phase("published", "drift:r1", long)?;
+    t.wait_phase("training", trigger, long)?;
+    t.wait_phase("published", trigger, long)?;
     t.kill9()?;
     // The same event delivered again, too.
     w.send_retrain(&p, "r1", 0, 300).await?;
@@ -160,7 +162,7 @@ async fn exactly_one_version_per_trigger_after_kills_during_training_and_publish
     seen.sort();
     assert_eq!(
         seen,
-        [(1, "bootstrap".to_string()), (2, "drift:r1".to_string())],
+        [(1, "bootstrap".to_string()), (2, trigger.to_string())],
         "one record per trigger"
     );
     Ok(())

@@ -30,7 +30,9 @@ async fn probe(
     let req = PredictionRequest {
         request_id: id.clone(),
         model: w.model.clone(),
-        event_time: CUTOFF + 10_000 * HOUR,
+        // Before the labelled traffic: a probe never gets an actual, so it waits in the
+        // trainer's store (until evicted) like any unlabelled prediction.
+        event_time: CUTOFF - HOUR,
         features: [("x".to_string(), FeatureValue::Number(x))].into(),
     };
     produce(p, &w.requests, &req.key(), &codec.encode(&req)?).await?;
@@ -110,7 +112,20 @@ async fn retrain_event_publishes_a_version_the_predictor_serves_and_a_worse_one_
         })
         .await?;
     let v2 = reg.version(&w.model, 2).unwrap();
-    assert_eq!(v2.trigger, "drift:r1");
+    assert_eq!(
+        v2.trigger, "drift:report-r1",
+        "the trigger names the drift report"
+    );
+    // The window reflects predictions 1..=300 (offset 0 is the first probe, never
+    // labelled) and actuals 0..300.
+    assert_eq!(
+        v2.training_window.end_offsets,
+        [
+            (format!("{}/0", w.predictions), 301),
+            (format!("{}/0", w.actuals), 300)
+        ]
+        .into()
+    );
     assert_eq!(v2.parent_version, Some(1));
     assert_eq!(
         (

@@ -105,6 +105,7 @@ nullable = false
             http_addr: "127.0.0.1:0".parse().unwrap(),
             admin_token: Some("token".into()),
             max_rows: 10_000,
+            unjoined_max_age_hours: 168.0,
             holdout_fraction: 0.2,
             promotion_margin: 0.01,
             min_rows: 50,

@@ -1,0 +1,162 @@
+//! The registry's HTTP API over a real socket, against the real broker: reads are open,
+//! promote needs the bearer token, a refused request publishes nothing, and an accepted
+//! one is a record on the models topic that the registry then shows.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use common::World;
+use driftline_runtime::serve::{follow_registry, serve_http};
+use driftline_schemas::codec::Codec;
+use driftline_schemas::events::{ModelPublished, ModelStatus, TrainingWindow};
+use driftline_tests::{kafka, producer};
+use driftline_trainer::http::{RegistryApi, router};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "s3cret-token";
+
+fn record(model: &str, version: i64, status: ModelStatus, published_at: i64) -> ModelPublished {
+    ModelPublished {
+        model: model.into(),
+        version,
+        algorithm: "linear".into(),
+        hyper_parameters: Default::default(),
+        metrics: [("mae".to_string(), 1.0 / version as f64)].into(),
+        incumbent_metrics: Default::default(),
+        parent_version: (version > 1).then_some(version - 1),
+        trigger: format!("manual:{version}"),
+        training_window: TrainingWindow::default(),
+        reference_profile: vec![],
+        model_format: "x".into(),
+        model_bytes: vec![1, 2, 3],
+        status,
+        published_at,
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns the status and the JSON body.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> Result<(u16, Value)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    let json = serde_json::from_str(body).with_context(|| format!("body of {path}: {body}"))?;
+    Ok((status, json))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn promote_over_http_needs_the_bearer_token_and_lands_on_the_models_topic() -> Result<()> {
+    let w = World::new().await?;
+    let p = producer()?;
+    let codec = Codec::single_object();
+    driftline_trainer::jobs::publish(
+        &p,
+        &w.models,
+        &codec,
+        &[
+            record(&w.model, 1, ModelStatus::Production, 10),
+            record(&w.model, 2, ModelStatus::Rejected, 20),
+        ],
+    )
+    .await?;
+
+    // The trainer's API as the service wires it: a registry following the topic, a real
+    // producer, a real listener.
+    let shutdown = CancellationToken::new();
+    let follower = follow_registry(&kafka(), &w.models, &codec, |_, _| {}, &shutdown);
+    tokio::time::timeout(Duration::from_secs(30), follower.loaded.cancelled())
+        .await
+        .context("the registry did not load")?;
+    let api = RegistryApi {
+        registry: follower.registry.clone(),
+        producer: p.clone(),
+        models_topic: w.models.clone(),
+        codec: codec.clone(),
+        admin_token: Some(TOKEN.into()),
+    };
+    let app = router(api, prometheus::Registry::new());
+    let (addr, server) = serve_http("registry API", "127.0.0.1:0".parse()?, app, &shutdown).await?;
+
+    // Reads need no token.
+    let (status, list) = request(addr, "GET", "/models", None).await?;
+    assert_eq!(status, 200);
+    assert_eq!(list["models"][0]["production"], 1);
+    let (status, v2) = request(
+        addr,
+        "GET",
+        &format!("/models/{}/versions/2", w.model),
+        None,
+    )
+    .await?;
+    assert_eq!((status, &v2["status"]), (200, &Value::from("rejected")));
+
+    // Changes do.
+    let promote = format!("/models/{}/versions/2/promote", w.model);
+    let (status, body) = request(addr, "POST", &promote, None).await?;
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = request(addr, "POST", &promote, Some("Bearer wrong-token")).await?;
+    assert_eq!(status, 401);
+    let (status, _) = request(addr, "POST", &promote, Some(&format!("Basic {TOKEN}"))).await?;
+    assert_eq!(status, 401, "only a bearer token counts");
+    let (status, _) = request(addr, "POST", &format!("/models/{}/rollback", w.model), None).await?;
+    assert_eq!(status, 401);
+    assert_eq!(
+        w.model_records()?.len(),
+        2,
+        "a refused request publishes nothing"
+    );
+
+    let (status, body) = request(addr, "POST", &promote, Some(&format!("Bearer {TOKEN}"))).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["published"][0]["version"], 2);
+    assert_eq!(body["published"][0]["status"], "production");
+
+    // The promotion is a record on the broker's models topic...
+    let records = w.model_records()?;
+    assert_eq!(records.len(), 3);
+    let last = records.last().context("no records")?;
+    assert_eq!(
+        (last.model.as_str(), last.version, last.status),
+        (w.model.as_str(), 2, ModelStatus::Production)
+    );
+    // ...and the registry, which is that topic, serves it on the open read endpoint.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, shown) = request(addr, "GET", &format!("/models/{}", w.model), None).await?;
+        if shown["production"] == 2 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the registry still shows {shown}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    shutdown.cancel();
+    server.await??;
+    follower.task.await??;
+    Ok(())
+}
