@@ -22,6 +22,7 @@
 //! [`cli`] (`driftline drift` and `driftline backtest`).
 
 pub mod cli;
+pub mod early;
 pub mod http;
 pub mod metrics;
 pub mod monitor;

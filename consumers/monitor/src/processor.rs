@@ -16,8 +16,9 @@ use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{Actual, DriftReport, ModelPublished, PredictionLogged};
 use tracing::{info, warn};
 
+use crate::early::EarlyActuals;
 use crate::metrics::MonitorMetrics;
-use crate::monitor::{ModelMonitor, MonitorConfig, Pending};
+use crate::monitor::{JoinedActual, ModelMonitor, MonitorConfig, Pending};
 use crate::state::{self, prefix};
 use crate::{Error, Result};
 
@@ -45,6 +46,19 @@ pub struct MonitorProcessor {
     /// Stamps reports and retrain requests (ms); the service uses the wall clock.
     pub clock: fn() -> i64,
     monitors: HashMap<String, ModelMonitor>,
+    early: EarlyActuals,
+}
+
+/// Persists a joined prediction and actual (and drops the pending slot and evicted pairs).
+fn write_joined(txn: &mut Txn<'_>, model: &str, j: &JoinedActual) {
+    txn.delete(state::pending_key(model, j.pending_removed));
+    txn.put(
+        state::joined_key(model, j.seq),
+        state::encode_joined(&j.joined),
+    );
+    j.evicted
+        .clone()
+        .for_each(|s| txn.delete(state::joined_key(model, s)));
 }
 
 fn state_err(e: impl std::fmt::Display) -> Rejection {
@@ -63,6 +77,7 @@ impl MonitorProcessor {
         latest: LatestReports,
         metrics: MonitorMetrics,
     ) -> Self {
+        let config_max_pending = config.max_pending;
         Self {
             codec,
             registry,
@@ -73,6 +88,7 @@ impl MonitorProcessor {
             registry_wait: Duration::from_secs(30),
             clock: now_ms,
             monitors: HashMap::new(),
+            early: EarlyActuals::new(config_max_pending),
         }
     }
 
@@ -98,6 +114,18 @@ impl MonitorProcessor {
 
     /// Rebuilds every monitor from the store (call once the registry is loaded).
     pub fn restore(&mut self, store: &Store) -> Result<()> {
+        let early = store
+            .scan_prefix(&prefix(b'a', Some("")))?
+            .iter()
+            .map(|(k, v)| {
+                let actual = self
+                    .codec
+                    .decode::<Actual>(v)
+                    .map_err(|e| Error::State(format!("early actual: {e}")))?;
+                Ok((state::seq_of(k).unwrap_or_default(), actual))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.early = EarlyActuals::restore(self.config.max_pending, early);
         for (_, bytes) in store.scan_prefix(&prefix(b'm', None))? {
             let meta = state::decode_meta(&bytes)?;
             let published = self.published(&meta.model, meta.version).ok_or_else(|| {
@@ -207,6 +235,7 @@ impl MonitorProcessor {
         };
         let model = p.model.clone();
         let event = monitor.event_of(&p);
+        let pending_id = p.request_id.clone();
         let pending = Pending {
             request_id: p.request_id,
             value: p.prediction.value,
@@ -228,6 +257,17 @@ impl MonitorProcessor {
         obs.pending_evicted
             .into_iter()
             .for_each(|s| txn.delete(state::pending_key(&model, s)));
+        if let Some((slot, actual)) = self.early.take(&model, &pending_id) {
+            txn.delete(state::early_key(slot));
+            match monitor.join(&actual) {
+                Some(j) => write_joined(txn, &model, &j),
+                None => self
+                    .metrics
+                    .unmatched_actuals
+                    .with_label_values(&[&model])
+                    .inc(),
+            }
+        }
         let mut outputs = Vec::new();
         if monitor.due() {
             let started = Instant::now();
@@ -268,29 +308,27 @@ impl MonitorProcessor {
             .codec
             .decode(record.payload.unwrap_or_default())
             .map_err(Rejection::decode)?;
+        let joined = self.monitors.get_mut(&a.model).and_then(|m| m.join(&a));
+        match joined {
+            Some(j) => write_joined(txn, &a.model, &j),
+            None => {
+                // Its prediction may not have been read yet (or was already joined, or
+                // is of an older version): hold it until the prediction comes.
+                let bytes = self.codec.encode(&a).map_err(state_err)?;
+                let held = self.early.hold(a.clone());
+                txn.put(state::early_key(held.slot), bytes);
+                for slot in held.dropped {
+                    txn.delete(state::early_key(slot));
+                    self.metrics
+                        .unmatched_actuals
+                        .with_label_values(&[&a.model])
+                        .inc();
+                }
+            }
+        }
         let Some(monitor) = self.monitors.get_mut(&a.model) else {
-            self.metrics
-                .unmatched_actuals
-                .with_label_values(&[&a.model])
-                .inc();
             return Ok(Vec::new());
         };
-        match monitor.join(&a) {
-            Some(j) => {
-                txn.delete(state::pending_key(&a.model, j.pending_removed));
-                txn.put(
-                    state::joined_key(&a.model, j.seq),
-                    state::encode_joined(&j.joined),
-                );
-                j.evicted
-                    .for_each(|s| txn.delete(state::joined_key(&a.model, s)));
-            }
-            None => self
-                .metrics
-                .unmatched_actuals
-                .with_label_values(&[&a.model])
-                .inc(),
-        }
         monitor.position(record.topic, record.partition, record.offset + 1);
         txn.put(
             state::meta_key(&a.model),
@@ -317,5 +355,77 @@ impl Processor for MonitorProcessor {
             );
             Ok(Vec::new())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use driftline_runtime::registry::Registry;
+    use driftline_tests::samples;
+
+    fn processor() -> MonitorProcessor {
+        let mut registry = Registry::default();
+        registry.apply(samples::model());
+        MonitorProcessor::new(
+            Codec::single_object(),
+            Arc::new(RwLock::new(registry)),
+            MonitorConfig::default(),
+            Topics {
+                predictions: "p".into(),
+                actuals: "a".into(),
+                drift: "d".into(),
+                retrain: "r".into(),
+            },
+            LatestReports::default(),
+            MonitorMetrics::new(&prometheus::Registry::new()),
+        )
+    }
+
+    fn record<'a>(topic: &'a str, payload: &'a [u8]) -> Record<'a> {
+        Record {
+            topic,
+            partition: 0,
+            offset: 0,
+            key: None,
+            payload: Some(payload),
+            timestamp: None,
+        }
+    }
+
+    #[test]
+    fn an_actual_read_before_its_prediction_joins_it_even_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let codec = Codec::single_object();
+        let actual = codec.encode(&samples::actual()).unwrap();
+        let prediction = codec
+            .encode(&PredictionLogged {
+                model_version: samples::model().version,
+                ..samples::prediction()
+            })
+            .unwrap();
+        let slots =
+            |kind: u8, model: &str| store.scan_prefix(&prefix(kind, Some(model))).unwrap().len();
+
+        let mut p = processor();
+        let mut txn = store.txn();
+        p.process(&record("a", &actual), &mut txn).unwrap();
+        store.commit(txn, &BTreeMap::new()).unwrap();
+        assert_eq!(slots(b'a', ""), 1, "the actual waits");
+
+        // A restart between the two.
+        let mut p = processor();
+        p.restore(&store).unwrap();
+        let mut txn = store.txn();
+        p.process(&record("p", &prediction), &mut txn).unwrap();
+        store.commit(txn, &BTreeMap::new()).unwrap();
+        assert_eq!(slots(b'a', ""), 0, "no longer waiting");
+        assert_eq!(slots(b'e', "flights"), 1, "joined");
+        assert_eq!(
+            slots(b'p', "flights"),
+            0,
+            "the prediction is not left pending"
+        );
     }
 }

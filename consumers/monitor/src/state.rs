@@ -2,7 +2,8 @@
 //!
 //! Per model: `m` its [`ModelMeta`] (JSON, rewritten with every event), `w` one slot per
 //! window event, `e` one per joined actual, `p` one per prediction waiting for its actual,
-//! `r` the latest report. Slot keys end in the big-endian sequence number, so a prefix
+//! `r` the latest report; and `a` (not per model) one per actual that came before its
+//! prediction. Slot keys end in the big-endian sequence number, so a prefix
 //! scan returns them in order. Written through the runtime's transaction, with the
 //! offsets, in one WriteBatch.
 
@@ -27,6 +28,11 @@ pub fn window_key(model: &str, seq: u64) -> Vec<u8> {
 
 pub fn joined_key(model: &str, seq: u64) -> Vec<u8> {
     key(b'e', model, Some(seq))
+}
+
+/// An actual that came before its prediction (slots numbered across models).
+pub fn early_key(slot: u64) -> Vec<u8> {
+    key(b'a', "", Some(slot))
 }
 
 pub fn pending_key(model: &str, seq: u64) -> Vec<u8> {
