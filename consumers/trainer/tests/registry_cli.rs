@@ -4,29 +4,10 @@
 mod common;
 
 use anyhow::Result;
-use common::World;
-use driftline_schemas::events::{ModelPublished, ModelStatus, TrainingWindow};
+use common::{World, record};
+use driftline_schemas::events::ModelStatus;
 use driftline_tests::{kafka, producer};
 use driftline_trainer::cli::{ModelsArgs, ModelsCommand, execute};
-
-fn record(model: &str, version: i64, status: ModelStatus, published_at: i64) -> ModelPublished {
-    ModelPublished {
-        model: model.into(),
-        version,
-        algorithm: "linear".into(),
-        hyper_parameters: Default::default(),
-        metrics: [("mae".to_string(), 1.0 / version as f64)].into(),
-        incumbent_metrics: Default::default(),
-        parent_version: (version > 1).then_some(version - 1),
-        trigger: format!("manual:{version}"),
-        training_window: TrainingWindow::default(),
-        reference_profile: vec![],
-        model_format: "x".into(),
-        model_bytes: vec![1, 2, 3],
-        status,
-        published_at,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn promote_and_rollback_from_the_cli_are_records_on_the_models_topic() -> Result<()> {

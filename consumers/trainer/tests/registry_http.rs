@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use common::World;
+use common::{World, record};
 use driftline_runtime::serve::{follow_registry, serve_http};
 use driftline_schemas::codec::Codec;
-use driftline_schemas::events::{ModelPublished, ModelStatus, TrainingWindow};
+use driftline_schemas::events::ModelStatus;
 use driftline_tests::{kafka, producer};
 use driftline_trainer::http::{RegistryApi, router};
 use serde_json::Value;
@@ -19,25 +19,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "s3cret-token";
-
-fn record(model: &str, version: i64, status: ModelStatus, published_at: i64) -> ModelPublished {
-    ModelPublished {
-        model: model.into(),
-        version,
-        algorithm: "linear".into(),
-        hyper_parameters: Default::default(),
-        metrics: [("mae".to_string(), 1.0 / version as f64)].into(),
-        incumbent_metrics: Default::default(),
-        parent_version: (version > 1).then_some(version - 1),
-        trigger: format!("manual:{version}"),
-        training_window: TrainingWindow::default(),
-        reference_profile: vec![],
-        model_format: "x".into(),
-        model_bytes: vec![1, 2, 3],
-        status,
-        published_at,
-    }
-}
 
 /// One HTTP/1.1 request on a fresh connection; returns the status and the JSON body.
 async fn request(

@@ -10,8 +10,8 @@ use anyhow::{Context, Result, bail};
 use driftline_runtime::registry::Registry;
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{
-    Actual, Event, FeatureValue, ModelPublished, Prediction, PredictionLogged, PredictionSource,
-    RetrainRequested, RetrainTrigger,
+    Actual, Event, FeatureValue, ModelPublished, ModelStatus, Prediction, PredictionLogged,
+    PredictionSource, RetrainRequested, RetrainTrigger, TrainingWindow,
 };
 use driftline_tests::{create_topics, kafka, produce, unique};
 use driftline_trainer::service::TrainerArgs;
@@ -248,4 +248,24 @@ pub fn summary(reg: &Registry, model: &str) -> Vec<(i64, String, String)> {
     reg.versions(model)
         .map(|m| (m.version, m.status.to_string(), m.trigger.clone()))
         .collect()
+}
+
+/// A registry record of `model` v`version` (metrics that improve with the version).
+pub fn record(model: &str, version: i64, status: ModelStatus, published_at: i64) -> ModelPublished {
+    ModelPublished {
+        model: model.into(),
+        version,
+        algorithm: "linear".into(),
+        hyper_parameters: Default::default(),
+        metrics: [("mae".to_string(), 1.0 / version as f64)].into(),
+        incumbent_metrics: Default::default(),
+        parent_version: (version > 1).then_some(version - 1),
+        trigger: format!("manual:{version}"),
+        training_window: TrainingWindow::default(),
+        reference_profile: vec![],
+        model_format: "x".into(),
+        model_bytes: vec![1, 2, 3],
+        status,
+        published_at,
+    }
 }
