@@ -177,6 +177,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         });
     }
     let monitor_thresholds = (monitor.policy.numeric_threshold, 0.2);
+    let monitor_min_samples = monitor.policy.min_samples;
     {
         let shutdown = shutdown.clone();
         services.spawn(async move {
@@ -186,7 +187,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
         });
     }
 
-    let seen = Arc::new(Mutex::new(Seen::default()));
+    let seen = Arc::new(Mutex::new(Seen {
+        min_samples: monitor_min_samples,
+        ..Seen::default()
+    }));
     let mut history = crate::dashboard::History::default();
     history.set_thresholds(monitor_thresholds.0, monitor_thresholds.1);
     let history = Arc::new(Mutex::new(history));

@@ -29,6 +29,9 @@ pub struct Seen {
     pub retrains: Vec<RetrainRequested>,
     /// version -> latest record
     pub models: BTreeMap<i64, ModelPublished>,
+    /// The monitor's minimum sample: below it a report cannot say DRIFT, and the summary
+    /// says it is warming up rather than NO_DRIFT beside a high drifted share.
+    pub min_samples: u64,
 }
 
 impl Seen {
@@ -53,9 +56,17 @@ impl Seen {
                 .take(3)
                 .map(|f| format!("{} psi {:.2}", f.name, f.psi.unwrap_or(f64::NAN)))
                 .collect();
+            let decision = if (r.window.count as u64) < self.min_samples {
+                format!(
+                    "warming up ({}/{} events)",
+                    r.window.count, self.min_samples
+                )
+            } else {
+                r.decision.to_string()
+            };
             s.push_str(&format!(
                 " | drift {} share {:.2}{}",
-                r.decision,
+                decision,
                 r.share_drifted,
                 if names.is_empty() {
                     String::new()
