@@ -1,23 +1,36 @@
 //! The consume → process → produce → commit loop.
+//!
+//! One async task polls the consumer, produces, awaits acknowledgements and commits; the
+//! processor runs beside it on tokio's blocking pool, one batch at a time, so a slow model
+//! stalls neither polling (rebalances, group membership) nor delivery handling, shutdown
+//! or the service's HTTP. At most one batch waits, collected, for the processor; when it
+//! has waited full for a quarter of `max.poll.interval.ms` the consumer pauses fetching
+//! and goes on polling. With [`RunOptions::pipeline`] above 1 the next batches are
+//! processed while earlier ones wait for their acknowledgements.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{DeadLetter, Event};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{debug, info, info_span, warn};
 
 use crate::metrics::Metrics;
-use crate::store::{Store, TopicPartition, Txn};
+use crate::store::{Store, TopicPartition, Txn, Writes};
 use crate::{Error, KafkaArgs, Result, now_ms};
+
+mod positions;
+
+use positions::Positions;
 
 /// One consumed message, without Kafka types, so processors are plain logic.
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +88,9 @@ impl Rejection {
 
 /// The logic of one consumer. It stages state changes in the transaction; the runtime
 /// commits them with the offsets once the batch's outputs are acknowledged.
+///
+/// Its methods run on tokio's blocking pool, one call at a time: they may take long or
+/// block without stalling the consumer loop.
 pub trait Processor: Send {
     fn process(
         &mut self,
@@ -82,7 +98,9 @@ pub trait Processor: Send {
         txn: &mut Txn<'_>,
     ) -> std::result::Result<Vec<Output>, Rejection>;
 
-    /// After each committed batch (e.g. to refresh caches or gauges).
+    /// After a commit that leaves no batch this processor has processed uncommitted (e.g.
+    /// to wake a worker that reads the committed state). With [`RunOptions::pipeline`] at 1
+    /// that is after every batch.
     fn committed(&mut self) {}
 }
 
@@ -97,6 +115,11 @@ pub struct RunOptions {
     pub linger: Duration,
     /// Stop once every assigned partition is read to its end (tests, backfills).
     pub exit_on_eof: bool,
+    /// Most batches processed but not yet committed. At 1 a batch is processed once the
+    /// previous one has committed. Above 1 the next batches are processed while earlier
+    /// ones wait for their outputs' acknowledgements (seeing their uncommitted state), and
+    /// [`Processor::committed`] waits until a commit leaves none behind.
+    pub pipeline: usize,
 }
 
 impl RunOptions {
@@ -108,7 +131,18 @@ impl RunOptions {
             max_batch: 2000,
             linger: Duration::from_millis(20),
             exit_on_eof: false,
+            pipeline: 1,
         }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.max_batch == 0 || self.pipeline == 0 {
+            return Err(Error::Config(format!(
+                "max_batch ({}) and pipeline ({}) must be at least 1",
+                self.max_batch, self.pipeline
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -194,24 +228,32 @@ impl ConsumerContext for SeekOnAssign {
 
 /// Runs `processor` until `shutdown` fires (or, with `exit_on_eof`, the input is drained).
 /// Returns the number of messages applied.
+///
+/// The processor runs on tokio's blocking pool, one batch at a time, while this task goes
+/// on polling the consumer, collecting the next batch, awaiting acknowledgements and
+/// committing. Batches commit in order, each once all its outputs are acknowledged. On
+/// shutdown the batch being processed is abandoned (it is read again on restart); batches
+/// already produced are acknowledged and committed.
 // Each argument is a separately owned piece a service builds (and tests swap); bundling
 // them would only move the list into a struct literal at every call site.
 #[allow(clippy::too_many_arguments)]
-pub async fn run<P: Processor>(
+pub async fn run<P: Processor + 'static>(
     kafka: &KafkaArgs,
     opts: &RunOptions,
     store: Arc<Store>,
-    mut processor: P,
+    processor: P,
     producer: FutureProducer,
     codec: Codec,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<u64> {
     kafka.validate()?;
+    opts.validate()?;
     let mut config = kafka.consumer_config(&opts.group_id);
     if opts.exit_on_eof {
         config.set("enable.partition.eof", "true");
     }
+    let pause_after = pause_after(&config);
     let assigned = Arc::new(Mutex::new(HashSet::new()));
     let context = SeekOnAssign {
         store: store.clone(),
@@ -220,24 +262,108 @@ pub async fn run<P: Processor>(
     let consumer: StreamConsumer<SeekOnAssign> = config.create_with_context(context)?;
     let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    info!(group = %opts.group_id, topics = ?opts.topics, "consuming");
+    info!(group = %opts.group_id, topics = ?opts.topics, pipeline = opts.pipeline, "consuming");
 
-    let mut applied = 0u64;
+    let ctx = Arc::new(BatchContext {
+        group_id: opts.group_id.clone(),
+        dlq_topic: opts.dlq_topic.clone(),
+        codec,
+        metrics: metrics.clone(),
+    });
+    // The processor is either here (idle) or on the blocking pool (busy).
+    let mut idle = Some(processor);
+    let mut busy: Option<JoinHandle<Job<P>>> = None;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut hook_owed = false;
+    let mut next = Next::default();
+    let mut paused = false;
+    let mut taken = Positions::default();
     let mut at_eof: HashSet<TopicPartition> = HashSet::new();
-    loop {
-        // Wait for the first message of a batch (or shutdown), then take what else is ready.
-        let mut batch: Vec<OwnedMessage> = Vec::new();
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            m = consumer.recv() => m,
-        };
-        let mut next = Some(first);
-        let deadline = tokio::time::Instant::now() + opts.linger;
-        while let Some(m) = next.take() {
-            match m {
+    let mut applied = 0u64;
+
+    let stopped: Result<()> = loop {
+        if let Some(mut p) = idle.take() {
+            if hook_owed && in_flight.is_empty() {
+                hook_owed = false;
+                busy = Some(tokio::task::spawn_blocking(move || {
+                    p.committed();
+                    (p, None)
+                }));
+            } else if in_flight.len() < opts.pipeline && next.ready(opts) {
+                let batch = next.take(opts.max_batch);
+                if paused && !next.is_full(opts.max_batch) {
+                    set_paused(&consumer, false);
+                    paused = false;
+                }
+                busy = Some(spawn_process(p, batch, &store, &in_flight, &ctx));
+            } else {
+                idle = Some(p);
+            }
+        }
+        if opts.exit_on_eof
+            && idle.is_some()
+            && !hook_owed
+            && in_flight.is_empty()
+            && next.messages.is_empty()
+            && all_at_eof(&assigned, &at_eof)
+        {
+            info!(applied, "all partitions read to the end");
+            break Ok(());
+        }
+
+        let full = next.is_full(opts.max_batch);
+        let can_start = idle.is_some() && in_flight.len() < opts.pipeline;
+        let now = tokio::time::Instant::now();
+        let linger_at = next.since.map_or(now, |t| t + opts.linger);
+        let pause_at = next.full_since.map_or(now, |t| t + pause_after);
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Ok(()),
+            job = finished(&mut busy) => {
+                busy = None;
+                let (p, processed) = match job {
+                    Ok(done) => done,
+                    Err(e) => match e.try_into_panic() {
+                        Ok(panic) => std::panic::resume_unwind(panic),
+                        // Cancelled: the tokio runtime itself is shutting down.
+                        Err(_) => break Ok(()),
+                    },
+                };
+                idle = Some(p);
+                if let Some(processed) = processed {
+                    match produce(&producer, processed, &metrics).await {
+                        Ok(batch) => in_flight.push_back(batch),
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
+            acked = front_acked(&mut in_flight) => {
+                let Some(batch) = in_flight.pop_front() else { continue };
+                match acked.and_then(|()| commit(&store, &consumer, batch, &metrics)) {
+                    Ok(n) => applied += n,
+                    Err(e) => break Err(e),
+                }
+                hook_owed = true;
+            }
+            m = consumer.recv(), if !full || paused => match m {
                 Ok(m) => {
-                    at_eof.remove(&(m.topic().to_string(), m.partition()));
-                    batch.push(m.detach());
+                    if !at_eof.is_empty() {
+                        at_eof.remove(&(m.topic().to_string(), m.partition()));
+                    }
+                    if !taken.admit(m.topic(), m.partition(), m.offset()) {
+                        debug!(
+                            topic = m.topic(),
+                            partition = m.partition(),
+                            offset = m.offset(),
+                            "dropped a message already taken (re-delivered after a rebalance)"
+                        );
+                        continue;
+                    }
+                    next.push(m.detach(), opts.max_batch);
+                    // Only while paused: a partition assigned since the pause fetches again.
+                    if paused && next.is_full(opts.max_batch) {
+                        set_paused(&consumer, true);
+                    }
                 }
                 Err(KafkaError::PartitionEOF(p)) => {
                     debug!(partition = p, "end of partition");
@@ -251,55 +377,164 @@ pub async fn run<P: Processor>(
                     warn!(error = %e, "consume error");
                     metrics.consume_errors.inc();
                 }
+            },
+            _ = tokio::time::sleep_until(linger_at), if can_start && !full && next.since.is_some() => {}
+            _ = tokio::time::sleep_until(pause_at), if full && !paused => {
+                debug!(buffered = next.messages.len(), "next batch full: pausing fetch, still polling");
+                set_paused(&consumer, true);
+                paused = true;
             }
-            if batch.len() >= opts.max_batch {
-                break;
-            }
-            next = tokio::time::timeout_at(deadline, consumer.recv())
-                .await
-                .ok();
         }
+    };
+    stopped?;
 
-        if !batch.is_empty() {
-            applied += apply_batch(
-                &batch,
-                opts,
-                &store,
-                &mut processor,
-                &producer,
-                &codec,
-                &metrics,
-            )
-            .await?;
-            report_progress(&consumer, &batch);
-        }
-
-        if opts.exit_on_eof {
-            let assigned = assigned.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            if !assigned.is_empty() && assigned.iter().all(|tp| at_eof.contains(tp)) {
-                info!(applied, "all partitions read to the end");
-                break;
-            }
-        }
+    if busy.take().is_some() {
+        // A batch it is processing has neither outputs produced nor state committed: a
+        // restart reads it again.
+        info!("shutting down without waiting for the processor");
+    }
+    // Outputs already produced: acknowledged and committed, so a restart does not re-emit them.
+    while !in_flight.is_empty() {
+        let acked = front_acked(&mut in_flight).await;
+        let Some(batch) = in_flight.pop_front() else {
+            break;
+        };
+        applied += acked.and_then(|()| commit(&store, &consumer, batch, &metrics))?;
+        hook_owed = true;
+    }
+    if let Some(mut p) = idle.take().filter(|_| hook_owed) {
+        let _ = tokio::task::spawn_blocking(move || p.committed()).await;
     }
     let _ = producer.flush(Duration::from_secs(5));
     info!(applied, "consumer stopped");
     Ok(applied)
 }
 
-async fn apply_batch<P: Processor>(
-    batch: &[OwnedMessage],
-    opts: &RunOptions,
-    store: &Store,
+/// How long the next batch may wait, full, before the consumer pauses fetching to go back
+/// to polling: a quarter of `max.poll.interval.ms`, so that it polls in time to stay in its
+/// group and to join a rebalance. Not sooner: a pause drops what librdkafka has prefetched,
+/// and the broker must serve it again (a whole fetch response, 20 MB from tansu).
+fn pause_after(config: &ClientConfig) -> Duration {
+    let max_poll_ms = config
+        .get("max.poll.interval.ms")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(300_000u64);
+    Duration::from_millis(max_poll_ms / 4)
+}
+
+/// What every batch shares besides the processor.
+struct BatchContext {
+    group_id: String,
+    dlq_topic: String,
+    codec: Codec,
+    metrics: Metrics,
+}
+
+/// The processor back from the blocking pool, with its batch's results (none after the
+/// commit hook).
+type Job<P> = (P, Option<Processed>);
+
+/// A batch's results, computed on the blocking pool.
+struct Processed {
+    writes: Writes,
+    outputs: Vec<Output>,
+    offsets: BTreeMap<TopicPartition, i64>,
+    messages: usize,
+    started: Instant,
+    took: Duration,
+}
+
+/// A processed batch whose outputs are enqueued; its state and offsets commit once they
+/// are all acknowledged.
+struct InFlight {
+    /// Also read by later batches until this one commits.
+    writes: Arc<Writes>,
+    offsets: BTreeMap<TopicPartition, i64>,
+    messages: usize,
+    started: Instant,
+    took: Duration,
+    produced: Instant,
+    /// Not yet acknowledged.
+    deliveries: Vec<(String, DeliveryFuture)>,
+}
+
+/// The messages taken for the next batch.
+#[derive(Default)]
+struct Next {
+    messages: Vec<OwnedMessage>,
+    /// When the first of them arrived: the batch is ready `linger` later, or once full.
+    since: Option<tokio::time::Instant>,
+    /// When it became full.
+    full_since: Option<tokio::time::Instant>,
+}
+
+impl Next {
+    fn push(&mut self, m: OwnedMessage, max_batch: usize) {
+        let now = tokio::time::Instant::now();
+        self.since.get_or_insert(now);
+        self.messages.push(m);
+        if self.is_full(max_batch) {
+            self.full_since.get_or_insert(now);
+        }
+    }
+
+    fn is_full(&self, max_batch: usize) -> bool {
+        self.messages.len() >= max_batch
+    }
+
+    fn ready(&self, opts: &RunOptions) -> bool {
+        self.is_full(opts.max_batch) || self.since.is_some_and(|t| t.elapsed() >= opts.linger)
+    }
+
+    /// Up to `max_batch` messages, oldest first. More than that were taken only while
+    /// fetching was paused; they start the next batch.
+    fn take(&mut self, max_batch: usize) -> Vec<OwnedMessage> {
+        let rest = self.messages.split_off(self.messages.len().min(max_batch));
+        let batch = std::mem::replace(&mut self.messages, rest);
+        let now = tokio::time::Instant::now();
+        self.since = (!self.messages.is_empty()).then_some(now);
+        self.full_since = self.is_full(max_batch).then_some(now);
+        batch
+    }
+}
+
+/// Processes `batch` on the blocking pool, reading the state of the batches still in
+/// flight as if committed.
+fn spawn_process<P: Processor + 'static>(
+    mut processor: P,
+    batch: Vec<OwnedMessage>,
+    store: &Arc<Store>,
+    in_flight: &VecDeque<InFlight>,
+    ctx: &Arc<BatchContext>,
+) -> JoinHandle<Job<P>> {
+    let uncommitted: Vec<Arc<Writes>> = in_flight.iter().map(|b| b.writes.clone()).collect();
+    let (store, ctx) = (store.clone(), ctx.clone());
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let txn = store.txn_after(&uncommitted);
+        let processed = span.in_scope(|| process_batch(&mut processor, &batch, txn, &ctx));
+        (processor, Some(processed))
+    })
+}
+
+/// Awaits the processor's job; pending while the processor is idle.
+async fn finished<T>(job: &mut Option<JoinHandle<T>>) -> std::result::Result<T, JoinError> {
+    match job {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}
+
+fn process_batch<P: Processor>(
     processor: &mut P,
-    producer: &FutureProducer,
-    codec: &Codec,
-    metrics: &Metrics,
-) -> Result<u64> {
+    batch: &[OwnedMessage],
+    mut txn: Txn<'_>,
+    ctx: &BatchContext,
+) -> Processed {
     let started = Instant::now();
-    let mut txn = store.txn();
+    let metrics = &ctx.metrics;
+    let mut outputs = Vec::with_capacity(batch.len());
     let mut offsets: BTreeMap<TopicPartition, i64> = BTreeMap::new();
-    let mut deliveries: Vec<(String, DeliveryFuture)> = Vec::new();
     for m in batch {
         let span = info_span!(
             "message",
@@ -315,86 +550,125 @@ async fn apply_batch<P: Processor>(
             payload: m.payload(),
             timestamp: m.timestamp().to_millis(),
         };
-        let outputs = span.in_scope(|| match processor.process(&record, &mut txn) {
-            Ok(outputs) => {
+        let emitted = span.in_scope(|| match processor.process(&record, &mut txn) {
+            Ok(emitted) => {
                 metrics
                     .messages
                     .with_label_values(&[m.topic(), "applied"])
                     .inc();
-                outputs
+                emitted
             }
-            Err(rejection) => {
-                warn!(kind = rejection.kind, error = %rejection.error, "to the dead-letter topic");
-                metrics
-                    .messages
-                    .with_label_values(&[m.topic(), "dead_letter"])
-                    .inc();
-                metrics
-                    .dead_letters
-                    .with_label_values(&[m.topic(), rejection.kind])
-                    .inc();
-                let letter = DeadLetter {
-                    source_topic: m.topic().to_string(),
-                    source_partition: m.partition(),
-                    source_offset: m.offset(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    payload: m.payload().map(<[u8]>::to_vec),
-                    error_kind: rejection.kind.to_string(),
-                    error: rejection.error,
-                    consumer: opts.group_id.clone(),
-                    failed_at: now_ms(),
-                };
-                match Output::event(codec, &opts.dlq_topic, &letter) {
-                    Ok(o) => vec![o],
-                    Err(e) => {
-                        warn!(error = %e, "cannot encode dead letter");
-                        Vec::new()
-                    }
-                }
-            }
+            Err(rejection) => dead_letter(m, rejection, ctx).into_iter().collect(),
         });
-        for o in outputs {
-            let rec = FutureRecord::to(&o.topic).key(&o.key).payload(&o.payload);
-            let fut = enqueue(producer, rec).instrument(span.clone()).await?;
-            metrics.emitted.with_label_values(&[&o.topic]).inc();
-            deliveries.push((o.topic, fut));
-        }
+        outputs.extend(emitted);
         offsets.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
     }
-    let processed = started.elapsed();
-    // Outputs first, then the state: a crash in between re-emits, never loses.
-    for (topic, fut) in deliveries {
-        match fut.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => {
-                return Err(Error::Delivery {
-                    topic,
-                    error: e.to_string(),
-                });
-            }
-            Err(_) => {
-                return Err(Error::Delivery {
-                    topic,
-                    error: "producer dropped".into(),
-                });
-            }
-        }
+    Processed {
+        writes: txn.into_writes(),
+        outputs,
+        offsets,
+        messages: batch.len(),
+        started,
+        took: started.elapsed(),
     }
-    let delivered = started.elapsed();
-    store.commit(txn, &offsets)?;
+}
+
+fn dead_letter(m: &OwnedMessage, rejection: Rejection, ctx: &BatchContext) -> Option<Output> {
+    warn!(kind = rejection.kind, error = %rejection.error, "to the dead-letter topic");
+    let metrics = &ctx.metrics;
+    metrics
+        .messages
+        .with_label_values(&[m.topic(), "dead_letter"])
+        .inc();
+    metrics
+        .dead_letters
+        .with_label_values(&[m.topic(), rejection.kind])
+        .inc();
+    let letter = DeadLetter {
+        source_topic: m.topic().to_string(),
+        source_partition: m.partition(),
+        source_offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        error_kind: rejection.kind.to_string(),
+        error: rejection.error,
+        consumer: ctx.group_id.clone(),
+        failed_at: now_ms(),
+    };
+    Output::event(&ctx.codec, &ctx.dlq_topic, &letter)
+        .inspect_err(|e| warn!(error = %e, "cannot encode dead letter"))
+        .ok()
+}
+
+/// Enqueues a processed batch's outputs.
+async fn produce(
+    producer: &FutureProducer,
+    processed: Processed,
+    metrics: &Metrics,
+) -> Result<InFlight> {
+    let mut deliveries = Vec::with_capacity(processed.outputs.len());
+    for o in processed.outputs {
+        let rec = FutureRecord::to(&o.topic).key(&o.key).payload(&o.payload);
+        let delivery = enqueue(producer, rec).await?;
+        metrics.emitted.with_label_values(&[&o.topic]).inc();
+        deliveries.push((o.topic, delivery));
+    }
+    Ok(InFlight {
+        writes: Arc::new(processed.writes),
+        offsets: processed.offsets,
+        messages: processed.messages,
+        started: processed.started,
+        took: processed.took,
+        produced: Instant::now(),
+        deliveries,
+    })
+}
+
+/// Waits until every output of the oldest batch in flight is acknowledged; pending while
+/// none is in flight. Cancel-safe: a delivery is forgotten only once acknowledged.
+async fn front_acked(in_flight: &mut VecDeque<InFlight>) -> Result<()> {
+    let Some(batch) = in_flight.front_mut() else {
+        return std::future::pending().await;
+    };
+    while let Some((topic, delivery)) = batch.deliveries.last_mut() {
+        let error = match delivery.await {
+            Ok(Ok(_)) => None,
+            Ok(Err((e, _))) => Some(e.to_string()),
+            Err(_) => Some("producer dropped".to_string()),
+        };
+        if let Some(error) = error {
+            return Err(Error::Delivery {
+                topic: topic.clone(),
+                error,
+            });
+        }
+        batch.deliveries.pop();
+    }
+    Ok(())
+}
+
+/// Outputs first, then the state: a crash in between re-emits, never loses.
+fn commit<C: ConsumerContext>(
+    store: &Store,
+    consumer: &StreamConsumer<C>,
+    batch: InFlight,
+    metrics: &Metrics,
+) -> Result<u64> {
+    let acked = Instant::now();
+    store.commit_writes(&batch.writes, &batch.offsets)?;
+    report_progress(consumer, &batch.offsets);
     debug!(
-        messages = batch.len(),
-        process_ms = processed.as_secs_f64() * 1e3,
-        deliver_ms = (delivered - processed).as_secs_f64() * 1e3,
-        commit_ms = (started.elapsed() - delivered).as_secs_f64() * 1e3,
+        messages = batch.messages,
+        process_ms = batch.took.as_secs_f64() * 1e3,
+        deliver_ms = (acked - batch.produced).as_secs_f64() * 1e3,
+        commit_ms = acked.elapsed().as_secs_f64() * 1e3,
         "batch committed"
     );
-    processor.committed();
     metrics
         .batch_seconds
-        .observe(started.elapsed().as_secs_f64());
-    metrics.batch_size.observe(batch.len() as f64);
-    Ok(batch.len() as u64)
+        .observe(batch.started.elapsed().as_secs_f64());
+    metrics.batch_size.observe(batch.messages as f64);
+    Ok(batch.messages as u64)
 }
 
 /// Enqueues, waiting while librdkafka's local queue is full.
@@ -414,17 +688,34 @@ async fn enqueue<'a>(
     }
 }
 
-use rdkafka::error::RDKafkaErrorCode;
+/// Stops or restarts fetching every assigned partition. Paused, the consumer still polls,
+/// so rebalances are served; librdkafka resumes from the last message it handed out.
+fn set_paused<C: ConsumerContext>(consumer: &StreamConsumer<C>, pause: bool) {
+    let result = consumer.assignment().and_then(|tpl| {
+        if pause {
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        }
+    });
+    if let Err(e) = result {
+        warn!(error = %e, pause, "cannot pause or resume fetching");
+    }
+}
+
+fn all_at_eof(assigned: &Mutex<HashSet<TopicPartition>>, at_eof: &HashSet<TopicPartition>) -> bool {
+    let assigned = assigned.lock().unwrap_or_else(|e| e.into_inner());
+    !assigned.is_empty() && assigned.iter().all(|tp| at_eof.contains(tp))
+}
 
 /// Tells the group how far we are (monitoring only: the truth is in RocksDB).
-fn report_progress<C: ConsumerContext>(consumer: &StreamConsumer<C>, batch: &[OwnedMessage]) {
-    let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-    for m in batch {
-        last.insert((m.topic(), m.partition()), m.offset() + 1);
-    }
+fn report_progress<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    offsets: &BTreeMap<TopicPartition, i64>,
+) {
     let mut tpl = TopicPartitionList::new();
-    for ((t, p), o) in last {
-        let _ = tpl.add_partition_offset(t, p, Offset::Offset(o));
+    for ((t, p), o) in offsets {
+        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
     }
     if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
         debug!(error = %e, "progress commit failed (harmless)");

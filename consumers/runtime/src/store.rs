@@ -4,9 +4,14 @@
 //! (`topic\0partition` -> next offset to read). [`Store::commit`] writes a transaction's
 //! state changes and its offsets in one `WriteBatch`, so they are durable together or not
 //! at all.
+//!
+//! A [`Txn`] can also read through the changes of earlier batches that are not committed
+//! yet ([`Store::txn_after`]), so the consumer can process the next batch while the last
+//! one's outputs are still being acknowledged.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
 
@@ -16,6 +21,9 @@ const STATE: &str = "state";
 const OFFSETS: &str = "offsets";
 
 pub type TopicPartition = (String, i32);
+
+/// State changes staged by one transaction, by key; `None` deletes.
+pub type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 pub struct Store {
     db: DB,
@@ -93,17 +101,33 @@ impl Store {
     }
 
     pub fn txn(&self) -> Txn<'_> {
+        self.txn_after(&[])
+    }
+
+    /// A transaction that reads `uncommitted` (earlier transactions' changes, oldest first)
+    /// as if they were already committed. They must be committed before this one.
+    pub fn txn_after<'a>(&'a self, uncommitted: &'a [Arc<Writes>]) -> Txn<'a> {
         Txn {
             store: self,
-            pending: BTreeMap::new(),
+            uncommitted,
+            pending: Writes::new(),
         }
     }
 
     /// Writes the transaction's state and the offsets in one atomic batch.
     pub fn commit(&self, txn: Txn<'_>, offsets: &BTreeMap<TopicPartition, i64>) -> Result<()> {
+        self.commit_writes(&txn.pending, offsets)
+    }
+
+    /// Writes staged state changes and the offsets in one atomic batch.
+    pub fn commit_writes(
+        &self,
+        writes: &Writes,
+        offsets: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<()> {
         let mut batch = WriteBatch::default();
         let state = self.cf(STATE)?;
-        for (k, v) in txn.pending {
+        for (k, v) in writes {
             match v {
                 Some(v) => batch.put_cf(state, k, v),
                 None => batch.delete_cf(state, k),
@@ -134,15 +158,20 @@ fn decode_tp(k: &[u8]) -> Option<TopicPartition> {
     Some((topic, i32::from_be_bytes(p)))
 }
 
-/// Staged state changes; reads see the transaction's own writes first.
+/// Staged state changes; reads see the transaction's own writes first, then those of
+/// uncommitted earlier transactions (newest first), then the store.
 pub struct Txn<'a> {
     store: &'a Store,
-    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    uncommitted: &'a [Arc<Writes>],
+    pending: Writes,
 }
 
 impl Txn<'_> {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.pending.get(key) {
+        let staged = std::iter::once(&self.pending)
+            .chain(self.uncommitted.iter().rev().map(|w| &**w))
+            .find_map(|w| w.get(key));
+        match staged {
             Some(v) => Ok(v.clone()),
             None => self.store.get(key),
         }
@@ -158,6 +187,11 @@ impl Txn<'_> {
 
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
+    }
+
+    /// The staged changes, to commit later with [`Store::commit_writes`].
+    pub fn into_writes(self) -> Writes {
+        self.pending
     }
 }
 
@@ -199,5 +233,52 @@ mod tests {
         drop(txn);
         assert_eq!(store.get(b"k").unwrap(), None);
         assert!(store.offsets().unwrap().is_empty());
+    }
+
+    #[test]
+    fn reads_see_uncommitted_transactions_newest_first_over_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let mut base = store.txn();
+        for k in [b"a", b"b", b"c", b"d"] {
+            base.put(k.to_vec(), b"committed".to_vec());
+        }
+        store.commit(base, &BTreeMap::new()).unwrap();
+
+        let mut first = store.txn();
+        first.put(b"a".to_vec(), b"first".to_vec());
+        first.put(b"b".to_vec(), b"first".to_vec());
+        first.delete(b"c".to_vec());
+        let first = Arc::new(first.into_writes());
+        let mut second = store.txn_after(std::slice::from_ref(&first));
+        assert_eq!(second.get(b"c").unwrap(), None, "sees the earlier delete");
+        second.put(b"b".to_vec(), b"second".to_vec());
+        let second = Arc::new(second.into_writes());
+
+        let uncommitted = [first.clone(), second.clone()];
+        let mut third = store.txn_after(&uncommitted);
+        third.put(b"e".to_vec(), b"third".to_vec());
+        let read = |k: &[u8]| third.get(k).unwrap();
+        assert_eq!(read(b"a"), Some(b"first".to_vec()));
+        assert_eq!(read(b"b"), Some(b"second".to_vec()), "the newest wins");
+        assert_eq!(read(b"c"), None);
+        assert_eq!(read(b"d"), Some(b"committed".to_vec()));
+        assert_eq!(read(b"e"), Some(b"third".to_vec()));
+        assert_eq!(store.get(b"a").unwrap(), Some(b"committed".to_vec()));
+
+        // Committed in order, the store ends where the last reader stood.
+        let third = third.into_writes();
+        for w in [&*first, &*second, &third] {
+            store.commit_writes(w, &BTreeMap::new()).unwrap();
+        }
+        for (k, v) in [
+            (&b"a"[..], Some(&b"first"[..])),
+            (b"b", Some(b"second")),
+            (b"c", None),
+            (b"d", Some(b"committed")),
+            (b"e", Some(b"third")),
+        ] {
+            assert_eq!(store.get(k).unwrap().as_deref(), v);
+        }
     }
 }
