@@ -21,11 +21,17 @@ start)
     # pinned: at info it traces every SQL statement, which costs more CPU than the work.
     # setsid: its own session, so a Ctrl-C meant for `driftline up` does not reach it
     # before the services have drained.
-    (cd "$DRIFTLINE_BROKER_DIR" && RUST_LOG="${DRIFTLINE_BROKER_LOG:-warn}" setsid nohup "$TANSU_BIN" broker \
-        --storage-engine "sqlite://tansu.db" \
-        --listener-url "tcp://127.0.0.1:$DRIFTLINE_BROKER_PORT" \
-        --advertised-listener-url "tcp://127.0.0.1:$DRIFTLINE_BROKER_PORT" \
-        >>broker.log 2>&1 </dev/null & echo $! >"$pidfile")
+    # exec all the way down, so the recorded pid is tansu's own (a non-leader process:
+    # setsid does not fork) and `stop` reaches it.
+    (
+        cd "$DRIFTLINE_BROKER_DIR"
+        RUST_LOG="${DRIFTLINE_BROKER_LOG:-warn}" exec setsid nohup "$TANSU_BIN" broker \
+            --storage-engine "sqlite://tansu.db" \
+            --listener-url "tcp://127.0.0.1:$DRIFTLINE_BROKER_PORT" \
+            --advertised-listener-url "tcp://127.0.0.1:$DRIFTLINE_BROKER_PORT" \
+            >>broker.log 2>&1 </dev/null
+    ) &
+    echo $! >"$pidfile"
     for _ in $(seq 1 100); do
         if listening; then
             echo "broker started on 127.0.0.1:$DRIFTLINE_BROKER_PORT (pid $(cat "$pidfile"), data in $DRIFTLINE_BROKER_DIR)" >&2
@@ -47,6 +53,13 @@ stop)
         echo "broker stopped" >&2
     fi
     rm -f "$pidfile"
+    # A broker started by an older version of this script (which recorded a wrapper's pid)
+    # or whose directory was removed: find it by the port it listens on.
+    if listening; then
+        pkill -f -- "--listener-url tcp://127.0.0.1:$DRIFTLINE_BROKER_PORT" || true
+        for _ in $(seq 1 50); do listening || break; sleep 0.1; done
+        echo "broker on 127.0.0.1:$DRIFTLINE_BROKER_PORT stopped" >&2
+    fi
     ;;
 status)
     if listening; then echo "listening on 127.0.0.1:$DRIFTLINE_BROKER_PORT"; else echo "not running"; exit 1; fi
