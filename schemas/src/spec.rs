@@ -206,18 +206,26 @@ impl FeatureSpec {
     /// categorical numbers stay strings (a carrier code "9E" or a month "7" is a label).
     pub fn parse_cell(def: &FeatureDef, cell: &str) -> std::result::Result<FeatureValue, String> {
         let cell = cell.trim();
-        if cell.is_empty() || cell == "NA" || cell == "NaN" || cell == "null" {
+        if Self::is_missing(cell) {
             return Ok(FeatureValue::Missing);
         }
         match def.kind {
-            Kind::Numeric => cell
-                .parse::<f64>()
-                .ok()
-                .filter(|x| x.is_finite())
-                .map(FeatureValue::Number)
-                .ok_or_else(|| format!("column `{}`: {cell:?} is not a number", def.column())),
+            Kind::Numeric => Self::parse_number(def, cell).map(FeatureValue::Number),
             Kind::Categorical => Ok(FeatureValue::Category(cell.to_string())),
         }
+    }
+
+    /// Whether a (trimmed) cell is a missing value: empty, `NA`, `NaN` or `null`.
+    pub fn is_missing(cell: &str) -> bool {
+        matches!(cell, "" | "NA" | "NaN" | "null")
+    }
+
+    /// A present (trimmed) numeric cell: a finite number, or an error naming the column.
+    pub fn parse_number(def: &FeatureDef, cell: &str) -> std::result::Result<f64, String> {
+        cell.parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| format!("column `{}`: {cell:?} is not a number", def.column()))
     }
 }
 

@@ -120,9 +120,9 @@ pub async fn produce(
     Ok(())
 }
 
-/// Reads every message of a topic (all partitions, from the start) until `expected` have
-/// arrived or `timeout` passes. Assigns partitions directly: no group join to wait for.
-pub fn read_all(topic: &str, expected: usize, timeout: Duration) -> Result<Vec<OwnedMessage>> {
+/// A consumer assigned every partition of `topic` from its first message: no group join
+/// to wait for.
+pub fn reader_from_start(topic: &str) -> Result<BaseConsumer> {
     let consumer: BaseConsumer = kafka().consumer_config(&unique("reader")).create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions = metadata
@@ -135,6 +135,13 @@ pub fn read_all(topic: &str, expected: usize, timeout: Duration) -> Result<Vec<O
         tpl.add_partition_offset(topic, p as i32, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
+    Ok(consumer)
+}
+
+/// Reads every message of a topic (all partitions, from the start) until `expected` have
+/// arrived or `timeout` passes. Assigns partitions directly: no group join to wait for.
+pub fn read_all(topic: &str, expected: usize, timeout: Duration) -> Result<Vec<OwnedMessage>> {
+    let consumer = reader_from_start(topic)?;
     let deadline = std::time::Instant::now() + timeout;
     let mut out = Vec::new();
     while out.len() < expected {

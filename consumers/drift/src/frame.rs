@@ -184,10 +184,6 @@ fn number_label(x: f64) -> String {
     format!("{x}")
 }
 
-fn is_missing(cell: &str) -> bool {
-    matches!(cell, "" | "NA" | "NaN" | "null")
-}
-
 enum Builder {
     Declared(driftline_schemas::spec::FeatureDef, Declared),
     Inferred(Inferred),
@@ -215,24 +211,16 @@ impl Builder {
         match self {
             // `FeatureSpec::parse_cell`'s rules, without its allocation and second trim.
             Builder::Declared(def, d) => {
-                if is_missing(cell) {
+                if FeatureSpec::is_missing(cell) {
                     d.missing += 1;
                 } else if def.kind == Kind::Categorical {
                     d.categories.add(Some(cell));
                 } else {
-                    match cell.parse::<f64>() {
-                        Ok(x) if x.is_finite() => d.numbers.push(x),
-                        _ => {
-                            return Err(format!(
-                                "column `{}`: {cell:?} is not a number",
-                                def.column()
-                            ));
-                        }
-                    }
+                    d.numbers.push(FeatureSpec::parse_number(def, cell)?);
                 }
             }
             Builder::Inferred(b) => {
-                if is_missing(cell) {
+                if FeatureSpec::is_missing(cell) {
                     b.missing += 1;
                     return Ok(());
                 }

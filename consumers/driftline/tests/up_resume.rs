@@ -16,9 +16,9 @@ use anyhow::{Context, Result, bail, ensure};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{Actual, PredictionLogged, PredictionRequest};
 use driftline_schemas::topics;
-use driftline_tests::{free_port, kafka, unique};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use driftline_tests::{free_port, kafka, reader_from_start, unique};
+
+use rdkafka::Message;
 
 const FROM: &str = "2013-01-22";
 const UNTIL: &str = "2013-01-24";
@@ -138,17 +138,7 @@ fn count_ids(
     expected: usize,
     id_of: impl Fn(&[u8]) -> Result<String>,
 ) -> Result<HashMap<String, usize>> {
-    let consumer: BaseConsumer = kafka().consumer_config(&unique("up-resume")).create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions = metadata
-        .topics()
-        .first()
-        .map_or(0, |t| t.partitions().len());
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p as i32, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
+    let consumer = reader_from_start(topic)?;
     let mut counts: HashMap<String, usize> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut settle: Option<Instant> = None;
