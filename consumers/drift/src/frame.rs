@@ -17,9 +17,11 @@ use std::path::Path;
 use driftline_schemas::events::FeatureKind;
 use driftline_schemas::spec::{FeatureSpec, Kind};
 
+use rustc_hash::FxHashMap;
+
 use crate::categorical::CategoryCounts;
 use crate::numeric::SortedSample;
-use crate::{Error, Result};
+use crate::{Error, Result, plain};
 
 /// One column's values.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,42 +90,232 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// Reads a CSV file (see the module doc).
+    /// Reads a CSV file (see the module doc) in one read.
     pub fn from_path(path: &Path, spec: Option<&FeatureSpec>) -> Result<Frame> {
-        let file = std::fs::File::open(path).map_err(|source| Error::Io {
+        let text = std::fs::read(path).map_err(|source| Error::Io {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_reader(
-            std::io::BufReader::new(file),
-            spec,
-            &path.display().to_string(),
-        )
+        Self::from_bytes(&text, spec, &path.display().to_string())
     }
 
-    /// Reads CSV text with a header row; `source` names it in errors.
+    /// Reads CSV text with a header row held in memory; `source` names it in errors.
+    ///
+    /// Split by [`plain::Lines`] when the text has no quote or carriage return, by the
+    /// `csv` crate otherwise.
+    pub fn from_bytes(text: &[u8], spec: Option<&FeatureSpec>, source: &str) -> Result<Frame> {
+        let mut reading = Reading::new(spec, source);
+        let text = without_bom(text);
+        if reading.plain_lines(text, true)?.is_none() {
+            reading.csv_records(text)?;
+        }
+        reading.finish()
+    }
+
+    /// Reads CSV text with a header row from a stream; `source` names it in errors.
+    ///
+    /// The text is read in chunks of whole lines, split as [`Frame::from_bytes`] does; from
+    /// the first chunk with a quote or carriage return, the `csv` crate reads the rest.
+    /// Memory holds one chunk, not the file.
     pub fn from_reader<R: Read>(
         reader: R,
         spec: Option<&FeatureSpec>,
         source: &str,
     ) -> Result<Frame> {
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .flexible(false)
-            .from_reader(reader);
-        let csv_err = |e: csv::Error| Error::Csv {
-            source_name: source.to_string(),
-            message: e.to_string(),
-        };
-        let header: Vec<String> = rdr
-            .headers()
-            .map_err(csv_err)?
-            .iter()
-            .map(|h| h.trim().to_string())
-            .collect();
+        Self::from_chunks(reader, spec, source, CHUNK)
+    }
 
-        // (name, index in the row, builder)
-        let mut cols: Vec<(String, usize, Builder)> = match spec {
+    /// [`Frame::from_reader`], reading `chunk` bytes at a time.
+    fn from_chunks<R: Read>(
+        mut reader: R,
+        spec: Option<&FeatureSpec>,
+        source: &str,
+        chunk: u64,
+    ) -> Result<Frame> {
+        let io_err = |e: std::io::Error| Error::Io {
+            path: source.to_string(),
+            source: e,
+        };
+        let mut reading = Reading::new(spec, source);
+        let mut buf = Vec::new();
+        let mut eof = fill(&mut reader, &mut buf, chunk).map_err(io_err)?;
+        let bom = buf.len() - without_bom(&buf).len();
+        buf.drain(..bom);
+        loop {
+            match reading.plain_lines(&buf, eof)? {
+                None => {
+                    reading.csv_records(std::io::Cursor::new(buf).chain(reader))?;
+                    break;
+                }
+                Some(taken) => {
+                    buf.drain(..taken);
+                }
+            }
+            if eof {
+                break;
+            }
+            eof = fill(&mut reader, &mut buf, chunk).map_err(io_err)?;
+        }
+        reading.finish()
+    }
+
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// Bytes read from the input at a time.
+const CHUNK: u64 = 1 << 22;
+
+/// Appends up to `chunk` bytes to `buf`; true when the input has ended.
+fn fill(reader: &mut impl Read, buf: &mut Vec<u8>, chunk: u64) -> std::io::Result<bool> {
+    buf.reserve(chunk as usize);
+    let n = reader.by_ref().take(chunk).read_to_end(buf)?;
+    Ok((n as u64) < chunk)
+}
+
+/// The header, then every record, into per-column builders.
+struct Reading<'s> {
+    spec: Option<&'s FeatureSpec>,
+    source: &'s str,
+    header: Vec<String>,
+    /// (name, index in the record, builder), set up by the header.
+    cols: Option<Vec<(String, usize, Builder)>>,
+    rows: u64,
+}
+
+/// The text after a UTF-8 byte order mark, which the csv crate drops too.
+fn without_bom(text: &[u8]) -> &[u8] {
+    text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text)
+}
+
+impl<'s> Reading<'s> {
+    fn new(spec: Option<&'s FeatureSpec>, source: &'s str) -> Self {
+        Self {
+            spec,
+            source,
+            header: Vec::new(),
+            cols: None,
+            rows: 0,
+        }
+    }
+
+    /// The whole lines of `text` (all of it when `end`), if it is plain: how many bytes
+    /// were taken, or `None` (nothing read) when the text has a quote or carriage return.
+    fn plain_lines(&mut self, text: &[u8], end: bool) -> Result<Option<usize>> {
+        if !plain::is_plain(text) {
+            return Ok(None);
+        }
+        let complete = match (end, memchr::memrchr(b'\n', text)) {
+            (true, _) => text.len(),
+            (false, Some(i)) => i + 1,
+            (false, None) => 0,
+        };
+        let mut lines = plain::Lines::new(&text[..complete]);
+        if self.cols.is_none() {
+            let mut cells = Vec::new();
+            if lines.next_record(&mut cells) {
+                self.record(cells.len(), |i| cells[i])?;
+            }
+        }
+        let Some(mut cols) = self.cols.take() else {
+            return Ok(Some(complete));
+        };
+        // After the header, each cell goes straight to the builder of the column that
+        // reads its field, with no record assembled in between.
+        let mut target = vec![None; self.header.len()];
+        for (c, (_, idx, _)) in cols.iter().enumerate() {
+            target[*idx] = Some(c);
+        }
+        let mut result = Ok(());
+        while result.is_ok() {
+            let mut failed = None;
+            let n = lines.next_record_each(|field, cell| {
+                if let Some(&Some(c)) = target.get(field)
+                    && let Err(message) = cols[c].2.push(cell)
+                {
+                    failed.get_or_insert((field, message));
+                }
+            });
+            let Some(n) = n else { break };
+            self.rows += 1;
+            result = self.check_length(n).and_then(|()| match failed {
+                Some((field, message)) => Err(self.cell_error(field, message)),
+                None => Ok(()),
+            });
+        }
+        self.cols = Some(cols);
+        result?;
+        Ok(Some(complete))
+    }
+
+    /// Every record of `text` by the csv crate. Record lengths are checked against the
+    /// header by [`Reading::record`], whichever reader split the header.
+    fn csv_records(&mut self, text: impl Read) -> Result<()> {
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(text);
+        let mut record = csv::ByteRecord::new();
+        while rdr.read_byte_record(&mut record).map_err(|e| Error::Csv {
+            source_name: self.source.to_string(),
+            message: e.to_string(),
+        })? {
+            self.record(record.len(), |i| &record[i])?;
+        }
+        Ok(())
+    }
+
+    /// One record of `n` cells.
+    fn record<'c>(&mut self, n: usize, cell: impl Fn(usize) -> &'c [u8]) -> Result<()> {
+        if self.cols.is_none() {
+            self.header = (0..n)
+                .map(|i| String::from_utf8_lossy(cell(i)).trim().to_string())
+                .collect();
+            self.cols = Some(self.columns()?);
+            return Ok(());
+        }
+        self.rows += 1;
+        self.check_length(n)?;
+        let cols = self.cols.as_mut().expect("the header was read");
+        let failed = cols
+            .iter_mut()
+            .find_map(|(_, idx, b)| b.push(cell(*idx)).err().map(|m| (*idx, m)));
+        match failed {
+            Some((field, message)) => Err(self.cell_error(field, message)),
+            None => Ok(()),
+        }
+    }
+
+    /// The current row has `n` fields: an error unless the header has as many.
+    fn check_length(&self, n: usize) -> Result<()> {
+        if n == self.header.len() {
+            return Ok(());
+        }
+        Err(Error::Csv {
+            source_name: self.source.to_string(),
+            message: format!(
+                "row {}: {n} fields where the header has {}",
+                self.rows,
+                self.header.len()
+            ),
+        })
+    }
+
+    /// A bad cell in field `field` of the current row.
+    fn cell_error(&self, field: usize, message: String) -> Error {
+        Error::Cell {
+            source_name: self.source.to_string(),
+            row: self.rows,
+            column: self.header[field].clone(),
+            message,
+        }
+    }
+
+    /// The columns to read: the spec's features by their CSV column, or every column.
+    fn columns(&self) -> Result<Vec<(String, usize, Builder)>> {
+        let header = &self.header;
+        match self.spec {
             Some(spec) => spec
                 .features
                 .iter()
@@ -132,7 +324,7 @@ impl Frame {
                         .iter()
                         .position(|h| h == def.column())
                         .ok_or_else(|| Error::MissingColumn {
-                            source_name: source.to_string(),
+                            source_name: self.source.to_string(),
                             column: def.column().to_string(),
                         })?;
                     Ok((
@@ -141,47 +333,256 @@ impl Frame {
                         Builder::Declared(def.clone(), Declared::default()),
                     ))
                 })
-                .collect::<Result<_>>()?,
-            None => header
+                .collect(),
+            None => Ok(header
                 .iter()
                 .enumerate()
                 .map(|(i, h)| (h.clone(), i, Builder::Inferred(Inferred::default())))
-                .collect(),
-        };
-
-        // Byte records: only the cells a column is read from are checked for UTF-8.
-        let mut record = csv::ByteRecord::new();
-        let mut rows = 0u64;
-        while rdr.read_byte_record(&mut record).map_err(csv_err)? {
-            rows += 1;
-            for (_, idx, b) in &mut cols {
-                let cell = record.get(*idx).unwrap_or(b"");
-                b.push(cell).map_err(|message| Error::Cell {
-                    source_name: source.to_string(),
-                    row: rows,
-                    column: header[*idx].clone(),
-                    message,
-                })?;
-            }
+                .collect()),
         }
-        let columns = cols
+    }
+
+    fn finish(mut self) -> Result<Frame> {
+        if self.cols.is_none() {
+            // No header at all: an empty file.
+            self.cols = Some(self.columns()?);
+        }
+        let columns = self
+            .cols
+            .unwrap_or_default()
             .into_iter()
             .map(|(name, _, b)| Column {
                 name,
                 data: b.finish(),
             })
             .collect();
-        Ok(Frame { columns, rows })
-    }
-
-    pub fn column(&self, name: &str) -> Option<&Column> {
-        self.columns.iter().find(|c| c.name == name)
+        Ok(Frame {
+            columns,
+            rows: self.rows,
+        })
     }
 }
 
 /// A number's label when it sits in a categorical column.
 fn number_label(x: f64) -> String {
     format!("{x}")
+}
+
+/// Exact powers of ten as `f64` (10^22 is the last one a double holds exactly).
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// The common shape of a number cell, `[+-]digits[.digits]` with at most 15 digits, without
+/// the general parser; `None` for anything else (which `str::parse` then decides).
+///
+/// Exact: the digits are an integer below 2^53 and the divisor a power of ten up to 10^15,
+/// both exactly representable, and one IEEE division is correctly rounded, so the result
+/// is the double nearest the decimal, as `str::parse` gives (Clinger's fast path).
+fn parse_decimal(cell: &[u8]) -> Option<f64> {
+    let (negative, digits) = match cell.first()? {
+        b'-' => (true, &cell[1..]),
+        b'+' => (false, &cell[1..]),
+        _ => (false, cell),
+    };
+    // The digit runs before and after the point, in tight loops (no per-byte dispatch).
+    let mut mantissa = 0u64;
+    let mut i = 0;
+    while let Some(d) = digits
+        .get(i)
+        .map(|b| b.wrapping_sub(b'0'))
+        .filter(|d| *d < 10)
+    {
+        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
+        i += 1;
+    }
+    let whole = i;
+    if digits.get(i) == Some(&b'.') {
+        i += 1;
+        while let Some(d) = digits
+            .get(i)
+            .map(|b| b.wrapping_sub(b'0'))
+            .filter(|d| *d < 10)
+        {
+            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
+            i += 1;
+        }
+    }
+    let decimals = i.saturating_sub(whole + 1);
+    let count = whole + decimals;
+    if i != digits.len() || count == 0 || count > 15 {
+        return None;
+    }
+    let x = mantissa as f64 / POW10[decimals];
+    Some(if negative { -x } else { x })
+}
+
+/// Numbers the fast path leaves to `str::parse` (17-digit shortest forms such as
+/// `12.658579999999999` are common), remembered by their text: such columns repeat a few
+/// hundred values, and a lookup is cheaper than a parse.
+#[derive(Default)]
+struct SlowNumbers(FxHashMap<Box<[u8]>, f64>);
+
+impl SlowNumbers {
+    /// Enough for the repeating values of a column; past it, cells are parsed every time.
+    const CAPACITY: usize = 4096;
+
+    fn get(&self, cell: &[u8]) -> Option<f64> {
+        self.0.get(cell).copied()
+    }
+
+    fn remember(&mut self, cell: &[u8], x: f64) {
+        if self.0.len() < Self::CAPACITY {
+            self.0.insert(cell.into(), x);
+        }
+    }
+}
+
+/// A cell of at most seven bytes as one nonzero word: its bytes, and its length with the
+/// top bit set in the top byte; mixed so that texts differing in any byte spread out.
+#[inline]
+fn short_key(cell: &[u8]) -> Option<u64> {
+    let n = cell.len();
+    // Assembled from (possibly overlapping) reads, not by copying into a buffer and
+    // reading it back, which stalls the load behind the byte stores.
+    let bytes = match n {
+        0 => 0,
+        1..=3 => {
+            u64::from(cell[0])
+                | u64::from(cell[n / 2]) << (8 * (n / 2))
+                | u64::from(cell[n - 1]) << (8 * (n - 1))
+        }
+        4..=7 => {
+            let word = |at: usize| {
+                u64::from(u32::from_le_bytes(
+                    cell[at..at + 4].try_into().expect("four bytes"),
+                ))
+            };
+            word(0) | word(n - 4) << (8 * (n - 4))
+        }
+        _ => return None,
+    };
+    let k = (bytes | (0x80 | n as u64) << 56).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    Some(k ^ (k >> 29))
+}
+
+/// What the short cells of a column read as (a number or a label; missing included) and
+/// how often each text occurred. Columns repeat a few hundred short texts (`1400`, `39.02`,
+/// `UA`, `NA`) over thousands of rows, so after its first sight a cell costs one probe of
+/// this table: no parse, no UTF-8 check, no string hashing, and at the end only the
+/// distinct values are sorted. An open-addressing table of its own, keyed by one word:
+/// with hashbrown in its place `driftline drift` took 8% longer.
+struct ShortCells<T> {
+    slots: Vec<Slot<T>>,
+    len: usize,
+}
+
+#[derive(Default)]
+struct Slot<T> {
+    /// 0 for an empty slot ([`short_key`] is never 0).
+    key: u64,
+    count: u64,
+    value: T,
+}
+
+impl<T: Default> Default for ShortCells<T> {
+    fn default() -> Self {
+        Self {
+            slots: Self::empty(64),
+            len: 0,
+        }
+    }
+}
+
+impl<T: Default> ShortCells<T> {
+    /// Beyond this many distinct texts, new ones are read each time they occur.
+    const CAPACITY: usize = 4096;
+
+    fn empty(n: usize) -> Vec<Slot<T>> {
+        (0..n).map(|_| Slot::default()).collect()
+    }
+
+    /// The slot holding `key`, or the empty one where it would go.
+    #[inline]
+    fn find(&self, key: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut i = key as usize & mask;
+        loop {
+            let k = self.slots[i].key;
+            if k == key || k == 0 {
+                return i;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Counts one more of a text seen before; false for a new text.
+    #[inline]
+    fn bump(&mut self, key: u64) -> bool {
+        let i = self.find(key);
+        let slot = &mut self.slots[i];
+        slot.count += u64::from(slot.key == key);
+        slot.key == key
+    }
+
+    /// Remembers a new text's reading, unless full.
+    fn insert(&mut self, key: u64, value: T) -> bool {
+        if self.len >= Self::CAPACITY {
+            return false;
+        }
+        if 2 * (self.len + 1) > self.slots.len() {
+            let grown = Self::empty(2 * self.slots.len());
+            let old = std::mem::replace(&mut self.slots, grown);
+            for slot in old.into_iter().filter(|s| s.key != 0) {
+                let i = self.find(slot.key);
+                self.slots[i] = slot;
+            }
+        }
+        let i = self.find(key);
+        self.slots[i] = Slot {
+            key,
+            count: 1,
+            value,
+        };
+        self.len += 1;
+        true
+    }
+
+    /// Each distinct reading and how many cells had it.
+    fn into_counts(self) -> impl Iterator<Item = (T, u64)> {
+        self.slots
+            .into_iter()
+            .filter(|s| s.key != 0)
+            .map(|s| (s.value, s.count))
+    }
+}
+
+/// A cell as text, or why it is not.
+fn text(cell: &[u8]) -> std::result::Result<&str, String> {
+    std::str::from_utf8(cell)
+        .map_err(|_| format!("{:?} is not UTF-8", String::from_utf8_lossy(cell)))
+}
+
+/// Category counts while reading: hashed by label, sorted once at the end.
+#[derive(Default)]
+struct Tally(FxHashMap<String, u64>);
+
+impl Tally {
+    fn add(&mut self, label: &str, n: u64) {
+        match self.0.get_mut(label) {
+            Some(count) => *count += n,
+            None => {
+                self.0.insert(label.to_string(), n);
+            }
+        }
+    }
+
+    fn into_counts(self, missing: u64) -> CategoryCounts {
+        CategoryCounts {
+            counts: self.0.into_iter().collect(),
+            missing,
+        }
+    }
 }
 
 enum Builder {
@@ -192,7 +593,12 @@ enum Builder {
 #[derive(Default)]
 struct Declared {
     numbers: Vec<f64>,
-    categories: CategoryCounts,
+    /// Short numeric cells: the number, or `None` for missing.
+    short: ShortCells<Option<f64>>,
+    slow: SlowNumbers,
+    categories: Tally,
+    /// Short categorical cells: the label, or `None` for missing.
+    short_labels: ShortCells<Option<Box<str>>>,
     missing: u64,
 }
 
@@ -200,42 +606,82 @@ struct Declared {
 #[derive(Default)]
 struct Inferred {
     numbers: Vec<f64>,
-    categories: Option<CategoryCounts>,
+    categories: Option<Tally>,
     missing: u64,
 }
 
 impl Builder {
+    /// One cell. A cell of the common number shape is parsed without being checked as
+    /// UTF-8 (it is ASCII); every other cell is text, tested by the spec's missing rule.
     fn push(&mut self, cell: &[u8]) -> std::result::Result<(), String> {
-        let cell = std::str::from_utf8(cell.trim_ascii())
-            .map_err(|_| format!("{:?} is not UTF-8", String::from_utf8_lossy(cell)))?;
+        let cell = cell.trim_ascii();
         match self {
             // `FeatureSpec::parse_cell`'s rules, without its allocation and second trim.
+            Builder::Declared(def, d) if def.kind == Kind::Categorical => {
+                let key = short_key(cell);
+                if key.is_some_and(|k| d.short_labels.bump(k)) {
+                    return Ok(());
+                }
+                let text = text(cell)?;
+                let label = (!FeatureSpec::is_missing(text)).then_some(text);
+                if key.is_some_and(|k| d.short_labels.insert(k, label.map(Into::into))) {
+                    return Ok(());
+                }
+                match label {
+                    Some(label) => d.categories.add(label, 1),
+                    None => d.missing += 1,
+                }
+            }
             Builder::Declared(def, d) => {
-                if FeatureSpec::is_missing(cell) {
-                    d.missing += 1;
-                } else if def.kind == Kind::Categorical {
-                    d.categories.add(Some(cell));
-                } else {
-                    d.numbers.push(FeatureSpec::parse_number(def, cell)?);
+                let key = short_key(cell);
+                if key.is_some_and(|k| d.short.bump(k)) {
+                    return Ok(());
+                }
+                // The first time this text is seen (or a long cell): read it.
+                let x = match parse_decimal(cell).or_else(|| d.slow.get(cell)) {
+                    Some(x) => Some(x),
+                    None => {
+                        let text = text(cell)?;
+                        if FeatureSpec::is_missing(text) {
+                            None
+                        } else {
+                            let x = FeatureSpec::parse_number(def, text)?;
+                            d.slow.remember(cell, x);
+                            Some(x)
+                        }
+                    }
+                };
+                if key.is_some_and(|k| d.short.insert(k, x)) {
+                    return Ok(());
+                }
+                match x {
+                    Some(x) => d.numbers.push(x),
+                    None => d.missing += 1,
                 }
             }
             Builder::Inferred(b) => {
-                if FeatureSpec::is_missing(cell) {
-                    b.missing += 1;
-                    return Ok(());
-                }
-                let number = cell.parse::<f64>().ok().filter(|x| x.is_finite());
+                let number = match parse_decimal(cell) {
+                    Some(x) => Some(x),
+                    None => {
+                        let cell = text(cell)?;
+                        if FeatureSpec::is_missing(cell) {
+                            b.missing += 1;
+                            return Ok(());
+                        }
+                        cell.parse::<f64>().ok().filter(|x| x.is_finite())
+                    }
+                };
                 match (&mut b.categories, number) {
                     (None, Some(x)) => b.numbers.push(x),
-                    (Some(c), Some(x)) => c.add(Some(&number_label(x))),
-                    (Some(c), None) => c.add(Some(cell)),
+                    (Some(c), Some(x)) => c.add(&number_label(x), 1),
+                    (Some(c), None) => c.add(text(cell)?, 1),
                     (None, None) => {
                         // The first non-number: the column is categorical after all.
-                        let mut c = CategoryCounts::default();
+                        let mut c = Tally::default();
                         for x in b.numbers.drain(..) {
-                            c.add(Some(&number_label(x)));
+                            c.add(&number_label(x), 1);
                         }
-                        c.add(Some(cell));
+                        c.add(text(cell)?, 1);
                         b.categories = Some(c);
                     }
                 }
@@ -247,20 +693,38 @@ impl Builder {
     fn finish(self) -> ColumnData {
         match self {
             Builder::Declared(def, d) => match FeatureKind::from(def.kind) {
-                FeatureKind::Numeric => ColumnData::Numeric {
-                    values: SortedSample::from_unsorted(d.numbers),
-                    missing: d.missing,
-                },
-                FeatureKind::Categorical => ColumnData::Categorical(CategoryCounts {
-                    missing: d.missing,
-                    ..d.categories
-                }),
+                FeatureKind::Numeric => {
+                    let (mut numbers, mut missing) = (d.numbers, d.missing);
+                    let mut distinct = Vec::new();
+                    for (x, n) in d.short.into_counts() {
+                        match x {
+                            Some(x) => distinct.push((x, n)),
+                            None => missing += n,
+                        }
+                    }
+                    let values = if numbers.is_empty() {
+                        SortedSample::from_counts(distinct)
+                    } else {
+                        for (x, n) in distinct {
+                            numbers.extend(std::iter::repeat_n(x, n as usize));
+                        }
+                        SortedSample::from_unsorted(numbers)
+                    };
+                    ColumnData::Numeric { values, missing }
+                }
+                FeatureKind::Categorical => {
+                    let (mut categories, mut missing) = (d.categories, d.missing);
+                    for (label, n) in d.short_labels.into_counts() {
+                        match label {
+                            Some(label) => categories.add(&label, n),
+                            None => missing += n,
+                        }
+                    }
+                    ColumnData::Categorical(categories.into_counts(missing))
+                }
             },
             Builder::Inferred(b) => match b.categories {
-                Some(c) => ColumnData::Categorical(CategoryCounts {
-                    missing: b.missing,
-                    ..c
-                }),
+                Some(c) => ColumnData::Categorical(c.into_counts(b.missing)),
                 None => ColumnData::Numeric {
                     values: SortedSample::from_unsorted(b.numbers),
                     missing: b.missing,
@@ -353,6 +817,86 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("c.csv"), "{err}");
+    }
+
+    /// What the `csv` crate alone reads (a carriage return sends the whole text to it).
+    fn via_csv_crate(text: &str, spec: Option<&FeatureSpec>) -> Frame {
+        let crlf = text.replace('\n', "\r\n");
+        Frame::from_reader(crlf.as_bytes(), spec, "t.csv").unwrap()
+    }
+
+    #[test]
+    fn the_plain_splitter_and_the_csv_crate_read_the_same_frame() {
+        let spec = FeatureSpec::from_toml(SPEC).unwrap();
+        let text =
+            "t,distance,m,y\n1,100,7,3\n2,,8,4\n\n3,-0.25,x,5\n4, 12.658579999999999 ,NA,6\n";
+        for chunk in [1, 2, 7, 64, CHUNK] {
+            for spec in [None, Some(&spec)] {
+                let plain = Frame::from_chunks(text.as_bytes(), spec, "t.csv", chunk).unwrap();
+                assert_eq!(plain, via_csv_crate(text, spec), "chunk {chunk}");
+                assert_eq!(plain.rows, 4);
+            }
+        }
+        // A quote in a later chunk hands the rest to the csv crate mid-file.
+        let quoted = format!("{text}5,\"1,000\",\"a, b\",7\n6,3,y,8\n");
+        let f = Frame::from_chunks(quoted.as_bytes(), None, "t.csv", 16).unwrap();
+        assert_eq!(f, via_csv_crate(&quoted, None));
+        let ColumnData::Categorical(m) = &f.column("m").unwrap().data else {
+            panic!()
+        };
+        assert_eq!(m.counts["a, b"], 1);
+        // A byte order mark is not part of the first column's name.
+        let f = Frame::from_reader("\u{feff}a,b\n1,2\n".as_bytes(), None, "t.csv").unwrap();
+        assert_eq!(f.columns[0].name, "a");
+    }
+
+    #[test]
+    fn a_record_with_the_wrong_number_of_fields_is_an_error_naming_its_row() {
+        for text in ["a,b\n1,2\n3\n", "a,b\r\n1,2\r\n3,4,5\r\n"] {
+            let err = Frame::from_chunks(text.as_bytes(), None, "t.csv", 4)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("t.csv") && err.contains("row 2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_number_fast_path_agrees_with_the_standard_parser() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut fast = 0;
+        for _ in 0..200_000 {
+            let r = next();
+            let digits = 1 + (r % 18) as usize;
+            let mut cell: String = (0..digits)
+                .map(|i| char::from(b'0' + (next() >> (i % 8)) as u8 % 10))
+                .collect();
+            if r & 0x100 != 0 {
+                let dot = (r >> 9) as usize % (digits + 1);
+                cell.insert(dot, '.');
+            }
+            match (r >> 20) % 4 {
+                0 => cell.insert(0, '-'),
+                1 => cell.insert(0, '+'),
+                _ => {}
+            }
+            let expected = cell.parse::<f64>().ok();
+            if let Some(x) = parse_decimal(cell.as_bytes()) {
+                fast += 1;
+                assert_eq!(Some(x.to_bits()), expected.map(f64::to_bits), "{cell}");
+            }
+        }
+        assert!(fast > 100_000, "the fast path took only {fast} cells");
+        for cell in [
+            "", "-", "+", ".", "1e5", "1.2.3", "inf", "NaN", "0x10", "1_000", "--1",
+        ] {
+            assert_eq!(parse_decimal(cell.as_bytes()), None, "{cell}");
+        }
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod categorical;
 pub mod frame;
 pub mod kstwo;
 pub mod numeric;
+mod plain;
 pub mod policy;
 pub mod report;
 

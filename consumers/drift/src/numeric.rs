@@ -9,6 +9,7 @@
 
 use std::str::FromStr;
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result, kstwo};
@@ -62,14 +63,29 @@ impl SortedSample {
     /// Sorts `values`; NaN and infinities are dropped (they are missing values, counted by
     /// whoever read them).
     pub fn from_unsorted(mut values: Vec<f64>) -> Self {
-        values.retain(|x| x.is_finite());
-        // Sorting integer keys is about twice as fast as `sort_by(f64::total_cmp)`, and the
-        // key (total_cmp's own bit trick) orders the same way and maps back exactly.
-        let key = |b: i64| b ^ (((b >> 63) as u64) >> 1) as i64;
-        let mut keys: Vec<i64> = values.iter().map(|x| key(x.to_bits() as i64)).collect();
-        keys.sort_unstable();
-        for (v, k) in values.iter_mut().zip(keys) {
-            *v = f64::from_bits(key(k) as u64);
+        if !values.iter().all(|x| x.is_finite()) {
+            values.retain(|x| x.is_finite());
+        }
+        if !sort_by_counting(&mut values) {
+            // Sorting integer keys is about twice as fast as `sort_by(f64::total_cmp)`, and
+            // the key (total_cmp's own bit trick) orders the same way and maps back exactly.
+            let key = |b: i64| b ^ (((b >> 63) as u64) >> 1) as i64;
+            let mut keys: Vec<i64> = values.iter().map(|x| key(x.to_bits() as i64)).collect();
+            keys.sort_unstable();
+            for (v, k) in values.iter_mut().zip(keys) {
+                *v = f64::from_bits(key(k) as u64);
+            }
+        }
+        Self { values }
+    }
+
+    /// Values given as (value, how many times); non-finite values are dropped.
+    pub fn from_counts(mut distinct: Vec<(f64, u64)>) -> Self {
+        distinct.retain(|(x, _)| x.is_finite());
+        distinct.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        let mut values = Vec::with_capacity(distinct.iter().map(|(_, n)| *n as usize).sum());
+        for (x, n) in distinct {
+            values.extend(std::iter::repeat_n(x, n as usize));
         }
         Self { values }
     }
@@ -261,6 +277,38 @@ impl Bins {
     }
 }
 
+/// Sorts `values` (finite) by counting each distinct value, when there are few: hours,
+/// visibilities and rounded readings repeat a few hundred values over thousands of rows,
+/// and counting them in a hash table then sorting only the distinct ones takes about 90 µs
+/// for 25,000 flights values where sorting them all takes 130-190 µs. False, with `values` untouched, when they are too varied
+/// (judged on a prefix first, so a varied column costs little).
+fn sort_by_counting(values: &mut [f64]) -> bool {
+    const PREFIX: usize = 2048;
+    if values.len() < 2 * PREFIX {
+        return false;
+    }
+    // At most one distinct value per 16 values overall, and per 8 in the prefix.
+    let limit = values.len() / 16;
+    let mut counts: FxHashMap<u64, (f64, u32)> = FxHashMap::default();
+    for (i, x) in values.iter().enumerate() {
+        // Keyed by a bijective mix of the bits: integers' bits differ only at the top, which
+        // left alone crowd a few buckets.
+        let k = x.to_bits().wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        counts.entry(k ^ (k >> 32)).or_insert((*x, 0)).1 += 1;
+        if counts.len() > limit || (i == PREFIX && counts.len() > PREFIX / 8) {
+            return false;
+        }
+    }
+    let mut distinct: Vec<(f64, u32)> = counts.into_values().collect();
+    distinct.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    let mut at = 0;
+    for (x, n) in distinct {
+        values[at..at + n as usize].fill(x);
+        at += n as usize;
+    }
+    true
+}
+
 /// numpy's `np.quantile(a, q)` with the default "linear" method, on a sorted slice.
 fn quantile_linear(sorted: &[f64], q: f64) -> f64 {
     let n = sorted.len();
@@ -421,18 +469,34 @@ pub fn ks_statistic(reference: Sorted<'_>, current: Sorted<'_>) -> Option<f64> {
             (None, Some(y)) => *y,
             (None, None) => break,
         };
-        while i < a.len() && a[i] <= x {
-            i += 1;
-        }
-        while j < b.len() && b[j] <= x {
-            j += 1;
-        }
+        (i, j) = (past(a, i, x), past(b, j, x));
         let diff = i as f64 / na - j as f64 / nb;
         max = max.max(diff);
         min = min.min(diff);
     }
     let min_s = (-min).clamp(0.0, 1.0);
     Some(if min_s > max { min_s } else { max })
+}
+
+/// The first index at or after `i` whose value is above `x` (`s` ascending). Runs of equal
+/// values are crossed by galloping, so the merges of [`ks_statistic`] and [`wasserstein`]
+/// cost O(distinct values * log) on a column of few distinct values instead of O(n).
+#[inline]
+fn past(s: &[f64], i: usize, x: f64) -> usize {
+    if i >= s.len() || s[i] > x {
+        return i;
+    }
+    // s[i..lo] are all <= x.
+    let (mut lo, mut step) = (i + 1, 1);
+    loop {
+        let hi = lo + step;
+        if hi > s.len() || s[hi - 1] > x {
+            let hi = hi.min(s.len());
+            return lo + s[lo..hi].partition_point(|v| *v <= x);
+        }
+        lo = hi;
+        step *= 2;
+    }
 }
 
 /// The first Wasserstein distance between the two empirical distributions
@@ -448,12 +512,7 @@ pub fn wasserstein(reference: Sorted<'_>, current: Sorted<'_>) -> Option<f64> {
     let mut x = a[0].min(b[0]);
     let mut sum = Neumaier::default();
     loop {
-        while i < a.len() && a[i] <= x {
-            i += 1;
-        }
-        while j < b.len() && b[j] <= x {
-            j += 1;
-        }
+        (i, j) = (past(a, i, x), past(b, j, x));
         let next = match (a.get(i), b.get(j)) {
             (Some(p), Some(q)) => p.min(*q),
             (Some(p), None) => *p,
@@ -480,12 +539,39 @@ pub fn std_dev(sample: &[f64]) -> Option<f64> {
     Some((ss.total() / n).sqrt())
 }
 
+/// [`std_dev`] of a sorted sample, summed over its runs of equal values (each value times
+/// its run's length), which on a column of few distinct values is a few hundred terms
+/// instead of one per row.
+fn std_dev_sorted(sample: Sorted<'_>) -> Option<f64> {
+    let s = sample.0;
+    if s.is_empty() {
+        return None;
+    }
+    let runs = || {
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            let x = *s.get(i)?;
+            let end = past(s, i, x);
+            let run = (end - i) as f64;
+            i = end;
+            Some((x, run))
+        })
+    };
+    let n = s.len() as f64;
+    let mut sum = Neumaier::default();
+    runs().for_each(|(x, run)| sum.add(x * run));
+    let mean = sum.total() / n;
+    let mut ss = Neumaier::default();
+    runs().for_each(|(x, run)| ss.add((x - mean) * (x - mean) * run));
+    Some((ss.total() / n).sqrt())
+}
+
 /// [`wasserstein`] divided by the reference's population standard deviation, so it reads
 /// in reference standard deviations whatever the feature's unit (a shift of the mean by
 /// 0.1 sd gives about 0.1). `None` if either sample is empty or the reference is constant
 /// (its standard deviation is 0: there is no scale to normalise by).
 pub fn wasserstein_normalised(reference: Sorted<'_>, current: Sorted<'_>) -> Option<f64> {
-    let std = std_dev(reference.0)?;
+    let std = std_dev_sorted(reference)?;
     if std <= 0.0 {
         return None;
     }
@@ -564,6 +650,47 @@ mod tests {
             Err(Error::NonFinite(1))
         ));
         assert!(Sorted::new(&[]).is_ok());
+    }
+
+    #[test]
+    fn few_distinct_values_sort_by_counting_to_the_same_order() {
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            state >> 33
+        };
+        // Rounded readings with both zeros, and a column of all-different values.
+        let few: Vec<f64> = (0..10_000)
+            .map(|i| match next() % 50 {
+                0 => -0.0,
+                1 => 0.0,
+                k => (k as f64 - 25.0) * 0.1 + (i % 3) as f64,
+            })
+            .collect();
+        let many: Vec<f64> = (0..10_000).map(|_| next() as f64 / 7.0).collect();
+        for values in [few, many] {
+            let mut expected = values.clone();
+            expected.sort_by(f64::total_cmp);
+            let got = SortedSample::from_unsorted(values.clone());
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(got.as_slice()), bits(&expected));
+        }
+        let mut few: Vec<f64> = (0..10_000).map(|i| (i % 24) as f64).collect();
+        assert!(sort_by_counting(&mut few));
+        let mut many: Vec<f64> = (0..10_000).map(f64::from).rev().collect();
+        assert!(!sort_by_counting(&mut many));
+        assert_eq!(many[0], 9_999.0, "a refused sample is left as it was");
+    }
+
+    #[test]
+    fn standard_deviation_over_runs_equals_the_plain_one() {
+        let values = s(&[1.0, 1.0, 1.0, 2.5, 2.5, 7.0, 7.0, 7.0, 7.0, -3.0, 0.1]);
+        let plain = std_dev(values.as_slice()).unwrap();
+        let runs = std_dev_sorted(values.view()).unwrap();
+        assert!((plain - runs).abs() <= 1e-15 * plain, "{plain} vs {runs}");
+        assert_eq!(std_dev_sorted(SortedSample::default().view()), None);
     }
 
     #[test]

@@ -206,11 +206,15 @@ fn open(path: &Path) -> Result<Box<dyn Read>> {
         message: e.to_string(),
     })?;
     let reader = std::io::BufReader::with_capacity(1 << 20, file);
-    Ok(if path.extension().is_some_and(|e| e == "gz") {
+    Ok(if is_gz(path) {
         Box::new(flate2::read::MultiGzDecoder::new(reader))
     } else {
         Box::new(reader)
     })
+}
+
+fn is_gz(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "gz")
 }
 
 fn load_spec(path: &Path) -> Result<FeatureSpec> {
@@ -220,8 +224,14 @@ fn load_spec(path: &Path) -> Result<FeatureSpec> {
 /// Runs `driftline drift` and returns what it prints.
 pub fn drift(args: &DriftArgs) -> Result<String> {
     let spec = args.spec.as_deref().map(load_spec).transpose()?;
+    // A plain file is read whole in one call; a gzipped one is decompressed as a stream.
     let frame = |p: &Path| {
-        Frame::from_reader(open(p)?, spec.as_ref(), &p.display().to_string()).map_err(Error::from)
+        if is_gz(p) {
+            Frame::from_reader(open(p)?, spec.as_ref(), &p.display().to_string())
+        } else {
+            Frame::from_path(p, spec.as_ref())
+        }
+        .map_err(Error::from)
     };
     // The two files are independent: read them on two threads.
     let (reference, current) = std::thread::scope(|s| {
