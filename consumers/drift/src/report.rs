@@ -197,19 +197,21 @@ pub fn compare(
     // Columns are independent: spread them over the cores (a numeric KS p-value on large
     // samples is the costliest part).
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Each thread takes the next column not yet taken: a column's cost depends on its data
+    // (the p-value's series is long only for moderate drift), so a fixed split leaves one
+    // thread waiting on another.
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let mut columns: Vec<(usize, ColumnReport)> = std::thread::scope(|s| {
-        let pairs = &pairs;
+        let (pairs, next) = (&pairs, &next);
         let handles: Vec<_> = (0..threads.min(pairs.len()))
-            .map(|t| {
+            .map(|_| {
                 s.spawn(move || {
-                    // Strided, so numeric and categorical columns spread evenly.
-                    (t..pairs.len())
-                        .step_by(threads)
-                        .map(|i| {
-                            let (rc, cc) = pairs[i];
-                            (i, compare_column(&rc.name, &rc.data, &cc.data, options))
-                        })
-                        .collect::<Vec<_>>()
+                    std::iter::from_fn(|| {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let (rc, cc) = pairs.get(i)?;
+                        Some((i, compare_column(&rc.name, &rc.data, &cc.data, options)))
+                    })
+                    .collect::<Vec<_>>()
                 })
             })
             .collect();
