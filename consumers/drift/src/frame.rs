@@ -900,6 +900,67 @@ mod tests {
     }
 
     #[test]
+    fn short_cell_keys_are_distinct_and_never_zero() {
+        // Every text of up to five bytes over a number-like alphabet, and some others.
+        let alphabet = b"0129.-";
+        let mut texts: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut frontier = texts.clone();
+        for _ in 0..5 {
+            frontier = frontier
+                .iter()
+                .flat_map(|t| {
+                    alphabet.iter().map(move |&b| {
+                        let mut t = t.clone();
+                        t.push(b);
+                        t
+                    })
+                })
+                .collect();
+            texts.extend(frontier.iter().cloned());
+        }
+        texts.extend([
+            b"\0".to_vec(),
+            b"\0\0".to_vec(),
+            b"1234567".to_vec(),
+            b"\xff\xff\xff\xff\xff\xff\xff".to_vec(),
+        ]);
+        let keys: std::collections::HashSet<u64> =
+            texts.iter().map(|t| short_key(t).unwrap()).collect();
+        assert_eq!(keys.len(), texts.len());
+        assert!(!keys.contains(&0));
+        assert_eq!(short_key(b"12345678"), None);
+    }
+
+    #[test]
+    fn columns_with_more_distinct_texts_than_the_table_holds_read_the_same() {
+        // 6,000 distinct short numbers and labels, each twice, with missing cells: past
+        // the table's capacity cells are read one by one, and nothing is lost or doubled.
+        let spec = FeatureSpec::from_toml(SPEC).unwrap();
+        let mut csv = String::from("t,distance,m,y\n");
+        for round in 0..2 {
+            for i in 0..6_000 {
+                csv.push_str(&format!("{round},{},c{i},0\n", i as f64 / 4.0));
+            }
+            csv.push_str(&format!("{round},NA,,0\n"));
+        }
+        let f = Frame::from_reader(csv.as_bytes(), Some(&spec), "t.csv").unwrap();
+        let mut expected: Vec<f64> = (0..6_000).flat_map(|i| [i as f64 / 4.0; 2]).collect();
+        expected.sort_by(f64::total_cmp);
+        assert_eq!(
+            f.columns[0].data,
+            ColumnData::Numeric {
+                values: SortedSample::from_unsorted(expected),
+                missing: 2
+            }
+        );
+        let ColumnData::Categorical(m) = &f.columns[1].data else {
+            panic!()
+        };
+        assert_eq!((m.counts.len(), m.total(), m.missing), (6_000, 12_000, 2));
+        assert!(m.counts.values().all(|n| *n == 2));
+    }
+
+    #[test]
     fn numeric_columns_convert_to_categories_by_value() {
         let data = ColumnData::Numeric {
             values: SortedSample::from_unsorted(vec![2.0, 1.0, 2.0]),
