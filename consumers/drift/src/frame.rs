@@ -330,14 +330,14 @@ impl<'s> Reading<'s> {
                     Ok((
                         def.name.clone(),
                         idx,
-                        Builder::Declared(def.clone(), Declared::default()),
+                        Builder::new(Mode::Declared(def.clone())),
                     ))
                 })
                 .collect(),
             None => Ok(header
                 .iter()
                 .enumerate()
-                .map(|(i, h)| (h.clone(), i, Builder::Inferred(Inferred::default())))
+                .map(|(i, h)| (h.clone(), i, Builder::new(Mode::Inferred)))
                 .collect()),
         }
     }
@@ -525,11 +525,13 @@ impl<T: Default> ShortCells<T> {
         slot.key == key
     }
 
-    /// Remembers a new text's reading, unless full.
-    fn insert(&mut self, key: u64, value: T) -> bool {
-        if self.len >= Self::CAPACITY {
-            return false;
-        }
+    /// Whether a new text can be remembered.
+    fn has_room(&self) -> bool {
+        self.len < Self::CAPACITY
+    }
+
+    /// Remembers a new text's reading (the caller checked [`ShortCells::has_room`]).
+    fn insert(&mut self, key: u64, value: T) {
         if 2 * (self.len + 1) > self.slots.len() {
             let grown = Self::empty(2 * self.slots.len());
             let old = std::mem::replace(&mut self.slots, grown);
@@ -545,7 +547,6 @@ impl<T: Default> ShortCells<T> {
             value,
         };
         self.len += 1;
-        true
     }
 
     /// Each distinct reading and how many cells had it.
@@ -585,152 +586,167 @@ impl Tally {
     }
 }
 
-enum Builder {
-    Declared(driftline_schemas::spec::FeatureDef, Declared),
-    Inferred(Inferred),
+/// What a cell reads as, borrowing its text.
+#[derive(Clone, Copy)]
+enum Value<'c> {
+    Missing,
+    Number(f64),
+    Text(&'c str),
 }
 
+/// A [`Value`] kept in the cell table (owning its text).
 #[derive(Default)]
-struct Declared {
+enum Kept {
+    #[default]
+    Missing,
+    Number(f64),
+    Text(Box<str>),
+}
+
+impl From<Value<'_>> for Kept {
+    fn from(r: Value<'_>) -> Self {
+        match r {
+            Value::Missing => Kept::Missing,
+            Value::Number(x) => Kept::Number(x),
+            Value::Text(t) => Kept::Text(t.into()),
+        }
+    }
+}
+
+/// How a column's cells are read.
+enum Mode {
+    /// As the spec declares: numbers (a non-number is an error) or labels.
+    Declared(driftline_schemas::spec::FeatureDef),
+    /// Numbers and labels as they come; the column is categorical if any present cell is
+    /// not a number, numeric otherwise.
+    Inferred,
+}
+
+/// One column while it is read.
+struct Builder {
+    mode: Mode,
+    /// Short cells, by their text.
+    short: ShortCells<Kept>,
+    /// Long cells (and short ones past the table's capacity), as read.
     numbers: Vec<f64>,
-    /// Short numeric cells: the number, or `None` for missing.
-    short: ShortCells<Option<f64>>,
+    labels: Tally,
+    missing: u64,
     slow: SlowNumbers,
-    categories: Tally,
-    /// Short categorical cells: the label, or `None` for missing.
-    short_labels: ShortCells<Option<Box<str>>>,
-    missing: u64,
-}
-
-/// Numeric until a cell says otherwise.
-#[derive(Default)]
-struct Inferred {
-    numbers: Vec<f64>,
-    categories: Option<Tally>,
-    missing: u64,
 }
 
 impl Builder {
-    /// One cell. A cell of the common number shape is parsed without being checked as
-    /// UTF-8 (it is ASCII); every other cell is text, tested by the spec's missing rule.
+    fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            short: ShortCells::default(),
+            numbers: Vec::new(),
+            labels: Tally::default(),
+            missing: 0,
+            slow: SlowNumbers::default(),
+        }
+    }
+
+    /// One cell: a text seen before is only counted; a new one is read and kept.
     fn push(&mut self, cell: &[u8]) -> std::result::Result<(), String> {
         let cell = cell.trim_ascii();
-        match self {
-            // `FeatureSpec::parse_cell`'s rules, without its allocation and second trim.
-            Builder::Declared(def, d) if def.kind == Kind::Categorical => {
-                let key = short_key(cell);
-                if key.is_some_and(|k| d.short_labels.bump(k)) {
-                    return Ok(());
-                }
-                let text = text(cell)?;
-                let label = (!FeatureSpec::is_missing(text)).then_some(text);
-                if key.is_some_and(|k| d.short_labels.insert(k, label.map(Into::into))) {
-                    return Ok(());
-                }
-                match label {
-                    Some(label) => d.categories.add(label, 1),
-                    None => d.missing += 1,
-                }
-            }
-            Builder::Declared(def, d) => {
-                let key = short_key(cell);
-                if key.is_some_and(|k| d.short.bump(k)) {
-                    return Ok(());
-                }
-                // The first time this text is seen (or a long cell): read it.
-                let x = match parse_decimal(cell).or_else(|| d.slow.get(cell)) {
-                    Some(x) => Some(x),
-                    None => {
-                        let text = text(cell)?;
-                        if FeatureSpec::is_missing(text) {
-                            None
-                        } else {
-                            let x = FeatureSpec::parse_number(def, text)?;
-                            d.slow.remember(cell, x);
-                            Some(x)
-                        }
-                    }
-                };
-                if key.is_some_and(|k| d.short.insert(k, x)) {
-                    return Ok(());
-                }
-                match x {
-                    Some(x) => d.numbers.push(x),
-                    None => d.missing += 1,
-                }
-            }
-            Builder::Inferred(b) => {
-                let number = match parse_decimal(cell) {
-                    Some(x) => Some(x),
-                    None => {
-                        let cell = text(cell)?;
-                        if FeatureSpec::is_missing(cell) {
-                            b.missing += 1;
-                            return Ok(());
-                        }
-                        cell.parse::<f64>().ok().filter(|x| x.is_finite())
-                    }
-                };
-                match (&mut b.categories, number) {
-                    (None, Some(x)) => b.numbers.push(x),
-                    (Some(c), Some(x)) => c.add(&number_label(x), 1),
-                    (Some(c), None) => c.add(text(cell)?, 1),
-                    (None, None) => {
-                        // The first non-number: the column is categorical after all.
-                        let mut c = Tally::default();
-                        for x in b.numbers.drain(..) {
-                            c.add(&number_label(x), 1);
-                        }
-                        c.add(text(cell)?, 1);
-                        b.categories = Some(c);
-                    }
-                }
-            }
+        let key = short_key(cell);
+        if key.is_some_and(|k| self.short.bump(k)) {
+            return Ok(());
+        }
+        let value = self.read(cell)?;
+        if let Some(k) = key
+            && self.short.has_room()
+        {
+            self.short.insert(k, value.into());
+            return Ok(());
+        }
+        match value {
+            Value::Missing => self.missing += 1,
+            Value::Number(x) => self.numbers.push(x),
+            Value::Text(t) => self.labels.add(t, 1),
         }
         Ok(())
     }
 
-    fn finish(self) -> ColumnData {
-        match self {
-            Builder::Declared(def, d) => match FeatureKind::from(def.kind) {
-                FeatureKind::Numeric => {
-                    let (mut numbers, mut missing) = (d.numbers, d.missing);
-                    let mut distinct = Vec::new();
-                    for (x, n) in d.short.into_counts() {
-                        match x {
-                            Some(x) => distinct.push((x, n)),
-                            None => missing += n,
-                        }
-                    }
-                    let values = if numbers.is_empty() {
-                        SortedSample::from_counts(distinct)
-                    } else {
-                        for (x, n) in distinct {
-                            numbers.extend(std::iter::repeat_n(x, n as usize));
-                        }
-                        SortedSample::from_unsorted(numbers)
-                    };
-                    ColumnData::Numeric { values, missing }
-                }
-                FeatureKind::Categorical => {
-                    let (mut categories, mut missing) = (d.categories, d.missing);
-                    for (label, n) in d.short_labels.into_counts() {
-                        match label {
-                            Some(label) => categories.add(&label, n),
-                            None => missing += n,
-                        }
-                    }
-                    ColumnData::Categorical(categories.into_counts(missing))
-                }
-            },
-            Builder::Inferred(b) => match b.categories {
-                Some(c) => ColumnData::Categorical(c.into_counts(b.missing)),
-                None => ColumnData::Numeric {
-                    values: SortedSample::from_unsorted(b.numbers),
-                    missing: b.missing,
-                },
-            },
+    /// What a cell reads as, by the column's mode and the spec's missing rule. A cell of the
+    /// common number shape is parsed without being checked as UTF-8 (it is ASCII).
+    fn read<'c>(&mut self, cell: &'c [u8]) -> std::result::Result<Value<'c>, String> {
+        let def = match &self.mode {
+            Mode::Declared(def) if def.kind == Kind::Categorical => {
+                let text = text(cell)?;
+                return Ok(if FeatureSpec::is_missing(text) {
+                    Value::Missing
+                } else {
+                    Value::Text(text)
+                });
+            }
+            Mode::Declared(def) => Some(def),
+            Mode::Inferred => None,
+        };
+        if let Some(x) = parse_decimal(cell).or_else(|| self.slow.get(cell)) {
+            return Ok(Value::Number(x));
         }
+        let text = text(cell)?;
+        if FeatureSpec::is_missing(text) {
+            return Ok(Value::Missing);
+        }
+        let x = match def {
+            Some(def) => FeatureSpec::parse_number(def, text)?,
+            None => match text.parse::<f64>().ok().filter(|x| x.is_finite()) {
+                Some(x) => x,
+                None => return Ok(Value::Text(text)),
+            },
+        };
+        self.slow.remember(cell, x);
+        Ok(Value::Number(x))
+    }
+
+    fn finish(self) -> ColumnData {
+        let Builder {
+            mode,
+            short,
+            mut numbers,
+            mut labels,
+            mut missing,
+            ..
+        } = self;
+        let counts: Vec<(Kept, u64)> = short.into_counts().collect();
+        let categorical = match &mode {
+            Mode::Declared(def) => def.kind == Kind::Categorical,
+            Mode::Inferred => {
+                !labels.0.is_empty() || counts.iter().any(|(v, _)| matches!(v, Kept::Text(_)))
+            }
+        };
+        if categorical {
+            // Numbers in a categorical column are labelled by their shortest form.
+            for x in numbers {
+                labels.add(&number_label(x), 1);
+            }
+            for (value, n) in counts {
+                match value {
+                    Kept::Missing => missing += n,
+                    Kept::Number(x) => labels.add(&number_label(x), n),
+                    Kept::Text(t) => labels.add(&t, n),
+                }
+            }
+            return ColumnData::Categorical(labels.into_counts(missing));
+        }
+        let mut distinct = Vec::with_capacity(counts.len());
+        for (value, n) in counts {
+            match value {
+                Kept::Number(x) => distinct.push((x, n)),
+                Kept::Missing | Kept::Text(_) => missing += n,
+            }
+        }
+        let values = if numbers.is_empty() {
+            SortedSample::from_counts(distinct)
+        } else {
+            for (x, n) in distinct {
+                numbers.extend(std::iter::repeat_n(x, n as usize));
+            }
+            SortedSample::from_unsorted(numbers)
+        };
+        ColumnData::Numeric { values, missing }
     }
 }
 
@@ -943,21 +959,36 @@ mod tests {
             }
             csv.push_str(&format!("{round},NA,,0\n"));
         }
-        let f = Frame::from_reader(csv.as_bytes(), Some(&spec), "t.csv").unwrap();
         let mut expected: Vec<f64> = (0..6_000).flat_map(|i| [i as f64 / 4.0; 2]).collect();
         expected.sort_by(f64::total_cmp);
-        assert_eq!(
-            f.columns[0].data,
-            ColumnData::Numeric {
-                values: SortedSample::from_unsorted(expected),
-                missing: 2
-            }
-        );
-        let ColumnData::Categorical(m) = &f.columns[1].data else {
+        // With the spec's kinds, and inferred (the labels' column is read as text).
+        for (spec, labels) in [(Some(&spec), "month"), (None, "m")] {
+            let f = Frame::from_reader(csv.as_bytes(), spec, "t.csv").unwrap();
+            assert_eq!(
+                f.column("distance").unwrap().data,
+                ColumnData::Numeric {
+                    values: SortedSample::from_unsorted(expected.clone()),
+                    missing: 2
+                }
+            );
+            let ColumnData::Categorical(m) = &f.column(labels).unwrap().data else {
+                panic!()
+            };
+            assert_eq!((m.counts.len(), m.total(), m.missing), (6_000, 12_000, 2));
+            assert!(m.counts.values().all(|n| *n == 2));
+        }
+        // A column of numbers that ends in one long text is categorical, with every cell.
+        let mut csv = String::from("a\n");
+        for i in 0..5_000 {
+            csv.push_str(&format!("{}\n", i % 4_500));
+        }
+        csv.push_str("not a number at all\n");
+        let f = Frame::from_reader(csv.as_bytes(), None, "t.csv").unwrap();
+        let ColumnData::Categorical(a) = &f.columns[0].data else {
             panic!()
         };
-        assert_eq!((m.counts.len(), m.total(), m.missing), (6_000, 12_000, 2));
-        assert!(m.counts.values().all(|n| *n == 2));
+        assert_eq!((a.counts.len(), a.total()), (4_501, 5_001));
+        assert_eq!((a.counts["0"], a.counts["4499"]), (2, 1));
     }
 
     #[test]
