@@ -385,20 +385,9 @@ fn parse_decimal(cell: &[u8]) -> Option<f64> {
         b'+' => (false, &cell[1..]),
         _ => (false, cell),
     };
-    // The digit runs before and after the point, in tight loops (no per-byte dispatch).
-    let mut mantissa = 0u64;
-    let mut i = 0;
-    while let Some(d) = digits
-        .get(i)
-        .map(|b| b.wrapping_sub(b'0'))
-        .filter(|d| *d < 10)
-    {
-        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
-        i += 1;
-    }
-    let whole = i;
-    if digits.get(i) == Some(&b'.') {
-        i += 1;
+    // The digit runs before and after the point, each in a tight loop (no per-byte
+    // dispatch): (index past the run, mantissa with the run's digits appended).
+    let run = |mut i: usize, mut mantissa: u64| {
         while let Some(d) = digits
             .get(i)
             .map(|b| b.wrapping_sub(b'0'))
@@ -407,6 +396,12 @@ fn parse_decimal(cell: &[u8]) -> Option<f64> {
             mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
             i += 1;
         }
+        (i, mantissa)
+    };
+    let (mut i, mut mantissa) = run(0, 0);
+    let whole = i;
+    if digits.get(i) == Some(&b'.') {
+        (i, mantissa) = run(i + 1, mantissa);
     }
     let decimals = i.saturating_sub(whole + 1);
     let count = whole + decimals;

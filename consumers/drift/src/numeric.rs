@@ -66,15 +66,16 @@ impl SortedSample {
         if !values.iter().all(|x| x.is_finite()) {
             values.retain(|x| x.is_finite());
         }
-        if !sort_by_counting(&mut values) {
-            // Sorting integer keys is about twice as fast as `sort_by(f64::total_cmp)`, and
-            // the key (total_cmp's own bit trick) orders the same way and maps back exactly.
-            let key = |b: i64| b ^ (((b >> 63) as u64) >> 1) as i64;
-            let mut keys: Vec<i64> = values.iter().map(|x| key(x.to_bits() as i64)).collect();
-            keys.sort_unstable();
-            for (v, k) in values.iter_mut().zip(keys) {
-                *v = f64::from_bits(key(k) as u64);
-            }
+        if let Some(distinct) = count_distinct(&values) {
+            return Self::from_counts(distinct);
+        }
+        // Sorting integer keys is about twice as fast as `sort_by(f64::total_cmp)`, and the
+        // key (total_cmp's own bit trick) orders the same way and maps back exactly.
+        let key = |b: i64| b ^ (((b >> 63) as u64) >> 1) as i64;
+        let mut keys: Vec<i64> = values.iter().map(|x| key(x.to_bits() as i64)).collect();
+        keys.sort_unstable();
+        for (v, k) in values.iter_mut().zip(keys) {
+            *v = f64::from_bits(key(k) as u64);
         }
         Self { values }
     }
@@ -277,36 +278,30 @@ impl Bins {
     }
 }
 
-/// Sorts `values` (finite) by counting each distinct value, when there are few: hours,
+/// Each distinct value of `values` and how often it occurs, when there are few: hours,
 /// visibilities and rounded readings repeat a few hundred values over thousands of rows,
-/// and counting them in a hash table then sorting only the distinct ones takes about 90 µs
-/// for 25,000 flights values where sorting them all takes 130-190 µs. False, with `values` untouched, when they are too varied
-/// (judged on a prefix first, so a varied column costs little).
-fn sort_by_counting(values: &mut [f64]) -> bool {
+/// and counting them in a hash table then sorting only the distinct ones
+/// ([`SortedSample::from_counts`]) takes about 90 µs for 25,000 flights values where
+/// sorting them all takes 130-190 µs. `None` when they are too varied (judged on a prefix
+/// first, so a varied column costs little).
+fn count_distinct(values: &[f64]) -> Option<Vec<(f64, u64)>> {
     const PREFIX: usize = 2048;
     if values.len() < 2 * PREFIX {
-        return false;
+        return None;
     }
     // At most one distinct value per 16 values overall, and per 8 in the prefix.
     let limit = values.len() / 16;
-    let mut counts: FxHashMap<u64, (f64, u32)> = FxHashMap::default();
+    let mut counts: FxHashMap<u64, (f64, u64)> = FxHashMap::default();
     for (i, x) in values.iter().enumerate() {
         // Keyed by a bijective mix of the bits: integers' bits differ only at the top, which
         // left alone crowd a few buckets.
         let k = x.to_bits().wrapping_mul(0x9e37_79b9_7f4a_7c15);
         counts.entry(k ^ (k >> 32)).or_insert((*x, 0)).1 += 1;
         if counts.len() > limit || (i == PREFIX && counts.len() > PREFIX / 8) {
-            return false;
+            return None;
         }
     }
-    let mut distinct: Vec<(f64, u32)> = counts.into_values().collect();
-    distinct.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-    let mut at = 0;
-    for (x, n) in distinct {
-        values[at..at + n as usize].fill(x);
-        at += n as usize;
-    }
-    true
+    Some(counts.into_values().collect())
 }
 
 /// numpy's `np.quantile(a, q)` with the default "linear" method, on a sorted slice.
@@ -677,11 +672,10 @@ mod tests {
             let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(got.as_slice()), bits(&expected));
         }
-        let mut few: Vec<f64> = (0..10_000).map(|i| (i % 24) as f64).collect();
-        assert!(sort_by_counting(&mut few));
-        let mut many: Vec<f64> = (0..10_000).map(f64::from).rev().collect();
-        assert!(!sort_by_counting(&mut many));
-        assert_eq!(many[0], 9_999.0, "a refused sample is left as it was");
+        let few: Vec<f64> = (0..10_000).map(|i| (i % 24) as f64).collect();
+        assert_eq!(count_distinct(&few).map(|d| d.len()), Some(24));
+        let many: Vec<f64> = (0..10_000).map(f64::from).rev().collect();
+        assert_eq!(count_distinct(&many), None);
     }
 
     #[test]
