@@ -1,71 +1,58 @@
 #!/usr/bin/env bash
-# Starts, stops or reports the embedded broker: tansu on 127.0.0.1 with durable SQLite
-# storage under $DRIFTLINE_BROKER_DIR (data and committed offsets survive a restart).
-#   infra/broker.sh start|stop|status
+# Starts, stops or reports the embedded broker: one Apache Kafka node (KRaft, broker and
+# controller in one JVM) on 127.0.0.1:$DRIFTLINE_BROKER_PORT, its controller on the next
+# port, data kept under $DRIFTLINE_BROKER_DIR across restarts (formatted on first start).
+#   infra/broker.sh start|stop|kill|status
+# Optional: DRIFTLINE_BROKER_EXTRA_CONFIG, a properties file appended to the node's config
+# (later keys win: listeners, security), and DRIFTLINE_BROKER_FORMAT_ARGS, extra arguments
+# for the first format (e.g. --add-scram 'SCRAM-SHA-512=[name=u,password=p]').
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/env.sh"
-pidfile="$DRIFTLINE_BROKER_DIR/broker.pid"
-
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$DRIFTLINE_BROKER_PORT") 2>/dev/null; }
+source "$here/kafka/node.sh"
+dir=$DRIFTLINE_BROKER_DIR
+port=$DRIFTLINE_BROKER_PORT
+cport=${DRIFTLINE_CONTROLLER_PORT:-$((port + 1))}
 
 case "${1:-}" in
 start)
-    if listening; then
-        echo "broker already listening on 127.0.0.1:$DRIFTLINE_BROKER_PORT" >&2
+    if node_listening "$port"; then
+        echo "broker already listening on 127.0.0.1:$port" >&2
         exit 0
     fi
-    [ -x "$TANSU_BIN" ] || { echo "no broker at $TANSU_BIN: run infra/setup.sh" >&2; exit 1; }
-    mkdir -p "$DRIFTLINE_BROKER_DIR"
-    # tansu reads the sqlite path relative to its working directory. Its own log level is
-    # pinned: at info it traces every SQL statement, which costs more CPU than the work.
-    # setsid: its own session, so a Ctrl-C meant for `driftline up` does not reach it
-    # before the services have drained.
-    # exec all the way down, so the recorded pid is tansu's own (a non-leader process:
-    # setsid does not fork) and `stop` reaches it.
-    (
-        cd "$DRIFTLINE_BROKER_DIR"
-        RUST_LOG="${DRIFTLINE_BROKER_LOG:-warn}" exec setsid nohup "$TANSU_BIN" broker \
-            --storage-engine "sqlite://tansu.db" \
-            --listener-url "tcp://127.0.0.1:$DRIFTLINE_BROKER_PORT" \
-            --advertised-listener-url "tcp://127.0.0.1:$DRIFTLINE_BROKER_PORT" \
-            >>broker.log 2>&1 </dev/null
-    ) &
-    echo $! >"$pidfile"
-    for _ in $(seq 1 100); do
-        if listening; then
-            echo "broker started on 127.0.0.1:$DRIFTLINE_BROKER_PORT (pid $(cat "$pidfile"), data in $DRIFTLINE_BROKER_DIR)" >&2
-            exit 0
-        fi
-        kill -0 "$(cat "$pidfile")" 2>/dev/null || break
-        sleep 0.2
-    done
-    echo "broker did not start; last log lines:" >&2
-    tail -n 20 "$DRIFTLINE_BROKER_DIR/broker.log" >&2 || true
-    exit 1
+    mkdir -p "$dir"
+    node_configure "$dir" 1 "$port" "$cport" \
+        "controller.quorum.bootstrap.servers=127.0.0.1:$cport
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+default.replication.factor=1
+min.insync.replicas=1" "${DRIFTLINE_BROKER_EXTRA_CONFIG:-}"
+    # shellcheck disable=SC2086 # the format arguments are words on purpose
+    eval "node_format \"\$dir\" \"\$(kafka_cluster_id)\" --standalone ${DRIFTLINE_BROKER_FORMAT_ARGS:-}"
+    started=$SECONDS
+    node_start "$dir" "$port"
+    echo "broker started on 127.0.0.1:$port in $((SECONDS - started)) s (Apache Kafka $KAFKA_VERSION, pid $(cat "$dir/broker.pid"), data and broker.log in $dir)" >&2
     ;;
 stop)
-    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-        pid=$(cat "$pidfile")
-        kill "$pid"
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-        echo "broker stopped" >&2
-    fi
-    rm -f "$pidfile"
-    # A broker started by an older version of this script (which recorded a wrapper's pid)
-    # or whose directory was removed: find it by the port it listens on.
-    if listening; then
-        pkill -f -- "--listener-url tcp://127.0.0.1:$DRIFTLINE_BROKER_PORT" || true
-        for _ in $(seq 1 50); do listening || break; sleep 0.1; done
-        echo "broker on 127.0.0.1:$DRIFTLINE_BROKER_PORT stopped" >&2
-    fi
+    node_stop "$dir" "$port"
+    echo "broker on 127.0.0.1:$port stopped" >&2
+    ;;
+kill)
+    node_kill "$dir"
     ;;
 status)
-    if listening; then echo "listening on 127.0.0.1:$DRIFTLINE_BROKER_PORT"; else echo "not running"; exit 1; fi
+    if pid=$(node_pid "$dir") && node_listening "$port"; then
+        echo "listening on 127.0.0.1:$port (pid $pid, data in $dir)"
+    elif node_listening "$port"; then
+        echo "something listens on 127.0.0.1:$port, but not the broker of $dir"
+    else
+        echo "not running"
+        exit 1
+    fi
     ;;
 *)
-    echo "usage: $0 start|stop|status" >&2
+    echo "usage: $0 start|stop|kill|status" >&2
     exit 2
     ;;
 esac

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks for driftline, and skips what is there:
-# libclang (RocksDB's bindings), the tansu broker (built once, cached outside the repo),
-# and a Python venv with confluent-kafka and fastavro for the interoperability test.
+# Debian packages (Java and Maven for the broker, libclang for RocksDB's bindings, OpenSSL
+# headers for Kafka's TLS and SASL/SCRAM), Apache Kafka's jars from Maven Central (pinned
+# in infra/kafka/pom.xml, cached outside the repo), and a Python venv with confluent-kafka
+# and fastavro for the interoperability test.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/env.sh"
@@ -10,9 +12,10 @@ mkdir -p "$DRIFTLINE_CACHE"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 missing=()
-# libclang: RocksDB's bindings. chromium: the dashboard's headless-browser test. wrk: the
-# HTTP benchmark's load generator.
-for pkg in libclang-dev chromium wrk; do
+# openjdk/maven: the broker. libclang: RocksDB's bindings. libssl-dev/pkg-config: librdkafka's
+# TLS and SCRAM. openssl: the TLS test's certificates. chromium: the dashboard's
+# headless-browser test. wrk: the HTTP benchmark's load generator.
+for pkg in openjdk-17-jre-headless maven libclang-dev libssl-dev pkg-config openssl chromium wrk; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
@@ -25,15 +28,17 @@ else
     log "apt packages present"
 fi
 
-if [ -x "$TANSU_BIN" ]; then
-    log "tansu $TANSU_VERSION present ($TANSU_BIN)"
+if [ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]; then
+    log "Apache Kafka $KAFKA_VERSION present ($KAFKA_LIBS)"
 else
-    log "building the tansu broker $TANSU_VERSION (about 25 minutes on 2 cores, once)"
-    # Its own target dir in the cache, so an interrupted build resumes.
-    cargo install --locked tansu --version "$TANSU_VERSION" --features libsql \
-        --root "$DRIFTLINE_CACHE/tansu-$TANSU_VERSION" \
-        --target-dir "$DRIFTLINE_CACHE/tansu-build" >&2
-    rm -rf "$DRIFTLINE_CACHE/tansu-build"
+    log "fetching Apache Kafka $KAFKA_VERSION and its dependencies from Maven Central"
+    rm -rf "$KAFKA_LIBS.partial"
+    mvn -B -Dstyle.color=never -f "$here/kafka/pom.xml" dependency:copy-dependencies \
+        -DoutputDirectory="$KAFKA_LIBS.partial" >"$DRIFTLINE_CACHE/kafka-fetch.log" 2>&1 || {
+        tail -n 30 "$DRIFTLINE_CACHE/kafka-fetch.log" >&2
+        exit 1
+    }
+    mv "$KAFKA_LIBS.partial" "$KAFKA_LIBS"
 fi
 
 if "$DRIFTLINE_VENV/bin/python" -c 'import confluent_kafka, fastavro' 2>/dev/null; then
