@@ -39,15 +39,21 @@ min.insync.replicas=2" "${DRIFTLINE_BROKER_EXTRA_CONFIG:-}"
 start_node() {
     local n=$1
     configure "$n"
-    [ -f "$root/cluster.id" ] || kafka_cluster_id >"$root/cluster.id"
     node_format "$(dir "$n")" "$(cat "$root/cluster.id")"
     node_start "$(dir "$n")" "$(port "$n")"
 }
 
 case "${1:-}" in
 start)
-    if [ -n "${2:-}" ]; then check_node "$2"; start_node "$2"; exit 0; fi
+    if [ -n "${2:-}" ]; then
+        check_node "$2"
+        [ -f "$root/cluster.id" ] || { echo "no cluster in $root: start all three first" >&2; exit 1; }
+        start_node "$2"
+        exit 0
+    fi
     mkdir -p "$root"
+    # One id for the three, made before they start in parallel.
+    [ -f "$root/cluster.id" ] || kafka_cluster_id >"$root/cluster.id"
     started=$SECONDS
     pids=()
     for n in "${nodes[@]}"; do start_node "$n" & pids+=($!); done

@@ -14,7 +14,8 @@ kafka_java() {
         -cp "$(kafka_classpath)" "$@"
 }
 
-# A fresh KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid).
+# A fresh KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid;
+# it may start with "-", hence --cluster-id=ID below).
 kafka_cluster_id() { head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
 
 # node_configure DIR NODE_ID PORT CONTROLLER_PORT QUORUM_LINE [EXTRA_PROPERTIES_FILE]
@@ -46,7 +47,7 @@ node_format() {
     local dir=$1 cid=$2
     shift 2
     [ -f "$dir/data/meta.properties" ] && return 0
-    kafka_java kafka.tools.StorageTool format --ignore-formatted -t "$cid" \
+    kafka_java kafka.tools.StorageTool format --ignore-formatted --cluster-id="$cid" \
         -c "$dir/server.properties" "$@" >>"$dir/broker.log" 2>&1 || {
         echo "formatting $dir failed; last log lines:" >&2
         tail -n 20 "$dir/broker.log" >&2

@@ -92,6 +92,10 @@ impl KafkaSink {
         kafka
             .validate()
             .map_err(|e| Error::Options(e.to_string()))?;
+        kafka
+            .check_connection()
+            .await
+            .map_err(|e| Error::Options(e.to_string()))?;
         let producer: FutureProducer = producer_config(kafka).create()?;
         let topics = [requests_topic.to_string(), actuals_topic.to_string()];
         let (p, t) = (producer.clone(), topics.clone());

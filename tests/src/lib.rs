@@ -89,7 +89,7 @@ pub async fn create_topics(topics: &[(&str, i32)]) -> Result<()> {
             .map(|(name, partitions)| TopicDef {
                 name: name.to_string(),
                 partitions: *partitions,
-                replication: 1,
+                replication: driftline_runtime::topics::BROKER_DEFAULT_REPLICATION,
                 config: Default::default(),
             })
             .collect(),
@@ -123,7 +123,12 @@ pub async fn produce(
 /// A consumer assigned every partition of `topic` from its first message: no group join
 /// to wait for.
 pub fn reader_from_start(topic: &str) -> Result<BaseConsumer> {
-    let consumer: BaseConsumer = kafka().consumer_config(&unique("reader")).create()?;
+    reader_on(&kafka(), topic)
+}
+
+/// [`reader_from_start`] on a cluster of its own (e.g. with security settings).
+pub fn reader_on(kafka: &KafkaArgs, topic: &str) -> Result<BaseConsumer> {
+    let consumer: BaseConsumer = kafka.consumer_config(&unique("reader")).create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions = metadata
         .topics()

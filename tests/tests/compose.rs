@@ -14,9 +14,9 @@ use anyhow::{Context, Result, bail, ensure};
 
 /// Images the compose file may use, each a published release.
 const IMAGES: &[(&str, &str)] = &[
-    // Apache Kafka's own image; 3.9.0 released 2024-11-06 (KRaft, no ZooKeeper needed).
+    // Apache Kafka's own image, the release infra/kafka/pom.xml pins for the embedded broker.
     (
-        "apache/kafka:3.9.0",
+        "apache/kafka:4.1.1",
         "https://hub.docker.com/r/apache/kafka/tags",
     ),
     // Prometheus v2.55.1, released 2024-11-04 (the last 2.x line before 3.0).
@@ -37,8 +37,11 @@ const IMAGES: &[(&str, &str)] = &[
 const BASE_IMAGES: &[&str] = &["rust:1.95-bookworm", "debian:bookworm-slim"];
 
 /// Broker settings the compose file may set (KAFKA_FOO_BAR is `foo.bar`), from Kafka's
-/// broker configuration reference.
+/// broker configuration reference, besides those of infra/kafka/broker.properties.
 const KAFKA_SETTINGS: &[&str] = &[
+    "default.replication.factor",
+    "min.insync.replicas",
+    "heap.opts",
     "node.id",
     "process.roles",
     "listeners",
@@ -436,6 +439,7 @@ fn compose_commands_and_environment_exist_in_the_code() -> Result<()> {
     let src = sources();
     let main = std::fs::read_to_string(root().join("consumers/driftline/src/main.rs"))?;
     let producers = std::fs::read_to_string(root().join("producers/Cargo.toml"))?;
+    let shared = shared_broker_settings()?;
     let subcommands: BTreeMap<&str, &str> = [
         ("predictor", "Predictor("),
         ("monitor", "Monitor("),
@@ -493,7 +497,7 @@ fn compose_commands_and_environment_exist_in_the_code() -> Result<()> {
             } else if let Some(setting) = key.strip_prefix("KAFKA_") {
                 let setting = setting.to_lowercase().replace('_', ".");
                 ensure!(
-                    KAFKA_SETTINGS.contains(&setting.as_str()),
+                    KAFKA_SETTINGS.contains(&setting.as_str()) || shared.contains_key(&setting),
                     "{name}: {key} ({setting}) is not a known broker setting"
                 );
             } else if key.starts_with("GF_") {
@@ -513,6 +517,55 @@ fn compose_commands_and_environment_exist_in_the_code() -> Result<()> {
         seen_commands.len() == subcommands.len(),
         "every service is in compose.yaml: {seen_commands:?}"
     );
+    Ok(())
+}
+
+/// infra/kafka/broker.properties: what every node the scripts start runs with.
+fn shared_broker_settings() -> Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(root().join("infra/kafka/broker.properties"))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect())
+}
+
+#[test]
+fn compose_broker_runs_with_the_settings_the_scripts_and_tests_use() -> Result<()> {
+    let compose = load(&root().join("infra/compose.yaml"))?;
+    let env = compose
+        .get("services")
+        .and_then(|s| s.get("kafka"))
+        .and_then(|k| k.get("environment"))
+        .context("no kafka service environment")?
+        .map()?;
+    let shared = shared_broker_settings()?;
+    ensure!(shared.len() > 10, "broker.properties read: {shared:?}");
+    for (key, value) in &shared {
+        if let Some(heap) = key.strip_prefix("driftline.heap") {
+            ensure!(heap.is_empty(), "unknown script setting {key}");
+            let opts = env
+                .get("KAFKA_HEAP_OPTS")
+                .context("no KAFKA_HEAP_OPTS")?
+                .scalar()?;
+            ensure!(
+                opts.split_whitespace().any(|o| o == format!("-Xmx{value}")),
+                "KAFKA_HEAP_OPTS {opts:?} differs from the scripts' heap {value}"
+            );
+            continue;
+        }
+        let var = format!("KAFKA_{}", key.to_uppercase().replace('.', "_"));
+        let set = env
+            .get(&var)
+            .with_context(|| format!("compose's kafka does not set {var} ({key}={value})"))?
+            .scalar()?;
+        ensure!(
+            set == value,
+            "{var} is {set:?} in compose, {value:?} in broker.properties"
+        );
+    }
     Ok(())
 }
 

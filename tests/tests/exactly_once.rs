@@ -128,24 +128,24 @@ async fn resumes_without_double_counting_after_kill() -> Result<()> {
         "the uninterrupted run applies every event once"
     );
 
-    // The same stream, killed twice at random points, then run to the end. Each restart
-    // joins a fresh consumer group, so it has no committed Kafka offsets at all: where it
-    // resumes comes only from the offsets in its RocksDB state. (It also sidesteps tansu
-    // 0.6 not reassigning a SIGKILLed member's partitions to a newcomer in the same group.)
+    // The same stream, killed twice at random points, then run to the end, every start in
+    // the same consumer group as a user's restarts would be: the restarted member gets the
+    // partitions once the killed one's session has expired on the broker.
+    let group = unique("crash");
     let mut rng = rand::rng();
     let first = kill_after(
-        counter(&topic, &unique("crash"), &dlq, &crash_state, 10)?,
+        counter(&topic, &group, &dlq, &crash_state, 10)?,
         rng.random_range(5_000..40_000),
     )?;
     let second = kill_after(
-        counter(&topic, &unique("crash"), &dlq, &crash_state, 10)?,
+        counter(&topic, &group, &dlq, &crash_state, 10)?,
         rng.random_range(first + 5_000..80_000),
     )?;
     assert!(
         second > first,
         "the restarted counter resumed ({first} then {second})"
     );
-    finish(counter(&topic, &unique("crash"), &dlq, &crash_state, 0)?)?;
+    finish(counter(&topic, &group, &dlq, &crash_state, 0)?)?;
     let crashed = stored_checksum(&crash_state)?;
 
     assert_eq!(

@@ -4,6 +4,7 @@
 //! library pieces and run them until SIGINT/SIGTERM.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -83,11 +84,25 @@ pub(crate) async fn apply_topics(kafka: &KafkaArgs, spec: &std::path::Path) -> R
 // More workers than cores: each service's processor runs its batch synchronously on a
 // worker, and `up` runs several of them plus HTTP and the replay in one process.
 #[tokio::main(flavor = "multi_thread", worker_threads = 8)]
-async fn main() -> Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     // Held to the end of main: dropping it exports the spans still queued.
-    let _telemetry = driftline_runtime::telemetry::init(&cli.telemetry)?;
-    match cli.command {
+    let result = match driftline_runtime::telemetry::init(&cli.telemetry) {
+        Ok(_telemetry) => run(cli.command).await,
+        Err(e) => Err(e.into()),
+    };
+    // One line that says why, with its causes; no backtrace (even with RUST_BACKTRACE set).
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("driftline: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
         Command::Up(args) => up::run(args).await,
         Command::Predictor(args) => Ok(driftline_predictor::service::run(
             args,

@@ -59,6 +59,10 @@ pub struct UpArgs {
     /// Do not start the embedded broker (use the one at --bootstrap-servers).
     #[arg(long, env = "DRIFTLINE_NO_BROKER")]
     no_broker: bool,
+    /// Leave the embedded broker running at the end if this run started it (by default
+    /// `up` stops what it started; a broker that was already running is left alone).
+    #[arg(long, env = "DRIFTLINE_KEEP_BROKER")]
+    keep_broker: bool,
     /// Where the predictor's HTTP API listens.
     #[arg(long, env = "DRIFTLINE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     http_addr: SocketAddr,
@@ -106,9 +110,11 @@ pub async fn run(args: UpArgs) -> Result<()> {
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
 
-    if !args.no_broker {
-        start_broker()?;
-    }
+    let broker = if args.no_broker {
+        Broker::External
+    } else {
+        start_broker()?
+    };
     let created = crate::apply_topics(&args.kafka, &crate::infra_dir().join("topics.toml")).await?;
     info!(created = created.len(), "topics ready");
 
@@ -155,8 +161,6 @@ pub async fn run(args: UpArgs) -> Result<()> {
         &args.from,
         "--min-rows",
         &min_rows,
-        "--bootstrap-servers",
-        &args.kafka.bootstrap_servers,
     ])?;
     let monitor = service_args::<driftline_monitor::service::MonitorArgs>(&[
         "--state-dir",
@@ -165,9 +169,11 @@ pub async fn run(args: UpArgs) -> Result<()> {
         &cooldown,
         "--min-samples",
         &min_samples,
-        "--bootstrap-servers",
-        &args.kafka.bootstrap_servers,
     ])?;
+    // Every Kafka setting (servers, security options, timeouts) is the one `up` was given.
+    let (mut trainer, mut monitor) = (trainer, monitor);
+    trainer.kafka = args.kafka.clone();
+    monitor.kafka = args.kafka.clone();
     {
         let shutdown = shutdown.clone();
         services.spawn(async move {
@@ -278,6 +284,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     for line in s.timeline() {
         eprintln!("[up]   {line}");
     }
+    broker.leave(args.keep_broker);
     Ok(())
 }
 
@@ -342,19 +349,53 @@ async fn wait_ready(addr: SocketAddr, shutdown: &CancellationToken) {
     }
 }
 
-/// Starts the embedded broker through infra/broker.sh (a no-op when it is running).
-fn start_broker() -> Result<()> {
+/// The broker `up` runs against, and so what it leaves behind.
+enum Broker {
+    /// `--no-broker`: someone else's.
+    External,
+    /// The embedded broker was running before `up`.
+    WasRunning,
+    /// `up` started the embedded broker.
+    Started,
+}
+
+impl Broker {
+    /// Stops the broker if `up` started it (unless kept), and says what is left running.
+    fn leave(&self, keep: bool) {
+        let dir = std::env::var("DRIFTLINE_BROKER_DIR")
+            .unwrap_or_else(|_| "~/.cache/driftline/broker".into());
+        match self {
+            Broker::External => {}
+            Broker::Started if !keep => match broker_script("stop") {
+                Ok(_) => eprintln!("[up] stopped the broker it started (its data stays in {dir})"),
+                Err(e) => eprintln!("[up] could not stop the broker: {e:#}"),
+            },
+            Broker::Started | Broker::WasRunning => eprintln!(
+                "[up] the embedded broker is still running (data in {dir}); stop it with `bash infra/broker.sh stop`"
+            ),
+        }
+    }
+}
+
+/// Starts the embedded broker through infra/broker.sh unless it is running.
+fn start_broker() -> Result<Broker> {
+    if broker_script("status")? {
+        return Ok(Broker::WasRunning);
+    }
+    if !broker_script("start")? {
+        bail!("infra/broker.sh start failed; run infra/setup.sh first");
+    }
+    Ok(Broker::Started)
+}
+
+/// Runs infra/broker.sh with one command; whether it succeeded.
+fn broker_script(command: &str) -> Result<bool> {
     let script: PathBuf = crate::infra_dir().join("broker.sh");
     let status = Command::new("bash")
         .arg(&script)
-        .arg("start")
+        .arg(command)
+        .stdout(std::process::Stdio::null())
         .status()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !status.success() {
-        bail!(
-            "{} start failed ({status}); run infra/setup.sh first",
-            script.display()
-        );
-    }
-    Ok(())
+        .with_context(|| format!("running {} {command}", script.display()))?;
+    Ok(status.success())
 }

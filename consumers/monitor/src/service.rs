@@ -64,6 +64,7 @@ pub struct MonitorArgs {
 /// Runs until `shutdown` fires (or, with `--exit-on-eof`, the input is drained).
 pub async fn run(args: MonitorArgs, shutdown: CancellationToken) -> Result<()> {
     args.kafka.validate()?;
+    args.kafka.check_connection().await?;
     let config = args.policy.config()?;
     let codec = Codec::single_object();
     let runtime_metrics = Metrics::new("monitor");

@@ -448,15 +448,16 @@ async fn kill_9_at_random_points_changes_nothing_in_what_it_emits() -> Result<()
     assert_eq!(clean.0.len(), REPORTS);
     assert!(!clean.1.is_empty(), "the drifted half asks for a retrain");
 
-    // Killed three times at random points, then run to the end. Each start joins a new
-    // consumer group: the offsets that count are those in RocksDB (the runtime seeks to
-    // them), and a fresh group does not wait for the killed member's session to expire.
+    // Killed three times at random points, then run to the end, every start in the same
+    // consumer group as a user's restarts would be (the restarted member gets the
+    // partitions once the killed one's session has expired on the broker).
     let (drift_b, retrain_b) = (unique("mon-drift-b"), unique("mon-retrain-b"));
     create_topics(&[(&drift_b, 1), (&retrain_b, 1)]).await?;
     let state_b = dir.path().join("b");
+    let group = unique("crash");
     let crash_flags = || -> Result<Vec<String>> {
         let port = driftline_tests::free_port()?;
-        let mut f = monitor_flags(&t, &unique("crash"), &state_b, &drift_b, &retrain_b, port);
+        let mut f = monitor_flags(&t, &group, &state_b, &drift_b, &retrain_b, port);
         f.push("--exit-on-eof".into());
         Ok(f)
     };

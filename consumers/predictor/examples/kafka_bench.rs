@@ -1,11 +1,13 @@
-//! The Kafka path: requests → predictions throughput of the predictor, against the raw
-//! consume rate of the same broker for the same messages, in one run.
+//! The Kafka path, in one run on one broker with the same messages: the raw produce and
+//! raw consume rates, a passthrough (consume and re-produce the same bytes), the
+//! predictor's requests → predictions throughput, and then its end-to-end latency (request
+//! produced → prediction readable) at half that throughput.
 //!
 //! ```sh
 //! bash infra/broker.sh start
 //! cargo run -p driftline-predictor --example kafka_bench
 //! ```
-//! Env: BENCH_MESSAGES (100000), DRIFTLINE_BOOTSTRAP_SERVERS.
+//! Env: BENCH_MESSAGES (100000), BENCH_LATENCY_SECS (20), DRIFTLINE_BOOTSTRAP_SERVERS.
 //!
 //! The predictor's rate is messages / (the time the last prediction could be read from
 //! the predictions topic - the first prediction's served_at): the consumer group's join
@@ -113,7 +115,8 @@ async fn main() -> Result<(), BoxError> {
     let producer: FutureProducer = kafka.producer_config().create()?;
     bench.publish_v1(&spec, &trained).await?;
 
-    // n requests, produced up front.
+    // n requests, produced up front: the raw produce rate.
+    let produce_started = Instant::now();
     let mut pending = Vec::with_capacity(n);
     for (i, row) in rows.iter().cycle().take(n).enumerate() {
         let r = PredictionRequest {
@@ -140,6 +143,7 @@ async fn main() -> Result<(), BoxError> {
     for f in pending {
         f.await?.map_err(|(e, _)| e)?;
     }
+    let produce_rate = n as f64 / produce_started.elapsed().as_secs_f64();
 
     // The peer: a plain consumer reading the same messages.
     let (raw, raw_time, _) = read_n(&kafka, &topic("requests"), n, false)?;
@@ -183,8 +187,6 @@ async fn main() -> Result<(), BoxError> {
         shutdown.clone(),
     ));
     let (logged, _, last_read) = read_n(&kafka, &topic("predictions"), n, true)?;
-    shutdown.cancel();
-    let _ = service.await;
     let served: Vec<i64> = logged
         .iter()
         .filter_map(|b| codec.decode::<PredictionLogged>(b).ok())
@@ -194,9 +196,23 @@ async fn main() -> Result<(), BoxError> {
     let last = last_read;
     let predictor_rate = served.len() as f64 / ((last - first).max(1) as f64 / 1000.0);
 
+    // Latency at half the predictor's top rate, the same predictor still running.
+    let secs: f64 = std::env::var("BENCH_LATENCY_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20.0);
+    let rate = predictor_rate / 2.0;
+    let latencies = latency(&kafka, &topic, &codec, &producer, &rows, &spec, rate, secs).await?;
+    shutdown.cancel();
+    let _ = service.await;
+    let pct = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+
     println!("Kafka path, {n} PredictionRequests on 1 partition, one run");
     println!("| path | messages/s |");
     println!("| --- | ---: |");
+    println!(
+        "| raw produce (FutureProducer, the runtime's settings, deliveries awaited) | {produce_rate:.0} |"
+    );
     println!("| raw consume (rdkafka BaseConsumer, no processing) | {raw_rate:.0} |");
     println!(
         "| passthrough (consume, then re-produce the same bytes, deliveries awaited) | {passthrough_rate:.0} |"
@@ -216,5 +232,99 @@ async fn main() -> Result<(), BoxError> {
         raw.len(),
         raw_time.as_millis()
     );
+    println!(
+        "latency, request produced -> prediction readable, {} requests at {rate:.0}/s (half the predictor's rate) for {secs} s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        pct(0.5),
+        pct(0.99),
+        latencies.last().copied().unwrap_or_default()
+    );
     Ok(())
+}
+
+/// Produces requests at `rate` per second for `secs` seconds while a reader tails the
+/// predictions topic; returns each request's time from `send` to its prediction being
+/// read, in milliseconds, sorted.
+#[allow(clippy::too_many_arguments)]
+async fn latency(
+    kafka: &KafkaArgs,
+    topic: &impl Fn(&str) -> String,
+    codec: &Codec,
+    producer: &FutureProducer,
+    rows: &[driftline_model::LabelledRow],
+    spec: &FeatureSpec,
+    rate: f64,
+    secs: f64,
+) -> Result<Vec<f64>, BoxError> {
+    let total = (rate * secs) as usize;
+    // The reader starts at the end of the topic and stamps each prediction as it lands.
+    let mut config = kafka.consumer_config("latency-reader");
+    config.set("fetch.wait.max.ms", "5");
+    let reader: BaseConsumer = config.create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic("predictions"), 0, Offset::End)?;
+    reader.assign(&tpl)?;
+    let (codec_r, stop) = (
+        codec.clone(),
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    let stop_r = stop.clone();
+    let read = std::thread::spawn(move || {
+        let mut seen = std::collections::HashMap::new();
+        while seen.len() < total && !stop_r.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some(Ok(m)) = reader.poll(Duration::from_millis(5)) {
+                let now = Instant::now();
+                let probe = codec_r
+                    .decode::<PredictionLogged>(m.payload().unwrap_or_default())
+                    .ok()
+                    .and_then(|p| p.request_id.strip_prefix("lat-")?.parse::<usize>().ok());
+                if let Some(i) = probe {
+                    seen.insert(i, now);
+                }
+            }
+        }
+        seen
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await; // the reader's assignment settles
+    let started = Instant::now();
+    let mut sent = Vec::with_capacity(total);
+    let mut pending = Vec::with_capacity(total);
+    for (i, row) in rows.iter().cycle().take(total).enumerate() {
+        let due = started + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let r = PredictionRequest {
+            request_id: format!("lat-{i}"),
+            model: spec.model.name.clone(),
+            event_time: i as i64,
+            features: row.features.clone(),
+        };
+        let bytes = codec.encode(&r)?;
+        sent.push(Instant::now());
+        let f = producer
+            .send_result(
+                FutureRecord::to(&topic("requests"))
+                    .key(&r.key())
+                    .payload(&bytes),
+            )
+            .map_err(|(e, _)| e)?;
+        pending.push(f);
+    }
+    for f in pending {
+        f.await?.map_err(|(e, _)| e)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !read.is_finished() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = read.join().map_err(|_| "latency reader panicked")?;
+    let mut ms: Vec<f64> = seen
+        .iter()
+        .filter_map(|(i, at)| Some(at.duration_since(*sent.get(*i)?).as_secs_f64() * 1000.0))
+        .collect();
+    if ms.len() < total {
+        return Err(format!("only {} of {total} latency probes came back", ms.len()).into());
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(ms)
 }

@@ -76,6 +76,7 @@ pub struct PredictorArgs {
 /// Runs until `shutdown` fires.
 pub async fn run(args: PredictorArgs, shutdown: CancellationToken) -> Result<()> {
     args.kafka.validate()?;
+    args.kafka.check_connection().await?;
     let specs = args
         .specs
         .iter()

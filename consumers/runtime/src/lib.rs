@@ -40,6 +40,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("delivery to {topic} failed: {error}")]
     Delivery { topic: String, error: String },
+    #[error("cannot use the Kafka cluster at {bootstrap}: {reason}")]
+    Connect { bootstrap: String, reason: String },
     #[error("telemetry: {0}")]
     Telemetry(String),
 }

@@ -24,14 +24,19 @@ pub struct TopicSpec {
 pub struct TopicDef {
     pub name: String,
     pub partitions: i32,
-    #[serde(default = "one")]
+    /// Copies of each partition; -1 (the default) takes the cluster's
+    /// `default.replication.factor`: 1 on the embedded broker, 3 on infra/cluster.sh.
+    #[serde(default = "broker_default")]
     pub replication: i32,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
 }
 
-fn one() -> i32 {
-    1
+/// Kafka's "use the broker's default" (KIP-464).
+pub const BROKER_DEFAULT_REPLICATION: i32 = -1;
+
+fn broker_default() -> i32 {
+    BROKER_DEFAULT_REPLICATION
 }
 
 impl TopicSpec {
@@ -68,6 +73,7 @@ impl TopicSpec {
 /// Creates every topic of the spec that does not exist yet; existing ones are left alone.
 /// Returns the names it created.
 pub async fn apply(kafka: &KafkaArgs, spec: &TopicSpec) -> Result<Vec<String>> {
+    kafka.check_connection().await?;
     let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
     let new: Vec<NewTopic<'_>> = spec
         .topics

@@ -187,19 +187,21 @@ fn assert_each_once(mut keys: Vec<String>, n: u64) {
 async fn a_slow_model_stalls_neither_the_loop_nor_group_membership_nor_shutdown() -> Result<()> {
     const N: u64 = 40;
     const BATCH: usize = 10;
-    // 2.5 s a batch: longer than the max poll interval below, which librdkafka enforces
-    // by making a consumer that has not polled for that long leave its group.
-    const PER_MESSAGE: Duration = Duration::from_millis(250);
+    // 7 s a batch: longer than the max poll interval below, which librdkafka enforces
+    // by making a consumer that has not polled for that long leave its group. (That
+    // interval cannot be below the session timeout, nor that below the 6 s Kafka brokers
+    // accept by default: group.min.session.timeout.ms.)
+    const PER_MESSAGE: Duration = Duration::from_millis(700);
     let (topics, expected) = setup(1, N).await?;
     let dir = tempfile::tempdir()?;
     let store = Arc::new(Store::open(dir.path(), false)?);
     let codec = Codec::single_object();
     let mut consumer_kafka = kafka();
-    consumer_kafka.session_timeout_ms = 1500;
-    consumer_kafka.heartbeat_interval_ms = 500;
+    consumer_kafka.session_timeout_ms = 6000;
+    consumer_kafka.heartbeat_interval_ms = 2000;
     consumer_kafka
         .options
-        .push("max.poll.interval.ms=1500".into());
+        .push("max.poll.interval.ms=6000".into());
 
     // On this single-threaded runtime a processor on the async loop would starve the ticker.
     let worst_gap = Arc::new(Mutex::new(Duration::ZERO));
@@ -246,7 +248,7 @@ async fn a_slow_model_stalls_neither_the_loop_nor_group_membership_nor_shutdown(
         }
     });
 
-    // Two batches committed (5 s, twice the max poll interval), then stop in the middle of
+    // Two batches committed (14 s, more than twice the max poll interval), then stop in the middle of
     // the third.
     let deadline = Instant::now() + Duration::from_secs(60);
     while stored_u64(&store, COUNT)? < 2 * BATCH as u64 {
@@ -274,7 +276,7 @@ async fn a_slow_model_stalls_neither_the_loop_nor_group_membership_nor_shutdown(
     );
     assert!(
         worst_gap < Duration::from_millis(500),
-        "other tasks ran every {worst_gap:?} at worst while batches took 2.5 s"
+        "other tasks ran every {worst_gap:?} at worst while batches took 7 s"
     );
     assert_eq!(
         metrics.consume_errors.get(),

@@ -70,6 +70,7 @@ pub async fn load_registry(kafka: &KafkaArgs, topic: &str) -> Result<Registry> {
 /// Runs the command; returns what it prints.
 pub async fn execute(args: &ModelsArgs) -> Result<Value> {
     args.kafka.validate()?;
+    args.kafka.check_connection().await?;
     let reg = load_registry(&args.kafka, &args.models_topic).await?;
     let records = match &args.command {
         ModelsCommand::List => return Ok(ops::list(&reg)),

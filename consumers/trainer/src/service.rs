@@ -154,6 +154,7 @@ impl TrainerArgs {
 /// Runs until `shutdown` fires.
 pub async fn run(args: TrainerArgs, shutdown: CancellationToken) -> Result<()> {
     args.validate()?;
+    args.kafka.check_connection().await?;
     let until = args.bootstrap_until()?;
     let mut owned = HashMap::new();
     for path in &args.specs {

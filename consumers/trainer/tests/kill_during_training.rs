@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use common::World;
-use driftline_tests::{kafka, producer, unique};
+use driftline_tests::{kafka, producer};
 
 struct Trainer {
     child: Child,
@@ -19,11 +19,10 @@ struct Trainer {
 }
 
 impl Trainer {
-    /// Each start joins a fresh consumer group: where to resume is in the state directory,
-    /// not the group. (On tansu, a member that joins the group of a SIGKILLed one got an
-    /// empty assignment and no rebalance followed when the dead member expired.)
+    /// Every start joins the same consumer group, as a restarted service would: it gets
+    /// the partitions once the killed member's session has expired on the broker.
     fn start(w: &World, state: &Path) -> Result<Self> {
-        let group = unique("trainer");
+        let group = format!("{}-trainer", w.model);
         let mut child = Command::new(env!("CARGO_BIN_EXE_driftline-trainer"))
             .arg("--spec")
             .arg(&w.spec_path)

@@ -1,0 +1,205 @@
+//! `driftline up --no-broker` on a three-node Apache Kafka cluster (infra/cluster.sh:
+//! replication factor 3, min.insync.replicas 2), one node killed with SIGKILL in the middle
+//! of the replay and started again: every request still gets its prediction and no event
+//! is lost. Duplicates are possible until the runtime commits through Kafka transactions;
+//! they are counted and printed, not hidden.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use common::{count_ids, exit_within, lines, repo, wait_for, write_data};
+use driftline_runtime::KafkaArgs;
+use driftline_schemas::codec::Codec;
+use driftline_schemas::events::{Actual, PredictionLogged, PredictionRequest};
+use driftline_schemas::topics;
+use driftline_tests::{free_port, reader_on, unique};
+use rand::Rng;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+mod common;
+
+/// Three nodes under a temporary directory, stopped on drop.
+struct Cluster {
+    dir: tempfile::TempDir,
+    base_port: u16,
+    bootstrap: String,
+}
+
+impl Cluster {
+    fn script(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("bash");
+        c.arg(repo().join("infra/cluster.sh"))
+            .args(args)
+            .env("DRIFTLINE_CLUSTER_DIR", self.dir.path())
+            .env("DRIFTLINE_CLUSTER_PORT", self.base_port.to_string());
+        c
+    }
+
+    fn start() -> Result<Self> {
+        let base_port: u16 = std::env::var("DRIFTLINE_TEST_CLUSTER_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(39_092);
+        for p in [base_port, base_port + 1, base_port + 2] {
+            ensure!(
+                std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(),
+                "port {p} is taken: set DRIFTLINE_TEST_CLUSTER_PORT to a free range"
+            );
+        }
+        let mut cluster = Self {
+            dir: tempfile::tempdir()?,
+            base_port,
+            bootstrap: String::new(),
+        };
+        let out = cluster
+            .script(&["start"])
+            .stderr(Stdio::inherit())
+            .output()?;
+        ensure!(out.status.success(), "the cluster did not start");
+        cluster.bootstrap = String::from_utf8(out.stdout)?.trim().to_string();
+        Ok(cluster)
+    }
+
+    fn run(&self, args: &[&str]) -> Result<()> {
+        let status = self.script(args).status()?;
+        ensure!(status.success(), "cluster.sh {args:?}: {status}");
+        Ok(())
+    }
+
+    fn kafka(&self) -> KafkaArgs {
+        KafkaArgs::with_bootstrap(self.bootstrap.clone())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.script(&["stop"]).status();
+    }
+}
+
+fn driftline() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_driftline"))
+}
+
+/// Distinct ids seen, and how many arrived more than once.
+fn tally(counts: &HashMap<String, usize>) -> (usize, usize) {
+    (counts.len(), counts.values().map(|n| n - 1).sum())
+}
+
+#[test]
+fn up_on_three_brokers_loses_nothing_when_one_is_killed_mid_replay() -> Result<()> {
+    let cluster = Cluster::start()?;
+    let out = Command::new(driftline())
+        .args(["topics", "apply", "--bootstrap-servers", &cluster.bootstrap])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "topics apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The spec asks for the broker's default replication: 3 on this cluster.
+    let probe: BaseConsumer = cluster.kafka().client_config().create()?;
+    let metadata = probe.fetch_metadata(Some(topics::PREDICTIONS), Duration::from_secs(10))?;
+    let replicas = metadata.topics()[0].partitions()[0].replicas().len();
+    ensure!(
+        replicas == 3,
+        "{} has {replicas} replicas, not 3",
+        topics::PREDICTIONS
+    );
+
+    let work = tempfile::tempdir()?;
+    let prefix = format!("{}-", unique("cluster"));
+    let slice = write_data(work.path(), &prefix, "2013-01-22", "2013-01-24")?;
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let mut up = Command::new(driftline())
+        .args([
+            "up",
+            "--no-broker",
+            "--bootstrap-servers",
+            &cluster.bootstrap,
+        ])
+        .args(["--from", "2013-01-22", "--speedup", "8640"])
+        .arg("--spec")
+        .arg(work.path().join("flights.toml"))
+        .arg("--state-dir")
+        .arg(work.path().join("state"))
+        .args(["--http-addr", &addr(free_port()?)])
+        .args(["--dashboard-addr", &addr(free_port()?)])
+        .env("DRIFTLINE_MONITOR_HTTP_ADDR", addr(free_port()?))
+        .env("DRIFTLINE_TRAINER_HTTP_ADDR", addr(free_port()?))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let log = lines(&mut up);
+    wait_for(&log, "model ready", Duration::from_secs(300))?;
+
+    // Two days at 8640x take 20 s: a node dies a few seconds in and is back ten later.
+    let node = rand::rng().random_range(1..=3).to_string();
+    std::thread::sleep(Duration::from_secs(4));
+    cluster.run(&["kill", &node])?;
+    std::thread::sleep(Duration::from_secs(10));
+    cluster.run(&["restart", &node])?;
+    let status = exit_within(&mut up, Duration::from_secs(300)).context("`up` after the kill")?;
+    ensure!(status.success(), "`up` stopped with {status}");
+
+    let codec = Codec::single_object();
+    let k = cluster.kafka();
+    let requests = count_ids(
+        &reader_on(&k, topics::REQUESTS)?,
+        &prefix,
+        slice.rows,
+        |b| Ok(codec.decode::<PredictionRequest>(b)?.request_id),
+    )?;
+    let actuals = count_ids(
+        &reader_on(&k, topics::ACTUALS)?,
+        &prefix,
+        slice.with_target,
+        |b| Ok(codec.decode::<Actual>(b)?.request_id),
+    )?;
+    let predictions = count_ids(
+        &reader_on(&k, topics::PREDICTIONS)?,
+        &prefix,
+        slice.rows,
+        |b| Ok(codec.decode::<PredictionLogged>(b)?.request_id),
+    )?;
+    eprintln!("node {node} killed with SIGKILL mid-replay and restarted");
+    eprintln!(
+        "{:<12} {:>8} {:>8} {:>10}",
+        "topic", "expected", "distinct", "duplicates"
+    );
+    for (what, counts, expected) in [
+        ("requests", &requests, slice.rows),
+        ("actuals", &actuals, slice.with_target),
+        ("predictions", &predictions, slice.rows),
+    ] {
+        let (distinct, duplicates) = tally(counts);
+        eprintln!("{what:<12} {expected:>8} {distinct:>8} {duplicates:>10}");
+    }
+    ensure!(
+        requests.len() == slice.rows,
+        "requests lost: {} of {}",
+        requests.len(),
+        slice.rows
+    );
+    ensure!(
+        actuals.len() == slice.with_target,
+        "ground truth lost: {} of {}",
+        actuals.len(),
+        slice.with_target
+    );
+    let unanswered: Vec<_> = requests
+        .keys()
+        .filter(|id| !predictions.contains_key(*id))
+        .take(5)
+        .collect();
+    ensure!(
+        unanswered.is_empty(),
+        "requests without a prediction, e.g. {unanswered:?}"
+    );
+    Ok(())
+}

@@ -1,0 +1,416 @@
+//! driftline on a secured cluster: a broker listener with SASL_SSL and SCRAM-SHA-512,
+//! a CA and a broker certificate made here with openssl, the SCRAM user created when the
+//! broker's storage is formatted. Every service is configured only as the README says
+//! (`DRIFTLINE_BOOTSTRAP_SERVERS` and `DRIFTLINE_KAFKA_OPTIONS`), and the password shows
+//! up nowhere: not in `--help`, the logs or /metrics. A wrong password is one clear error
+//! at start.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use common::{count_ids, exactly_once, exit_within, lines, repo, wait_for, write_data};
+use driftline_runtime::KafkaArgs;
+use driftline_schemas::codec::Codec;
+use driftline_schemas::events::{ModelPublished, PredictionLogged, PredictionRequest};
+use driftline_schemas::topics;
+use driftline_tests::{free_port, http, reader_on, unique};
+use rdkafka::consumer::BaseConsumer;
+
+mod common;
+
+const USER: &str = "driftline-app";
+const PASSWORD: &str = "Sc0tt-is-not-a-secret-3f9a";
+
+/// A single Kafka node with a SASL_SSL listener beside its plaintext one (which only the
+/// start script's readiness probe uses), stopped on drop.
+struct SecureBroker {
+    dir: tempfile::TempDir,
+    port: u16,
+    sasl_port: u16,
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+impl SecureBroker {
+    fn start() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path();
+        // A CA, and a broker certificate it signs for 127.0.0.1.
+        openssl(
+            d,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-subj",
+                "/CN=driftline-test-ca",
+            ],
+        )?;
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "broker.key",
+                "-out",
+                "broker.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        )?;
+        std::fs::write(
+            d.join("san.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )?;
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "broker.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "san.cnf",
+                "-out",
+                "broker.pem",
+            ],
+        )?;
+        // Kafka's PEM key store: the (PKCS#8) key, then the certificate.
+        let keystore = [
+            std::fs::read_to_string(d.join("broker.key"))?,
+            std::fs::read_to_string(d.join("broker.pem"))?,
+        ]
+        .concat();
+        std::fs::write(d.join("keystore.pem"), keystore)?;
+
+        let (port, controller, sasl_port) = (free_port()?, free_port()?, free_port()?);
+        std::fs::write(
+            d.join("sasl.properties"),
+            format!(
+                "listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller},SASL_SSL://127.0.0.1:{sasl_port}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_SSL://127.0.0.1:{sasl_port}\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL\n\
+                 sasl.enabled.mechanisms=SCRAM-SHA-512\n\
+                 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+                 ssl.keystore.type=PEM\n\
+                 ssl.keystore.location={}\n",
+                d.join("keystore.pem").display()
+            ),
+        )?;
+        let broker = Self {
+            dir,
+            port,
+            sasl_port,
+        };
+        let status = broker
+            .script("start")
+            .env("DRIFTLINE_CONTROLLER_PORT", controller.to_string())
+            .env(
+                "DRIFTLINE_BROKER_EXTRA_CONFIG",
+                broker.dir.path().join("sasl.properties"),
+            )
+            .env(
+                "DRIFTLINE_BROKER_FORMAT_ARGS",
+                format!("--add-scram 'SCRAM-SHA-512=[name={USER},password={PASSWORD}]'"),
+            )
+            .status()?;
+        ensure!(status.success(), "the secured broker did not start");
+        Ok(broker)
+    }
+
+    fn script(&self, command: &str) -> Command {
+        let mut c = Command::new("bash");
+        c.arg(repo().join("infra/broker.sh"))
+            .arg(command)
+            .env("DRIFTLINE_BROKER_PORT", self.port.to_string())
+            .env("DRIFTLINE_BROKER_DIR", self.dir.path().join("broker"));
+        c
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.sasl_port)
+    }
+
+    /// The client settings the README documents, as one `DRIFTLINE_KAFKA_OPTIONS` value.
+    fn options(&self, password: &str) -> String {
+        format!(
+            "security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512,sasl.username={USER},sasl.password={password},ssl.ca.location={}",
+            self.dir.path().join("ca.pem").display()
+        )
+    }
+
+    fn kafka(&self) -> KafkaArgs {
+        let mut k = KafkaArgs::with_bootstrap(self.bootstrap());
+        k.options = self
+            .options(PASSWORD)
+            .split(',')
+            .map(String::from)
+            .collect();
+        k
+    }
+
+    /// A driftline binary with this cluster's settings in its environment.
+    fn command(&self, binary: &Path, password: &str) -> Command {
+        let mut c = Command::new(binary);
+        c.env("DRIFTLINE_BOOTSTRAP_SERVERS", self.bootstrap())
+            .env("DRIFTLINE_KAFKA_OPTIONS", self.options(password))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null());
+        c
+    }
+}
+
+impl Drop for SecureBroker {
+    fn drop(&mut self) {
+        let _ = self.script("stop").status();
+    }
+}
+
+fn driftline() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_driftline"))
+}
+
+/// send_data is another package's binary; `cargo test --workspace` builds it beside ours.
+fn send_data() -> Result<PathBuf> {
+    let path = driftline().with_file_name("send_data");
+    ensure!(
+        path.exists(),
+        "{} is missing: run the workspace's tests (cargo test --workspace)",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn no_password(what: &str, text: &str) -> Result<()> {
+    ensure!(
+        !text.contains(PASSWORD),
+        "{what} shows the password:\n{text}"
+    );
+    Ok(())
+}
+
+/// Every message of a topic over the secured listener, until `expected` or the timeout.
+fn reader(broker: &SecureBroker, topic: &str) -> Result<BaseConsumer> {
+    reader_on(&broker.kafka(), topic)
+}
+
+#[test]
+fn every_service_works_through_sasl_ssl_with_scram_and_never_shows_the_password() -> Result<()> {
+    let broker = SecureBroker::start()?;
+    let work = tempfile::tempdir()?;
+
+    for args in [
+        vec!["--help"],
+        vec!["up", "--help"],
+        vec!["predictor", "--help"],
+    ] {
+        let out = broker
+            .command(&driftline(), PASSWORD)
+            .args(&args)
+            .output()?;
+        ensure!(out.status.success());
+        no_password(&format!("driftline {}", args.join(" ")), &text(&out))?;
+    }
+    let out = broker
+        .command(&send_data()?, PASSWORD)
+        .arg("--help")
+        .output()?;
+    no_password("send_data --help", &text(&out))?;
+
+    let out = broker
+        .command(&driftline(), PASSWORD)
+        .args(["topics", "apply"])
+        .output()?;
+    ensure!(out.status.success(), "topics apply: {}", text(&out));
+    no_password("topics apply", &text(&out))?;
+
+    // send_data: a few rows of its own, before the services run.
+    let prefix = format!("{}-", unique("sasl"));
+    let sent = tempfile::tempdir()?;
+    let sent_slice = write_data(
+        sent.path(),
+        &format!("{prefix}sd-"),
+        "2013-01-20",
+        "2013-01-21",
+    )?;
+    let out = broker
+        .command(&send_data()?, PASSWORD)
+        .arg("--spec")
+        .arg(sent.path().join("flights.toml"))
+        .args(["--from", "2013-01-20", "--no-actuals"])
+        .output()?;
+    ensure!(out.status.success(), "send_data: {}", text(&out));
+    no_password("send_data", &text(&out))?;
+
+    // `up --no-broker`: the predictor, monitor and trainer in one process, and a replay.
+    let slice = write_data(work.path(), &prefix, "2013-01-22", "2013-01-23")?;
+    let (http_port, ports) = (free_port()?, [free_port()?, free_port()?, free_port()?]);
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let mut up = broker
+        .command(&driftline(), PASSWORD)
+        .args([
+            "up",
+            "--no-broker",
+            "--from",
+            "2013-01-22",
+            "--speedup",
+            "8640",
+        ])
+        .arg("--spec")
+        .arg(work.path().join("flights.toml"))
+        .arg("--state-dir")
+        .arg(work.path().join("state"))
+        .args([
+            "--http-addr",
+            &addr(http_port),
+            "--dashboard-addr",
+            &addr(ports[0]),
+        ])
+        .env("DRIFTLINE_MONITOR_HTTP_ADDR", addr(ports[1]))
+        .env("DRIFTLINE_TRAINER_HTTP_ADDR", addr(ports[2]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let out = lines(&mut up);
+    let mut logged = wait_for(&out, "model ready", Duration::from_secs(300))?;
+    let api: std::net::SocketAddr = addr(http_port).parse()?;
+    let metrics = tokio::runtime::Runtime::new()?.block_on(http(api, "GET", "/metrics", None))?;
+    ensure!(metrics.0 == 200, "GET /metrics: {}", metrics.0);
+    no_password("/metrics", &metrics.1)?;
+    let status = exit_within(&mut up, Duration::from_secs(300))?;
+    logged.extend(out.try_iter());
+    ensure!(status.success(), "`up` stopped with {status}");
+    no_password("up's log", &logged.join("\n"))?;
+
+    let codec = Codec::single_object();
+    let requests = count_ids(
+        &reader(&broker, topics::REQUESTS)?,
+        &prefix,
+        slice.rows + sent_slice.rows,
+        |b| Ok(codec.decode::<PredictionRequest>(b)?.request_id),
+    )?;
+    exactly_once(
+        "requests (send_data and up)",
+        &requests,
+        slice.rows + sent_slice.rows,
+    )?;
+    let predictions = count_ids(
+        &reader(&broker, topics::PREDICTIONS)?,
+        &prefix,
+        requests.len(),
+        |b| Ok(codec.decode::<PredictionLogged>(b)?.request_id),
+    )?;
+    exactly_once("predictions", &predictions, requests.len())?;
+    let models = reader(&broker, topics::MODELS)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let published = loop {
+        use rdkafka::Message;
+        if let Some(m) = models.poll(Duration::from_millis(200)) {
+            break codec.decode::<ModelPublished>(m?.payload().unwrap_or_default())?;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no model version on {}",
+            topics::MODELS
+        );
+    };
+    ensure!(published.version >= 1);
+    Ok(())
+}
+
+#[test]
+fn a_wrong_password_is_one_clear_error_at_start_not_a_hang() -> Result<()> {
+    let broker = SecureBroker::start()?;
+    let wrong = "not-the-password-7c1e";
+    let started = Instant::now();
+    let runs: [(&str, Command); 3] = [
+        ("topics apply", {
+            let mut c = broker.command(&driftline(), wrong);
+            c.args(["topics", "apply"]);
+            c
+        }),
+        ("predictor", {
+            let mut c = broker.command(&driftline(), wrong);
+            c.args(["predictor", "--http-addr", "127.0.0.1:0"]);
+            c.arg("--spec").arg(repo().join("data/flights.toml"));
+            c.arg("--state-dir")
+                .arg(broker.dir.path().join("predictor"));
+            c
+        }),
+        ("send_data", {
+            let mut c = broker.command(&send_data()?, wrong);
+            c.arg("--spec")
+                .arg(repo().join("data/flights.toml"))
+                .args(["--rows", "10"]);
+            c
+        }),
+    ];
+    for (what, mut command) in runs {
+        let t = Instant::now();
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        // The connection timeout is 30 s; a failed login must not wait for it.
+        let status = exit_within(&mut child, Duration::from_secs(20))
+            .with_context(|| format!("{what} with a wrong password did not stop at once"))?;
+        let out = child.wait_with_output()?;
+        let shown = text(&out);
+        ensure!(!status.success(), "{what} succeeded with a wrong password");
+        ensure!(
+            shown.contains("Authentication failed") || shown.contains("authentication"),
+            "{what} does not say that the login failed:\n{shown}"
+        );
+        ensure!(!shown.contains("panicked"), "{what} panicked:\n{shown}");
+        ensure!(
+            !shown.contains(wrong),
+            "{what} shows the password:\n{shown}"
+        );
+        eprintln!(
+            "{what}: failed in {:?} with: {}",
+            t.elapsed(),
+            shown.lines().last().unwrap_or_default()
+        );
+    }
+    eprintln!("all three in {:?}", started.elapsed());
+    Ok(())
+}
