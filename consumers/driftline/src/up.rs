@@ -85,12 +85,23 @@ fn repo() -> PathBuf {
     crate::infra_dir().join("..")
 }
 
-fn default_state_dir() -> PathBuf {
-    let cache = std::env::var_os("DRIFTLINE_CACHE")
+/// Where infra/env.sh keeps the broker, state and builds: `$DRIFTLINE_CACHE`.
+fn cache_dir() -> PathBuf {
+    std::env::var_os("DRIFTLINE_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/driftline")))
-        .unwrap_or_else(|| PathBuf::from(".driftline"));
-    cache.join("state")
+        .unwrap_or_else(|| PathBuf::from(".driftline"))
+}
+
+fn default_state_dir() -> PathBuf {
+    cache_dir().join("state")
+}
+
+/// The embedded broker's data, as infra/env.sh computes it.
+fn broker_dir() -> PathBuf {
+    std::env::var_os("DRIFTLINE_BROKER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("broker"))
 }
 
 pub async fn run(args: UpArgs) -> Result<()> {
@@ -152,7 +163,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let min_rows = env_or("DRIFTLINE_TRAINER_MIN_ROWS", "10000");
     let min_samples = env_or("DRIFTLINE_MONITOR_MIN_SAMPLES", "10000");
     let cooldown = env_or("DRIFTLINE_MONITOR_COOLDOWN", "30000");
-    let trainer = service_args::<driftline_trainer::service::TrainerArgs>(&[
+    let mut trainer = service_args::<driftline_trainer::service::TrainerArgs>(&[
         "--spec",
         &spec_arg,
         "--state-dir",
@@ -162,7 +173,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         "--min-rows",
         &min_rows,
     ])?;
-    let monitor = service_args::<driftline_monitor::service::MonitorArgs>(&[
+    let mut monitor = service_args::<driftline_monitor::service::MonitorArgs>(&[
         "--state-dir",
         &state_dir.join("monitor").display().to_string(),
         "--cooldown",
@@ -171,7 +182,6 @@ pub async fn run(args: UpArgs) -> Result<()> {
         &min_samples,
     ])?;
     // Every Kafka setting (servers, security options, timeouts) is the one `up` was given.
-    let (mut trainer, mut monitor) = (trainer, monitor);
     trainer.kafka = args.kafka.clone();
     monitor.kafka = args.kafka.clone();
     {
@@ -362,8 +372,7 @@ enum Broker {
 impl Broker {
     /// Stops the broker if `up` started it (unless kept), and says what is left running.
     fn leave(&self, keep: bool) {
-        let dir = std::env::var("DRIFTLINE_BROKER_DIR")
-            .unwrap_or_else(|_| "~/.cache/driftline/broker".into());
+        let dir = broker_dir().display().to_string();
         match self {
             Broker::External => {}
             Broker::Started if !keep => match broker_script("stop") {

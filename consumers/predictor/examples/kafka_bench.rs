@@ -119,12 +119,7 @@ async fn main() -> Result<(), BoxError> {
     let produce_started = Instant::now();
     let mut pending = Vec::with_capacity(n);
     for (i, row) in rows.iter().cycle().take(n).enumerate() {
-        let r = PredictionRequest {
-            request_id: format!("b-{i}"),
-            model: spec.model.name.clone(),
-            event_time: i as i64,
-            features: row.features.clone(),
-        };
+        let r = request(&spec, "b", i, row);
         let bytes = codec.encode(&r)?;
         loop {
             match producer.send_result(
@@ -242,6 +237,21 @@ async fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The `i`-th request of a phase: the row's features under the id `<phase>-<i>`.
+fn request(
+    spec: &FeatureSpec,
+    phase: &str,
+    i: usize,
+    row: &driftline_model::LabelledRow,
+) -> PredictionRequest {
+    PredictionRequest {
+        request_id: format!("{phase}-{i}"),
+        model: spec.model.name.clone(),
+        event_time: i as i64,
+        features: row.features.clone(),
+    }
+}
+
 /// Produces requests at `rate` per second for `secs` seconds while a reader tails the
 /// predictions topic; returns each request's time from `send` to its prediction being
 /// read, in milliseconds, sorted.
@@ -292,12 +302,7 @@ async fn latency(
     for (i, row) in rows.iter().cycle().take(total).enumerate() {
         let due = started + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(due.into()).await;
-        let r = PredictionRequest {
-            request_id: format!("lat-{i}"),
-            model: spec.model.name.clone(),
-            event_time: i as i64,
-            features: row.features.clone(),
-        };
+        let r = request(spec, "lat", i, row);
         let bytes = codec.encode(&r)?;
         sent.push(Instant::now());
         let f = producer
