@@ -115,18 +115,23 @@ async fn main() -> Result<(), BoxError> {
     let producer: FutureProducer = kafka.producer_config().create()?;
     bench.publish_v1(&spec, &trained).await?;
 
-    // n requests, produced up front: the raw produce rate.
+    // n requests, encoded first, then produced up front: the raw produce rate of these bytes.
+    let encoded = rows
+        .iter()
+        .cycle()
+        .take(n)
+        .enumerate()
+        .map(|(i, row)| {
+            let r = request(&spec, "b", i, row);
+            Ok((r.key(), codec.encode(&r)?))
+        })
+        .collect::<Result<Vec<_>, BoxError>>()?;
     let produce_started = Instant::now();
     let mut pending = Vec::with_capacity(n);
-    for (i, row) in rows.iter().cycle().take(n).enumerate() {
-        let r = request(&spec, "b", i, row);
-        let bytes = codec.encode(&r)?;
+    for (key, bytes) in &encoded {
         loop {
-            match producer.send_result(
-                FutureRecord::to(&topic("requests"))
-                    .key(&r.key())
-                    .payload(&bytes),
-            ) {
+            match producer.send_result(FutureRecord::to(&topic("requests")).key(key).payload(bytes))
+            {
                 Ok(f) => {
                     pending.push(f);
                     break;
