@@ -4,18 +4,15 @@
 //! is lost. Duplicates are possible until the runtime commits through Kafka transactions;
 //! they are counted and printed, not hidden.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::{count_ids, exit_within, lines, repo, wait_for, write_data};
+use common::{OnTheBus, exit_within, lines, repo, up, wait_for, write_data};
 use driftline_runtime::KafkaArgs;
-use driftline_schemas::codec::Codec;
-use driftline_schemas::events::{Actual, PredictionLogged, PredictionRequest};
 use driftline_schemas::topics;
-use driftline_tests::{free_port, reader_on, unique};
+use driftline_tests::{reader_on, unique};
 use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -84,11 +81,6 @@ fn driftline() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_driftline"))
 }
 
-/// Distinct ids seen, and how many arrived more than once.
-fn tally(counts: &HashMap<String, usize>) -> (usize, usize) {
-    (counts.len(), counts.values().map(|n| n - 1).sum())
-}
-
 #[test]
 fn up_on_three_brokers_loses_nothing_when_one_is_killed_mid_replay() -> Result<()> {
     let cluster = Cluster::start()?;
@@ -114,27 +106,12 @@ fn up_on_three_brokers_loses_nothing_when_one_is_killed_mid_replay() -> Result<(
     let work = tempfile::tempdir()?;
     let prefix = format!("{}-", unique("cluster"));
     let slice = write_data(work.path(), &prefix, "2013-01-22", "2013-01-24")?;
-    let addr = |p: u16| format!("127.0.0.1:{p}");
-    let mut up = Command::new(driftline())
-        .args([
-            "up",
-            "--no-broker",
-            "--bootstrap-servers",
-            &cluster.bootstrap,
-        ])
-        .args(["--from", "2013-01-22", "--speedup", "8640"])
-        .arg("--spec")
-        .arg(work.path().join("flights.toml"))
-        .arg("--state-dir")
-        .arg(work.path().join("state"))
-        .args(["--http-addr", &addr(free_port()?)])
-        .args(["--dashboard-addr", &addr(free_port()?)])
-        .env("DRIFTLINE_MONITOR_HTTP_ADDR", addr(free_port()?))
-        .env("DRIFTLINE_TRAINER_HTTP_ADDR", addr(free_port()?))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let mut up = up(
+        work.path(),
+        &work.path().join("state"),
+        &cluster.bootstrap,
+        "2013-01-22",
+    )?;
     let log = lines(&mut up);
     wait_for(&log, "model ready", Duration::from_secs(300))?;
 
@@ -147,59 +124,9 @@ fn up_on_three_brokers_loses_nothing_when_one_is_killed_mid_replay() -> Result<(
     let status = exit_within(&mut up, Duration::from_secs(300)).context("`up` after the kill")?;
     ensure!(status.success(), "`up` stopped with {status}");
 
-    let codec = Codec::single_object();
     let k = cluster.kafka();
-    let requests = count_ids(
-        &reader_on(&k, topics::REQUESTS)?,
-        &prefix,
-        slice.rows,
-        |b| Ok(codec.decode::<PredictionRequest>(b)?.request_id),
-    )?;
-    let actuals = count_ids(
-        &reader_on(&k, topics::ACTUALS)?,
-        &prefix,
-        slice.with_target,
-        |b| Ok(codec.decode::<Actual>(b)?.request_id),
-    )?;
-    let predictions = count_ids(
-        &reader_on(&k, topics::PREDICTIONS)?,
-        &prefix,
-        slice.rows,
-        |b| Ok(codec.decode::<PredictionLogged>(b)?.request_id),
-    )?;
+    let bus = OnTheBus::read(|topic: &str| reader_on(&k, topic), &prefix, &slice)?;
     eprintln!("node {node} killed with SIGKILL mid-replay and restarted");
-    eprintln!(
-        "{:<12} {:>8} {:>8} {:>10}",
-        "topic", "expected", "distinct", "duplicates"
-    );
-    for (what, counts, expected) in [
-        ("requests", &requests, slice.rows),
-        ("actuals", &actuals, slice.with_target),
-        ("predictions", &predictions, slice.rows),
-    ] {
-        let (distinct, duplicates) = tally(counts);
-        eprintln!("{what:<12} {expected:>8} {distinct:>8} {duplicates:>10}");
-    }
-    ensure!(
-        requests.len() == slice.rows,
-        "requests lost: {} of {}",
-        requests.len(),
-        slice.rows
-    );
-    ensure!(
-        actuals.len() == slice.with_target,
-        "ground truth lost: {} of {}",
-        actuals.len(),
-        slice.with_target
-    );
-    let unanswered: Vec<_> = requests
-        .keys()
-        .filter(|id| !predictions.contains_key(*id))
-        .take(5)
-        .collect();
-    ensure!(
-        unanswered.is_empty(),
-        "requests without a prediction, e.g. {unanswered:?}"
-    );
-    Ok(())
+    bus.print(&slice);
+    bus.nothing_lost(&slice)
 }

@@ -6,11 +6,14 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use driftline_schemas::codec::Codec;
+use driftline_schemas::events::{Actual, PredictionLogged, PredictionRequest};
+use driftline_schemas::topics;
 use rdkafka::Message;
 use rdkafka::consumer::BaseConsumer;
 
@@ -57,6 +60,28 @@ pub fn write_data(dir: &Path, prefix: &str, from: &str, until: &str) -> Result<S
     out.finish()?;
     std::fs::copy(repo().join("data/flights.toml"), dir.join("flights.toml"))?;
     Ok(slice)
+}
+
+/// `driftline up --no-broker` replaying the slice written to `dir` from `from` at a day in
+/// ten seconds, every port free, its log on a pipe (see [`lines`]).
+pub fn up(dir: &Path, state: &Path, bootstrap: &str, from: &str) -> Result<Child> {
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let free = driftline_tests::free_port;
+    Ok(Command::new(env!("CARGO_BIN_EXE_driftline"))
+        .args(["up", "--no-broker", "--bootstrap-servers", bootstrap])
+        .arg("--spec")
+        .arg(dir.join("flights.toml"))
+        .args(["--from", from, "--speedup", "8640"])
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--http-addr", &addr(free()?)])
+        .args(["--dashboard-addr", &addr(free()?)])
+        .env("DRIFTLINE_MONITOR_HTTP_ADDR", addr(free()?))
+        .env("DRIFTLINE_TRAINER_HTTP_ADDR", addr(free()?))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?)
 }
 
 /// The child's stderr, line by line, echoed into the test's output.
@@ -143,4 +168,86 @@ pub fn exactly_once(what: &str, counts: &HashMap<String, usize>, expected: usize
         counts.len()
     );
     Ok(())
+}
+
+/// How many times each id of a replayed slice is on the three topics the replay reaches.
+pub struct OnTheBus {
+    pub requests: HashMap<String, usize>,
+    pub actuals: HashMap<String, usize>,
+    pub predictions: HashMap<String, usize>,
+}
+
+impl OnTheBus {
+    /// Reads the three topics through `reader` (a consumer from the start of a topic).
+    pub fn read(
+        reader: impl Fn(&str) -> Result<BaseConsumer>,
+        prefix: &str,
+        slice: &Slice,
+    ) -> Result<Self> {
+        let codec = Codec::single_object();
+        Ok(Self {
+            requests: count_ids(&reader(topics::REQUESTS)?, prefix, slice.rows, |b| {
+                Ok(codec.decode::<PredictionRequest>(b)?.request_id)
+            })?,
+            actuals: count_ids(&reader(topics::ACTUALS)?, prefix, slice.with_target, |b| {
+                Ok(codec.decode::<Actual>(b)?.request_id)
+            })?,
+            predictions: count_ids(&reader(topics::PREDICTIONS)?, prefix, slice.rows, |b| {
+                Ok(codec.decode::<PredictionLogged>(b)?.request_id)
+            })?,
+        })
+    }
+
+    fn topics(&self, slice: &Slice) -> [(&'static str, &HashMap<String, usize>, usize); 3] {
+        [
+            ("requests", &self.requests, slice.rows),
+            ("ground truth", &self.actuals, slice.with_target),
+            ("predictions", &self.predictions, slice.rows),
+        ]
+    }
+
+    /// Expected, distinct and duplicated ids per topic, as a table on stderr.
+    pub fn print(&self, slice: &Slice) {
+        eprintln!(
+            "{:<13} {:>8} {:>8} {:>10}",
+            "topic", "expected", "distinct", "duplicates"
+        );
+        for (what, counts, expected) in self.topics(slice) {
+            let duplicates: usize = counts.values().map(|n| n - 1).sum();
+            eprintln!(
+                "{what:<13} {expected:>8} {:>8} {duplicates:>10}",
+                counts.len()
+            );
+        }
+    }
+
+    /// Every row's request and ground truth is there, and every request has a prediction.
+    pub fn nothing_lost(&self, slice: &Slice) -> Result<()> {
+        for (what, counts, expected) in self.topics(slice) {
+            ensure!(
+                counts.len() == expected,
+                "{what} lost: {} of {expected}",
+                counts.len()
+            );
+        }
+        let unanswered: Vec<_> = self
+            .requests
+            .keys()
+            .filter(|id| !self.predictions.contains_key(*id))
+            .take(5)
+            .collect();
+        ensure!(
+            unanswered.is_empty(),
+            "requests without a prediction, e.g. {unanswered:?}"
+        );
+        Ok(())
+    }
+
+    /// Every row's request, ground truth and prediction, each exactly once.
+    pub fn exactly_once(&self, slice: &Slice) -> Result<()> {
+        for (what, counts, expected) in self.topics(slice) {
+            exactly_once(what, counts, expected)?;
+        }
+        Ok(())
+    }
 }
