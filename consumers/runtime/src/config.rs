@@ -181,7 +181,7 @@ impl KafkaArgs {
                 .client()
                 .fetch_metadata(None, Duration::from_millis(1000));
             client.poll(Duration::from_millis(100));
-            let seen = context.take();
+            let seen = context.get();
             match (attempt, seen) {
                 (Ok(m), _) if !m.brokers().is_empty() => return Ok(()),
                 (_, Some((code, reason))) if is_fatal(code) => {
@@ -223,14 +223,15 @@ fn is_fatal(code: RDKafkaErrorCode) -> bool {
 
 /// A client context that keeps the error librdkafka reported (they arrive through the
 /// error callback, not as results: a failed login is otherwise only a log line). A fatal
-/// one is kept over those that follow it ("1/1 brokers are down" comes right after a
-/// failed login and says less).
+/// one is kept over those that follow it, and "all brokers are down", which follows a
+/// failed login or a refused connection, never replaces the error that says why.
 #[derive(Clone, Default)]
 struct LastError(Arc<Mutex<Option<(RDKafkaErrorCode, String)>>>);
 
 impl LastError {
-    fn take(&self) -> Option<(RDKafkaErrorCode, String)> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    /// What it keeps, left in place: a later attempt may report only "brokers down".
+    fn get(&self) -> Option<(RDKafkaErrorCode, String)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -238,7 +239,8 @@ impl ClientContext for LastError {
     fn error(&self, error: KafkaError, reason: &str) {
         let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
         let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if !kept.as_ref().is_some_and(|(c, _)| is_fatal(*c)) {
+        let says_less = code == RDKafkaErrorCode::AllBrokersDown && kept.is_some();
+        if !says_less && !kept.as_ref().is_some_and(|(c, _)| is_fatal(*c)) {
             *kept = Some((code, reason.to_string()));
         }
     }

@@ -15,9 +15,20 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let _telemetry = driftline_runtime::telemetry::init_from_env()?;
-    let cli = Cli::parse();
-    service::run(cli.args, driftline_runtime::shutdown::on_signal()).await?;
-    Ok(())
+async fn main() -> std::process::ExitCode {
+    let result = async {
+        let _telemetry = driftline_runtime::telemetry::init_from_env()?;
+        let cli = Cli::parse();
+        service::run(cli.args, driftline_runtime::shutdown::on_signal()).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    // One line that says why, with its causes; no backtrace (even with RUST_BACKTRACE set).
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("driftline-monitor: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
