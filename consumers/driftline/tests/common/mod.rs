@@ -65,9 +65,15 @@ pub fn write_data(dir: &Path, prefix: &str, from: &str, until: &str) -> Result<S
 /// `driftline up --no-broker` replaying the slice written to `dir` from `from` at a day in
 /// ten seconds, every port free, its log on a pipe (see [`lines`]).
 pub fn up(dir: &Path, state: &Path, bootstrap: &str, from: &str) -> Result<Child> {
+    Ok(up_command(dir, state, bootstrap, from)?.spawn()?)
+}
+
+/// [`up`] before it is spawned.
+pub fn up_command(dir: &Path, state: &Path, bootstrap: &str, from: &str) -> Result<Command> {
     let addr = |p: u16| format!("127.0.0.1:{p}");
     let free = driftline_tests::free_port;
-    Ok(Command::new(env!("CARGO_BIN_EXE_driftline"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_driftline"));
+    command
         .args(["up", "--no-broker", "--bootstrap-servers", bootstrap])
         .arg("--spec")
         .arg(dir.join("flights.toml"))
@@ -80,8 +86,8 @@ pub fn up(dir: &Path, state: &Path, bootstrap: &str, from: &str) -> Result<Child
         .env("DRIFTLINE_TRAINER_HTTP_ADDR", addr(free()?))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?)
+        .stderr(Stdio::piped());
+    Ok(command)
 }
 
 /// The child's stderr, line by line, echoed into the test's output.
