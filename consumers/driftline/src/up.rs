@@ -376,7 +376,10 @@ impl Broker {
         match self {
             Broker::External => {}
             Broker::Started if !keep => match broker_script("stop") {
-                Ok(_) => eprintln!("[up] stopped the broker it started (its data stays in {dir})"),
+                Ok(true) => {
+                    eprintln!("[up] stopped the broker it started (its data stays in {dir})")
+                }
+                Ok(false) => eprintln!("[up] infra/broker.sh stop failed; see {dir}/broker.log"),
                 Err(e) => eprintln!("[up] could not stop the broker: {e:#}"),
             },
             Broker::Started | Broker::WasRunning => eprintln!(
