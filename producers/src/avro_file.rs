@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 
 use driftline_schemas::events::{Actual, Event, PredictionRequest};
 
-use crate::encode::long as write_long;
 use crate::sink::{Delivered, Sink, Topic};
 use crate::source::Message;
 use crate::{Error, Result};
+use driftline_schemas::binary::long as write_long;
 
 const SINGLE_OBJECT_HEADER: usize = 10;
 /// Uncompressed bytes per block: large enough for deflate to do well.

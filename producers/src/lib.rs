@@ -35,7 +35,6 @@
 use std::path::PathBuf;
 
 pub mod avro_file;
-pub mod encode;
 pub mod pace;
 pub mod progress;
 pub mod replay;

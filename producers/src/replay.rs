@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use driftline_schemas::codec::Codec;
 use driftline_schemas::spec::{FeatureSpec, format_time};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::encode::Encoder;
 use crate::pace::{Pace, Pacer};
 use crate::progress::Progress;
 use crate::rows::BadRow;
@@ -279,7 +279,7 @@ pub async fn replay<S: Sink + Send>(
     let (tx, mut rx) = mpsc::channel::<Vec<Item>>(16);
     let reader = {
         let plan = plan.clone();
-        tokio::task::spawn_blocking(move || source::read(&plan, &Encoder::new(), &tx))
+        tokio::task::spawn_blocking(move || source::read(&plan, &Codec::single_object(), &tx))
     };
     if let Some(n) = opts.rows {
         progress.set_total(n);

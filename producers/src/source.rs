@@ -6,12 +6,12 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use csv::StringRecord;
+use driftline_schemas::codec::Codec;
 use driftline_schemas::events::Event;
 use driftline_schemas::spec::FeatureSpec;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::encode::Encoder;
 use crate::rows::{BadRow, RowMapper};
 use crate::{Error, Result};
 
@@ -120,7 +120,7 @@ pub(crate) struct ReadStats {
 /// limit is reached, the receiver goes away, or (with `strict`) at the first bad row.
 pub(crate) fn read(
     plan: &ReadPlan,
-    encoder: &Encoder,
+    codec: &Codec,
     tx: &mpsc::Sender<Vec<Item>>,
 ) -> Result<ReadStats> {
     let mut reader = csv_reader(&plan.path)?;
@@ -165,14 +165,14 @@ pub(crate) fn read(
                     }
                     let request = Message {
                         key: mapped.request.key(),
-                        payload: encoder.request(&mapped.request).map_err(encode_err)?,
+                        payload: codec.encode(&mapped.request).map_err(encode_err)?,
                     };
                     let actual = match mapped.actual.filter(|_| plan.actuals) {
                         Some(a) => Some((
                             a.observed_at,
                             Message {
                                 key: a.key(),
-                                payload: encoder.actual(&a).map_err(encode_err)?,
+                                payload: codec.encode(&a).map_err(encode_err)?,
                             },
                         )),
                         None => None,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use apache_avro::{Schema, from_avro_datum, to_avro_datum};
 
+use crate::binary::Reader;
 use crate::events::{Event, all_schemas};
 use crate::{Error, Result};
 
@@ -173,32 +174,41 @@ impl Codec {
 
     pub fn encode<E: Event>(&self, event: &E) -> Result<Vec<u8>> {
         let schema = E::schema();
-        let body = to_avro_datum(schema, event.to_value())?;
-        let mut out = match self.format {
+        let mut out = Vec::with_capacity(256);
+        match self.format {
             WireFormat::SingleObject => {
-                let mut out = Vec::with_capacity(SINGLE_OBJECT_HEADER + body.len());
                 out.extend_from_slice(&MAGIC);
                 out.extend_from_slice(&E::fingerprint().to_le_bytes());
-                out
             }
             WireFormat::Confluent => {
                 let name = full_name(schema);
                 let id = *self.ids_by_name.get(&name).ok_or(Error::NoSchemaId(name))?;
-                let mut out = Vec::with_capacity(CONFLUENT_HEADER + body.len());
                 out.push(0);
                 out.extend_from_slice(&id.to_be_bytes());
-                out
             }
-        };
-        out.extend_from_slice(&body);
+        }
+        if !event.write_body(&mut out) {
+            out.extend_from_slice(&to_avro_datum(schema, event.to_value())?);
+        }
         Ok(out)
     }
 
     pub fn decode<E: Event>(&self, bytes: &[u8]) -> Result<E> {
         let (fp, body) = self.frame(bytes)?;
         let reader = E::schema();
+        // The common case, writer == reader, skips schema resolution, and the busiest
+        // events skip apache-avro's Value too.
+        if fp == Some(E::fingerprint()) {
+            let mut direct = Reader::new(body);
+            if let Some(event) = E::read_body(&mut direct) {
+                let event = event?;
+                return match direct.remaining() {
+                    0 => Ok(event),
+                    rest => Err(Error::Trailing(rest)),
+                };
+            }
+        }
         let mut cursor = Cursor::new(body);
-        // The common case, writer == reader, skips schema resolution.
         let value = if fp == Some(E::fingerprint()) {
             from_avro_datum(reader, &mut cursor, None)?
         } else {

@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 use apache_avro::{Schema, types::Value};
 
+use crate::binary::{self, Reader};
 use crate::value::{
     Fields, as_double, as_long, as_string, field_err, map, opt, record, s, ts, unwrap_union,
 };
@@ -22,6 +23,16 @@ pub trait Event: Sized {
     fn fingerprint() -> u64;
     fn to_value(&self) -> Value;
     fn from_value(value: Value) -> Result<Self>;
+    /// The Avro binary body written directly, for the events on the hot path (see
+    /// [`crate::binary`]); `false` for the rest, which go through [`Event::to_value`].
+    fn write_body(&self, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+    /// The body read directly when the writer's schema is this one; `None` for events
+    /// read through [`Event::from_value`].
+    fn read_body(_body: &mut Reader<'_>) -> Option<Result<Self>> {
+        None
+    }
     /// The Kafka message key (see the topic table in ARCHITECTURE.md).
     fn key(&self) -> String;
 }
@@ -62,8 +73,21 @@ macro_rules! avro_enum {
             }
 
             fn to_value(self) -> Value {
-                let index = Self::SYMBOLS.iter().position(|s| *s == self.symbol()).unwrap_or(0);
-                Value::Enum(index as u32, self.symbol().to_string())
+                Value::Enum(self.index() as u32, self.symbol().to_string())
+            }
+
+            /// The symbol's position: its Avro encoding.
+            fn index(self) -> i64 {
+                Self::SYMBOLS.iter().position(|s| *s == self.symbol()).unwrap_or(0) as i64
+            }
+
+            #[allow(dead_code)]
+            fn from_index(index: i64, field: &str) -> Result<Self> {
+                usize::try_from(index)
+                    .ok()
+                    .and_then(|i| Self::SYMBOLS.get(i))
+                    .and_then(|s| Self::from_symbol(s))
+                    .ok_or_else(|| field_err(field, format!("unknown symbol index {index}")))
             }
 
             fn parse(symbol: String, field: &str) -> Result<Self> {
@@ -150,6 +174,26 @@ impl Event for PredictionRequest {
         })
     }
 
+    fn write_body(&self, out: &mut Vec<u8>) -> bool {
+        binary::string(out, &self.request_id);
+        binary::string(out, &self.model);
+        binary::long(out, self.event_time);
+        binary::features(out, &self.features);
+        true
+    }
+
+    fn read_body(r: &mut Reader<'_>) -> Option<Result<Self>> {
+        let read = |r: &mut Reader<'_>| {
+            Ok(Self {
+                request_id: r.string("request_id")?,
+                model: r.string("model")?,
+                event_time: r.long("event_time")?,
+                features: r.features()?,
+            })
+        };
+        Some(read(r))
+    }
+
     fn key(&self) -> String {
         self.request_id.clone()
     }
@@ -231,6 +275,45 @@ impl Event for PredictionLogged {
         })
     }
 
+    fn write_body(&self, out: &mut Vec<u8>) -> bool {
+        let p = &self.prediction;
+        binary::string(out, &self.request_id);
+        binary::string(out, &self.model);
+        binary::long(out, self.model_version);
+        binary::long(out, self.event_time);
+        binary::features(out, &self.features);
+        binary::optional(out, p.value, binary::double);
+        binary::optional(out, p.class.as_deref(), binary::string);
+        binary::map(out, p.probabilities.iter(), |out, x| {
+            binary::double(out, *x)
+        });
+        binary::long(out, self.served_at);
+        binary::long(out, self.latency_us);
+        binary::long(out, self.source.index());
+        true
+    }
+
+    fn read_body(r: &mut Reader<'_>) -> Option<Result<Self>> {
+        let read = |r: &mut Reader<'_>| {
+            Ok(Self {
+                request_id: r.string("request_id")?,
+                model: r.string("model")?,
+                model_version: r.long("model_version")?,
+                event_time: r.long("event_time")?,
+                features: r.features()?,
+                prediction: Prediction {
+                    value: r.optional("value", Reader::double)?,
+                    class: r.optional("class", Reader::string)?,
+                    probabilities: r.map("probabilities", |r, _| r.double("probabilities"))?,
+                },
+                served_at: r.long("served_at")?,
+                latency_us: r.long("latency_us")?,
+                source: PredictionSource::from_index(r.long("source")?, "source")?,
+            })
+        };
+        Some(read(r))
+    }
+
     fn key(&self) -> String {
         self.model.clone()
     }
@@ -272,6 +355,30 @@ impl Event for Actual {
             class: f.optional("class", as_string)?,
             observed_at: f.long("observed_at")?,
         })
+    }
+
+    fn write_body(&self, out: &mut Vec<u8>) -> bool {
+        binary::string(out, &self.request_id);
+        binary::string(out, &self.model);
+        binary::long(out, self.event_time);
+        binary::optional(out, self.value, binary::double);
+        binary::optional(out, self.class.as_deref(), binary::string);
+        binary::long(out, self.observed_at);
+        true
+    }
+
+    fn read_body(r: &mut Reader<'_>) -> Option<Result<Self>> {
+        let read = |r: &mut Reader<'_>| {
+            Ok(Self {
+                request_id: r.string("request_id")?,
+                model: r.string("model")?,
+                event_time: r.long("event_time")?,
+                value: r.optional("value", Reader::double)?,
+                class: r.optional("class", Reader::string)?,
+                observed_at: r.long("observed_at")?,
+            })
+        };
+        Some(read(r))
     }
 
     fn key(&self) -> String {

@@ -23,6 +23,7 @@
 //! assert_eq!(codec.decode::<PredictionRequest>(&bytes).unwrap(), req);
 //! ```
 
+pub mod binary;
 pub mod codec;
 pub mod events;
 pub mod spec;
