@@ -171,11 +171,14 @@ impl<'a> Reader<'a> {
         what: &str,
         mut read: impl FnMut(&mut Self, &str) -> Result<V>,
     ) -> Result<std::collections::BTreeMap<String, V>> {
-        let mut out = std::collections::BTreeMap::new();
+        let mut entries = Vec::new();
         loop {
             let count = self.long(what)?;
             if count == 0 {
-                return Ok(out);
+                // Built at once from entries usually already in order (ours are written
+                // sorted), rather than searched for one insert at a time. A key seen twice
+                // keeps its last value, as apache-avro's map does.
+                return Ok(entries.into_iter().collect());
             }
             if count < 0 {
                 self.len(what)?; // the block's size: only for skipping
@@ -188,10 +191,11 @@ impl<'a> Reader<'a> {
                     format!("{count} entries in {} bytes", self.remaining()),
                 ));
             }
+            entries.reserve(count as usize);
             for _ in 0..count {
                 let k = self.string(what)?;
                 let v = read(self, &k)?;
-                out.insert(k, v);
+                entries.push((k, v));
             }
         }
     }

@@ -533,3 +533,16 @@ fn a_map_in_blocks_with_sizes_reads_as_apache_avro_reads_it() {
     assert_eq!(direct, read_via_value::<PredictionRequest>(&body).unwrap());
     assert_eq!(direct.features.len(), 2);
 }
+
+#[test]
+fn a_key_written_twice_keeps_its_last_value_as_in_apache_avro() {
+    let mut first = request();
+    first.features = [("a".to_string(), FeatureValue::Number(1.0))].into();
+    let mut body = body_via_value(&first);
+    // Splice a second block with the same key before the map's end marker.
+    body.pop();
+    body.extend_from_slice(&[2, 2, b'a', 2, 0, 0, 0, 0, 0, 0, 0x00, 0x40, 0]);
+    let direct = read_direct::<PredictionRequest>(&body).unwrap();
+    assert_eq!(direct, read_via_value::<PredictionRequest>(&body).unwrap());
+    assert_eq!(direct.features["a"], FeatureValue::Number(2.0));
+}

@@ -82,7 +82,14 @@ async fn main() -> Result<(), BoxError> {
     let spec = FeatureSpec::load(&spec_path)?;
     let topic = |t: &str| bench.topic(t);
     bench
-        .create_topics(&["requests", "predictions", "models", "dlq", "passthrough"])
+        .create_topics(&[
+            "requests",
+            "predictions",
+            "models",
+            "dlq",
+            "passthrough",
+            "runtime-passthrough",
+        ])
         .await?;
 
     // A model fitted on a few synthetic rows: the model's cost is not what this measures.
@@ -175,6 +182,8 @@ async fn main() -> Result<(), BoxError> {
     let passthrough_rate =
         raw.len() as f64 / (raw_time + passthrough_started.elapsed()).as_secs_f64();
 
+    let runtime_rate = runtime_passthrough(&bench, raw.len()).await?;
+
     let shutdown = CancellationToken::new();
     let state = tempfile::tempdir()?;
     let service = tokio::spawn(run(
@@ -218,11 +227,18 @@ async fn main() -> Result<(), BoxError> {
         "| passthrough (consume, then re-produce the same bytes, deliveries awaited) | {passthrough_rate:.0} |"
     );
     println!(
+        "| runtime passthrough (the predictor's consumer runtime, re-producing the same bytes) | {runtime_rate:.0} |"
+    );
+    println!(
         "| predictor: consume, decode, validate, predict, produce PredictionLogged, commit state+offsets | {predictor_rate:.0} |"
     );
     println!(
         "ratio: {:.0}% of the passthrough rate",
         100.0 * predictor_rate / passthrough_rate
+    );
+    println!(
+        "ratio: {:.0}% of the runtime passthrough rate",
+        100.0 * predictor_rate / runtime_rate
     );
     println!(
         "ratio: {:.0}% of the raw consume rate ({} predictions in {} ms; raw {} in {} ms)",
@@ -240,6 +256,63 @@ async fn main() -> Result<(), BoxError> {
         latencies.last().copied().unwrap_or_default()
     );
     Ok(())
+}
+
+/// Re-emits every message unchanged: what the runtime costs without a processor's work.
+struct Reemit {
+    topic: String,
+    first: std::sync::Arc<std::sync::OnceLock<Instant>>,
+}
+
+impl driftline_runtime::Processor for Reemit {
+    fn process(
+        &mut self,
+        record: &driftline_runtime::Record<'_>,
+        _txn: &mut driftline_runtime::Txn<'_>,
+    ) -> Result<Vec<driftline_runtime::Output>, driftline_runtime::Rejection> {
+        self.first.get_or_init(Instant::now);
+        Ok(vec![driftline_runtime::Output {
+            topic: self.topic.clone(),
+            key: String::from_utf8_lossy(record.key.unwrap_or_default()).into_owned(),
+            payload: record.payload.unwrap_or_default().to_vec(),
+        }])
+    }
+}
+
+/// The requests topic read to its end by the runtime, with the predictor's batch and
+/// pipeline settings, every message re-produced unchanged; messages a second from the
+/// first message processed to the last batch committed.
+async fn runtime_passthrough(bench: &Bench, n: usize) -> Result<f64, BoxError> {
+    let first = std::sync::Arc::new(std::sync::OnceLock::new());
+    let processor = Reemit {
+        topic: bench.topic("runtime-passthrough"),
+        first: first.clone(),
+    };
+    let mut opts = driftline_runtime::RunOptions::new(
+        bench.topic("runtime-group"),
+        vec![bench.topic("requests")],
+    );
+    opts.exit_on_eof = true;
+    opts.pipeline = driftline_predictor::service::PIPELINE;
+    let state = tempfile::tempdir()?;
+    let store = std::sync::Arc::new(driftline_runtime::Store::open(state.path(), false)?);
+    let producer: FutureProducer = bench.kafka.producer_config().create()?;
+    let applied = driftline_runtime::run(
+        &bench.kafka,
+        &opts,
+        store,
+        processor,
+        producer,
+        Codec::single_object(),
+        driftline_runtime::metrics::Metrics::new("bench"),
+        CancellationToken::new(),
+    )
+    .await?;
+    let took = first.get().map(|t| t.elapsed()).unwrap_or_default();
+    if applied as usize != n {
+        return Err(format!("the runtime passthrough applied {applied} of {n}").into());
+    }
+    Ok(n as f64 / took.as_secs_f64())
 }
 
 /// The `i`-th request of a phase: the row's features under the id `<phase>-<i>`.

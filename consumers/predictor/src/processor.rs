@@ -1,6 +1,9 @@
 //! The Kafka path: requests in, predictions out.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use prometheus::IntCounter;
 
 use driftline_runtime::{Output, Processor, Record, Rejection, Txn, now_ms};
 use driftline_schemas::codec::Codec;
@@ -10,10 +13,44 @@ use crate::metrics::PredictorMetrics;
 use crate::slots::ModelSlots;
 
 pub struct PredictProcessor {
-    pub slots: Arc<ModelSlots>,
-    pub codec: Codec,
-    pub predictions_topic: String,
-    pub metrics: PredictorMetrics,
+    slots: Arc<ModelSlots>,
+    codec: Codec,
+    predictions_topic: String,
+    metrics: PredictorMetrics,
+    /// Each model's `predictions_total{source="kafka"}`, looked up once rather than per
+    /// message.
+    counters: HashMap<String, IntCounter>,
+}
+
+impl PredictProcessor {
+    pub fn new(
+        slots: Arc<ModelSlots>,
+        codec: Codec,
+        predictions_topic: String,
+        metrics: PredictorMetrics,
+    ) -> Self {
+        Self {
+            slots,
+            codec,
+            predictions_topic,
+            metrics,
+            counters: HashMap::new(),
+        }
+    }
+
+    fn counted(&mut self, model: &str) {
+        match self.counters.get(model) {
+            Some(c) => c.inc(),
+            None => {
+                let c = self
+                    .metrics
+                    .predictions
+                    .with_label_values(&[model, "kafka"]);
+                c.inc();
+                self.counters.insert(model.to_string(), c);
+            }
+        }
+    }
 }
 
 impl Processor for PredictProcessor {
@@ -38,10 +75,7 @@ impl Processor for PredictProcessor {
             return Err(Rejection::validation(text.join("; ")));
         }
         let prediction = served.predict(&request.features);
-        self.metrics
-            .predictions
-            .with_label_values(&[&request.model, "kafka"])
-            .inc();
+        self.counted(&request.model);
         let logged = PredictionLogged {
             request_id: request.request_id,
             model: request.model,

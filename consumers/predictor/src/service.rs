@@ -24,7 +24,7 @@ use tracing::{info, warn};
 /// Batches predicted ahead while earlier ones wait for the broker's acknowledgements, so
 /// predicting (about 30 ms a batch of 2,000) overlaps the wait. Bounded: on a crash the
 /// uncommitted batches' predictions are logged again (4 × 2,000 at most).
-const PIPELINE: usize = 4;
+pub const PIPELINE: usize = 4;
 
 #[derive(Debug, Clone, Args)]
 pub struct PredictorArgs {
@@ -159,12 +159,12 @@ pub async fn run(args: PredictorArgs, shutdown: CancellationToken) -> Result<()>
         let mut opts = RunOptions::new(args.group.clone(), vec![args.requests_topic.clone()]);
         opts.dlq_topic = args.dlq_topic.clone();
         opts.pipeline = PIPELINE;
-        let processor = PredictProcessor {
+        let processor = PredictProcessor::new(
             slots,
-            codec: codec.clone(),
-            predictions_topic: args.predictions_topic.clone(),
+            codec.clone(),
+            args.predictions_topic.clone(),
             metrics,
-        };
+        );
         driftline_runtime::run(
             &args.kafka,
             &opts,

@@ -140,7 +140,7 @@ impl KafkaArgs {
     pub fn producer_config(&self) -> ClientConfig {
         let mut c = self.client_config();
         c.set("acks", "all")
-            .set("linger.ms", "5")
+            .set("linger.ms", "2")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", "30000");
         c

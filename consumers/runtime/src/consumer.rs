@@ -16,7 +16,7 @@ use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{DeadLetter, Event};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
@@ -129,7 +129,7 @@ impl RunOptions {
             topics,
             dlq_topic: driftline_schemas::topics::DLQ.to_string(),
             max_batch: 2000,
-            linger: Duration::from_millis(20),
+            linger: Duration::from_millis(5),
             exit_on_eof: false,
             pipeline: 1,
         }
@@ -345,39 +345,29 @@ pub async fn run<P: Processor + 'static>(
                 }
                 hook_owed = true;
             }
-            m = consumer.recv(), if !full || paused => match m {
-                Ok(m) => {
-                    if !at_eof.is_empty() {
-                        at_eof.remove(&(m.topic().to_string(), m.partition()));
-                    }
-                    if !taken.admit(m.topic(), m.partition(), m.offset()) {
-                        debug!(
-                            topic = m.topic(),
-                            partition = m.partition(),
-                            offset = m.offset(),
-                            "dropped a message already taken (re-delivered after a rebalance)"
-                        );
-                        continue;
-                    }
-                    next.push(m.detach(), opts.max_batch);
-                    // Only while paused: a partition assigned since the pause fetches again.
-                    if paused && next.is_full(opts.max_batch) {
-                        set_paused(&consumer, true);
+            m = consumer.recv(), if !full || paused => {
+                let mut intake = Intake {
+                    next: &mut next,
+                    taken: &mut taken,
+                    at_eof: &mut at_eof,
+                    assigned: &assigned,
+                    metrics: &metrics,
+                    max_batch: opts.max_batch,
+                };
+                intake.accept(m);
+                // What librdkafka already holds is taken now, not one turn of this loop
+                // (and of every branch above) per message.
+                while !intake.next.is_full(opts.max_batch) {
+                    match ready_now(consumer.recv()) {
+                        Some(m) => intake.accept(m),
+                        None => break,
                     }
                 }
-                Err(KafkaError::PartitionEOF(p)) => {
-                    debug!(partition = p, "end of partition");
-                    for (t, part) in assigned.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                        if *part == p {
-                            at_eof.insert((t.clone(), p));
-                        }
-                    }
+                // Only while paused: a partition assigned since the pause fetches again.
+                if paused && next.is_full(opts.max_batch) {
+                    set_paused(&consumer, true);
                 }
-                Err(e) => {
-                    warn!(error = %e, "consume error");
-                    metrics.consume_errors.inc();
-                }
-            },
+            }
             _ = tokio::time::sleep_until(linger_at), if can_start && !full && next.since.is_some() => {}
             _ = tokio::time::sleep_until(pause_at), if full && !paused => {
                 debug!(buffered = next.messages.len(), "next batch full: pausing fetch, still polling");
@@ -470,11 +460,13 @@ struct Next {
 
 impl Next {
     fn push(&mut self, m: OwnedMessage, max_batch: usize) {
-        let now = tokio::time::Instant::now();
-        self.since.get_or_insert(now);
+        // The clock is read when the batch starts and when it fills, not per message.
+        if self.since.is_none() {
+            self.since = Some(tokio::time::Instant::now());
+        }
         self.messages.push(m);
-        if self.is_full(max_batch) {
-            self.full_since.get_or_insert(now);
+        if self.full_since.is_none() && self.is_full(max_batch) {
+            self.full_since = Some(tokio::time::Instant::now());
         }
     }
 
@@ -495,6 +487,66 @@ impl Next {
         self.since = (!self.messages.is_empty()).then_some(now);
         self.full_since = self.is_full(max_batch).then_some(now);
         batch
+    }
+}
+
+/// Where the loop puts what the consumer hands it.
+struct Intake<'a> {
+    next: &'a mut Next,
+    taken: &'a mut Positions,
+    at_eof: &'a mut HashSet<TopicPartition>,
+    assigned: &'a Mutex<HashSet<TopicPartition>>,
+    metrics: &'a Metrics,
+    max_batch: usize,
+}
+
+impl Intake<'_> {
+    fn accept(&mut self, m: std::result::Result<BorrowedMessage<'_>, KafkaError>) {
+        match m {
+            Ok(m) => {
+                let topic = m.topic(); // checked as UTF-8 at every call
+                if !self.at_eof.is_empty() {
+                    self.at_eof.remove(&(topic.to_string(), m.partition()));
+                }
+                if !self.taken.admit(topic, m.partition(), m.offset()) {
+                    debug!(
+                        topic,
+                        partition = m.partition(),
+                        offset = m.offset(),
+                        "dropped a message already taken (re-delivered after a rebalance)"
+                    );
+                    return;
+                }
+                self.next.push(m.detach(), self.max_batch);
+            }
+            Err(KafkaError::PartitionEOF(p)) => {
+                debug!(partition = p, "end of partition");
+                for (t, part) in self
+                    .assigned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                {
+                    if *part == p {
+                        self.at_eof.insert((t.clone(), p));
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "consume error");
+                self.metrics.consume_errors.inc();
+            }
+        }
+    }
+}
+
+/// The future's output if it is ready at the first poll.
+fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
     }
 }
 
@@ -532,9 +584,11 @@ fn process_batch<P: Processor>(
     ctx: &BatchContext,
 ) -> Processed {
     let started = Instant::now();
-    let metrics = &ctx.metrics;
     let mut outputs = Vec::with_capacity(batch.len());
     let mut offsets: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    let mut applied: BTreeMap<&str, u64> = BTreeMap::new();
+    // Logs show the batch's span; the one per message goes to OTLP only (see telemetry).
+    let _batch = batch_span(batch).entered();
     for m in batch {
         let span = info_span!(
             "message",
@@ -552,16 +606,19 @@ fn process_batch<P: Processor>(
         };
         let emitted = span.in_scope(|| match processor.process(&record, &mut txn) {
             Ok(emitted) => {
-                metrics
-                    .messages
-                    .with_label_values(&[m.topic(), "applied"])
-                    .inc();
+                *applied.entry(m.topic()).or_default() += 1;
                 emitted
             }
             Err(rejection) => dead_letter(m, rejection, ctx).into_iter().collect(),
         });
         outputs.extend(emitted);
-        offsets.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+        advance(&mut offsets, m.topic(), m.partition(), m.offset() + 1);
+    }
+    for (topic, n) in applied {
+        ctx.metrics
+            .messages
+            .with_label_values(&[topic, "applied"])
+            .inc_by(n);
     }
     Processed {
         writes: txn.into_writes(),
@@ -573,8 +630,40 @@ fn process_batch<P: Processor>(
     }
 }
 
+/// The span of one batch: its size and where it starts.
+fn batch_span(batch: &[OwnedMessage]) -> tracing::Span {
+    let first = batch.first();
+    info_span!(
+        "batch",
+        messages = batch.len(),
+        topic = first.map(|m| m.topic()),
+        partition = first.map(|m| m.partition()),
+        first_offset = first.map(|m| m.offset())
+    )
+}
+
+/// Sets a partition's next offset, allocating its key only the first time.
+fn advance(offsets: &mut BTreeMap<TopicPartition, i64>, topic: &str, partition: i32, next: i64) {
+    match offsets
+        .iter_mut()
+        .find(|((t, p), _)| *p == partition && t == topic)
+    {
+        Some((_, o)) => *o = next,
+        None => {
+            offsets.insert((topic.to_string(), partition), next);
+        }
+    }
+}
+
 fn dead_letter(m: &OwnedMessage, rejection: Rejection, ctx: &BatchContext) -> Option<Output> {
-    warn!(kind = rejection.kind, error = %rejection.error, "to the dead-letter topic");
+    warn!(
+        topic = m.topic(),
+        partition = m.partition(),
+        offset = m.offset(),
+        kind = rejection.kind,
+        error = %rejection.error,
+        "to the dead-letter topic"
+    );
     let metrics = &ctx.metrics;
     metrics
         .messages
@@ -607,11 +696,20 @@ async fn produce(
     metrics: &Metrics,
 ) -> Result<InFlight> {
     let mut deliveries = Vec::with_capacity(processed.outputs.len());
+    let mut emitted: BTreeMap<String, u64> = BTreeMap::new();
     for o in processed.outputs {
         let rec = FutureRecord::to(&o.topic).key(&o.key).payload(&o.payload);
         let delivery = enqueue(producer, rec).await?;
-        metrics.emitted.with_label_values(&[&o.topic]).inc();
+        match emitted.get_mut(&o.topic) {
+            Some(n) => *n += 1,
+            None => {
+                emitted.insert(o.topic.clone(), 1);
+            }
+        }
         deliveries.push((o.topic, delivery));
+    }
+    for (topic, n) in emitted {
+        metrics.emitted.with_label_values(&[&topic]).inc_by(n);
     }
     Ok(InFlight {
         writes: Arc::new(processed.writes),
