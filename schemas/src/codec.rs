@@ -174,7 +174,7 @@ impl Codec {
 
     pub fn encode<E: Event>(&self, event: &E) -> Result<Vec<u8>> {
         let schema = E::schema();
-        let mut out = Vec::with_capacity(256);
+        let mut out = Vec::with_capacity(512);
         match self.format {
             WireFormat::SingleObject => {
                 out.extend_from_slice(&MAGIC);

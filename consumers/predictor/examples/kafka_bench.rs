@@ -7,7 +7,8 @@
 //! bash infra/broker.sh start
 //! cargo run -p driftline-predictor --example kafka_bench
 //! ```
-//! Env: BENCH_MESSAGES (100000), BENCH_LATENCY_SECS (20), DRIFTLINE_BOOTSTRAP_SERVERS.
+//! Env: BENCH_MESSAGES (100000), BENCH_LATENCY_SECS (20), BENCH_LATENCY_RATE (half the
+//! predictor's rate), DRIFTLINE_BOOTSTRAP_SERVERS.
 //!
 //! The predictor's rate is messages / (the time the last prediction could be read from
 //! the predictions topic - the first prediction's served_at): the consumer group's join
@@ -210,7 +211,12 @@ async fn main() -> Result<(), BoxError> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20.0);
-    let rate = predictor_rate / 2.0;
+    // BENCH_LATENCY_RATE (requests/s) overrides half the top rate, to see the latency at
+    // other loads.
+    let rate = std::env::var("BENCH_LATENCY_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(predictor_rate / 2.0);
     let latencies = latency(&kafka, &topic, &codec, &producer, &rows, &spec, rate, secs).await?;
     shutdown.cancel();
     let _ = service.await;
@@ -249,8 +255,9 @@ async fn main() -> Result<(), BoxError> {
         raw_time.as_millis()
     );
     println!(
-        "latency, request produced -> prediction readable, {} requests at {rate:.0}/s (half the predictor's rate) for {secs} s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "latency, request produced -> prediction readable, {} requests at {rate:.0}/s ({:.0}% of the predictor's rate) for {secs} s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         latencies.len(),
+        100.0 * rate / predictor_rate,
         pct(0.5),
         pct(0.99),
         latencies.last().copied().unwrap_or_default()
