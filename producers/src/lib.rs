@@ -43,7 +43,7 @@ pub mod schedule;
 pub mod sink;
 pub mod source;
 
-pub use pace::{Pace, parse_duration};
+pub use pace::Pace;
 pub use progress::Progress;
 pub use replay::{Outcome, ReplayOptions, Summary, replay};
 pub use source::Window;

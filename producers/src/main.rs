@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use driftline_schemas::duration::parse_duration;
+
 use anyhow::{Context, Result};
 use clap::{ArgGroup, Parser};
 use driftline_producers::avro_file::AvroFileSink;
 use driftline_producers::sink::KafkaSink;
-use driftline_producers::{
-    Outcome, Pace, Progress, ReplayOptions, Summary, Window, parse_duration, replay,
-};
+use driftline_producers::{Outcome, Pace, Progress, ReplayOptions, Summary, Window, replay};
 use driftline_runtime::{KafkaArgs, shutdown, telemetry};
 use driftline_schemas::spec::{FeatureSpec, parse_time};
 use driftline_schemas::topics;

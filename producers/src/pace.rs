@@ -66,32 +66,6 @@ fn scaled(event_ms: i64, speedup: f64) -> Duration {
     Duration::from_secs_f64((event_ms.max(0) as f64 / 1000.0) / speedup)
 }
 
-/// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`, `d`), e.g. `90s`, `30m`,
-/// `1.5h`; a bare number is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 30m, 2h, 90s)"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86_400.0,
-        other => {
-            return Err(format!(
-                "{text:?}: unknown unit {other:?} (use ms, s, m, h or d)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,18 +108,5 @@ mod tests {
         assert!(Pace::Rate(0.0).validate().is_err());
         assert!(Pace::Speedup(f64::NAN).validate().is_err());
         assert!(Pace::Rate(10.0).validate().is_ok());
-    }
-
-    #[test]
-    fn parses_durations_with_units() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5 fortnights").is_err());
-        assert!(parse_duration("-5s").is_err());
     }
 }

@@ -25,6 +25,7 @@
 
 pub mod binary;
 pub mod codec;
+pub mod duration;
 pub mod events;
 pub mod spec;
 pub mod topics;

@@ -48,7 +48,7 @@ pub struct UpArgs {
     #[arg(long, env = "DRIFTLINE_SPEEDUP", default_value_t = 86_400.0)]
     speedup: f64,
     /// How long after a flight its arrival delay is known, in event time.
-    #[arg(long, env = "DRIFTLINE_LABEL_DELAY", default_value = "6h", value_parser = driftline_producers::pace::parse_duration)]
+    #[arg(long, env = "DRIFTLINE_LABEL_DELAY", default_value = "6h", value_parser = driftline_schemas::duration::parse_duration)]
     label_delay: Duration,
     /// Only run the services; do not replay data.
     #[arg(long, env = "DRIFTLINE_NO_REPLAY")]

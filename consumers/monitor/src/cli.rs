@@ -17,6 +17,7 @@ use driftline_drift::{CompareOptions, DriftPolicy, Frame};
 use driftline_model::{
     LabelledRow, Target, evaluate, feature_profiles, fit, reference_profile, split_by_time,
 };
+use driftline_schemas::duration::parse_duration;
 use driftline_schemas::events::{
     Actual, DriftDecision, Features, PredictionLogged, PredictionSource, RetrainRequested,
 };
@@ -153,25 +154,13 @@ impl PolicyArgs {
     }
 }
 
-/// `250ms`, `30s`, `15m`, `12h`, `7d`, or plain milliseconds.
+/// A positive duration (see [`parse_duration`]), in milliseconds.
 pub fn parse_duration_ms(text: &str) -> std::result::Result<i64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 30s, 12h, 7d)"))?;
-    let scale = match unit {
-        "" | "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
-    };
-    n.checked_mul(scale)
+    let d = parse_duration(text)?;
+    i64::try_from(d.as_millis())
+        .ok()
         .filter(|ms| *ms > 0)
-        .ok_or_else(|| format!("{text:?} must be positive"))
+        .ok_or_else(|| format!("{text:?} must be at least 1ms"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -582,7 +571,11 @@ mod tests {
     fn durations_read_with_units() {
         assert_eq!(parse_duration_ms("30s"), Ok(30_000));
         assert_eq!(parse_duration_ms("7d"), Ok(7 * 86_400_000));
-        assert_eq!(parse_duration_ms("250"), Ok(250));
+        assert_eq!(parse_duration_ms("250ms"), Ok(250));
+        assert!(
+            parse_duration_ms("250").is_err(),
+            "a bare number needs a unit"
+        );
         assert!(parse_duration_ms("5w").is_err());
         assert!(parse_duration_ms("0s").is_err());
     }
