@@ -29,6 +29,24 @@
 use driftline_schemas::events::FeatureKind;
 use serde::{Deserialize, Serialize};
 
+/// The default thresholds, named once; the module doc gives their reasons.
+pub mod defaults {
+    /// Normalised Wasserstein distance at which a numeric feature drifts.
+    pub const WASSERSTEIN_NORM: f64 = 0.1;
+    /// Jensen-Shannon distance at which a categorical feature drifts.
+    pub const JENSEN_SHANNON: f64 = 0.1;
+    /// PSI's "significant shift" line, when the distance above cannot be computed.
+    pub const PSI: f64 = 0.2;
+    /// Largest side of a small window, where p-values decide.
+    pub const SMALL_SAMPLE_MAX_VALUES: u64 = 1_000;
+    /// p-value below which a small window's test drifts.
+    pub const P_VALUE: f64 = 0.05;
+    /// Growth of a feature's missing share (absolute) that is drift by itself.
+    pub const MISSING_SHARE_INCREASE: f64 = 0.1;
+    /// Share of drifted features at which the data set drifts.
+    pub const SHARE: f64 = 0.5;
+}
+
 use crate::{Error, Result};
 
 /// A statistic a rule can test.
@@ -112,22 +130,34 @@ pub struct DriftPolicy {
 impl Default for DriftPolicy {
     fn default() -> Self {
         Self {
-            numeric: vec![
-                Rule::new(Statistic::WassersteinNorm, 0.1),
-                Rule::new(Statistic::Psi, 0.2),
-            ],
-            categorical: vec![
-                Rule::new(Statistic::JensenShannon, 0.1),
-                Rule::new(Statistic::Psi, 0.2),
-            ],
+            numeric: Self::numeric_rules(defaults::WASSERSTEIN_NORM),
+            categorical: Self::categorical_rules(defaults::JENSEN_SHANNON),
             small_sample: Some(SmallSample {
-                max_values: 1_000,
-                numeric: Rule::new(Statistic::KsP, 0.05),
-                categorical: Rule::new(Statistic::Chi2P, 0.05),
+                max_values: defaults::SMALL_SAMPLE_MAX_VALUES,
+                numeric: Rule::new(Statistic::KsP, defaults::P_VALUE),
+                categorical: Rule::new(Statistic::Chi2P, defaults::P_VALUE),
             }),
-            missing_share_increase: Some(0.1),
-            share: 0.5,
+            missing_share_increase: Some(defaults::MISSING_SHARE_INCREASE),
+            share: defaults::SHARE,
         }
+    }
+}
+
+impl DriftPolicy {
+    /// The numeric rules with this Wasserstein threshold, PSI behind it.
+    pub fn numeric_rules(wasserstein_norm: f64) -> Vec<Rule> {
+        vec![
+            Rule::new(Statistic::WassersteinNorm, wasserstein_norm),
+            Rule::new(Statistic::Psi, defaults::PSI),
+        ]
+    }
+
+    /// The categorical rules with this Jensen-Shannon threshold, PSI behind it.
+    pub fn categorical_rules(jensen_shannon: f64) -> Vec<Rule> {
+        vec![
+            Rule::new(Statistic::JensenShannon, jensen_shannon),
+            Rule::new(Statistic::Psi, defaults::PSI),
+        ]
     }
 }
 

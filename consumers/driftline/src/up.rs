@@ -192,7 +192,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
                 .map_err(anyhow::Error::from)
         });
     }
-    let monitor_thresholds = (monitor.policy.numeric_threshold, 0.2);
+    let monitor_thresholds = (
+        monitor.policy.numeric_threshold,
+        driftline_drift::policy::defaults::PSI,
+    );
     let monitor_min_samples = monitor.policy.min_samples;
     {
         let shutdown = shutdown.clone();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use driftline_drift::numeric::Binning;
-use driftline_drift::policy::{Rule, Statistic};
+use driftline_drift::policy::defaults;
 use driftline_drift::{CompareOptions, DriftPolicy, Frame};
 use driftline_model::{
     LabelledRow, Target, evaluate, feature_profiles, fit, reference_profile, split_by_time,
@@ -64,7 +64,7 @@ pub struct PolicyArgs {
     #[arg(long, env = "DRIFTLINE_MONITOR_COOLDOWN")]
     pub cooldown: Option<u64>,
     /// Share of drifted features at which the model drifts.
-    #[arg(long, env = "DRIFTLINE_MONITOR_SHARE", default_value_t = 0.5)]
+    #[arg(long, env = "DRIFTLINE_MONITOR_SHARE", default_value_t = defaults::SHARE)]
     pub share: f64,
     /// Once confirmed, the drift holds until the share falls below this.
     #[arg(long, env = "DRIFTLINE_MONITOR_RELEASE_SHARE", default_value_t = 0.4)]
@@ -73,14 +73,14 @@ pub struct PolicyArgs {
     #[arg(
         long,
         env = "DRIFTLINE_MONITOR_NUMERIC_THRESHOLD",
-        default_value_t = 0.1
+        default_value_t = defaults::WASSERSTEIN_NORM
     )]
     pub numeric_threshold: f64,
     /// A categorical feature drifts at this Jensen-Shannon distance.
     #[arg(
         long,
         env = "DRIFTLINE_MONITOR_CATEGORICAL_THRESHOLD",
-        default_value_t = 0.1
+        default_value_t = defaults::JENSEN_SHANNON
     )]
     pub categorical_threshold: f64,
     /// Multiple-testing correction of p-values: none, bonferroni, bh.
@@ -118,14 +118,8 @@ impl PolicyArgs {
     pub fn config(&self) -> Result<MonitorConfig> {
         let base = DriftPolicy::default();
         let drift = DriftPolicy {
-            numeric: vec![
-                Rule::new(Statistic::WassersteinNorm, self.numeric_threshold),
-                Rule::new(Statistic::Psi, 0.2),
-            ],
-            categorical: vec![
-                Rule::new(Statistic::JensenShannon, self.categorical_threshold),
-                Rule::new(Statistic::Psi, 0.2),
-            ],
+            numeric: DriftPolicy::numeric_rules(self.numeric_threshold),
+            categorical: DriftPolicy::categorical_rules(self.categorical_threshold),
             share: self.share,
             ..base
         };
