@@ -166,8 +166,11 @@ impl FeatureSpec {
     /// Checks a request's features: every problem, not just the first.
     pub fn validate(&self, features: &Features) -> std::result::Result<(), Vec<FieldProblem>> {
         let mut problems = Vec::new();
+        let mut known = 0;
         for def in &self.features {
-            let problem = match (features.get(&def.name), def.kind) {
+            let value = features.get(&def.name);
+            known += usize::from(value.is_some());
+            let problem = match (value, def.kind) {
                 (None, _) if !def.nullable => Some("is required".to_string()),
                 (Some(FeatureValue::Missing), _) if !def.nullable => {
                     Some("is required and may not be null".to_string())
@@ -187,7 +190,8 @@ impl FeatureSpec {
                 });
             }
         }
-        for name in features.keys() {
+        // Names the spec does not know, looked for only when there are some.
+        for name in features.keys().filter(|_| known < features.len()) {
             if self.feature(name).is_none() {
                 problems.push(FieldProblem {
                     field: name.clone(),

@@ -151,6 +151,10 @@ impl KafkaArgs {
         c.set("group.id", group_id)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
+            // Once its local queue is past queued.min.messages librdkafka waits this long
+            // before it fetches again; at its default (1 s) a consumer that drains 100k
+            // messages in 0.4 s then stood idle for 0.6 s.
+            .set("fetch.queue.backoff.ms", "20")
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
             .set(
                 "heartbeat.interval.ms",

@@ -275,6 +275,8 @@ pub async fn run<P: Processor + 'static>(
     let mut busy: Option<JoinHandle<Job<P>>> = None;
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut hook_owed = false;
+    // Outputs of the newest batch in flight, not yet handed to the producer.
+    let mut unproduced: Option<Vec<Output>> = None;
     let mut next = Next::default();
     let mut paused = false;
     let mut taken = Positions::default();
@@ -298,6 +300,20 @@ pub async fn run<P: Processor + 'static>(
                 busy = Some(spawn_process(p, batch, &store, &in_flight, &ctx));
             } else {
                 idle = Some(p);
+            }
+        }
+        // The batch that just came back is produced only now, while the processor already
+        // works on the next one: producing 2,000 outputs takes a few milliseconds.
+        if let Some(outputs) = unproduced.take() {
+            let Some(batch) = in_flight.back_mut() else {
+                unreachable!("a processed batch is in flight before it is produced")
+            };
+            match produce(&producer, outputs, &metrics).await {
+                Ok(deliveries) => {
+                    batch.deliveries = deliveries;
+                    batch.produced = Instant::now();
+                }
+                Err(e) => break Err(e),
             }
         }
         if opts.exit_on_eof
@@ -331,10 +347,11 @@ pub async fn run<P: Processor + 'static>(
                 };
                 idle = Some(p);
                 if let Some(processed) = processed {
-                    match produce(&producer, processed, &metrics).await {
-                        Ok(batch) => in_flight.push_back(batch),
-                        Err(e) => break Err(e),
-                    }
+                    // In flight at once, so the next batch reads its state; produced at the
+                    // top of the loop, once the processor has its next batch.
+                    let (batch, outputs) = InFlight::new(processed);
+                    in_flight.push_back(batch);
+                    unproduced = Some(outputs);
                 }
             }
             acked = front_acked(&mut in_flight) => {
@@ -689,15 +706,31 @@ fn dead_letter(m: &OwnedMessage, rejection: Rejection, ctx: &BatchContext) -> Op
         .ok()
 }
 
-/// Enqueues a processed batch's outputs.
+impl InFlight {
+    /// A processed batch, its outputs apart: they are produced next.
+    fn new(processed: Processed) -> (Self, Vec<Output>) {
+        let batch = Self {
+            writes: Arc::new(processed.writes),
+            offsets: processed.offsets,
+            messages: processed.messages,
+            started: processed.started,
+            took: processed.took,
+            produced: Instant::now(),
+            deliveries: Vec::new(),
+        };
+        (batch, processed.outputs)
+    }
+}
+
+/// Enqueues a batch's outputs; their deliveries, to await.
 async fn produce(
     producer: &FutureProducer,
-    processed: Processed,
+    outputs: Vec<Output>,
     metrics: &Metrics,
-) -> Result<InFlight> {
-    let mut deliveries = Vec::with_capacity(processed.outputs.len());
+) -> Result<Vec<(String, DeliveryFuture)>> {
+    let mut deliveries = Vec::with_capacity(outputs.len());
     let mut emitted: BTreeMap<String, u64> = BTreeMap::new();
-    for o in processed.outputs {
+    for o in outputs {
         let rec = FutureRecord::to(&o.topic).key(&o.key).payload(&o.payload);
         let delivery = enqueue(producer, rec).await?;
         match emitted.get_mut(&o.topic) {
@@ -711,15 +744,7 @@ async fn produce(
     for (topic, n) in emitted {
         metrics.emitted.with_label_values(&[&topic]).inc_by(n);
     }
-    Ok(InFlight {
-        writes: Arc::new(processed.writes),
-        offsets: processed.offsets,
-        messages: processed.messages,
-        started: processed.started,
-        took: processed.took,
-        produced: Instant::now(),
-        deliveries,
-    })
+    Ok(deliveries)
 }
 
 /// Waits until every output of the oldest batch in flight is acknowledged; pending while
