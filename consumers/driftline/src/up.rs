@@ -136,7 +136,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         specs: vec![spec_path.clone()],
         http_addr: args.http_addr,
         state_dir: state_dir.join("predictor"),
-        group: "driftline-predictor".into(),
+        group: PREDICTOR_GROUP.into(),
         requests_topic: topics::REQUESTS.into(),
         predictions_topic: topics::PREDICTIONS.into(),
         models_topic: topics::MODELS.into(),
@@ -268,7 +268,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         }
         eprintln!("[up] replay: {summary}");
         if matches!(summary.outcome, Outcome::Completed) && !args.keep_running {
-            settle(&seen, &shutdown).await;
+            settle(&args.kafka, PREDICTOR_GROUP, &seen, &shutdown).await;
             shutdown.cancel();
         }
     }
@@ -326,10 +326,60 @@ fn service_args<A: clap::Args>(argv: &[&str]) -> Result<A> {
     Ok(<Wrap<A> as clap::Parser>::try_parse_from(argv)?.inner)
 }
 
-/// Waits (up to a minute after the last new prediction) for the services to catch up.
-async fn settle(seen: &Arc<Mutex<Seen>>, shutdown: &CancellationToken) {
+/// The consumer group of the predictor `up` runs.
+const PREDICTOR_GROUP: &str = "driftline-predictor";
+
+/// How long the predictor may make no progress on its backlog before `up` stops anyway.
+const SETTLE_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Waits until the predictor has answered every request on the bus (its group's committed
+/// offsets reach the end of the requests topic), then until the watcher has counted the
+/// last predictions. A predictor that makes no progress for a minute (the broker gone, say)
+/// is reported and left, not waited for.
+async fn settle(
+    kafka: &KafkaArgs,
+    group: &str,
+    seen: &Arc<Mutex<Seen>>,
+    shutdown: &CancellationToken,
+) {
+    let mut fewest = i64::MAX;
+    let mut progress_at = tokio::time::Instant::now();
+    let mut warned = false;
+    loop {
+        let (k, g) = (kafka.clone(), group.to_string());
+        match tokio::task::spawn_blocking(move || requests_unanswered(&k, &g)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) if n < fewest => {
+                fewest = n;
+                progress_at = tokio::time::Instant::now();
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if !warned => {
+                warned = true;
+                warn!(error = %e, "cannot read the predictor's progress; trying again");
+            }
+            Ok(Err(_)) => {}
+            Err(e) => warn!(error = %e, "the progress check failed"),
+        }
+        if progress_at.elapsed() >= SETTLE_PATIENCE {
+            let owed = match fewest {
+                i64::MAX => "an unknown number of".to_string(),
+                n => n.to_string(),
+            };
+            eprintln!(
+                "[up] the predictor still owes {owed} predictions and made no progress in {} s; stopping without them",
+                SETTLE_PATIENCE.as_secs()
+            );
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    // Every prediction is on the bus; the watcher reads them a moment later.
     let mut last = u64::MAX;
-    for _ in 0..60 {
+    for _ in 0..20 {
         let now = seen.lock().unwrap_or_else(|e| e.into_inner()).predictions;
         if now == last {
             return;
@@ -340,6 +390,34 @@ async fn settle(seen: &Arc<Mutex<Seen>>, shutdown: &CancellationToken) {
             _ = tokio::time::sleep(Duration::from_secs(3)) => {}
         }
     }
+}
+
+/// Requests on the bus the predictor's group has not committed past, over every partition
+/// of the requests topic. The group commits after a batch's predictions are acknowledged.
+fn requests_unanswered(kafka: &KafkaArgs, group: &str) -> Result<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let timeout = Duration::from_secs(5);
+    // Not subscribed: it only asks for the group's offsets and never joins it.
+    let consumer: BaseConsumer = kafka.consumer_config(group).create()?;
+    let metadata = consumer.fetch_metadata(Some(topics::REQUESTS), timeout)?;
+    let mut tpl = TopicPartitionList::new();
+    for topic in metadata.topics() {
+        for p in topic.partitions() {
+            tpl.add_partition(topics::REQUESTS, p.id());
+        }
+    }
+    let committed = consumer.committed_offsets(tpl, timeout)?;
+    let mut owed = 0;
+    for e in committed.elements() {
+        let (low, high) = consumer.fetch_watermarks(topics::REQUESTS, e.partition(), timeout)?;
+        let answered = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => low,
+        };
+        owed += (high - answered).max(0);
+    }
+    Ok(owed)
 }
 
 async fn wait_ready(addr: SocketAddr, shutdown: &CancellationToken) {
