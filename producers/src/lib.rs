@@ -78,6 +78,8 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot save the replay position: {0}")]
+    Checkpoint(std::io::Error),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("topic {0} does not exist on the broker: create it first (infra/topics.toml)")]

@@ -43,6 +43,28 @@ pub struct ReplayOptions {
     /// window must start early enough to re-read the rows whose ground truth is still owed
     /// (see [`Resume::window_from`]).
     pub resume: Option<Resume>,
+    /// Save the position every so often while replaying, not only at the end.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// Where a running replay got to, saved every `every` once all it sent is acknowledged, so
+/// a replay killed outright (kill -9, power) resumes from there, not from its last clean
+/// stop, and sends again only what came after.
+#[derive(Clone)]
+pub struct Checkpoint {
+    pub every: Duration,
+    pub save: SavePosition,
+}
+
+/// Stores a position where the next replay will find it.
+pub type SavePosition = std::sync::Arc<dyn Fn(&Resume) -> std::io::Result<()> + Send + Sync>;
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("every", &self.every)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How far a stream of messages in time order got: everything before `time`, and the
@@ -141,6 +163,7 @@ impl ReplayOptions {
             actuals: true,
             strict: false,
             resume: None,
+            checkpoint: None,
         }
     }
 }
@@ -319,6 +342,7 @@ pub async fn replay<S: Sink + Send>(
     // What a resumed replay skips: (cursor it resumes from, how many seen at its time).
     let skip = opts.resume;
     let (mut requests_seen, mut actuals_seen) = (0u64, 0u64);
+    let mut saved = Instant::now();
 
     'rows: loop {
         let batch = tokio::select! {
@@ -378,6 +402,17 @@ pub async fn replay<S: Sink + Send>(
             sink.send(Topic::Requests, &row.request).await?;
             summary.resume.requests.advance(row.event_time);
             sent += 1;
+            if let Some(c) = opts
+                .checkpoint
+                .as_ref()
+                .filter(|c| saved.elapsed() >= c.every)
+            {
+                // Only a position whose messages are all acknowledged is safe to resume from.
+                if sink.flush().await?.failed == 0 {
+                    (c.save)(&summary.resume).map_err(Error::Checkpoint)?;
+                }
+                saved = Instant::now();
+            }
             summary.first_event_time.get_or_insert(row.event_time);
             summary.last_event_time = Some(row.event_time);
             if let Some((due, actual)) = row.actual {
@@ -657,6 +692,93 @@ mod tests {
         async fn flush(&mut self) -> Result<Delivered> {
             self.record.flush().await
         }
+    }
+
+    /// Records what it is sent, and fails (as a process killed outright would stop) once
+    /// it has `limit` messages: the replay's own end-of-run position is never saved.
+    struct Killed {
+        record: Record,
+        limit: usize,
+    }
+
+    impl Sink for Killed {
+        async fn send(&mut self, topic: Topic, m: &Message) -> Result<()> {
+            if self.record.0.len() >= self.limit {
+                return Err(Error::Options("killed".into()));
+            }
+            self.record.send(topic, m).await
+        }
+
+        async fn flush(&mut self) -> Result<Delivered> {
+            self.record.flush().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replay_killed_outright_resumes_from_its_last_checkpoint_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = String::from("id,t,x,y\n");
+        for i in 0..90 {
+            csv += &format!("r{i},{},{i},{}\n", (i / 3) as i64 * 600_000, i * 2);
+        }
+        let path = dir.path().join("ties.csv");
+        std::fs::write(&path, csv).unwrap();
+        let base = ReplayOptions {
+            label_delay: Duration::from_secs(25 * 60),
+            ..ReplayOptions::new(FeatureSpec::from_toml(SPEC).unwrap(), path)
+        };
+        let (_, mut whole) = run(&base).await;
+        whole.sort();
+        let saved: std::sync::Arc<std::sync::Mutex<Option<Resume>>> = Default::default();
+        let store = saved.clone();
+        let checkpoint = Checkpoint {
+            every: Duration::ZERO,
+            save: std::sync::Arc::new(move |r: &Resume| {
+                *store.lock().unwrap() = Some(*r);
+                Ok(())
+            }),
+        };
+        let (mut all, mut runs) = (Vec::new(), 0);
+        loop {
+            runs += 1;
+            assert!(runs <= 100, "no progress");
+            let resume = *saved.lock().unwrap();
+            let opts = ReplayOptions {
+                resume,
+                window: Window {
+                    from: resume.map(|r| r.window_from(base.label_delay)),
+                    to: None,
+                },
+                checkpoint: Some(checkpoint.clone()),
+                ..base.clone()
+            };
+            let mut sink = Killed {
+                record: Record::default(),
+                limit: 17,
+            };
+            let result = replay(
+                &opts,
+                &mut sink,
+                &Progress::hidden(),
+                &CancellationToken::new(),
+            )
+            .await;
+            all.extend(sink.record.0);
+            if result.is_ok() {
+                break;
+            }
+        }
+        // Everything arrives; what is sent twice is at most what followed a checkpoint in
+        // each killed run (actuals due before the next request, and that request).
+        let mut unique = all.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique, whole, "{runs} runs");
+        let repeated = all.len() - whole.len();
+        assert!(
+            repeated < 3 * runs,
+            "{repeated} sent twice over {runs} runs"
+        );
     }
 
     #[tokio::test]

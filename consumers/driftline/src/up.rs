@@ -19,7 +19,7 @@ use clap::Args;
 use driftline_predictor::service::PredictorArgs;
 use driftline_producers::pace::Pace;
 use driftline_producers::progress::Progress;
-use driftline_producers::replay::{Cursor, Outcome, ReplayOptions, Resume, replay};
+use driftline_producers::replay::{Checkpoint, Cursor, Outcome, ReplayOptions, Resume, replay};
 use driftline_producers::sink::KafkaSink;
 use driftline_producers::source::Window;
 use driftline_runtime::KafkaArgs;
@@ -257,6 +257,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
             to: None,
         };
         opts.resume = resume;
+        // Saved as deliveries are acknowledged too, so a kill -9 resends seconds, not all.
+        let saved_at = position.clone();
+        opts.checkpoint = Some(Checkpoint {
+            every: Duration::from_secs(2),
+            save: Arc::new(move |r: &Resume| write_position(&saved_at, r)),
+        });
         opts.pace = Pace::Speedup(args.speedup);
         opts.label_delay = args.label_delay;
         let mut sink = KafkaSink::new(&args.kafka, topics::REQUESTS, topics::ACTUALS).await?;
@@ -264,7 +270,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         // Next time, continue exactly where this one stopped: the rows not yet sent and
         // the ground truth still owed for the rows that were.
         if summary.resume != Resume::default() {
-            std::fs::write(&position, summary.resume.to_text())?;
+            write_position(&position, &summary.resume)?;
         }
         eprintln!("[up] replay: {summary}");
         if matches!(summary.outcome, Outcome::Completed) && !args.keep_running {
@@ -313,6 +319,13 @@ fn read_position(path: &Path, from: i64) -> Option<Resume> {
             actuals: cursor,
         })
     })
+}
+
+/// Replaces the position file whole (a kill -9 mid-write leaves the old one).
+fn write_position(path: &Path, resume: &Resume) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, resume.to_text())?;
+    std::fs::rename(&tmp, path)
 }
 
 /// A service's flags as if given on its own command line, so its defaults apply.

@@ -3,9 +3,11 @@
 //! their partitions once the killed members' sessions have expired) and every replayed row
 //! ends up with its request, its ground truth and its prediction on the bus.
 //!
-//! A killed `up` has not saved its replay position, so the second run sends the slice again:
-//! duplicates are expected until the position is saved as deliveries are acknowledged.
-//! They are counted and printed here; what must not happen is a loss.
+//! A killed `up` last saved its replay position at a checkpoint (every 2 s, once what it
+//! sent was acknowledged), so the second run sends again what came after it: about 60
+//! requests here, against 450 when the position was saved only at a clean stop. They are
+//! counted and printed; what must not happen is a loss. (No duplicates at all needs the
+//! replay's position and its messages committed together: issue 14.)
 
 use std::time::Duration;
 
