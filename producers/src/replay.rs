@@ -694,6 +694,21 @@ mod tests {
         }
     }
 
+    /// 90 rows, three a timestamp (ties at the cursor), ground truth 25 minutes late (owed
+    /// at every interruption), written to `dir`.
+    fn ties(dir: &std::path::Path) -> ReplayOptions {
+        let mut csv = String::from("id,t,x,y\n");
+        for i in 0..90 {
+            csv += &format!("r{i},{},{i},{}\n", (i / 3) as i64 * 600_000, i * 2);
+        }
+        let path = dir.join("ties.csv");
+        std::fs::write(&path, csv).unwrap();
+        ReplayOptions {
+            label_delay: Duration::from_secs(25 * 60),
+            ..ReplayOptions::new(FeatureSpec::from_toml(SPEC).unwrap(), path)
+        }
+    }
+
     /// Records what it is sent, and fails (as a process killed outright would stop) once
     /// it has `limit` messages: the replay's own end-of-run position is never saved.
     struct Killed {
@@ -717,16 +732,7 @@ mod tests {
     #[tokio::test]
     async fn a_replay_killed_outright_resumes_from_its_last_checkpoint_and_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut csv = String::from("id,t,x,y\n");
-        for i in 0..90 {
-            csv += &format!("r{i},{},{i},{}\n", (i / 3) as i64 * 600_000, i * 2);
-        }
-        let path = dir.path().join("ties.csv");
-        std::fs::write(&path, csv).unwrap();
-        let base = ReplayOptions {
-            label_delay: Duration::from_secs(25 * 60),
-            ..ReplayOptions::new(FeatureSpec::from_toml(SPEC).unwrap(), path)
-        };
+        let base = ties(dir.path());
         let (_, mut whole) = run(&base).await;
         whole.sort();
         let saved: std::sync::Arc<std::sync::Mutex<Option<Resume>>> = Default::default();
@@ -783,19 +789,8 @@ mod tests {
 
     #[tokio::test]
     async fn replays_interrupted_again_and_again_and_resumed_send_everything_exactly_once() {
-        // Three rows a timestamp (ties at the cursor), ground truth 25 minutes late (owed
-        // at every interruption).
         let dir = tempfile::tempdir().unwrap();
-        let mut csv = String::from("id,t,x,y\n");
-        for i in 0..90 {
-            csv += &format!("r{i},{},{i},{}\n", (i / 3) as i64 * 600_000, i * 2);
-        }
-        let path = dir.path().join("ties.csv");
-        std::fs::write(&path, csv).unwrap();
-        let opts = ReplayOptions {
-            label_delay: Duration::from_secs(25 * 60),
-            ..ReplayOptions::new(FeatureSpec::from_toml(SPEC).unwrap(), path)
-        };
+        let opts = ties(dir.path());
         let (_, mut whole) = run(&opts).await;
         assert_eq!(whole.len(), 180);
         whole.sort();
