@@ -91,14 +91,7 @@ async fn main() -> ExitCode {
         Ok(_telemetry) => run(cli.command).await,
         Err(e) => Err(e.into()),
     };
-    // One line that says why, with its causes; no backtrace (even with RUST_BACKTRACE set).
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("driftline: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    driftline_runtime::exit_code("driftline", result)
 }
 
 async fn run(command: Command) -> Result<()> {

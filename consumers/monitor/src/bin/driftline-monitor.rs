@@ -23,12 +23,5 @@ async fn main() -> std::process::ExitCode {
         anyhow::Ok(())
     }
     .await;
-    // One line that says why, with its causes; no backtrace (even with RUST_BACKTRACE set).
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("driftline-monitor: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    driftline_runtime::exit_code("driftline-monitor", result)
 }

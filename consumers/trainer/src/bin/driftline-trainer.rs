@@ -24,12 +24,5 @@ async fn main() -> std::process::ExitCode {
         anyhow::Ok(())
     }
     .await;
-    // One line that says why, with its causes; no backtrace (even with RUST_BACKTRACE set).
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("driftline-trainer: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    driftline_runtime::exit_code("driftline-trainer", result)
 }
