@@ -101,6 +101,13 @@ macro_rules! avro_enum {
                 f.write_str(self.symbol())
             }
         }
+
+        /// JSON views show the Avro symbol.
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(self.symbol())
+            }
+        }
     };
 }
 
@@ -397,7 +404,7 @@ avro_enum!(
 );
 
 /// The span of data an evaluation looked at.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Window {
     pub start_time: i64,
     pub end_time: i64,
@@ -407,7 +414,7 @@ pub struct Window {
 }
 
 /// One feature's statistics in one evaluation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FeatureDrift {
     pub name: String,
     pub kind: FeatureKind,
@@ -458,15 +465,16 @@ impl FeatureDrift {
 }
 
 /// An error metric now, beside the model's holdout value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct MetricComparison {
     pub metric: String,
     pub current: f64,
     pub reference: Option<f64>,
 }
 
-/// driftline.drift
-#[derive(Debug, Clone, PartialEq)]
+/// driftline.drift. Its serde form (field names and symbols as in the Avro schema) is the
+/// one JSON view of a report: the monitor's HTTP API, `backtest` and the dashboard.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DriftReport {
     pub report_id: String,
     pub model: String,

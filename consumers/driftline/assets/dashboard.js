@@ -155,9 +155,10 @@ function drawLatest() {
   const r = data.latest;
   if (!r) return;
   document.getElementById("latest-meta").textContent =
-    `${r.model} v${r.model_version}, window ${time(r.window_start)} → ${time(r.window_end)}, ${r.count} rows: ${r.decision} (share drifted ${fmt(r.share_drifted, 2)})`;
+    `${r.model} v${r.model_version}, window ${time(r.window.start_time)} → ${time(r.window.end_time)}, ${r.window.count} rows: ${r.decision} (share drifted ${fmt(r.share_drifted, 2)})`;
   document.getElementById("latest-reason").textContent = r.reason;
-  fill(document.getElementById("latest"), r.features.map(f => {
+  // The prediction's own drift is listed last, under its name in the report.
+  fill(document.getElementById("latest"), r.features.concat(r.prediction ? [r.prediction] : []).map(f => {
     const tr = document.createElement("tr");
     cell(tr, f.name);
     cell(tr, f.kind.toLowerCase());

@@ -23,7 +23,7 @@ use driftline_schemas::events::{
 };
 use driftline_schemas::spec::{FeatureSpec, TargetKind, format_time, parse_time};
 
-use crate::monitor::{Evaluation, ModelMonitor, MonitorConfig, Pending, report_json};
+use crate::monitor::{Evaluation, ModelMonitor, MonitorConfig, Pending};
 use crate::policy::{Correction, MonitorPolicy};
 use crate::window::WindowConfig;
 use crate::{Error, Result};
@@ -516,7 +516,7 @@ fn print_evaluation(
             let line = serde_json::json!({
                 "row": row,
                 "event_time": format_time(r.window.end_time),
-                "report": report_json(r),
+                "report": r,
                 "retrain_id": e.retrain.as_ref().map(|x| x.retrain_id.clone()),
             });
             writeln!(out, "{line}")

@@ -5,9 +5,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use driftline_schemas::events::DriftReport;
 use serde_json::json;
 
-use crate::monitor::report_json;
 use crate::processor::LatestReports;
 
 /// What was wrong with a request.
@@ -29,10 +29,10 @@ impl IntoResponse for ApiError {
 async fn drift(
     State(latest): State<LatestReports>,
     Path(model): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DriftReport>, ApiError> {
     let reports = latest.read().unwrap_or_else(|e| e.into_inner());
     let report = reports.get(&model).ok_or(ApiError::NoReport(model))?;
-    Ok(Json(report_json(report)))
+    Ok(Json(report.clone()))
 }
 
 async fn models(State(latest): State<LatestReports>) -> Json<serde_json::Value> {

@@ -471,40 +471,6 @@ fn feature_drift(name: &str, kind: FeatureKind, s: &FeatureStats, drifted: bool)
     }
 }
 
-/// A report as JSON (for HTTP and `backtest --format jsonl`): features keyed by name.
-pub fn report_json(r: &DriftReport) -> serde_json::Value {
-    use serde_json::json;
-    let feature = |f: &FeatureDrift| {
-        json!({
-            "kind": match f.kind { FeatureKind::Numeric => "numeric", FeatureKind::Categorical => "categorical" },
-            "psi": f.psi, "ks_d": f.ks_d, "ks_p": f.ks_p, "wasserstein_norm": f.wasserstein_norm,
-            "jensen_shannon": f.jensen_shannon, "chi2_p": f.chi2_p, "missing_share": f.missing_share,
-            "drifted": f.drifted,
-        })
-    };
-    let features: serde_json::Map<String, serde_json::Value> = r
-        .features
-        .iter()
-        .map(|f| (f.name.clone(), feature(f)))
-        .collect();
-    json!({
-        "report_id": r.report_id,
-        "model": r.model,
-        "model_version": r.model_version,
-        "evaluated_at": r.evaluated_at,
-        "window": {
-            "start_time": r.window.start_time, "end_time": r.window.end_time, "count": r.window.count,
-            "end_offsets": r.window.end_offsets,
-        },
-        "features": features,
-        "prediction": r.prediction.as_ref().map(feature),
-        "performance": r.performance.iter().map(|m| json!({"metric": m.metric, "current": m.current, "reference": m.reference})).collect::<Vec<_>>(),
-        "share_drifted": r.share_drifted,
-        "decision": r.decision.symbol(),
-        "reason": r.reason,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
