@@ -420,7 +420,7 @@ pub async fn run<P: Processor + 'static>(
 /// How long the next batch may wait, full, before the consumer pauses fetching to go back
 /// to polling: a quarter of `max.poll.interval.ms`, so that it polls in time to stay in its
 /// group and to join a rebalance. Not sooner: a pause drops what librdkafka has prefetched,
-/// and the broker must serve it again (a whole fetch response, 20 MB from tansu).
+/// and the broker must serve it again (up to a whole fetch response).
 fn pause_after(config: &ClientConfig) -> Duration {
     let max_poll_ms = config
         .get("max.poll.interval.ms")
