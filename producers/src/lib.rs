@@ -46,7 +46,7 @@ pub mod source;
 pub use pace::Pace;
 pub use progress::Progress;
 pub use replay::{Outcome, ReplayOptions, Summary, replay};
-pub use source::Window;
+pub use source::TimeRange;
 
 /// What stops a replay from starting or going on. Bad rows are not errors: they are
 /// reported and skipped (or, with `--strict`, end the replay with

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use clap::{ArgGroup, Parser};
 use driftline_producers::avro_file::AvroFileSink;
 use driftline_producers::sink::KafkaSink;
-use driftline_producers::{Outcome, Pace, Progress, ReplayOptions, Summary, Window, replay};
+use driftline_producers::{Outcome, Pace, Progress, ReplayOptions, Summary, TimeRange, replay};
 use driftline_runtime::{KafkaArgs, shutdown, telemetry};
 use driftline_schemas::spec::{FeatureSpec, parse_time};
 use driftline_schemas::topics;
@@ -116,7 +116,7 @@ impl Args {
             anyhow::ensure!(from < to, "--from must be before --to");
         }
         Ok(ReplayOptions {
-            window: Window {
+            window: TimeRange {
                 from: self.from,
                 to: self.to,
             },

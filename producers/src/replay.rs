@@ -15,7 +15,7 @@ use crate::progress::Progress;
 use crate::rows::BadRow;
 use crate::schedule::LabelQueue;
 use crate::sink::{Sink, Topic};
-use crate::source::{self, Item, Message, ReadPlan, Window};
+use crate::source::{self, Item, Message, ReadPlan, TimeRange};
 use crate::{Error, Result};
 
 /// Bad rows logged one by one; past this they are only counted.
@@ -29,7 +29,7 @@ pub struct ReplayOptions {
     pub spec: FeatureSpec,
     /// A CSV or gzip-compressed CSV with a header row.
     pub data: PathBuf,
-    pub window: Window,
+    pub window: TimeRange,
     /// Stop after this many rows (requests) sent.
     pub rows: Option<u64>,
     pub pace: Pace,
@@ -156,7 +156,7 @@ impl ReplayOptions {
         Self {
             spec,
             data: data.into(),
-            window: Window::default(),
+            window: TimeRange::default(),
             rows: None,
             pace: Pace::Max,
             label_delay: Duration::ZERO,
@@ -630,7 +630,7 @@ mod tests {
     #[tokio::test]
     async fn the_window_and_the_row_limit_pick_the_rows() {
         let (_dir, opts) = data(10);
-        let window = Window {
+        let window = TimeRange {
             from: Some(2 * 600_000),
             to: Some(8 * 600_000),
         };
@@ -751,7 +751,7 @@ mod tests {
             let resume = *saved.lock().unwrap();
             let opts = ReplayOptions {
                 resume,
-                window: Window {
+                window: TimeRange {
                     from: resume.map(|r| r.window_from(base.label_delay)),
                     to: None,
                 },
@@ -803,7 +803,7 @@ mod tests {
                 assert!(runs <= 200, "every {every}: no progress");
                 let resumed = ReplayOptions {
                     resume,
-                    window: Window {
+                    window: TimeRange {
                         from: resume.map(|r: Resume| r.window_from(opts.label_delay)),
                         to: None,
                     },

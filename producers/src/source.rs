@@ -85,12 +85,12 @@ pub(crate) struct Row {
 
 /// Event-time bounds: `from` inclusive, `to` exclusive.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Window {
+pub struct TimeRange {
     pub from: Option<i64>,
     pub to: Option<i64>,
 }
 
-impl Window {
+impl TimeRange {
     pub fn contains(&self, t: i64) -> bool {
         self.from.is_none_or(|f| t >= f) && self.to.is_none_or(|end| t < end)
     }
@@ -101,7 +101,7 @@ impl Window {
 pub(crate) struct ReadPlan {
     pub path: PathBuf,
     pub spec: FeatureSpec,
-    pub window: Window,
+    pub window: TimeRange,
     /// Stop after this many good rows in the window.
     pub limit: Option<u64>,
     pub label_delay_ms: i64,
@@ -319,11 +319,11 @@ mod tests {
 
     #[test]
     fn window_is_from_inclusive_to_exclusive() {
-        let w = Window {
+        let w = TimeRange {
             from: Some(10),
             to: Some(20),
         };
         assert!(!w.contains(9) && w.contains(10) && w.contains(19) && !w.contains(20));
-        assert!(Window::default().contains(i64::MIN));
+        assert!(TimeRange::default().contains(i64::MIN));
     }
 }

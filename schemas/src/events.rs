@@ -405,7 +405,7 @@ avro_enum!(
 
 /// The span of data an evaluation looked at.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
-pub struct Window {
+pub struct ReportWindow {
     pub start_time: i64,
     pub end_time: i64,
     pub count: i64,
@@ -480,7 +480,7 @@ pub struct DriftReport {
     pub model: String,
     pub model_version: i64,
     pub evaluated_at: i64,
-    pub window: Window,
+    pub window: ReportWindow,
     pub features: Vec<FeatureDrift>,
     pub prediction: Option<FeatureDrift>,
     pub performance: Vec<MetricComparison>,
@@ -546,7 +546,7 @@ impl Event for DriftReport {
             model: f.string("model")?,
             model_version: f.long("model_version")?,
             evaluated_at: f.long("evaluated_at")?,
-            window: Window {
+            window: ReportWindow {
                 start_time: w.long("start_time")?,
                 end_time: w.long("end_time")?,
                 count: w.long("count")?,
@@ -660,7 +660,7 @@ pub struct TrainingWindow {
     pub train_rows: i64,
     pub holdout_rows: i64,
     /// "topic/partition" -> next offset, past the newest message behind any of the rows
-    /// (as in [`Window::end_offsets`]); empty when the rows did not come from topics.
+    /// (as in [`ReportWindow::end_offsets`]); empty when the rows did not come from topics.
     pub end_offsets: BTreeMap<String, i64>,
 }
 

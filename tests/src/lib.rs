@@ -242,7 +242,7 @@ pub mod samples {
             model: "flights".into(),
             model_version: 3,
             evaluated_at: 1_700_000_000_000,
-            window: Window {
+            window: ReportWindow {
                 start_time: 1_357_016_400_000,
                 end_time: 1_359_016_400_000,
                 count: 5000,

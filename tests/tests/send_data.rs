@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use driftline_producers::sink::KafkaSink;
-use driftline_producers::{Outcome, Pace, Progress, ReplayOptions, Summary, Window, replay};
+use driftline_producers::{Outcome, Pace, Progress, ReplayOptions, Summary, TimeRange, replay};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{Actual, FeatureValue, Features, PredictionRequest};
 use driftline_schemas::spec::{FeatureSpec, Kind, parse_time};
@@ -110,7 +110,7 @@ async fn replays_a_slice_that_a_consumer_reads_back_in_event_time_order() -> Res
 
     let (requests_topic, actuals_topic) = topics().await?;
     let opts = ReplayOptions {
-        window: Window {
+        window: TimeRange {
             from: Some(from),
             to: None,
         },

@@ -324,8 +324,8 @@ pub(crate) mod sample {
 
     use driftline_schemas::events::{
         Actual, DriftDecision, DriftReport, FeatureDrift, FeatureKind, MetricComparison,
-        ModelPublished, ModelStatus, Prediction, PredictionLogged, PredictionSource,
-        TrainingWindow, Window,
+        ModelPublished, ModelStatus, Prediction, PredictionLogged, PredictionSource, ReportWindow,
+        TrainingWindow,
     };
 
     use super::{DAY_MS, History};
@@ -372,7 +372,7 @@ pub(crate) mod sample {
             model: "flights".into(),
             model_version: version,
             evaluated_at: START + day * DAY_MS + 1000,
-            window: Window {
+            window: ReportWindow {
                 start_time: START + (day - 1) * DAY_MS,
                 end_time: START + day * DAY_MS,
                 count: 500,

@@ -21,7 +21,7 @@ use driftline_producers::pace::Pace;
 use driftline_producers::progress::Progress;
 use driftline_producers::replay::{Checkpoint, Cursor, Outcome, ReplayOptions, Resume, replay};
 use driftline_producers::sink::KafkaSink;
-use driftline_producers::source::Window;
+use driftline_producers::source::TimeRange;
 use driftline_runtime::KafkaArgs;
 use driftline_schemas::spec::{FeatureSpec, format_time, parse_time};
 use driftline_schemas::topics;
@@ -252,7 +252,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
             );
         }
         let mut opts = ReplayOptions::new(spec.clone(), &data);
-        opts.window = Window {
+        opts.window = TimeRange {
             from: Some(start),
             to: None,
         };

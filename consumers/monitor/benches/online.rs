@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use driftline_monitor::window::{Event, Window, WindowConfig};
+use driftline_monitor::window::{Observation, Window, WindowConfig};
 use driftline_schemas::events::{FeatureKind, FeatureProfile, FeatureValue};
 use rand::{Rng, SeedableRng};
 
@@ -41,7 +41,7 @@ fn profiles(rng: &mut rand::rngs::StdRng) -> Vec<FeatureProfile> {
     out
 }
 
-fn events(rng: &mut rand::rngs::StdRng, n: usize, labels: &[String]) -> Vec<Event> {
+fn events(rng: &mut rand::rngs::StdRng, n: usize, labels: &[String]) -> Vec<Observation> {
     (0..n)
         .map(|i| {
             let mut values = Vec::with_capacity(NUMERIC + CATEGORICAL);
@@ -55,7 +55,7 @@ fn events(rng: &mut rand::rngs::StdRng, n: usize, labels: &[String]) -> Vec<Even
                     labels[rng.random_range(0..labels.len())].clone(),
                 ));
             }
-            Event {
+            Observation {
                 event_time: i as i64,
                 values,
             }

@@ -59,7 +59,7 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
-    use driftline_schemas::events::{DriftDecision, DriftReport, Window};
+    use driftline_schemas::events::{DriftDecision, DriftReport, ReportWindow};
     use tower::ServiceExt;
 
     fn report() -> DriftReport {
@@ -68,7 +68,7 @@ mod tests {
             model: "m".into(),
             model_version: 1,
             evaluated_at: 5,
-            window: Window::default(),
+            window: ReportWindow::default(),
             features: vec![],
             prediction: None,
             performance: vec![],

@@ -36,7 +36,7 @@ pub mod window;
 
 pub use monitor::{Evaluation, ModelMonitor, MonitorConfig};
 pub use policy::{Correction, MonitorPolicy};
-pub use window::{Event, Window, WindowConfig};
+pub use window::{Observation, Window, WindowConfig};
 
 /// Errors of the monitor.
 #[derive(Debug, thiserror::Error)]

@@ -9,14 +9,14 @@ use std::ops::Range;
 use driftline_model::{PREDICTION, lower_is_better};
 use driftline_schemas::events::{
     Actual, DriftReport, FeatureDrift, FeatureKind, FeatureProfile, FeatureValue, PredictionLogged,
-    RetrainRequested, RetrainTrigger, Window as ReportWindow,
+    ReportWindow, RetrainRequested, RetrainTrigger,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::performance::{Joined, PerformanceWindow};
 use crate::policy::{Findings, MonitorPolicy, PolicyState};
 use crate::tracker::FeatureStats;
-use crate::window::{Event, Window, WindowConfig, number_label};
+use crate::window::{Observation, Window, WindowConfig, number_label};
 use crate::{Error, Result};
 
 /// Everything configurable about a monitor.
@@ -169,7 +169,7 @@ impl ModelMonitor {
         profiles: &[FeatureProfile],
         holdout: BTreeMap<String, f64>,
         config: MonitorConfig,
-        events: impl IntoIterator<Item = Event>,
+        events: impl IntoIterator<Item = Observation>,
         pending: impl IntoIterator<Item = (u64, Pending)>,
         joined: impl IntoIterator<Item = Joined>,
     ) -> Self {
@@ -232,7 +232,7 @@ impl ModelMonitor {
     }
 
     /// The window event of a logged prediction (features in reference order).
-    pub fn event_of(&self, p: &PredictionLogged) -> Event {
+    pub fn event_of(&self, p: &PredictionLogged) -> Observation {
         let values = self
             .profiles
             .iter()
@@ -252,7 +252,7 @@ impl ModelMonitor {
                 }
             })
             .collect();
-        Event {
+        Observation {
             event_time: p.event_time,
             values,
         }
@@ -266,7 +266,7 @@ impl ModelMonitor {
 
     /// Adds a prediction's event to the window, and the prediction (when given) to those
     /// waiting for their actual.
-    pub fn observe(&mut self, event: &Event, prediction: Option<Pending>) -> Observed {
+    pub fn observe(&mut self, event: &Observation, prediction: Option<Pending>) -> Observed {
         let seq = self.window.next_seq();
         if self.last_eval_time.is_none() {
             self.last_eval_time = Some(event.event_time);

@@ -11,7 +11,7 @@ use driftline_schemas::events::FeatureValue;
 
 use crate::monitor::{ModelMeta, Pending};
 use crate::performance::Joined;
-use crate::window::Event;
+use crate::window::Observation;
 use crate::{Error, Result};
 
 pub fn meta_key(model: &str) -> Vec<u8> {
@@ -85,7 +85,7 @@ pub fn decode_pending(b: &[u8]) -> Result<Pending> {
 }
 
 /// An event: time, value count, then per value a tag (0 missing, 1 number, 2 label).
-pub fn encode_event(e: &Event) -> Vec<u8> {
+pub fn encode_event(e: &Observation) -> Vec<u8> {
     let mut b = Vec::with_capacity(12 + e.values.len() * 9);
     b.extend_from_slice(&e.event_time.to_be_bytes());
     b.extend_from_slice(&(e.values.len() as u32).to_be_bytes());
@@ -135,7 +135,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-pub fn decode_event(b: &[u8]) -> Result<Event> {
+pub fn decode_event(b: &[u8]) -> Result<Observation> {
     let mut r = Reader(b);
     let event_time = r.u64()? as i64;
     let n = r.u32()? as usize;
@@ -152,7 +152,7 @@ pub fn decode_event(b: &[u8]) -> Result<Event> {
             _ => return Err(corrupt("window event")),
         });
     }
-    Ok(Event { event_time, values })
+    Ok(Observation { event_time, values })
 }
 
 /// A joined pair: tag 0 regression (predicted, actual), 1 classification (correct, p).
@@ -194,7 +194,7 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let e = Event {
+        let e = Observation {
             event_time: -5,
             values: vec![
                 FeatureValue::Missing,

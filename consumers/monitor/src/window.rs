@@ -33,9 +33,9 @@ impl Default for WindowConfig {
     }
 }
 
-/// One event: its event time and a value per window feature, in [`Window::names`] order.
+/// One prediction as the window keeps it: its event time and a value per window feature, in [`Window::names`] order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Event {
+pub struct Observation {
     pub event_time: i64,
     pub values: Vec<FeatureValue>,
 }
@@ -134,7 +134,7 @@ impl Window {
 
     /// Adds an event and evicts what falls out; returns the evicted sequence numbers
     /// (always the oldest ones, so a range).
-    pub fn push(&mut self, event: &Event) -> Range<u64> {
+    pub fn push(&mut self, event: &Observation) -> Range<u64> {
         for (i, t) in self.trackers.iter_mut().enumerate() {
             let v = event.values.get(i).unwrap_or(&FeatureValue::Missing);
             let cell = match t {
@@ -222,8 +222,8 @@ mod tests {
         ]
     }
 
-    fn event(t: i64, x: f64, c: &str) -> Event {
-        Event {
+    fn event(t: i64, x: f64, c: &str) -> Observation {
+        Observation {
             event_time: t,
             values: vec![FeatureValue::Number(x), FeatureValue::Category(c.into())],
         }
@@ -267,7 +267,7 @@ mod tests {
             max_events: 50,
             ..Default::default()
         };
-        let events: Vec<Event> = (0..120)
+        let events: Vec<Observation> = (0..120)
             .map(|i| event(i, (i * 7 % 130) as f64, ["a", "b", "z"][i as usize % 3]))
             .collect();
         let mut w = Window::new(&profiles(), cfg);
