@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use driftline_kafka::KafkaArgs;
+use driftline_kafka::topics::{TopicDef, TopicSpec, apply};
 use driftline_producers::sink::{Delivered, KafkaSink, Sink, Topic, producer_config};
 use driftline_producers::source::Message;
 use driftline_producers::{Progress, ReplayOptions, replay};
-use driftline_runtime::KafkaArgs;
-use driftline_runtime::topics::{TopicDef, TopicSpec, apply};
 use driftline_schemas::spec::FeatureSpec;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};

@@ -24,7 +24,7 @@
 //!
 //! let spec = FeatureSpec::load("data/flights.toml".as_ref())?;
 //! let opts = ReplayOptions { rows: Some(1000), ..ReplayOptions::new(spec, "data/flights.csv.gz") };
-//! let kafka = driftline_runtime::KafkaArgs::default();
+//! let kafka = driftline_kafka::KafkaArgs::default();
 //! let mut sink = KafkaSink::new(&kafka, "driftline.requests", "driftline.actuals").await?;
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! let summary = replay(&opts, &mut sink, &Progress::hidden(), &shutdown).await?;

@@ -13,10 +13,11 @@ use driftline_schemas::duration::parse_duration;
 
 use anyhow::{Context, Result};
 use clap::{ArgGroup, Parser};
+use driftline_kafka::KafkaArgs;
+use driftline_process::{shutdown, telemetry};
 use driftline_producers::avro_file::AvroFileSink;
 use driftline_producers::sink::KafkaSink;
 use driftline_producers::{Outcome, Pace, Progress, ReplayOptions, Summary, TimeRange, replay};
-use driftline_runtime::{KafkaArgs, shutdown, telemetry};
 use driftline_schemas::spec::{FeatureSpec, parse_time};
 use driftline_schemas::topics;
 use tracing::info;

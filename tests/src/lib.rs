@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use driftline_runtime::KafkaArgs;
-use driftline_runtime::topics::{TopicDef, TopicSpec, apply};
+use driftline_kafka::KafkaArgs;
+use driftline_kafka::topics::{TopicDef, TopicSpec, apply};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -89,7 +89,7 @@ pub async fn create_topics(topics: &[(&str, i32)]) -> Result<()> {
             .map(|(name, partitions)| TopicDef {
                 name: name.to_string(),
                 partitions: *partitions,
-                replication: driftline_runtime::topics::BROKER_DEFAULT_REPLICATION,
+                replication: driftline_kafka::topics::BROKER_DEFAULT_REPLICATION,
                 config: Default::default(),
             })
             .collect(),

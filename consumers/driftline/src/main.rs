@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use driftline_runtime::KafkaArgs;
-use driftline_runtime::topics::TopicSpec;
+use driftline_kafka::KafkaArgs;
+use driftline_kafka::topics::TopicSpec;
 
 mod dashboard;
 mod up;
@@ -25,7 +25,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     #[command(flatten)]
-    telemetry: driftline_runtime::telemetry::TelemetryArgs,
+    telemetry: driftline_process::telemetry::TelemetryArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,7 +76,7 @@ fn default_topic_spec() -> PathBuf {
 
 pub(crate) async fn apply_topics(kafka: &KafkaArgs, spec: &std::path::Path) -> Result<Vec<String>> {
     let spec = TopicSpec::load(spec)?;
-    driftline_runtime::topics::apply(kafka, &spec)
+    driftline_kafka::topics::apply(kafka, &spec)
         .await
         .with_context(|| format!("applying topics on {}", kafka.bootstrap_servers))
 }
@@ -87,11 +87,11 @@ pub(crate) async fn apply_topics(kafka: &KafkaArgs, spec: &std::path::Path) -> R
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     // Held to the end of main: dropping it exports the spans still queued.
-    let result = match driftline_runtime::telemetry::init(&cli.telemetry) {
+    let result = match driftline_process::telemetry::init(&cli.telemetry) {
         Ok(_telemetry) => run(cli.command).await,
         Err(e) => Err(e.into()),
     };
-    driftline_runtime::exit_code("driftline", result)
+    driftline_process::exit_code("driftline", result)
 }
 
 async fn run(command: Command) -> Result<()> {
@@ -99,17 +99,17 @@ async fn run(command: Command) -> Result<()> {
         Command::Up(args) => up::run(args).await,
         Command::Predictor(args) => Ok(driftline_predictor::service::run(
             args,
-            driftline_runtime::shutdown::on_signal(),
+            driftline_process::shutdown::on_signal(),
         )
         .await?),
         Command::Monitor(args) => Ok(driftline_monitor::service::run(
             args,
-            driftline_runtime::shutdown::on_signal(),
+            driftline_process::shutdown::on_signal(),
         )
         .await?),
         Command::Trainer(args) => Ok(driftline_trainer::service::run(
             args,
-            driftline_runtime::shutdown::on_signal(),
+            driftline_process::shutdown::on_signal(),
         )
         .await?),
         Command::Models(args) => Ok(driftline_trainer::cli::run(args).await?),

@@ -16,13 +16,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use driftline_kafka::KafkaArgs;
 use driftline_predictor::service::PredictorArgs;
 use driftline_producers::pace::Pace;
 use driftline_producers::progress::Progress;
 use driftline_producers::replay::{Checkpoint, Cursor, Outcome, ReplayOptions, Resume, replay};
 use driftline_producers::sink::KafkaSink;
 use driftline_producers::source::TimeRange;
-use driftline_runtime::KafkaArgs;
 use driftline_schemas::spec::{FeatureSpec, format_time, parse_time};
 use driftline_schemas::topics;
 use tokio::task::JoinSet;
@@ -129,7 +129,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let created = crate::apply_topics(&args.kafka, &crate::infra_dir().join("topics.toml")).await?;
     info!(created = created.len(), "topics ready");
 
-    let shutdown = driftline_runtime::shutdown::on_signal();
+    let shutdown = driftline_process::shutdown::on_signal();
     let mut services = JoinSet::new();
     let predictor = PredictorArgs {
         kafka: args.kafka.clone(),
@@ -220,7 +220,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         shutdown.clone(),
     ));
     let app = crate::dashboard::router(history);
-    driftline_runtime::serve::serve_http("dashboard", args.dashboard_addr, app, &shutdown).await?;
+    driftline_process::http::serve("dashboard", args.dashboard_addr, app, &shutdown).await?;
     eprintln!("[up] dashboard on http://{}/", args.dashboard_addr);
     tokio::spawn(watch::print_every(
         seen.clone(),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use driftline_runtime::KafkaArgs;
+use driftline_kafka::KafkaArgs;
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{
     Actual, DriftDecision, DriftReport, ModelPublished, PredictionLogged, RetrainRequested,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use common::{OnTheBus, exit_within, lines, repo, up_command, wait_for, write_data};
-use driftline_runtime::KafkaArgs;
+use driftline_kafka::KafkaArgs;
 use driftline_schemas::topics;
 use driftline_tests::{reader_on, unique};
 use rand::Rng;

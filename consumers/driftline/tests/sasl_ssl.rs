@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use common::{count_ids, exactly_once, exit_within, lines, repo, wait_for, write_data};
-use driftline_runtime::KafkaArgs;
+use driftline_kafka::KafkaArgs;
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{ModelPublished, PredictionLogged, PredictionRequest};
 use driftline_schemas::topics;

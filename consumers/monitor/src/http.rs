@@ -51,7 +51,7 @@ pub fn router(latest: LatestReports, prometheus: prometheus::Registry) -> Router
         .route("/models/{model}/drift", get(drift))
         .route("/health", get(|| async { "ok" }))
         .with_state(latest)
-        .merge(driftline_runtime::metrics::router(prometheus))
+        .merge(driftline_process::metrics::router(prometheus))
 }
 
 #[cfg(test)]

@@ -49,6 +49,10 @@ pub enum Error {
     Model(#[from] driftline_model::Error),
     #[error(transparent)]
     Runtime(#[from] driftline_runtime::Error),
+    #[error(transparent)]
+    Cluster(#[from] driftline_kafka::Error),
+    #[error(transparent)]
+    Process(#[from] driftline_process::Error),
     #[error("{path}: {message}")]
     Data { path: String, message: String },
     #[error("state: {0}")]

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use driftline_kafka::KafkaArgs;
 use driftline_runtime::metrics::Metrics;
-use driftline_runtime::{KafkaArgs, RunOptions, Store};
+use driftline_runtime::{RunOptions, Store};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::topics;
 use rdkafka::producer::FutureProducer;
@@ -86,7 +87,7 @@ pub async fn run(args: MonitorArgs, shutdown: CancellationToken) -> Result<()> {
     let (registry, loaded) = (follower.registry.clone(), follower.loaded.clone());
     let app = crate::http::router(latest.clone(), runtime_metrics.registry.clone());
     let (_, http_task) =
-        driftline_runtime::serve::serve_http("HTTP API", args.http_addr, app, &shutdown).await?;
+        driftline_process::http::serve("HTTP API", args.http_addr, app, &shutdown).await?;
 
     // The windows refer to registry versions: load the registry before restoring them.
     tokio::select! {

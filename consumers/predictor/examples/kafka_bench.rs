@@ -19,8 +19,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use driftline_kafka::KafkaArgs;
 use driftline_predictor::service::run;
-use driftline_runtime::KafkaArgs;
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{Event, FeatureValue, PredictionLogged, PredictionRequest};
 use driftline_schemas::spec::FeatureSpec;
@@ -72,7 +72,7 @@ fn read_n(
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let _telemetry = driftline_runtime::telemetry::init_from_env()?;
+    let _telemetry = driftline_process::telemetry::init_from_env()?;
     let n: usize = std::env::var("BENCH_MESSAGES")
         .ok()
         .and_then(|v| v.parse().ok())

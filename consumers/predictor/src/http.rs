@@ -137,7 +137,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/openapi.json", get(openapi))
         .with_state((state.clone(), limits))
         .layer(middleware::from_fn_with_state(state, observe));
-    api.merge(driftline_runtime::metrics::router(prometheus))
+    api.merge(driftline_process::metrics::router(prometheus))
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(ConcurrencyLimitLayer::new(limits.concurrency))
         .layer(TimeoutLayer::with_status_code(

@@ -29,6 +29,10 @@ pub enum Error {
     Config(String),
     #[error(transparent)]
     Runtime(#[from] driftline_runtime::Error),
+    #[error(transparent)]
+    Cluster(#[from] driftline_kafka::Error),
+    #[error(transparent)]
+    Process(#[from] driftline_process::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -11,9 +11,10 @@ use crate::metrics::PredictorMetrics;
 use crate::processor::PredictProcessor;
 use crate::{Error, ModelSlots, Result};
 use clap::Args;
+use driftline_kafka::KafkaArgs;
 use driftline_runtime::metrics::Metrics;
 use driftline_runtime::registry::Registry;
-use driftline_runtime::{KafkaArgs, RunOptions, Store};
+use driftline_runtime::{RunOptions, Store};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::spec::FeatureSpec;
 use driftline_schemas::topics;
@@ -138,7 +139,7 @@ pub async fn run(args: PredictorArgs, shutdown: CancellationToken) -> Result<()>
         timeout: Duration::from_millis(args.timeout_ms),
         ..Limits::default()
     };
-    let (_, http_task) = driftline_runtime::serve::serve_http(
+    let (_, http_task) = driftline_process::http::serve(
         "HTTP API",
         args.http_addr,
         http::router(state, limits),

@@ -26,7 +26,9 @@ use tracing::{debug, info, info_span, warn};
 
 use crate::metrics::Metrics;
 use crate::store::{Store, TopicPartition, Txn, Writes};
-use crate::{Error, KafkaArgs, Result, now_ms};
+use driftline_kafka::KafkaArgs;
+
+use crate::{Error, Result, now_ms};
 
 mod positions;
 

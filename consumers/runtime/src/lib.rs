@@ -11,17 +11,12 @@
 //! A message that can never be processed goes to the dead-letter topic with its reason,
 //! is counted, and its offset is committed like any other.
 
-pub mod config;
 pub mod consumer;
 pub mod metrics;
 pub mod registry;
 pub mod serve;
-pub mod shutdown;
 pub mod store;
-pub mod telemetry;
-pub mod topics;
 
-pub use config::KafkaArgs;
 pub use consumer::{Output, Processor, Record, Rejection, RunOptions, run};
 pub use store::{Store, Txn};
 
@@ -40,10 +35,10 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("delivery to {topic} failed: {error}")]
     Delivery { topic: String, error: String },
-    #[error("cannot use the Kafka cluster at {bootstrap}: {reason}")]
-    Connect { bootstrap: String, reason: String },
-    #[error("telemetry: {0}")]
-    Telemetry(String),
+    #[error(transparent)]
+    Cluster(#[from] driftline_kafka::Error),
+    #[error(transparent)]
+    Process(#[from] driftline_process::Error),
 }
 
 impl Error {
@@ -52,7 +47,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Kafka(_) | Error::Delivery { .. } | Error::Io(_)
+            Error::Kafka(_)
+                | Error::Delivery { .. }
+                | Error::Io(_)
+                | Error::Cluster(driftline_kafka::Error::Kafka(_))
         )
     }
 }
@@ -65,16 +63,4 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// How a binary ends: success, or one line `<program>: <error with its causes>` on stderr
-/// and a failure code (no backtrace, even with RUST_BACKTRACE set).
-pub fn exit_code(program: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{program}: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
 }

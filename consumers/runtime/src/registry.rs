@@ -16,7 +16,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::{KafkaArgs, Result};
+use driftline_kafka::KafkaArgs;
+
+use crate::Result;
 
 /// Every version of every model, by its latest record.
 #[derive(Debug, Default, Clone)]

@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use driftline_kafka::KafkaArgs;
+use driftline_kafka::topics::{TopicDef, TopicSpec, apply};
 use driftline_runtime::metrics::Metrics;
-use driftline_runtime::topics::{TopicDef, TopicSpec, apply};
-use driftline_runtime::{KafkaArgs, Output, Processor, Record, Rejection, RunOptions, Store, Txn};
+use driftline_runtime::{Output, Processor, Record, Rejection, RunOptions, Store, Txn};
 use driftline_schemas::codec::Codec;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;

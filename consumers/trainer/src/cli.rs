@@ -6,8 +6,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use driftline_kafka::KafkaArgs;
+use driftline_runtime::now_ms;
 use driftline_runtime::registry::{Registry, SharedRegistry, follow};
-use driftline_runtime::{KafkaArgs, now_ms};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::topics;
 use rdkafka::producer::FutureProducer;

@@ -95,7 +95,7 @@ pub fn router(api: RegistryApi, prometheus: prometheus::Registry) -> Router {
         .route("/models/{model}/versions/{version}/promote", post(promote))
         .route("/models/{model}/rollback", post(rollback))
         .with_state(api)
-        .merge(driftline_runtime::metrics::router(prometheus))
+        .merge(driftline_process::metrics::router(prometheus))
 }
 
 fn authorize(api: &RegistryApi, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -201,7 +201,7 @@ mod tests {
 
     fn api(token: Option<&str>) -> Router {
         // A producer is created lazily by librdkafka; nothing is sent in these tests.
-        let producer: FutureProducer = driftline_runtime::KafkaArgs::with_bootstrap("127.0.0.1:1")
+        let producer: FutureProducer = driftline_kafka::KafkaArgs::with_bootstrap("127.0.0.1:1")
             .producer_config()
             .create()
             .unwrap();

@@ -57,6 +57,10 @@ pub enum Error {
     #[error(transparent)]
     Runtime(#[from] driftline_runtime::Error),
     #[error(transparent)]
+    Cluster(#[from] driftline_kafka::Error),
+    #[error(transparent)]
+    Process(#[from] driftline_process::Error),
+    #[error(transparent)]
     Schema(#[from] driftline_schemas::Error),
 }
 

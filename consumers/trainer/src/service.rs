@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use driftline_kafka::KafkaArgs;
 use driftline_runtime::metrics::Metrics;
-use driftline_runtime::{KafkaArgs, RunOptions, Store};
+use driftline_runtime::{RunOptions, Store};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::spec::{FeatureSpec, parse_time};
 use driftline_schemas::topics;
@@ -194,8 +195,7 @@ pub async fn run(args: TrainerArgs, shutdown: CancellationToken) -> Result<()> {
     };
     let app = http::router(api, runtime_metrics.registry.clone());
     let (_, http_task) =
-        driftline_runtime::serve::serve_http("registry API", args.http_addr, app, &shutdown)
-            .await?;
+        driftline_process::http::serve("registry API", args.http_addr, app, &shutdown).await?;
 
     // Nothing is consumed or trained before the registry is whole: both decide by it.
     tokio::select! {

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use common::{World, record};
-use driftline_runtime::serve::{follow_registry, serve_http};
+use driftline_process::http::serve as serve_http;
+use driftline_runtime::serve::follow_registry;
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::ModelStatus;
 use driftline_tests::{kafka, producer};

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use driftline_kafka::KafkaArgs;
 use driftline_runtime::metrics::Metrics;
-use driftline_runtime::{KafkaArgs, Output, Processor, Record, Rejection, RunOptions, Store, Txn};
+use driftline_runtime::{Output, Processor, Record, Rejection, RunOptions, Store, Txn};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::PredictionRequest;
 use driftline_tests::{CHECKSUM_KEY, Checksum};
@@ -83,7 +84,7 @@ impl Processor for Counter {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let _telemetry = driftline_runtime::telemetry::init_from_env()?;
+    let _telemetry = driftline_process::telemetry::init_from_env()?;
     let args = Args::parse();
     let store = Arc::new(Store::open(&args.state_dir, false).context("opening state")?);
     let codec = Codec::single_object();
@@ -97,7 +98,7 @@ async fn main() -> Result<()> {
         last: Checksum::default(),
         pause: Duration::from_millis(args.pause_ms),
     };
-    let shutdown = driftline_runtime::shutdown::on_signal();
+    let shutdown = driftline_process::shutdown::on_signal();
     driftline_runtime::run(
         &args.kafka,
         &opts,

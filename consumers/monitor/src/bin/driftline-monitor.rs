@@ -17,11 +17,11 @@ struct Cli {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let result = async {
-        let _telemetry = driftline_runtime::telemetry::init_from_env()?;
+        let _telemetry = driftline_process::telemetry::init_from_env()?;
         let cli = Cli::parse();
-        service::run(cli.args, driftline_runtime::shutdown::on_signal()).await?;
+        service::run(cli.args, driftline_process::shutdown::on_signal()).await?;
         anyhow::Ok(())
     }
     .await;
-    driftline_runtime::exit_code("driftline-monitor", result)
+    driftline_process::exit_code("driftline-monitor", result)
 }

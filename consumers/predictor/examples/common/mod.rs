@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use driftline_kafka::KafkaArgs;
+use driftline_kafka::topics::{TopicDef, TopicSpec, apply};
 use driftline_model::TrainedModel;
 use driftline_predictor::service::PredictorArgs;
-use driftline_runtime::KafkaArgs;
-use driftline_runtime::topics::{TopicDef, TopicSpec, apply};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{Event, ModelPublished, ModelStatus, TrainingWindow};
 use driftline_schemas::spec::FeatureSpec;

@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc::{self, Sender};
 
 use anyhow::{Context, Result, bail, ensure};
-use driftline_runtime::telemetry::{self, TelemetryArgs};
+use driftline_process::telemetry::{self, TelemetryArgs};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
