@@ -38,7 +38,6 @@ pub mod avro_file;
 pub mod pace;
 pub mod progress;
 pub mod replay;
-pub mod rows;
 pub mod schedule;
 pub mod sink;
 pub mod source;
@@ -55,11 +54,8 @@ pub use source::TimeRange;
 pub enum Error {
     #[error("{0}")]
     Options(String),
-    #[error("cannot open {}: {source}", path.display())]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Dataset(#[from] driftline_dataset::Error),
     #[error("{} line {line}: cannot read on: {msg}", path.display())]
     Read {
         path: PathBuf,

@@ -12,11 +12,11 @@ use tracing::warn;
 
 use crate::pace::{Pace, Pacer};
 use crate::progress::Progress;
-use crate::rows::BadRow;
 use crate::schedule::LabelQueue;
 use crate::sink::{Sink, Topic};
 use crate::source::{self, Item, Message, ReadPlan, TimeRange};
 use crate::{Error, Result};
+use driftline_dataset::rows::BadRow;
 
 /// Bad rows logged one by one; past this they are only counted.
 const MAX_WARNINGS: usize = 20;

@@ -1,8 +1,7 @@
 //! Reading a data set: a CSV or gzip-compressed CSV with a header row, turned into encoded
 //! events on a blocking thread so parsing and Avro encoding overlap with producing.
 
-use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use csv::StringRecord;
@@ -12,7 +11,9 @@ use driftline_schemas::spec::FeatureSpec;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::rows::{BadRow, RowMapper};
+use driftline_dataset::csv_reader;
+use driftline_dataset::rows::{BadRow, RowMapper};
+
 use crate::{Error, Result};
 
 /// Rows handed from the reader to the replay loop per channel message: enough to make the
@@ -20,46 +21,6 @@ use crate::{Error, Result};
 const BATCH: usize = 256;
 /// Rows between checks whether the replay still wants them.
 const CHECK_EVERY: u64 = 4096;
-
-/// Opens a data file, decompressing it when it starts with the gzip magic bytes (whatever
-/// its name).
-pub fn open(path: &Path) -> Result<Box<dyn Read + Send>> {
-    let open_err = |source| Error::Open {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = BufReader::with_capacity(1 << 16, File::open(path).map_err(open_err)?);
-    let mut magic = [0u8; 2];
-    let n = read_prefix(&mut file, &mut magic).map_err(open_err)?;
-    let file = std::io::Cursor::new(magic[..n].to_vec()).chain(file);
-    if n == 2 && magic == [0x1f, 0x8b] {
-        Ok(Box::new(BufReader::with_capacity(
-            1 << 16,
-            flate2::read::MultiGzDecoder::new(file),
-        )))
-    } else {
-        Ok(Box::new(file))
-    }
-}
-
-fn read_prefix(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-/// A CSV reader over the file; rows may have any number of fields (we report a wrong count
-/// per row rather than fail the file).
-pub fn csv_reader(path: &Path) -> Result<csv::Reader<Box<dyn Read + Send>>> {
-    Ok(csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(open(path)?))
-}
 
 /// One Kafka-ready message: key and encoded value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,31 +252,6 @@ fn read_error(path: &Path, line: u64, e: csv::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-
-    #[test]
-    fn reads_plain_and_gzip_files_alike() {
-        let dir = tempfile::tempdir().unwrap();
-        let text = "a,b\n1,2\n3,4\n";
-        let plain = dir.path().join("x.csv");
-        std::fs::write(&plain, text).unwrap();
-        // The name says nothing: the magic bytes decide.
-        let gz = dir.path().join("x.data");
-        let mut enc = flate2::write::GzEncoder::new(File::create(&gz).unwrap(), Default::default());
-        enc.write_all(text.as_bytes()).unwrap();
-        enc.finish().unwrap();
-        for path in [&plain, &gz] {
-            let mut s = String::new();
-            open(path).unwrap().read_to_string(&mut s).unwrap();
-            assert_eq!(s, text);
-        }
-        let empty = dir.path().join("empty.csv");
-        std::fs::write(&empty, "").unwrap();
-        assert_eq!(
-            read_prefix(&mut open(&empty).unwrap(), &mut [0u8; 4]).unwrap(),
-            0
-        );
-    }
 
     #[test]
     fn window_is_from_inclusive_to_exclusive() {

@@ -35,8 +35,7 @@ struct Row {
 /// The flights file's header and data lines, decompressed.
 fn flights_lines() -> Result<Vec<String>> {
     let mut text = String::new();
-    driftline_producers::source::open(&data_dir().join("flights.csv.gz"))?
-        .read_to_string(&mut text)?;
+    driftline_dataset::open(&data_dir().join("flights.csv.gz"))?.read_to_string(&mut text)?;
     Ok(text.lines().map(str::to_string).collect())
 }
 

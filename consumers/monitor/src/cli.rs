@@ -21,7 +21,9 @@ use driftline_schemas::duration::parse_duration;
 use driftline_schemas::events::{
     Actual, DriftDecision, Features, PredictionLogged, PredictionSource, RetrainRequested,
 };
-use driftline_schemas::spec::{FeatureSpec, TargetKind, format_time, parse_time};
+use driftline_schemas::spec::{FeatureSpec, format_time, parse_time};
+
+use driftline_dataset::rows::{Mapped, RowMapper};
 
 use crate::monitor::{Evaluation, ModelMonitor, MonitorConfig, Pending};
 use crate::policy::{Correction, MonitorPolicy};
@@ -183,21 +185,11 @@ pub struct DriftArgs {
     pub format: DriftFormat,
 }
 
-fn open(path: &Path) -> Result<Box<dyn Read>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::Data {
+fn open(path: &Path) -> Result<Box<dyn Read + Send>> {
+    driftline_dataset::open(path).map_err(|e| Error::Data {
         path: path.display().to_string(),
         message: e.to_string(),
-    })?;
-    let reader = std::io::BufReader::with_capacity(1 << 20, file);
-    Ok(if is_gz(path) {
-        Box::new(flate2::read::MultiGzDecoder::new(reader))
-    } else {
-        Box::new(reader)
     })
-}
-
-fn is_gz(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "gz")
 }
 
 fn load_spec(path: &Path) -> Result<FeatureSpec> {
@@ -209,7 +201,11 @@ pub fn drift(args: &DriftArgs) -> Result<String> {
     let spec = args.spec.as_deref().map(load_spec).transpose()?;
     // A plain file is read whole in one call; a gzipped one is decompressed as a stream.
     let frame = |p: &Path| {
-        if is_gz(p) {
+        let gzip = driftline_dataset::is_gzip(p).map_err(|e| Error::Data {
+            path: p.display().to_string(),
+            message: e.to_string(),
+        })?;
+        if gzip {
             Frame::from_reader(open(p)?, spec.as_ref(), &p.display().to_string())
         } else {
             Frame::from_path(p, spec.as_ref())
@@ -304,28 +300,17 @@ struct Row {
     target: Option<Target>,
 }
 
+/// The file's rows by the spec, as send_data would send them: a row it would refuse (bad
+/// time, feature or target, wrong field count) is skipped and counted.
 fn read_rows(spec: &FeatureSpec, path: &Path) -> Result<(Vec<Row>, usize)> {
     let data_err = |m: String| Error::Data {
         path: path.display().to_string(),
         message: m,
     };
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(open(path)?);
+    let mut rdr = driftline_dataset::csv_reader(path).map_err(|e| data_err(e.to_string()))?;
     let header = rdr.headers().map_err(|e| data_err(e.to_string()))?.clone();
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| h.trim() == name)
-            .ok_or_else(|| data_err(format!("no column `{name}`")))
-    };
-    let time_col = col(&spec.dataset.time_column)?;
-    let target_col = col(&spec.target.column)?;
-    let feature_cols = spec
-        .features
-        .iter()
-        .map(|f| col(f.column()))
-        .collect::<Result<Vec<_>>>()?;
+    let mapper = RowMapper::new(spec, &header)
+        .map_err(|missing| data_err(format!("no column named {}", missing.join(", "))))?;
     let mut rows = Vec::new();
     let mut skipped = 0;
     let mut record = csv::StringRecord::new();
@@ -333,38 +318,21 @@ fn read_rows(spec: &FeatureSpec, path: &Path) -> Result<(Vec<Row>, usize)> {
         .read_record(&mut record)
         .map_err(|e| data_err(e.to_string()))?
     {
-        let Ok(event_time) = parse_time(record.get(time_col).unwrap_or_default()) else {
+        let mapped = mapper
+            .event_time(&record)
+            .and_then(|t| mapper.map(&record, t, 0));
+        let Ok(Mapped { request, actual }) = mapped else {
             skipped += 1;
             continue;
         };
-        let mut features = Features::new();
-        let mut ok = true;
-        for (def, c) in spec.features.iter().zip(&feature_cols) {
-            match FeatureSpec::parse_cell(def, record.get(*c).unwrap_or_default()) {
-                Ok(v) => {
-                    features.insert(def.name.clone(), v);
-                }
-                Err(_) => ok = false,
-            }
-        }
-        if !ok {
-            skipped += 1;
-            continue;
-        }
-        let cell = record.get(target_col).unwrap_or_default().trim();
-        let target = match spec.target.kind {
-            TargetKind::Regression => cell
-                .parse::<f64>()
-                .ok()
-                .filter(|x| x.is_finite())
-                .map(Target::Value),
-            TargetKind::Classification => {
-                (!cell.is_empty()).then(|| Target::Class(cell.to_string()))
-            }
-        };
+        let target = actual.and_then(|a| match (a.value, a.class) {
+            (Some(v), _) => Some(Target::Value(v)),
+            (None, Some(c)) => Some(Target::Class(c)),
+            (None, None) => None,
+        });
         rows.push(Row {
-            event_time,
-            features,
+            event_time: request.event_time,
+            features: request.features,
             target,
         });
     }

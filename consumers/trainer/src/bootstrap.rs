@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use driftline_dataset::csv_reader;
+use driftline_dataset::rows::RowMapper;
 use driftline_model::{LabelledRow, Target};
-use driftline_producers::rows::RowMapper;
-use driftline_producers::source::csv_reader;
 use driftline_schemas::spec::{FeatureSpec, format_time, parse_time};
 
 use crate::{Error, Result};
