@@ -134,7 +134,7 @@ async fn serves_the_production_model_and_swaps_versions_mid_stream() -> Result<(
         timeout_ms: 5000,
     };
     let shutdown = CancellationToken::new();
-    let service = tokio::spawn(run(args, shutdown.clone()));
+    let service = tokio::spawn(run(args, shutdown.clone(), Default::default()));
     wait_ready(addr).await?;
 
     // 150 requests served by v1; then v2 (slope 3) is published while 150 more stream in.
@@ -386,7 +386,7 @@ async fn reports_not_ready_until_a_model_exists() -> Result<()> {
         timeout_ms: 5000,
     };
     let shutdown = CancellationToken::new();
-    let service = tokio::spawn(run(args, shutdown.clone()));
+    let service = tokio::spawn(run(args, shutdown.clone(), Default::default()));
     let mut live = None;
     for _ in 0..100 {
         if let Ok(r) = http(addr, "GET", "/v2/health/live", None).await {

@@ -100,16 +100,19 @@ async fn run(command: Command) -> Result<()> {
         Command::Predictor(args) => Ok(driftline_predictor::service::run(
             args,
             driftline_process::shutdown::on_signal(),
+            Default::default(),
         )
         .await?),
         Command::Monitor(args) => Ok(driftline_monitor::service::run(
             args,
             driftline_process::shutdown::on_signal(),
+            Default::default(),
         )
         .await?),
         Command::Trainer(args) => Ok(driftline_trainer::service::run(
             args,
             driftline_process::shutdown::on_signal(),
+            Default::default(),
         )
         .await?),
         Command::Models(args) => Ok(driftline_trainer::cli::run(args).await?),

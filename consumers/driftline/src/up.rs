@@ -17,14 +17,17 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use driftline_kafka::KafkaArgs;
+use driftline_monitor::service::MonitorArgs;
 use driftline_predictor::service::PredictorArgs;
 use driftline_producers::pace::Pace;
 use driftline_producers::progress::Progress;
 use driftline_producers::replay::{Checkpoint, Cursor, Outcome, ReplayOptions, Resume, replay};
 use driftline_producers::sink::KafkaSink;
 use driftline_producers::source::TimeRange;
+use driftline_runtime::service::Ready;
 use driftline_schemas::spec::{FeatureSpec, format_time, parse_time};
 use driftline_schemas::topics;
+use driftline_trainer::service::TrainerArgs;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -130,81 +133,53 @@ pub async fn run(args: UpArgs) -> Result<()> {
     info!(created = created.len(), "topics ready");
 
     let shutdown = driftline_process::shutdown::on_signal();
-    let mut services = JoinSet::new();
-    let predictor = PredictorArgs {
-        kafka: args.kafka.clone(),
-        specs: vec![spec_path.clone()],
-        http_addr: args.http_addr,
-        state_dir: state_dir.join("predictor"),
-        group: PREDICTOR_GROUP.into(),
-        requests_topic: topics::REQUESTS.into(),
-        predictions_topic: topics::PREDICTIONS.into(),
-        models_topic: topics::MODELS.into(),
-        dlq_topic: topics::DLQ.into(),
-        body_limit: 2 * 1024 * 1024,
-        concurrency: 512,
-        timeout_ms: 10_000,
-    };
-    {
-        let shutdown = shutdown.clone();
-        services.spawn(async move {
-            driftline_predictor::service::run(predictor, shutdown)
-                .await
-                .map_err(anyhow::Error::from)
-        });
-    }
+    let mut services = Services::new(shutdown.clone());
+    let predictor_ready = Ready::default();
+    let (mut predictor, _) = service_settings::<PredictorArgs>()?;
+    predictor.kafka = args.kafka.clone();
+    predictor.specs = vec![spec_path.clone()];
+    predictor.http_addr = args.http_addr;
+    predictor.state_dir = state_dir.join("predictor");
+    predictor.group = PREDICTOR_GROUP.into();
+    services.spawn(
+        "predictor",
+        driftline_predictor::service::run(predictor, shutdown.clone(), predictor_ready.clone()),
+    );
     // The trainer and monitor take their defaults from their own flag definitions, except
     // three that suit a replay of seasonal data: decide only on a full window (10k events,
     // about ten days of flights), train on at least that many rows, and wait about a month
     // of new events between retrain requests (weather always differs from a few days ago;
     // what matters is the season). Environment variables still override them.
-    let spec_arg = spec_path.display().to_string();
-    let env_or = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
-    let min_rows = env_or("DRIFTLINE_TRAINER_MIN_ROWS", "10000");
-    let min_samples = env_or("DRIFTLINE_MONITOR_MIN_SAMPLES", "10000");
-    let cooldown = env_or("DRIFTLINE_MONITOR_COOLDOWN", "30000");
-    let mut trainer = service_args::<driftline_trainer::service::TrainerArgs>(&[
-        "--spec",
-        &spec_arg,
-        "--state-dir",
-        &state_dir.join("trainer").display().to_string(),
-        "--bootstrap-until",
-        &args.from,
-        "--min-rows",
-        &min_rows,
-    ])?;
-    let mut monitor = service_args::<driftline_monitor::service::MonitorArgs>(&[
-        "--state-dir",
-        &state_dir.join("monitor").display().to_string(),
-        "--cooldown",
-        &cooldown,
-        "--min-samples",
-        &min_samples,
-    ])?;
-    // Every Kafka setting (servers, security options, timeouts) is the one `up` was given.
+    let (mut trainer, set) = service_settings::<TrainerArgs>()?;
     trainer.kafka = args.kafka.clone();
+    trainer.specs = vec![spec_path.clone()];
+    trainer.state_dir = state_dir.join("trainer");
+    trainer.bootstrap_until = Some(args.from.clone());
+    if !set.contains("min_rows") {
+        trainer.min_rows = UP_MIN_ROWS;
+    }
+    services.spawn(
+        "trainer",
+        driftline_trainer::service::run(trainer, shutdown.clone(), Ready::default()),
+    );
+    let (mut monitor, set) = service_settings::<MonitorArgs>()?;
     monitor.kafka = args.kafka.clone();
-    {
-        let shutdown = shutdown.clone();
-        services.spawn(async move {
-            driftline_trainer::service::run(trainer, shutdown)
-                .await
-                .map_err(anyhow::Error::from)
-        });
+    monitor.state_dir = state_dir.join("monitor");
+    if !set.contains("min_samples") {
+        monitor.policy.min_samples = UP_MIN_SAMPLES;
+    }
+    if !set.contains("cooldown") {
+        monitor.policy.cooldown = Some(UP_COOLDOWN);
     }
     let monitor_thresholds = (
         monitor.policy.numeric_threshold,
         driftline_drift::policy::defaults::PSI,
     );
     let monitor_min_samples = monitor.policy.min_samples;
-    {
-        let shutdown = shutdown.clone();
-        services.spawn(async move {
-            driftline_monitor::service::run(monitor, shutdown)
-                .await
-                .map_err(anyhow::Error::from)
-        });
-    }
+    services.spawn(
+        "monitor",
+        driftline_monitor::service::run(monitor, shutdown.clone(), Ready::default()),
+    );
 
     let seen = Arc::new(Mutex::new(Seen {
         min_samples: monitor_min_samples,
@@ -232,7 +207,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
         "[up] waiting for a model in production (the trainer bootstraps one from data before {})",
         args.from
     );
-    wait_ready(args.http_addr, &shutdown).await;
+    tokio::select! {
+        _ = predictor_ready.wait() => {}
+        _ = shutdown.cancelled() => {}
+    }
     if !shutdown.is_cancelled() {
         eprintln!(
             "[up] model ready; HTTP API on http://{}/v2 (try POST /predict)",
@@ -278,33 +256,21 @@ pub async fn run(args: UpArgs) -> Result<()> {
             shutdown.cancel();
         }
     }
-    if args.keep_running || args.no_replay {
+    if (args.keep_running || args.no_replay) && !shutdown.is_cancelled() {
         eprintln!("[up] services running; Ctrl-C to stop");
     }
     shutdown.cancelled().await;
-    let deadline = tokio::time::sleep(Duration::from_secs(15));
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            _ = &mut deadline => {
-                warn!("services did not stop in 15 s; aborting them");
-                services.abort_all();
-                break;
-            }
-            next = services.join_next() => match next {
-                None => break,
-                Some(Ok(Err(e))) => warn!(error = %e, "a service stopped with an error"),
-                Some(_) => {}
-            },
-        }
-    }
+    let failed = services.stop(Duration::from_secs(15)).await;
     let s = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
     eprintln!("[up] done: {}", s.line(0.0));
     for line in s.timeline() {
         eprintln!("[up]   {line}");
     }
     broker.leave(args.keep_broker);
-    Ok(())
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Where the last `up` stopped its replay. A position file from before ground truth was
@@ -328,16 +294,93 @@ fn write_position(path: &Path, resume: &Resume) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// A service's flags as if given on its own command line, so its defaults apply.
-fn service_args<A: clap::Args>(argv: &[&str]) -> Result<A> {
-    #[derive(clap::Parser)]
-    struct Wrap<A: clap::Args> {
-        #[command(flatten)]
-        inner: A,
-    }
-    let argv = std::iter::once("driftline").chain(argv.iter().copied());
-    Ok(<Wrap<A> as clap::Parser>::try_parse_from(argv)?.inner)
+/// A service's settings from its own flag definitions, with no command line: their
+/// defaults and environment variables. Also returns the ids of the settings the
+/// environment gave, which `up` leaves alone.
+fn service_settings<A: clap::Args + clap::FromArgMatches>()
+-> Result<(A, std::collections::HashSet<String>)> {
+    let command = A::augment_args(clap::Command::new("driftline").no_binary_name(true))
+        // `up` sets the required ones (the spec) itself.
+        .mut_args(|a| a.required(false));
+    let matches = command.try_get_matches_from(std::iter::empty::<String>())?;
+    let set = matches
+        .ids()
+        .filter(|id| {
+            matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::EnvVariable)
+        })
+        .map(|id| id.to_string())
+        .collect();
+    Ok((A::from_arg_matches(&matches)?, set))
 }
+
+/// The services `up` runs in this process. The first to end before shutdown was asked
+/// for (an error, say) stops the rest, and `up` then fails.
+struct Services {
+    tasks: JoinSet<(&'static str, Result<()>)>,
+    shutdown: CancellationToken,
+}
+
+impl Services {
+    fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            shutdown,
+        }
+    }
+
+    fn spawn<E: Into<anyhow::Error>>(
+        &mut self,
+        name: &'static str,
+        service: impl std::future::Future<Output = std::result::Result<(), E>> + Send + 'static,
+    ) {
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            let result = service.await.map_err(Into::into);
+            let result = match result {
+                Ok(()) if !shutdown.is_cancelled() => Err(anyhow::anyhow!("stopped on its own")),
+                r => r,
+            };
+            if let Err(e) = &result
+                && !shutdown.is_cancelled()
+            {
+                eprintln!("[up] the {name} failed: {e:#}; stopping everything");
+                shutdown.cancel();
+            }
+            (name, result)
+        });
+    }
+
+    /// Waits up to `patience` for every service to stop (then aborts the rest); returns the
+    /// first failure.
+    async fn stop(mut self, patience: Duration) -> Option<anyhow::Error> {
+        let mut failed = None;
+        let deadline = tokio::time::sleep(patience);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => {
+                    warn!("services did not stop in {} s; aborting them", patience.as_secs());
+                    self.tasks.abort_all();
+                    break;
+                }
+                next = self.tasks.join_next() => match next {
+                    None => break,
+                    Some(Ok((name, Err(e)))) => {
+                        warn!(service = name, error = %e, "a service stopped with an error");
+                        failed.get_or_insert(e.context(format!("the {name} failed")));
+                    }
+                    Some(_) => {}
+                },
+            }
+        }
+        failed
+    }
+}
+
+/// What `up` changes from the trainer's and monitor's defaults (see `run`).
+const UP_MIN_ROWS: usize = 10_000;
+const UP_MIN_SAMPLES: u64 = 10_000;
+const UP_COOLDOWN: u64 = 30_000;
 
 /// The consumer group of the predictor `up` runs.
 const PREDICTOR_GROUP: &str = "driftline-predictor";
@@ -431,26 +474,6 @@ fn requests_unanswered(kafka: &KafkaArgs, group: &str) -> Result<i64> {
         owed += (high - answered).max(0);
     }
     Ok(owed)
-}
-
-async fn wait_ready(addr: SocketAddr, shutdown: &CancellationToken) {
-    loop {
-        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let _ = s
-                .write_all(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .await;
-            let mut buf = Vec::new();
-            let _ = s.read_to_end(&mut buf).await;
-            if buf.starts_with(b"HTTP/1.1 200") {
-                return;
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    }
 }
 
 /// The broker `up` runs against, and so what it leaves behind.

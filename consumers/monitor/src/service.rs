@@ -9,14 +9,14 @@ use std::time::Duration;
 use clap::Args;
 use driftline_kafka::KafkaArgs;
 use driftline_runtime::metrics::Metrics;
+use driftline_runtime::service::{Ready, Service};
 use driftline_runtime::{RunOptions, Store};
-use driftline_schemas::codec::Codec;
 use driftline_schemas::topics;
-use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::PolicyArgs;
 use crate::metrics::MonitorMetrics;
+use crate::monitor::MonitorConfig;
 use crate::processor::{LatestReports, MonitorProcessor, Topics};
 use crate::{Error, Result};
 
@@ -62,43 +62,40 @@ pub struct MonitorArgs {
     pub exit_on_eof: bool,
 }
 
-/// Runs until `shutdown` fires (or, with `--exit-on-eof`, the input is drained).
-pub async fn run(args: MonitorArgs, shutdown: CancellationToken) -> Result<()> {
-    args.kafka.validate()?;
-    args.kafka.check_connection().await?;
+/// Runs until `shutdown` fires (or, with `--exit-on-eof`, the input is drained); `ready`
+/// once the windows are restored.
+pub async fn run(args: MonitorArgs, shutdown: CancellationToken, ready: Ready) -> Result<()> {
     let config = args.policy.config()?;
-    let codec = Codec::single_object();
     let runtime_metrics = Metrics::new("monitor");
     let metrics = MonitorMetrics::new(&runtime_metrics.registry);
-    let producer: FutureProducer = args
-        .kafka
-        .producer_config()
-        .create()
-        .map_err(driftline_runtime::Error::from)?;
     let latest = LatestReports::default();
-
-    let follower = driftline_runtime::serve::follow_registry(
+    let mut service = Service::start(
+        runtime_metrics,
         &args.kafka,
         &args.models_topic,
-        &codec,
         |_, _| {},
-        &shutdown,
-    );
-    let (registry, loaded) = (follower.registry.clone(), follower.loaded.clone());
-    let app = crate::http::router(latest.clone(), runtime_metrics.registry.clone());
-    let (_, http_task) =
-        driftline_process::http::serve("HTTP API", args.http_addr, app, &shutdown).await?;
+        shutdown,
+        ready,
+    )
+    .await?;
+    let app = crate::http::router(latest.clone(), service.metrics.registry.clone());
+    service.serve("HTTP API", args.http_addr, app).await?;
 
+    let result = consume(&args, &service, config, latest, metrics).await;
+    service.stop().await;
+    result
+}
+
+/// Restores the windows and consumes until shutdown.
+async fn consume(
+    args: &MonitorArgs,
+    service: &Service,
+    config: MonitorConfig,
+    latest: LatestReports,
+    metrics: MonitorMetrics,
+) -> Result<()> {
     // The windows refer to registry versions: load the registry before restoring them.
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = loaded.cancelled() => {}
-        _ = tokio::time::sleep(Duration::from_secs(60)) => {
-            return Err(Error::Config(format!("the model registry ({}) did not load within 60 s", args.models_topic)));
-        }
-    }
-    let mut result = Ok(());
-    if !shutdown.is_cancelled() {
+    if service.registry_loaded(Some(REGISTRY_PATIENCE)).await? {
         let store = Arc::new(Store::open(&args.state_dir, false)?);
         let topics = Topics {
             predictions: args.predictions_topic.clone(),
@@ -106,8 +103,14 @@ pub async fn run(args: MonitorArgs, shutdown: CancellationToken) -> Result<()> {
             drift: args.drift_topic.clone(),
             retrain: args.retrain_topic.clone(),
         };
-        let mut processor =
-            MonitorProcessor::new(codec.clone(), registry, config, topics, latest, metrics);
+        let mut processor = MonitorProcessor::new(
+            service.codec.clone(),
+            service.registry.clone(),
+            config,
+            topics,
+            latest,
+            metrics,
+        );
         // Restoring reads the whole window: blocking work, off the async workers.
         let processor = {
             let store = store.clone();
@@ -122,22 +125,10 @@ pub async fn run(args: MonitorArgs, shutdown: CancellationToken) -> Result<()> {
         opts.dlq_topic = args.dlq_topic.clone();
         opts.max_batch = args.max_batch;
         opts.exit_on_eof = args.exit_on_eof;
-        result = driftline_runtime::run(
-            &args.kafka,
-            &opts,
-            store,
-            processor,
-            producer,
-            codec,
-            runtime_metrics,
-            shutdown.clone(),
-        )
-        .await
-        .map(|_| ())
-        .map_err(Error::from);
+        service.consume(&opts, store, processor).await?;
     }
-    shutdown.cancel();
-    let _ = http_task.await;
-    let _ = follower.task.await;
-    result
+    Ok(())
 }
+
+/// How long the registry may take to load before the monitor gives up.
+const REGISTRY_PATIENCE: Duration = Duration::from_secs(60);

@@ -289,7 +289,11 @@ async fn a_shifted_stream_raises_drift_and_one_retrain_request() -> Result<()> {
         &retrain,
         port,
     );
-    let task = tokio::spawn(service::run(args(&flags), shutdown.clone()));
+    let task = tokio::spawn(service::run(
+        args(&flags),
+        shutdown.clone(),
+        Default::default(),
+    ));
 
     let reports: Vec<DriftReport> = decode_all(&drift, 4_000 / 250)?;
     let retrains: Vec<RetrainRequested> = decode_all(&retrain, 1)?;

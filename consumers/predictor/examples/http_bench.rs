@@ -180,6 +180,7 @@ async fn main() -> Result<(), BoxError> {
     let service = tokio::spawn(run(
         bench.predictor_args(spec_path.clone(), ours, state.path().to_path_buf(), 1024),
         shutdown.clone(),
+        Default::default(),
     ));
     wait_for(ours, "/v2/health/ready").await?;
 

@@ -195,6 +195,7 @@ async fn main() -> Result<(), BoxError> {
             64,
         ),
         shutdown.clone(),
+        Default::default(),
     ));
     let (logged, _, last_read) = read_n(&kafka, &topic("predictions"), n, true)?;
     let served: Vec<i64> = logged

@@ -13,12 +13,11 @@ use crate::{Error, ModelSlots, Result};
 use clap::Args;
 use driftline_kafka::KafkaArgs;
 use driftline_runtime::metrics::Metrics;
-use driftline_runtime::registry::Registry;
+use driftline_runtime::registry::{ProductionChange, Registry};
+use driftline_runtime::service::{Ready, Service};
 use driftline_runtime::{RunOptions, Store};
-use driftline_schemas::codec::Codec;
 use driftline_schemas::spec::FeatureSpec;
 use driftline_schemas::topics;
-use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -74,64 +73,55 @@ pub struct PredictorArgs {
     pub timeout_ms: u64,
 }
 
-/// Runs until `shutdown` fires.
-pub async fn run(args: PredictorArgs, shutdown: CancellationToken) -> Result<()> {
-    args.kafka.validate()?;
-    args.kafka.check_connection().await?;
+/// Runs until `shutdown` fires; `ready` while requests are consumed.
+pub async fn run(args: PredictorArgs, shutdown: CancellationToken, ready: Ready) -> Result<()> {
     let specs = args
         .specs
         .iter()
         .map(|p| FeatureSpec::load(p).map_err(|e| Error::Config(e.to_string())))
         .collect::<Result<Vec<_>>>()?;
     let slots = Arc::new(ModelSlots::new(specs));
-    let codec = Codec::single_object();
     let runtime_metrics = Metrics::new("predictor");
     let metrics = PredictorMetrics::new(&runtime_metrics.registry);
-    let producer: FutureProducer = args
-        .kafka
-        .producer_config()
-        .create()
-        .map_err(driftline_runtime::Error::from)?;
 
     // The registry: loaded from the start of the models topic, then followed.
-    let follower = {
+    let on_change = {
         let (slots, metrics) = (slots.clone(), metrics.clone());
-        let on_change = move |change: &driftline_runtime::registry::ProductionChange,
-                              reg: &Registry| {
-            match slots.sync(&change.model, reg) {
-                Ok(Some(v)) => {
-                    info!(model = %change.model, version = v, "now serving");
-                    metrics
-                        .model_version
-                        .with_label_values(&[&change.model])
-                        .set(v);
-                    metrics.swaps.with_label_values(&[&change.model]).inc();
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    warn!(error = %e, "cannot load the new production version; keeping the old one")
-                }
+        move |change: &ProductionChange, reg: &Registry| match slots.sync(&change.model, reg) {
+            Ok(Some(v)) => {
+                info!(model = %change.model, version = v, "now serving");
+                metrics
+                    .model_version
+                    .with_label_values(&[&change.model])
+                    .set(v);
+                metrics.swaps.with_label_values(&[&change.model]).inc();
             }
-        };
-        driftline_runtime::serve::follow_registry(
-            &args.kafka,
-            &args.models_topic,
-            &codec,
-            on_change,
-            &shutdown,
-        )
+            Ok(None) => {}
+            Err(e) => {
+                warn!(error = %e, "cannot load the new production version; keeping the old one")
+            }
+        }
     };
+    let mut service = Service::start(
+        runtime_metrics,
+        &args.kafka,
+        &args.models_topic,
+        on_change,
+        shutdown,
+        ready,
+    )
+    .await?;
 
     // HTTP from the start: it answers not-ready until a model is loaded.
     let state = AppState {
         slots: slots.clone(),
         log: Some(PredictionLog {
-            producer: producer.clone(),
+            producer: service.producer.clone(),
             topic: args.predictions_topic.clone(),
-            codec: codec.clone(),
+            codec: service.codec.clone(),
         }),
         metrics: metrics.clone(),
-        prometheus: runtime_metrics.registry.clone(),
+        prometheus: service.metrics.registry.clone(),
     };
     let limits = Limits {
         body_bytes: args.body_limit,
@@ -139,47 +129,41 @@ pub async fn run(args: PredictorArgs, shutdown: CancellationToken) -> Result<()>
         timeout: Duration::from_millis(args.timeout_ms),
         ..Limits::default()
     };
-    let (_, http_task) = driftline_process::http::serve(
-        "HTTP API",
-        args.http_addr,
-        http::router(state, limits),
-        &shutdown,
-    )
-    .await?;
+    service
+        .serve("HTTP API", args.http_addr, http::router(state, limits))
+        .await?;
 
-    // Consume requests only once every model can be served, so none is rejected for a
-    // model that is merely still loading.
+    let result = consume(&args, &service, slots, metrics).await;
+    service.stop().await;
+    result
+}
+
+/// Consumes requests until shutdown, once every model can be served (so none is rejected
+/// for a model that is merely still loading).
+async fn consume(
+    args: &PredictorArgs,
+    service: &Service,
+    slots: Arc<ModelSlots>,
+    metrics: PredictorMetrics,
+) -> Result<()> {
     while !slots.ready() {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = service.shutdown.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
-    if !shutdown.is_cancelled() {
+    if !service.shutdown.is_cancelled() {
         let store = Arc::new(Store::open(&args.state_dir, false)?);
         let mut opts = RunOptions::new(args.group.clone(), vec![args.requests_topic.clone()]);
         opts.dlq_topic = args.dlq_topic.clone();
         opts.pipeline = PIPELINE;
         let processor = PredictProcessor::new(
             slots,
-            codec.clone(),
+            service.codec.clone(),
             args.predictions_topic.clone(),
             metrics,
         );
-        driftline_runtime::run(
-            &args.kafka,
-            &opts,
-            store,
-            processor,
-            producer,
-            codec,
-            runtime_metrics,
-            shutdown.clone(),
-        )
-        .await?;
+        service.consume(&opts, store, processor).await?;
     }
-    shutdown.cancel();
-    let _ = http_task.await;
-    let _ = follower.task.await;
     Ok(())
 }

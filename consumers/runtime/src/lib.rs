@@ -14,7 +14,7 @@
 pub mod consumer;
 pub mod metrics;
 pub mod registry;
-pub mod serve;
+pub mod service;
 pub mod store;
 
 pub use consumer::{Output, Processor, Record, Rejection, RunOptions, run};

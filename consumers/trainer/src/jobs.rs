@@ -113,13 +113,9 @@ enum Outcome {
 }
 
 impl Runner {
-    /// Bootstraps models without a version, then runs jobs until shutdown. `loaded` must
-    /// fire once the registry has read the models topic to its end.
-    pub async fn run(self, loaded: CancellationToken, shutdown: CancellationToken) -> Result<()> {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = loaded.cancelled() => {}
-        }
+    /// Bootstraps models without a version, then runs jobs until shutdown. Start it once the
+    /// registry has read the models topic to its end.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         if self.bootstrap.enabled {
             let mut names: Vec<String> = self.models.keys().cloned().collect();
             names.sort();

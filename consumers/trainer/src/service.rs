@@ -11,11 +11,10 @@ use std::time::Duration;
 use clap::Args;
 use driftline_kafka::KafkaArgs;
 use driftline_runtime::metrics::Metrics;
+use driftline_runtime::service::{Ready, Service};
 use driftline_runtime::{RunOptions, Store};
-use driftline_schemas::codec::Codec;
 use driftline_schemas::spec::{FeatureSpec, parse_time};
 use driftline_schemas::topics;
-use rdkafka::producer::FutureProducer;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -152,10 +151,9 @@ impl TrainerArgs {
     }
 }
 
-/// Runs until `shutdown` fires.
-pub async fn run(args: TrainerArgs, shutdown: CancellationToken) -> Result<()> {
+/// Runs until `shutdown` fires; `ready` while it consumes.
+pub async fn run(args: TrainerArgs, shutdown: CancellationToken, ready: Ready) -> Result<()> {
     args.validate()?;
-    args.kafka.check_connection().await?;
     let until = args.bootstrap_until()?;
     let mut owned = HashMap::new();
     for path in &args.specs {
@@ -168,47 +166,57 @@ pub async fn run(args: TrainerArgs, shutdown: CancellationToken) -> Result<()> {
             },
         );
     }
-    let codec = Codec::single_object();
     let runtime_metrics = Metrics::new("trainer");
     let metrics = TrainerMetrics::new(&runtime_metrics.registry);
-    let producer: FutureProducer = args
-        .kafka
-        .producer_config()
-        .create()
-        .map_err(driftline_runtime::Error::from)?;
-    let store = Arc::new(Store::open(&args.state_dir, false)?);
-
-    let follower = driftline_runtime::serve::follow_registry(
+    let mut service = Service::start(
+        runtime_metrics,
         &args.kafka,
         &args.models_topic,
-        &codec,
         |_, _| {},
-        &shutdown,
-    );
-    let (registry, loaded) = (follower.registry.clone(), follower.loaded.clone());
+        shutdown,
+        ready,
+    )
+    .await?;
+    let store = Arc::new(Store::open(&args.state_dir, false)?);
     let api = RegistryApi {
-        registry: registry.clone(),
-        producer: producer.clone(),
+        registry: service.registry.clone(),
+        producer: service.producer.clone(),
         models_topic: args.models_topic.clone(),
-        codec: codec.clone(),
+        codec: service.codec.clone(),
         admin_token: args.admin_token.clone(),
     };
-    let app = http::router(api, runtime_metrics.registry.clone());
-    let (_, http_task) =
-        driftline_process::http::serve("registry API", args.http_addr, app, &shutdown).await?;
+    let app = http::router(api, service.metrics.registry.clone());
+    service.serve("registry API", args.http_addr, app).await?;
 
-    // Nothing is consumed or trained before the registry is whole: both decide by it.
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = loaded.cancelled() => {}
+    let result = consume(&args, &service, store, owned, until, metrics).await;
+    if let Err(e) = &result {
+        warn!(error = %e, "trainer stopping");
     }
+    service.stop().await;
+    result
+}
+
+/// Runs the job runner and the consumer until shutdown or until either fails.
+async fn consume(
+    args: &TrainerArgs,
+    service: &Service,
+    store: Arc<Store>,
+    owned: HashMap<String, Owned>,
+    until: Option<i64>,
+    metrics: TrainerMetrics,
+) -> Result<()> {
+    // Nothing is consumed or trained before the registry is whole: both decide by it.
+    if !service.registry_loaded(None).await? {
+        return Ok(());
+    }
+    let shutdown = &service.shutdown;
     let wake = Arc::new(Notify::new());
     let runner = Runner {
         store: store.clone(),
-        registry: registry.clone(),
+        registry: service.registry.clone(),
         models: owned.clone(),
-        producer: producer.clone(),
-        codec: codec.clone(),
+        producer: service.producer.clone(),
+        codec: service.codec.clone(),
         models_topic: args.models_topic.clone(),
         predictions_topic: args.predictions_topic.clone(),
         actuals_topic: args.actuals_topic.clone(),
@@ -225,85 +233,60 @@ pub async fn run(args: TrainerArgs, shutdown: CancellationToken) -> Result<()> {
         wake: wake.clone(),
         phase_pause: Duration::from_millis(args.phase_pause_ms),
     };
-    let runner_task = tokio::spawn(runner.run(loaded.clone(), shutdown.clone()));
+    let mut runner_task = tokio::spawn(runner.run(shutdown.clone()));
 
-    let mut result = Ok(());
-    if !shutdown.is_cancelled() {
-        let specs: HashMap<String, Arc<FeatureSpec>> = owned
-            .iter()
-            .map(|(k, o)| (k.clone(), o.spec.clone()))
-            .collect();
-        let limits = Limits {
-            max_rows: args.max_rows,
-            max_unjoined_age_ms: (args.unjoined_max_age_hours * 3_600_000.0) as i64,
-        };
-        let index = RowIndex::load(&store, specs.keys().cloned(), limits)?;
-        for model in specs.keys() {
-            metrics
-                .labelled_rows
-                .with_label_values(&[model])
-                .set(index.rows(model) as i64);
-        }
-        let processor = TrainerProcessor::new(
-            specs,
-            index,
-            Topics {
-                predictions: args.predictions_topic.clone(),
-                actuals: args.actuals_topic.clone(),
-                retrain: args.retrain_topic.clone(),
-            },
-            codec.clone(),
-            registry.clone(),
-            Schedule {
-                every_rows: args.retrain_every_rows,
-                every_hours: args.retrain_every_hours,
-            },
-            wake,
-            metrics,
-        );
-        let mut opts = RunOptions::new(
-            args.group.clone(),
-            vec![
-                args.predictions_topic.clone(),
-                args.actuals_topic.clone(),
-                args.retrain_topic.clone(),
-            ],
-        );
-        opts.dlq_topic = args.dlq_topic.clone();
-        let consumer = driftline_runtime::run(
-            &args.kafka,
-            &opts,
-            store,
-            processor,
-            producer,
-            codec,
-            runtime_metrics,
-            shutdown.clone(),
-        );
-        // Whichever of the consumer and the runner stops first (an error) stops the other.
-        let mut runner_task = runner_task;
-        tokio::select! {
-            r = consumer => {
-                if let Err(e) = r { result = Err(e.into()); }
-            }
-            r = &mut runner_task => {
-                match r {
-                    Ok(Err(e)) => result = Err(e),
-                    Err(e) => result = Err(Error::State(format!("job runner: {e}"))),
-                    Ok(Ok(())) => {}
-                }
-            }
-        }
-        shutdown.cancel();
-        if !runner_task.is_finished() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), runner_task).await;
-        }
+    let specs: HashMap<String, Arc<FeatureSpec>> = owned
+        .iter()
+        .map(|(k, o)| (k.clone(), o.spec.clone()))
+        .collect();
+    let limits = Limits {
+        max_rows: args.max_rows,
+        max_unjoined_age_ms: (args.unjoined_max_age_hours * 3_600_000.0) as i64,
+    };
+    let index = RowIndex::load(&store, specs.keys().cloned(), limits)?;
+    for model in specs.keys() {
+        metrics
+            .labelled_rows
+            .with_label_values(&[model])
+            .set(index.rows(model) as i64);
     }
+    let processor = TrainerProcessor::new(
+        specs,
+        index,
+        Topics {
+            predictions: args.predictions_topic.clone(),
+            actuals: args.actuals_topic.clone(),
+            retrain: args.retrain_topic.clone(),
+        },
+        service.codec.clone(),
+        service.registry.clone(),
+        Schedule {
+            every_rows: args.retrain_every_rows,
+            every_hours: args.retrain_every_hours,
+        },
+        wake,
+        metrics,
+    );
+    let mut opts = RunOptions::new(
+        args.group.clone(),
+        vec![
+            args.predictions_topic.clone(),
+            args.actuals_topic.clone(),
+            args.retrain_topic.clone(),
+        ],
+    );
+    opts.dlq_topic = args.dlq_topic.clone();
+    // Whichever of the consumer and the runner stops first (an error) stops the other.
+    let result = tokio::select! {
+        r = service.consume(&opts, store, processor) => r.map(|_| ()).map_err(Error::from),
+        r = &mut runner_task => match r {
+            Ok(r) => r,
+            Err(e) => Err(Error::State(format!("job runner: {e}"))),
+        },
+    };
     shutdown.cancel();
-    if let Err(e) = &result {
-        warn!(error = %e, "trainer stopping");
+    if !runner_task.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(10), runner_task).await;
     }
-    let _ = http_task.await;
-    let _ = follower.task.await;
     result
 }

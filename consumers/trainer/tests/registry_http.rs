@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use common::{World, record};
 use driftline_process::http::serve as serve_http;
-use driftline_runtime::serve::follow_registry;
+use driftline_runtime::service::follow_registry;
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::ModelStatus;
 use driftline_tests::{kafka, producer};

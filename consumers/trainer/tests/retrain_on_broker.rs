@@ -66,6 +66,7 @@ async fn retrain_event_publishes_a_version_the_predictor_serves_and_a_worse_one_
     let trainer = tokio::spawn(driftline_trainer::service::run(
         w.trainer_args(state.path()),
         shutdown.clone(),
+        Default::default(),
     ));
     let predictor = tokio::spawn(driftline_predictor::service::run(
         PredictorArgs {
@@ -83,6 +84,7 @@ async fn retrain_event_publishes_a_version_the_predictor_serves_and_a_worse_one_
             timeout_ms: 5_000,
         },
         shutdown.clone(),
+        Default::default(),
     ));
     let p = producer()?;
 

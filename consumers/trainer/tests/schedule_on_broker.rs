@@ -18,7 +18,11 @@ async fn retrains_every_n_labelled_rows_without_a_retrain_event() -> Result<()> 
     let mut args = w.trainer_args(state.path());
     args.retrain_every_rows = 100;
     let shutdown = CancellationToken::new();
-    let trainer = tokio::spawn(driftline_trainer::service::run(args, shutdown.clone()));
+    let trainer = tokio::spawn(driftline_trainer::service::run(
+        args,
+        shutdown.clone(),
+        Default::default(),
+    ));
 
     w.wait_registry("bootstrap v1", Duration::from_secs(90), |r| {
         r.production(&w.model).is_some()

@@ -19,7 +19,12 @@ async fn main() -> std::process::ExitCode {
     let result = async {
         let _telemetry = driftline_process::telemetry::init_from_env()?;
         let cli = Cli::parse();
-        service::run(cli.args, driftline_process::shutdown::on_signal()).await?;
+        service::run(
+            cli.args,
+            driftline_process::shutdown::on_signal(),
+            Default::default(),
+        )
+        .await?;
         anyhow::Ok(())
     }
     .await;

@@ -20,7 +20,12 @@ async fn main() -> std::process::ExitCode {
     let result = async {
         let _telemetry = driftline_process::telemetry::init_from_env()?;
         let cli = Cli::parse();
-        run(cli.args, driftline_process::shutdown::on_signal()).await?;
+        run(
+            cli.args,
+            driftline_process::shutdown::on_signal(),
+            Default::default(),
+        )
+        .await?;
         anyhow::Ok(())
     }
     .await;

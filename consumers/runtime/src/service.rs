@@ -1,0 +1,193 @@
+//! One way to start a service: check the cluster, make the producer, follow the model
+//! registry, serve the HTTP API, say when it is ready, consume, and stop in order. A
+//! service (predictor, monitor, trainer) is its own settings and processor plus this.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use driftline_kafka::KafkaArgs;
+use driftline_schemas::codec::Codec;
+use rdkafka::producer::FutureProducer;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::registry::{ProductionChange, Registry, SharedRegistry, follow};
+use crate::{Error, Processor, Result, RunOptions, Store};
+
+/// Whether a service is doing its work (its models loaded, its state restored). Whoever
+/// starts the service keeps a clone: `driftline up` waits on the predictor's.
+#[derive(Clone, Debug)]
+pub struct Ready(Arc<watch::Sender<bool>>);
+
+impl Default for Ready {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(false)))
+    }
+}
+
+impl Ready {
+    pub fn set(&self, ready: bool) {
+        self.0.send_replace(ready);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Returns once the service is ready.
+    pub async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+}
+
+/// A registry being followed: read it through `registry`; `loaded` fires once the models
+/// topic has been read to its end.
+pub struct Follower {
+    pub registry: SharedRegistry,
+    pub loaded: CancellationToken,
+    pub task: JoinHandle<Result<()>>,
+}
+
+/// Follows the models topic from its start until `shutdown`.
+pub fn follow_registry(
+    kafka: &KafkaArgs,
+    topic: &str,
+    codec: &Codec,
+    on_change: impl Fn(&ProductionChange, &Registry) + Send + 'static,
+    shutdown: &CancellationToken,
+) -> Follower {
+    let registry: SharedRegistry = Arc::new(RwLock::new(Registry::default()));
+    let loaded = CancellationToken::new();
+    let task = tokio::spawn(follow(
+        kafka.clone(),
+        topic.to_string(),
+        registry.clone(),
+        codec.clone(),
+        on_change,
+        loaded.clone(),
+        shutdown.clone(),
+    ));
+    Follower {
+        registry,
+        loaded,
+        task,
+    }
+}
+
+/// A started service's shared parts.
+pub struct Service {
+    pub kafka: KafkaArgs,
+    pub codec: Codec,
+    pub metrics: Metrics,
+    pub producer: FutureProducer,
+    pub registry: SharedRegistry,
+    pub shutdown: CancellationToken,
+    pub ready: Ready,
+    models_topic: String,
+    loaded: CancellationToken,
+    follower: JoinHandle<Result<()>>,
+    http: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Service {
+    /// Checks the settings and that the cluster answers, makes the producer and starts
+    /// following the registry on `models_topic` (`on_change` sees each new production
+    /// version). `metrics` holds the service's own collectors too.
+    pub async fn start(
+        metrics: Metrics,
+        kafka: &KafkaArgs,
+        models_topic: &str,
+        on_change: impl Fn(&ProductionChange, &Registry) + Send + 'static,
+        shutdown: CancellationToken,
+        ready: Ready,
+    ) -> Result<Self> {
+        kafka.validate()?;
+        kafka.check_connection().await?;
+        let codec = Codec::single_object();
+        let producer: FutureProducer = kafka.producer_config().create()?;
+        let follower = follow_registry(kafka, models_topic, &codec, on_change, &shutdown);
+        Ok(Self {
+            kafka: kafka.clone(),
+            codec,
+            metrics,
+            producer,
+            registry: follower.registry,
+            shutdown,
+            ready,
+            models_topic: models_topic.to_string(),
+            loaded: follower.loaded,
+            follower: follower.task,
+            http: Vec::new(),
+        })
+    }
+
+    /// Serves `app` on `addr` until shutdown; returns the bound address.
+    pub async fn serve(
+        &mut self,
+        what: &str,
+        addr: SocketAddr,
+        app: axum::Router,
+    ) -> Result<SocketAddr> {
+        let (bound, task) = driftline_process::http::serve(what, addr, app, &self.shutdown).await?;
+        self.http.push(task);
+        Ok(bound)
+    }
+
+    /// Waits until the registry has been read to its end: false when shutdown came first,
+    /// an error when `patience` ran out.
+    pub async fn registry_loaded(&self, patience: Option<Duration>) -> Result<bool> {
+        let timeout = async {
+            match patience {
+                Some(p) => tokio::time::sleep(p).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Ok(false),
+            _ = self.loaded.cancelled() => Ok(true),
+            _ = timeout => Err(Error::Config(format!(
+                "the model registry ({}) did not load within {} s",
+                self.models_topic,
+                patience.unwrap_or_default().as_secs()
+            ))),
+        }
+    }
+
+    /// Runs `processor` on `opts`' topics until shutdown (or the end of the input with
+    /// `exit_on_eof`), ready while it does.
+    pub async fn consume<P: Processor + 'static>(
+        &self,
+        opts: &RunOptions,
+        store: Arc<Store>,
+        processor: P,
+    ) -> Result<u64> {
+        self.ready.set(true);
+        let result = crate::run(
+            &self.kafka,
+            opts,
+            store,
+            processor,
+            self.producer.clone(),
+            self.codec.clone(),
+            self.metrics.clone(),
+            self.shutdown.clone(),
+        )
+        .await;
+        self.ready.set(false);
+        result
+    }
+
+    /// Stops the HTTP servers and the registry follower and waits for them.
+    pub async fn stop(self) {
+        self.ready.set(false);
+        self.shutdown.cancel();
+        for task in self.http {
+            let _ = task.await;
+        }
+        let _ = self.follower.await;
+    }
+}
