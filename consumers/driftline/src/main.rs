@@ -41,9 +41,9 @@ enum Command {
     /// The model registry: list, show, promote, rollback.
     Models(driftline_trainer::cli::ModelsArgs),
     /// Compare two CSV files offline (no Kafka): per-column drift statistics.
-    Drift(driftline_monitor::cli::DriftArgs),
+    Drift(driftline_offline::drift::DriftArgs),
     /// Replay a CSV through the monitor's windows and policy offline, to tune thresholds.
-    Backtest(driftline_monitor::cli::BacktestArgs),
+    Backtest(driftline_offline::backtest::BacktestArgs),
     /// Manage topics.
     Topics {
         #[command(subcommand)]
@@ -117,12 +117,12 @@ async fn run(command: Command) -> Result<()> {
         .await?),
         Command::Models(args) => Ok(driftline_trainer::cli::run(args).await?),
         Command::Drift(args) => {
-            print!("{}", driftline_monitor::cli::drift(&args)?);
+            print!("{}", driftline_offline::drift::drift(&args)?);
             Ok(())
         }
         Command::Backtest(args) => {
             let mut out = std::io::stdout().lock();
-            driftline_monitor::cli::backtest(&args, &mut out)?;
+            driftline_offline::backtest::backtest(&args, &mut out)?;
             Ok(())
         }
         Command::Topics {

@@ -4,7 +4,7 @@
 //! every evaluation and a `RetrainRequested` to `driftline.retrain` when the policy
 //! confirms a drift.
 //!
-//! The logic is pure and shared with the offline commands:
+//! The logic is pure and shared with the offline `backtest` (consumers/offline):
 //!
 //! - [`tracker`]: per-feature incremental statistics (PSI and Jensen-Shannon bins, exact
 //!   KS and Wasserstein from cells of the reference's values plus an order structure,
@@ -19,7 +19,7 @@
 //!
 //! Around it: [`processor`] (the runtime `Processor`: state and offsets in one RocksDB
 //! WriteBatch, rebuilt exactly after kill -9), [`service`] (registry, HTTP, metrics) and
-//! [`cli`] (`driftline drift` and `driftline backtest`).
+//! [`cli`] (the policy flags the service and `backtest` share).
 
 pub mod cli;
 pub mod early;
@@ -53,8 +53,6 @@ pub enum Error {
     Cluster(#[from] driftline_kafka::Error),
     #[error(transparent)]
     Process(#[from] driftline_process::Error),
-    #[error("{path}: {message}")]
-    Data { path: String, message: String },
     #[error("state: {0}")]
     State(String),
 }

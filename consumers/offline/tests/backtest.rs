@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use driftline_monitor::cli::{
-    BacktestArgs, BacktestFormat, DriftArgs, DriftFormat, PolicyArgs, backtest, drift,
-};
+use driftline_monitor::cli::PolicyArgs;
+use driftline_offline::backtest::{BacktestArgs, BacktestFormat, backtest};
+use driftline_offline::drift::{DriftArgs, DriftFormat, drift};
 use driftline_schemas::events::DriftDecision;
 use driftline_schemas::spec::parse_time;
 
@@ -49,7 +49,8 @@ fn a_winter_model_drifts_as_summer_arrives_and_the_weather_is_named() {
         bt.reference_rows
     );
 
-    let at = |e: &driftline_monitor::cli::BacktestEvaluation| e.evaluation.report.window.end_time;
+    let at =
+        |e: &driftline_offline::backtest::BacktestEvaluation| e.evaluation.report.window.end_time;
     let spring = parse_time("2013-04-01").unwrap();
     let summer = parse_time("2013-06-01").unwrap();
     let first = bt.retrains().next().expect("a retrain request");

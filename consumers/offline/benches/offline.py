@@ -1,5 +1,5 @@
 """Times Evidently's DataDriftPreset and a SciPy ks_2samp loop on the two CSV files that
-`cargo bench -p driftline-monitor --bench drift_files` times `driftline drift` on.
+`cargo bench -p driftline-offline --bench drift_files` times `driftline drift` on.
 
     python3 -m venv venv && venv/bin/pip install "evidently==0.7.23" "pandas<3" scipy
     venv/bin/python benches/offline.py REF.csv CUR.csv [RUNS]

@@ -1,4 +1,4 @@
-//! Wall time of `driftline drift` (the [`cli::drift`] function the subcommand calls) on two
+//! Wall time of `driftline drift` (the [`drift`] function the subcommand calls) on two
 //! CSV files, best of N runs: reading and parsing both files, every statistic, the report.
 //!
 //! `cargo bench -p driftline-monitor --bench drift_files -- REF.csv CUR.csv [SPEC.toml] [RUNS]`;
@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use driftline_monitor::cli::{DriftArgs, DriftFormat, drift};
+use driftline_offline::drift::{DriftArgs, DriftFormat, drift};
 
 fn main() {
     let args: Vec<String> = std::env::args()

@@ -1,0 +1,324 @@
+//! `driftline backtest`: a data file replayed through the monitor's window and policy
+//! without Kafka.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use driftline_dataset::rows::{Mapped, RowMapper};
+use driftline_model::{LabelledRow, Target, TrainedModel, feature_profiles};
+use driftline_monitor::cli::PolicyArgs;
+use driftline_monitor::monitor::{Evaluation, ModelMonitor, Pending};
+use driftline_schemas::events::{
+    Actual, DriftDecision, Features, PredictionLogged, PredictionSource, RetrainRequested,
+};
+use driftline_schemas::spec::{FeatureSpec, format_time, parse_time};
+use driftline_trainer::train::{Context, TrainOptions, train};
+
+use crate::{Error, Result, load_spec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BacktestFormat {
+    /// One JSON object per evaluation.
+    Jsonl,
+    /// One line per evaluation.
+    Table,
+}
+
+/// `driftline backtest`: replay a CSV through the monitor without Kafka.
+#[derive(Debug, Clone, Args)]
+pub struct BacktestArgs {
+    /// The feature spec (its dataset.path is the default data).
+    #[arg(long, env = "DRIFTLINE_SPEC")]
+    pub spec: PathBuf,
+    /// The CSV (or .csv.gz) to replay [default: the spec's dataset.path].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Rows before this event time are the reference (e.g. 2013-03-01).
+    #[arg(long)]
+    pub reference_until: Option<String>,
+    /// Without --reference-until: the first this many rows (in event time) are the reference.
+    #[arg(long, default_value_t = 20_000)]
+    pub reference_rows: usize,
+    /// Stop the replay at this event time.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Monitor the features only: fit no model, so no prediction drift or error metrics.
+    #[arg(long)]
+    pub no_model: bool,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: BacktestFormat,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// One evaluation of a backtest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BacktestEvaluation {
+    /// Index of the row that triggered it, among the data rows in event-time order.
+    pub row: usize,
+    pub evaluation: Evaluation,
+}
+
+/// What a backtest did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backtest {
+    pub reference_rows: usize,
+    pub replayed_rows: usize,
+    /// Rows skipped: unparseable event time, target or feature.
+    pub skipped_rows: usize,
+    pub evaluations: Vec<BacktestEvaluation>,
+}
+
+impl Backtest {
+    pub fn retrains(&self) -> impl Iterator<Item = &RetrainRequested> {
+        self.evaluations
+            .iter()
+            .filter_map(|e| e.evaluation.retrain.as_ref())
+    }
+}
+
+struct Row {
+    event_time: i64,
+    features: Features,
+    target: Option<Target>,
+}
+
+/// The file's rows by the spec, as send_data would send them: a row it would refuse (bad
+/// time, feature or target, wrong field count) is skipped and counted.
+fn read_rows(spec: &FeatureSpec, path: &Path) -> Result<(Vec<Row>, usize)> {
+    let data_err = |m: String| Error::Data {
+        path: path.display().to_string(),
+        message: m,
+    };
+    let mut rdr = driftline_dataset::csv_reader(path).map_err(|e| data_err(e.to_string()))?;
+    let header = rdr.headers().map_err(|e| data_err(e.to_string()))?.clone();
+    let mapper = RowMapper::new(spec, &header)
+        .map_err(|missing| data_err(format!("no column named {}", missing.join(", "))))?;
+    let mut rows = Vec::new();
+    let mut skipped = 0;
+    let mut record = csv::StringRecord::new();
+    while rdr
+        .read_record(&mut record)
+        .map_err(|e| data_err(e.to_string()))?
+    {
+        let mapped = mapper
+            .event_time(&record)
+            .and_then(|t| mapper.map(&record, t, 0));
+        let Ok(Mapped { request, actual }) = mapped else {
+            skipped += 1;
+            continue;
+        };
+        let target = actual.and_then(|a| match (a.value, a.class) {
+            (Some(v), _) => Some(Target::Value(v)),
+            (None, Some(c)) => Some(Target::Class(c)),
+            (None, None) => None,
+        });
+        rows.push(Row {
+            event_time: request.event_time,
+            features: request.features,
+            target,
+        });
+    }
+    // Event-time order; ties keep the file's order.
+    rows.sort_by_key(|r| r.event_time);
+    Ok((rows, skipped))
+}
+
+/// Runs `driftline backtest`, writing each evaluation to `out` as it happens.
+pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
+    let spec = load_spec(&args.spec)?;
+    let config = args.policy.config()?;
+    let data = match &args.data {
+        Some(d) => d.clone(),
+        None => {
+            let rel = spec.dataset.path.as_deref().ok_or_else(|| {
+                Error::Config("no --data and the spec has no dataset.path".into())
+            })?;
+            args.spec.parent().unwrap_or(Path::new(".")).join(rel)
+        }
+    };
+    let time = |t: &Option<String>| {
+        t.as_deref()
+            .map(parse_time)
+            .transpose()
+            .map_err(Error::Config)
+    };
+    let (reference_until, until) = (time(&args.reference_until)?, time(&args.until)?);
+    let (rows, skipped_rows) = read_rows(&spec, &data)?;
+    let split = match reference_until {
+        Some(t) => rows.partition_point(|r| r.event_time < t),
+        None => args.reference_rows.min(rows.len()),
+    };
+    let (reference, replay) = rows.split_at(split);
+    if reference.is_empty() {
+        return Err(Error::Config(
+            "the reference is empty: check --reference-until / --reference-rows".into(),
+        ));
+    }
+
+    let labelled: Vec<LabelledRow> = reference
+        .iter()
+        .filter_map(|r| {
+            Some(LabelledRow {
+                event_time: r.event_time,
+                features: r.features.clone(),
+                target: r.target.clone()?,
+            })
+        })
+        .collect();
+    let (model, profiles, holdout) = if args.no_model {
+        let refs: Vec<&Features> = reference.iter().map(|r| &r.features).collect();
+        (None, feature_profiles(&spec, &refs), Default::default())
+    } else {
+        // The trainer's own training: fit on the older rows, judge on the newest (the
+        // holdout), profile the rows it learnt from.
+        let context = Context {
+            version: 1,
+            trigger: "BACKTEST",
+            incumbent: None,
+            published_at: 0,
+            end_offsets: Default::default(),
+        };
+        let options = TrainOptions {
+            min_rows: 2,
+            ..TrainOptions::default()
+        };
+        let trained = train(&spec, labelled, &context, &options, &mut |_| {})?;
+        let model = TrainedModel::from_bytes(&trained.record.model_bytes)?;
+        (
+            Some(model),
+            trained.record.reference_profile,
+            trained.record.metrics,
+        )
+    };
+
+    let mut monitor = ModelMonitor::new(&spec.model.name, 1, &profiles, holdout, config);
+    let io = |e: std::io::Error| Error::Data {
+        path: "output".into(),
+        message: e.to_string(),
+    };
+    if args.format == BacktestFormat::Table {
+        writeln!(
+            out,
+            "{:>7}  {:<20}  {:>6}  {:>6}  {:<8}  {:>9}  {:<7}  drifted features",
+            "row", "event time", "window", "share", "decision", "mae/hold", "retrain"
+        )
+        .map_err(io)?;
+    }
+    let mut evaluations = Vec::new();
+    let mut replayed = 0;
+    for (i, row) in replay.iter().enumerate() {
+        if until.is_some_and(|u| row.event_time >= u) {
+            break;
+        }
+        replayed += 1;
+        let request_id = format!("row-{}", split + i);
+        let prediction = model
+            .as_ref()
+            .map(|m| m.predict(&row.features))
+            .unwrap_or_default();
+        let logged = PredictionLogged {
+            request_id: request_id.clone(),
+            model: spec.model.name.clone(),
+            model_version: 1,
+            event_time: row.event_time,
+            features: row.features.clone(),
+            prediction,
+            served_at: row.event_time,
+            latency_us: 0,
+            source: PredictionSource::Kafka,
+        };
+        let event = monitor.event_of(&logged);
+        let pending = model.is_some().then(|| Pending {
+            request_id: request_id.clone(),
+            value: logged.prediction.value,
+            class: logged.prediction.class.clone(),
+            probabilities: logged.prediction.probabilities.clone(),
+        });
+        monitor.observe(&event, pending);
+        if let (Some(_), Some(target)) = (&model, &row.target) {
+            // The label joins at once: a backtest judges what the model would have seen.
+            let (value, class) = match target {
+                Target::Value(v) => (Some(*v), None),
+                Target::Class(c) => (None, Some(c.clone())),
+            };
+            let actual = Actual {
+                request_id,
+                model: spec.model.name.clone(),
+                event_time: row.event_time,
+                value,
+                class,
+                observed_at: row.event_time,
+            };
+            monitor.join(&actual);
+        }
+        if monitor.due() {
+            let evaluation = monitor.evaluate(row.event_time);
+            print_evaluation(out, args.format, split + i, &evaluation).map_err(io)?;
+            evaluations.push(BacktestEvaluation {
+                row: split + i,
+                evaluation,
+            });
+        }
+    }
+    Ok(Backtest {
+        reference_rows: split,
+        replayed_rows: replayed,
+        skipped_rows,
+        evaluations,
+    })
+}
+
+fn print_evaluation(
+    out: &mut dyn Write,
+    format: BacktestFormat,
+    row: usize,
+    e: &Evaluation,
+) -> std::io::Result<()> {
+    let r = &e.report;
+    match format {
+        BacktestFormat::Jsonl => {
+            let line = serde_json::json!({
+                "row": row,
+                "event_time": format_time(r.window.end_time),
+                "report": r,
+                "retrain_id": e.retrain.as_ref().map(|x| x.retrain_id.clone()),
+            });
+            writeln!(out, "{line}")
+        }
+        BacktestFormat::Table => {
+            let mae = r
+                .performance
+                .iter()
+                .find(|m| m.metric == "mae" || m.metric == "log_loss");
+            let perf = mae.map_or("-".to_string(), |m| match m.reference {
+                Some(h) => format!("{:.1}/{:.1}", m.current, h),
+                None => format!("{:.1}/-", m.current),
+            });
+            let mut drifted: Vec<String> = r
+                .features
+                .iter()
+                .filter(|f| f.drifted)
+                .map(|f| f.name.clone())
+                .collect();
+            if r.prediction.as_ref().is_some_and(|p| p.drifted) {
+                drifted.push("(prediction)".into());
+            }
+            writeln!(
+                out,
+                "{row:>7}  {:<20}  {:>6}  {:>6.2}  {:<8}  {perf:>9}  {:<7}  {}",
+                format_time(r.window.end_time),
+                r.window.count,
+                r.share_drifted,
+                match r.decision {
+                    DriftDecision::NoDrift => "-",
+                    DriftDecision::Warning => "warning",
+                    DriftDecision::Drift => "DRIFT",
+                },
+                if e.retrain.is_some() { "yes" } else { "" },
+                drifted.join(", ")
+            )
+        }
+    }
+}
