@@ -24,7 +24,7 @@ use crate::jobs::{BootstrapOptions, Owned, Runner};
 use crate::labelled::{Limits, RowIndex};
 use crate::metrics::TrainerMetrics;
 use crate::processor::{Schedule, Topics, TrainerProcessor};
-use crate::train::TrainOptions;
+use crate::train::{TrainOptions, defaults};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Args)]
@@ -72,14 +72,14 @@ pub struct TrainerArgs {
     )]
     pub unjoined_max_age_hours: f64,
     /// Share of a training window's newest rows held out to judge candidate and incumbent.
-    #[arg(long, env = "DRIFTLINE_TRAINER_HOLDOUT", default_value_t = 0.2)]
+    #[arg(long, env = "DRIFTLINE_TRAINER_HOLDOUT", default_value_t = defaults::HOLDOUT_FRACTION)]
     pub holdout_fraction: f64,
     /// Relative improvement on the primary metric (MAE, or log loss) a candidate needs
     /// over the production model to be promoted: 0.01 = 1% better; 0 = strictly better.
-    #[arg(long, env = "DRIFTLINE_PROMOTION_MARGIN", default_value_t = 0.01)]
+    #[arg(long, env = "DRIFTLINE_PROMOTION_MARGIN", default_value_t = defaults::PROMOTION_MARGIN)]
     pub promotion_margin: f64,
     /// Fewest labelled rows to train on (a shorter retrain window is widened backwards).
-    #[arg(long, env = "DRIFTLINE_TRAINER_MIN_ROWS", default_value_t = 200)]
+    #[arg(long, env = "DRIFTLINE_TRAINER_MIN_ROWS", default_value_t = defaults::MIN_ROWS)]
     pub min_rows: usize,
     /// Do not train a first version from the spec's data set for models without one.
     #[arg(long, env = "DRIFTLINE_NO_BOOTSTRAP")]

@@ -29,12 +29,19 @@ pub struct TrainOptions {
     pub min_rows: usize,
 }
 
+/// The trainer's defaults, in one place for its flags and [`TrainOptions::default`].
+pub mod defaults {
+    pub const HOLDOUT_FRACTION: f64 = 0.2;
+    pub const PROMOTION_MARGIN: f64 = 0.01;
+    pub const MIN_ROWS: usize = 200;
+}
+
 impl Default for TrainOptions {
     fn default() -> Self {
         Self {
-            holdout_fraction: 0.2,
-            promotion_margin: 0.01,
-            min_rows: 100,
+            holdout_fraction: defaults::HOLDOUT_FRACTION,
+            promotion_margin: defaults::PROMOTION_MARGIN,
+            min_rows: defaults::MIN_ROWS,
         }
     }
 }
