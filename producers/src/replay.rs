@@ -523,21 +523,14 @@ mod tests {
     use driftline_schemas::codec::Codec;
     use driftline_schemas::events::{Actual, PredictionRequest};
 
-    const SPEC: &str = r#"
-        [dataset]
-        name = "toy"
-        id_column = "id"
-        time_column = "t"
-        [model]
-        name = "toy"
-        algorithm = "linear"
-        [target]
-        column = "y"
-        kind = "regression"
-        [[features]]
-        name = "x"
-        kind = "numeric"
-    "#;
+    /// The shared toy spec with an id column and one numeric feature, `x`.
+    fn spec() -> FeatureSpec {
+        let mut spec =
+            FeatureSpec::from_toml(include_str!("../../tests/fixtures/toy.toml")).unwrap();
+        spec.dataset.id_column = Some("id".into());
+        spec.features.retain(|f| f.name == "x");
+        spec
+    }
 
     /// Rows `r0, r1, ...` ten minutes apart.
     fn data(rows: usize) -> (tempfile::TempDir, ReplayOptions) {
@@ -548,7 +541,7 @@ mod tests {
         }
         let path = dir.path().join("toy.csv");
         std::fs::write(&path, csv).unwrap();
-        let opts = ReplayOptions::new(FeatureSpec::from_toml(SPEC).unwrap(), path);
+        let opts = ReplayOptions::new(spec(), path);
         (dir, opts)
     }
 
@@ -705,7 +698,7 @@ mod tests {
         std::fs::write(&path, csv).unwrap();
         ReplayOptions {
             label_delay: Duration::from_secs(25 * 60),
-            ..ReplayOptions::new(FeatureSpec::from_toml(SPEC).unwrap(), path)
+            ..ReplayOptions::new(spec(), path)
         }
     }
 

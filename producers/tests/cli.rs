@@ -4,31 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const SPEC: &str = r#"
-[dataset]
-name = "toy"
-time_column = "when"
-
-[model]
-name = "toy"
-algorithm = "linear"
-
-[target]
-column = "y"
-kind = "regression"
-
-[[features]]
-name = "x"
-kind = "numeric"
-nullable = false
-
-[[features]]
-name = "colour"
-kind = "categorical"
-"#;
+/// Features `x` (numeric, required) and `colour` (categorical, from column `c`); time `t`.
+const SPEC: &str = include_str!("../../tests/fixtures/toy.toml");
 
 /// Lines 2-7; line 4 has a word for a number, line 6 a missing field.
-const CSV: &str = "when,x,colour,y
+const CSV: &str = "t,x,c,y
 2024-01-01 00:00,1.5,red,10
 2024-01-01 00:01,2.5,blue,11
 2024-01-01 00:02,lots,red,12
@@ -116,10 +96,13 @@ fn strict_stops_at_the_first_broken_line() {
 #[test]
 fn a_spec_naming_a_column_the_file_lacks_is_an_error_not_a_panic() {
     let (dir, out) = setup();
-    std::fs::write(dir.path().join("toy.csv"), "when,x,y\n2024-01-01,1,2\n").unwrap();
+    std::fs::write(dir.path().join("toy.csv"), "t,x,y\n2024-01-01,1,2\n").unwrap();
     let result = send_data(dir.path(), &out, &[]);
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert_eq!(result.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("no column named colour"), "{stderr}");
+    assert!(
+        stderr.contains("no column named c (the spec needs it)"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

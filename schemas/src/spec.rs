@@ -336,24 +336,8 @@ mod tests {
         assert_eq!(format_time(951_782_400_000), "2000-02-29T00:00:00Z");
     }
 
-    const SPEC: &str = r#"
-        [dataset]
-        name = "toy"
-        time_column = "t"
-        [model]
-        name = "toy"
-        algorithm = "linear"
-        [target]
-        column = "y"
-        kind = "regression"
-        [[features]]
-        name = "x"
-        kind = "numeric"
-        nullable = false
-        [[features]]
-        name = "c"
-        kind = "categorical"
-    "#;
+    /// Features `x` (numeric, required) and `colour` (categorical, read from column `c`).
+    const SPEC: &str = include_str!("../../tests/fixtures/toy.toml");
 
     #[test]
     fn validation_names_every_bad_field() {
@@ -372,7 +356,8 @@ mod tests {
 
     #[test]
     fn rejects_a_spec_whose_feature_is_the_target() {
-        let bad = SPEC.replace("name = \"c\"", "name = \"y\"");
+        let bad = SPEC.replace("column = \"c\"", "column = \"y\"");
+        assert_ne!(bad, SPEC);
         let err = FeatureSpec::from_toml(&bad).unwrap_err().to_string();
         assert!(err.contains("target column"), "{err}");
     }

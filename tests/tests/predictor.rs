@@ -16,24 +16,8 @@ use driftline_tests::{
 };
 use tokio_util::sync::CancellationToken;
 
-const SPEC: &str = r#"
-[dataset]
-name = "toy"
-time_column = "t"
-[model]
-name = "toy"
-algorithm = "linear"
-[target]
-column = "y"
-kind = "regression"
-[[features]]
-name = "x"
-kind = "numeric"
-nullable = false
-[[features]]
-name = "colour"
-kind = "categorical"
-"#;
+/// Features `x` (numeric, required) and `colour` (categorical).
+const SPEC: &str = include_str!("../fixtures/toy.toml");
 
 /// A linear model fitted to y = slope * x + 1 (exactly, no noise).
 fn model(

@@ -211,44 +211,28 @@ impl Fnv1a {
 mod tests {
     use super::*;
 
-    fn spec(id: bool, kind: &str) -> FeatureSpec {
-        let id = if id { "id_column = \"id\"" } else { "" };
-        FeatureSpec::from_toml(&format!(
-            r#"
-            [dataset]
-            name = "toy"
-            {id}
-            time_column = "t"
-            [model]
-            name = "toy-model"
-            algorithm = "linear"
-            [target]
-            column = "y"
-            kind = "{kind}"
-            [[features]]
-            name = "x"
-            kind = "numeric"
-            nullable = false
-            [[features]]
-            name = "colour"
-            column = "c"
-            kind = "categorical"
-            "#
-        ))
-        .unwrap()
+    /// The shared toy spec (`x` numeric and required, `colour` categorical from column
+    /// `c`), its model named apart from its data set, with an id column or without.
+    fn spec(id: bool, kind: TargetKind) -> FeatureSpec {
+        let mut spec =
+            FeatureSpec::from_toml(include_str!("../../../tests/fixtures/toy.toml")).unwrap();
+        spec.dataset.id_column = id.then(|| "id".to_string());
+        spec.model.name = "toy-model".into();
+        spec.target.kind = kind;
+        spec
     }
 
     fn rec(cells: &[&str]) -> StringRecord {
         StringRecord::from(cells.to_vec())
     }
 
-    fn mapper(id: bool, kind: &str) -> RowMapper {
+    fn mapper(id: bool, kind: TargetKind) -> RowMapper {
         RowMapper::new(&spec(id, kind), &rec(&["id", "t", "extra", "x", "y", "c"])).unwrap()
     }
 
     #[test]
     fn maps_a_row_to_a_request_and_its_ground_truth() {
-        let m = mapper(true, "regression");
+        let m = mapper(true, TargetKind::Regression);
         let row = rec(&["f1", "2013-01-01T05:00:00Z", "ignored", "2.5", "-3", "7"]);
         let t = m.event_time(&row).unwrap();
         assert_eq!(t, 1_357_016_400_000);
@@ -272,7 +256,7 @@ mod tests {
 
     #[test]
     fn classification_targets_are_class_labels() {
-        let m = mapper(true, "classification");
+        let m = mapper(true, TargetKind::Classification);
         let row = rec(&["f1", "2013-01-01", "", "1", "1", "red"]);
         let actual = m.map(&row, 0, 0).unwrap().actual.unwrap();
         assert_eq!((actual.value, actual.class.as_deref()), (None, Some("1")));
@@ -280,7 +264,7 @@ mod tests {
 
     #[test]
     fn a_row_without_a_target_value_has_no_ground_truth() {
-        let m = mapper(true, "regression");
+        let m = mapper(true, TargetKind::Regression);
         let mapped = m
             .map(&rec(&["f1", "2013-01-01", "", "1", "NA", ""]), 0, 0)
             .unwrap();
@@ -290,7 +274,7 @@ mod tests {
 
     #[test]
     fn names_every_problem_in_a_bad_row() {
-        let m = mapper(true, "regression");
+        let m = mapper(true, TargetKind::Regression);
         let err = m
             .map(&rec(&["", "2013-01-01", "", "abc", "x", ""]), 0, 0)
             .unwrap_err();
@@ -305,7 +289,7 @@ mod tests {
 
     #[test]
     fn rejects_rows_with_the_wrong_number_of_fields_or_a_bad_time() {
-        let m = mapper(true, "regression");
+        let m = mapper(true, TargetKind::Regression);
         let err = m.event_time(&rec(&["f1", "2013-01-01", "1"])).unwrap_err();
         assert_eq!(err, "has 3 fields, the header has 6");
         let err = m
@@ -316,13 +300,14 @@ mod tests {
 
     #[test]
     fn reports_every_column_the_header_lacks() {
-        let missing = RowMapper::new(&spec(true, "regression"), &rec(&["t", "x"])).unwrap_err();
+        let missing =
+            RowMapper::new(&spec(true, TargetKind::Regression), &rec(&["t", "x"])).unwrap_err();
         assert_eq!(missing, ["id", "y", "c"]);
     }
 
     #[test]
     fn ids_without_an_id_column_come_from_the_row_content() {
-        let m = mapper(false, "regression");
+        let m = mapper(false, TargetKind::Regression);
         let a = rec(&["f1", "2013-01-01", "", "1", "2", "red"]);
         let id = m.map(&a, 0, 0).unwrap().request.request_id;
         assert_eq!(id, m.map(&a.clone(), 0, 0).unwrap().request.request_id);

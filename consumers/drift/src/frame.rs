@@ -749,24 +749,8 @@ impl Builder {
 mod tests {
     use super::*;
 
-    const SPEC: &str = r#"
-        [dataset]
-        name = "toy"
-        time_column = "t"
-        [model]
-        name = "toy"
-        algorithm = "linear"
-        [target]
-        column = "y"
-        kind = "regression"
-        [[features]]
-        name = "distance"
-        kind = "numeric"
-        [[features]]
-        name = "month"
-        kind = "categorical"
-        column = "m"
-    "#;
+    /// Features `x` (numeric) and `colour` (categorical, read from column `c`).
+    const SPEC: &str = include_str!("../../../tests/fixtures/toy.toml");
 
     #[test]
     fn infers_numeric_and_categorical_columns_and_counts_missing_cells() {
@@ -802,10 +786,10 @@ mod tests {
     #[test]
     fn a_spec_picks_columns_kinds_and_names() {
         let spec = FeatureSpec::from_toml(SPEC).unwrap();
-        let csv = "t,distance,m,y\n1,100,7,3\n2,,8,4\n";
+        let csv = "t,x,c,y\n1,100,7,3\n2,,8,4\n";
         let f = Frame::from_reader(csv.as_bytes(), Some(&spec), "t.csv").unwrap();
         let names: Vec<_> = f.columns.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["distance", "month"]);
+        assert_eq!(names, ["x", "colour"]);
         assert_eq!(f.columns[1].data.kind(), FeatureKind::Categorical);
         assert_eq!(f.columns[0].data.missing(), 1);
     }
@@ -813,17 +797,17 @@ mod tests {
     #[test]
     fn a_bad_cell_or_absent_column_is_an_error_naming_it() {
         let spec = FeatureSpec::from_toml(SPEC).unwrap();
-        let err = Frame::from_reader("distance,m\nfar,7\n".as_bytes(), Some(&spec), "c.csv")
+        let err = Frame::from_reader("x,c\nfar,7\n".as_bytes(), Some(&spec), "c.csv")
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("c.csv") && err.contains("row 1") && err.contains("distance"),
+            err.contains("c.csv") && err.contains("row 1") && err.contains("column `x`"),
             "{err}"
         );
-        let err = Frame::from_reader("distance\n1\n".as_bytes(), Some(&spec), "c.csv")
+        let err = Frame::from_reader("x\n1\n".as_bytes(), Some(&spec), "c.csv")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("`m`"), "{err}");
+        assert!(err.contains("no column `c`"), "{err}");
         let err = Frame::from_reader("a,b\n1\n".as_bytes(), None, "c.csv")
             .unwrap_err()
             .to_string();
@@ -839,8 +823,7 @@ mod tests {
     #[test]
     fn the_plain_splitter_and_the_csv_crate_read_the_same_frame() {
         let spec = FeatureSpec::from_toml(SPEC).unwrap();
-        let text =
-            "t,distance,m,y\n1,100,7,3\n2,,8,4\n\n3,-0.25,x,5\n4, 12.658579999999999 ,NA,6\n";
+        let text = "t,x,c,y\n1,100,7,3\n2,,8,4\n\n3,-0.25,x,5\n4, 12.658579999999999 ,NA,6\n";
         for chunk in [1, 2, 7, 64, CHUNK] {
             for spec in [None, Some(&spec)] {
                 let plain = Frame::from_chunks(text.as_bytes(), spec, "t.csv", chunk).unwrap();
@@ -852,7 +835,7 @@ mod tests {
         let quoted = format!("{text}5,\"1,000\",\"a, b\",7\n6,3,y,8\n");
         let f = Frame::from_chunks(quoted.as_bytes(), None, "t.csv", 16).unwrap();
         assert_eq!(f, via_csv_crate(&quoted, None));
-        let ColumnData::Categorical(m) = &f.column("m").unwrap().data else {
+        let ColumnData::Categorical(m) = &f.column("c").unwrap().data else {
             panic!()
         };
         assert_eq!(m.counts["a, b"], 1);
@@ -947,7 +930,7 @@ mod tests {
         // 6,000 distinct short numbers and labels, each twice, with missing cells: past
         // the table's capacity cells are read one by one, and nothing is lost or doubled.
         let spec = FeatureSpec::from_toml(SPEC).unwrap();
-        let mut csv = String::from("t,distance,m,y\n");
+        let mut csv = String::from("t,x,c,y\n");
         for round in 0..2 {
             for i in 0..6_000 {
                 csv.push_str(&format!("{round},{},c{i},0\n", i as f64 / 4.0));
@@ -957,10 +940,10 @@ mod tests {
         let mut expected: Vec<f64> = (0..6_000).flat_map(|i| [i as f64 / 4.0; 2]).collect();
         expected.sort_by(f64::total_cmp);
         // With the spec's kinds, and inferred (the labels' column is read as text).
-        for (spec, labels) in [(Some(&spec), "month"), (None, "m")] {
+        for (spec, labels) in [(Some(&spec), "colour"), (None, "c")] {
             let f = Frame::from_reader(csv.as_bytes(), spec, "t.csv").unwrap();
             assert_eq!(
-                f.column("distance").unwrap().data,
+                f.column("x").unwrap().data,
                 ColumnData::Numeric {
                     values: SortedSample::from_unsorted(expected.clone()),
                     missing: 2

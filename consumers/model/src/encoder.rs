@@ -441,31 +441,19 @@ fn format_number(x: f64, buf: &mut [u8; 48]) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use driftline_schemas::spec::FeatureDef;
 
+    /// The shared toy spec (`x` numeric, `colour` categorical) plus a numeric `k`.
     fn spec() -> FeatureSpec {
-        FeatureSpec::from_toml(
-            r#"
-            [dataset]
-            name = "toy"
-            time_column = "t"
-            [model]
-            name = "toy"
-            algorithm = "linear"
-            [target]
-            column = "y"
-            kind = "regression"
-            [[features]]
-            name = "x"
-            kind = "numeric"
-            [[features]]
-            name = "c"
-            kind = "categorical"
-            [[features]]
-            name = "k"
-            kind = "numeric"
-            "#,
-        )
-        .unwrap()
+        let mut spec =
+            FeatureSpec::from_toml(include_str!("../../../tests/fixtures/toy.toml")).unwrap();
+        spec.features.push(FeatureDef {
+            name: "k".into(),
+            kind: Kind::Numeric,
+            column: None,
+            nullable: true,
+        });
+        spec
     }
 
     fn features(x: Option<f64>, c: Option<&str>) -> Features {
@@ -475,7 +463,7 @@ mod tests {
             x.map_or(FeatureValue::Missing, FeatureValue::Number),
         );
         if let Some(c) = c {
-            f.insert("c".into(), FeatureValue::Category(c.into()));
+            f.insert("colour".into(), FeatureValue::Category(c.into()));
         }
         f.insert("k".into(), FeatureValue::Number(5.0));
         f
@@ -506,7 +494,16 @@ mod tests {
     fn standardises_numerics_and_flags_missing_values() {
         let (e, names) = fitted(30);
         // Constant `k` has no column; `x` has a value and a missing column.
-        assert_eq!(names, ["c=b", "c=c", "c=<missing>", "x", "x=<missing>"]);
+        assert_eq!(
+            names,
+            [
+                "colour=b",
+                "colour=c",
+                "colour=<missing>",
+                "x",
+                "x=<missing>"
+            ]
+        );
         let mut row = vec![9.0; e.n_columns()];
         e.encode_into(&features(Some(3.0), Some("a")), &mut row);
         // mean 2, population std sqrt(0.5)
@@ -525,7 +522,13 @@ mod tests {
         let (e, names) = fitted(2);
         assert_eq!(
             names,
-            ["c=b", "c=<other>", "c=<missing>", "x", "x=<missing>"]
+            [
+                "colour=b",
+                "colour=<other>",
+                "colour=<missing>",
+                "x",
+                "x=<missing>"
+            ]
         );
         let mut row = vec![0.0; e.n_columns()];
         for c in ["c", "never-seen"] {
@@ -543,15 +546,15 @@ mod tests {
     fn numbers_sent_for_categories_read_as_labels() {
         let rows: Vec<Features> = ["7", "7", "8"]
             .iter()
-            .map(|c| [("c".to_string(), FeatureValue::Category(c.to_string()))].into())
+            .map(|c| [("colour".to_string(), FeatureValue::Category(c.to_string()))].into())
             .collect();
         let e = Encoder::fit(&spec(), rows.iter(), EncoderOptions::default()).unwrap();
         let mut row = vec![0.0; e.n_columns()];
         e.encode_into(
-            &[("c".to_string(), FeatureValue::Number(8.0))].into(),
+            &[("colour".to_string(), FeatureValue::Number(8.0))].into(),
             &mut row,
         );
-        assert_eq!(e.column_names(), ["c=8"]);
+        assert_eq!(e.column_names(), ["colour=8"]);
         assert_eq!(row, [1.0]);
     }
 

@@ -386,24 +386,13 @@ mod tests {
 
     const HOUR: i64 = 3_600_000;
 
+    /// The shared toy spec with its one numeric feature, `x`, for model `m`.
     fn spec() -> FeatureSpec {
-        FeatureSpec::from_toml(
-            r#"
-            [dataset]
-            name = "toy"
-            time_column = "t"
-            [model]
-            name = "m"
-            algorithm = "linear"
-            [target]
-            column = "y"
-            kind = "regression"
-            [[features]]
-            name = "x"
-            kind = "numeric"
-            "#,
-        )
-        .unwrap()
+        let mut spec =
+            FeatureSpec::from_toml(include_str!("../../../tests/fixtures/toy.toml")).unwrap();
+        spec.model.name = "m".into();
+        spec.features.retain(|f| f.name == "x");
+        spec
     }
 
     struct Harness {

@@ -224,24 +224,12 @@ mod tests {
     use driftline_model::Target;
     use driftline_schemas::events::FeatureValue;
 
+    /// The shared toy spec with its one numeric feature, `x`.
     pub(crate) fn spec() -> FeatureSpec {
-        FeatureSpec::from_toml(
-            r#"
-            [dataset]
-            name = "toy"
-            time_column = "t"
-            [model]
-            name = "toy"
-            algorithm = "linear"
-            [target]
-            column = "y"
-            kind = "regression"
-            [[features]]
-            name = "x"
-            kind = "numeric"
-            "#,
-        )
-        .unwrap()
+        let mut spec =
+            FeatureSpec::from_toml(include_str!("../../../tests/fixtures/toy.toml")).unwrap();
+        spec.features.retain(|f| f.name == "x");
+        spec
     }
 
     fn rows(range: std::ops::Range<i64>, f: impl Fn(f64) -> f64) -> Vec<LabelledRow> {

@@ -6,13 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use driftline_runtime::registry::Registry;
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{
     Actual, Event, FeatureValue, ModelPublished, ModelStatus, Prediction, PredictionLogged,
     PredictionSource, RetrainRequested, RetrainTrigger, TrainingWindow,
 };
+use driftline_schemas::spec::FeatureSpec;
 use driftline_tests::{create_topics, kafka, produce, unique};
 use driftline_trainer::service::TrainerArgs;
 use rdkafka::producer::FutureProducer;
@@ -22,6 +23,8 @@ pub const T0: i64 = 1_356_998_400_000;
 pub const HOUR: i64 = 3_600_000;
 /// Bootstrap cut-off: 2013-04-01.
 pub const CUTOFF: i64 = 1_364_774_400_000;
+/// The toy feature spec shared by the workspace's tests.
+const TOY_SPEC: &str = include_str!("../../../../tests/fixtures/toy.toml");
 
 pub struct World {
     pub dir: tempfile::TempDir,
@@ -53,23 +56,22 @@ impl World {
             i += 1;
         }
         std::fs::write(dir.path().join("toy.csv"), csv)?;
-        let spec = format!(
-            r#"
-[dataset]
-name = "toy"
-time_column = "t"
-path = "toy.csv"
-[model]
-name = "{model}"
-algorithm = "linear"
-[target]
-column = "y"
-kind = "regression"
-[[features]]
-name = "x"
-kind = "numeric"
-nullable = false
-"#
+        // The shared toy spec, for this test's model and data set, without its last
+        // feature (the categorical `colour`): only `x` is in the data.
+        let (spec, _colour) = TOY_SPEC.rsplit_once("[[features]]").unwrap();
+        let spec = spec
+            .replacen("[dataset]\n", "[dataset]\npath = \"toy.csv\"\n", 1)
+            .replacen(
+                "[model]\nname = \"toy\"",
+                &format!("[model]\nname = \"{model}\""),
+                1,
+            );
+        let parsed = FeatureSpec::from_toml(&spec)?;
+        ensure!(
+            parsed.model.name == model
+                && parsed.dataset.path.as_deref() == Some("toy.csv")
+                && parsed.features.len() == 1,
+            "the toy spec did not take this test's changes: {parsed:?}"
         );
         let spec_path = dir.path().join("toy.toml");
         std::fs::write(&spec_path, spec)?;
