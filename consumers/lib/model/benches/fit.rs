@@ -51,7 +51,7 @@ fn main() -> Result<()> {
     let reps = env_or("BENCH_REPS", 3).max(1);
     let threads = env_or("BENCH_THREADS", 2).max(1);
     let total = (train_rows as f64 / 0.8).round() as usize;
-    let data_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data");
+    let data_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../data");
     let csv_path = data_dir.join("flights.csv.gz");
     let have_data = csv_path.exists();
 

@@ -6,7 +6,7 @@ JSON object: per algorithm the best-of-`--reps` fit time (preprocessing included
 driftline's fit includes its encoder), holdout metrics and the latency of a one-row
 `predict` call (what a FastAPI + scikit-learn endpoint pays per request).
 
-Equivalences with driftline's defaults (consumers/model/src/algorithm.rs):
+Equivalences with driftline's defaults (consumers/lib/model/src/algorithm.rs):
 - encoding: numerics standardised, missing → the mean plus an indicator column (StandardScaler
   ignores NaN when fitting, then SimpleImputer fills 0 = the mean and adds the indicator);
   categoricals one-hot with one level dropped; unseen categories → all zeros.

@@ -446,7 +446,7 @@ mod tests {
     /// The shared toy spec (`x` numeric, `colour` categorical) plus a numeric `k`.
     fn spec() -> FeatureSpec {
         let mut spec =
-            FeatureSpec::from_toml(include_str!("../../../tests/fixtures/toy.toml")).unwrap();
+            FeatureSpec::from_toml(include_str!("../../../../tests/fixtures/toy.toml")).unwrap();
         spec.features.push(FeatureDef {
             name: "k".into(),
             kind: Kind::Numeric,

@@ -750,7 +750,7 @@ mod tests {
     use super::*;
 
     /// Features `x` (numeric) and `colour` (categorical, read from column `c`).
-    const SPEC: &str = include_str!("../../../tests/fixtures/toy.toml");
+    const SPEC: &str = include_str!("../../../../tests/fixtures/toy.toml");
 
     #[test]
     fn infers_numeric_and_categorical_columns_and_counts_missing_cells() {

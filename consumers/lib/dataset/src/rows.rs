@@ -215,7 +215,7 @@ mod tests {
     /// `c`), its model named apart from its data set, with an id column or without.
     fn spec(id: bool, kind: TargetKind) -> FeatureSpec {
         let mut spec =
-            FeatureSpec::from_toml(include_str!("../../../tests/fixtures/toy.toml")).unwrap();
+            FeatureSpec::from_toml(include_str!("../../../../tests/fixtures/toy.toml")).unwrap();
         spec.dataset.id_column = id.then(|| "id".to_string());
         spec.model.name = "toy-model".into();
         spec.target.kind = kind;

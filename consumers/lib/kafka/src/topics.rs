@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn the_committed_topic_spec_names_every_topic_once() {
-        let text = include_str!("../../../infra/topics.toml");
+        let text = include_str!("../../../../infra/topics.toml");
         let spec = TopicSpec::from_toml(text).unwrap();
         let mut names: Vec<_> = spec.topics.iter().map(|t| t.name.as_str()).collect();
         names.sort();
