@@ -78,6 +78,53 @@ struct Pending {
     class: Option<String>,
 }
 
+/// An actual read before its prediction (the two topics are read independently).
+#[derive(Debug, Clone)]
+struct Early {
+    value: Option<f64>,
+    class: Option<String>,
+}
+
+/// One half of the join waiting for the other, by request id; at most [`MAX_PENDING`],
+/// the oldest forgotten first. A taken half leaves nothing behind.
+#[derive(Debug)]
+struct Waiting<V> {
+    by_id: HashMap<String, (u64, V)>,
+    order: BTreeMap<u64, String>,
+    next: u64,
+}
+
+impl<V> Default for Waiting<V> {
+    fn default() -> Self {
+        Self {
+            by_id: HashMap::new(),
+            order: BTreeMap::new(),
+            next: 0,
+        }
+    }
+}
+
+impl<V> Waiting<V> {
+    fn hold(&mut self, id: &str, value: V) {
+        self.take(id);
+        while self.by_id.len() >= MAX_PENDING {
+            match self.order.pop_first() {
+                Some((_, old)) => self.by_id.remove(&old),
+                None => break,
+            };
+        }
+        self.order.insert(self.next, id.to_string());
+        self.by_id.insert(id.to_string(), (self.next, value));
+        self.next += 1;
+    }
+
+    fn take(&mut self, id: &str) -> Option<V> {
+        let (seq, value) = self.by_id.remove(id)?;
+        self.order.remove(&seq);
+        Some(value)
+    }
+}
+
 /// Everything the page draws, bounded so a long replay cannot grow it without limit.
 #[derive(Debug, Default)]
 pub struct History {
@@ -85,8 +132,8 @@ pub struct History {
     latest: Option<DriftReport>,
     /// event-time day (ms since the epoch / 86 400 000) -> bucket
     days: BTreeMap<i64, DayBucket>,
-    pending: HashMap<String, Pending>,
-    pending_order: VecDeque<String>,
+    pending: Waiting<Pending>,
+    early: Waiting<Early>,
     /// version -> latest record
     models: BTreeMap<i64, ModelPublished>,
     numeric_wasserstein: Option<f64>,
@@ -144,28 +191,34 @@ impl History {
         if let Some(v) = p.prediction.value.filter(|v| v.is_finite()) {
             day.prediction_sum += v;
         }
-        if self.pending.len() >= MAX_PENDING
-            && let Some(old) = self.pending_order.pop_front()
-        {
-            self.pending.remove(&old);
-        }
         let pending = Pending {
             event_time: p.event_time,
             value: p.prediction.value,
             class: p.prediction.class.clone(),
         };
-        if self.pending.insert(p.request_id.clone(), pending).is_none() {
-            self.pending_order.push_back(p.request_id.clone());
+        match self.early.take(&p.request_id) {
+            Some(actual) => self.score(&pending, &actual),
+            None => self.pending.hold(&p.request_id, pending),
         }
         self.revision += 1;
     }
 
-    /// Scores the prediction this actual answers: absolute error for a value, 0 or 1 for
-    /// a class. An actual whose prediction was not seen (or was forgotten) is ignored.
+    /// Scores the prediction this actual answers; an actual read before its prediction
+    /// waits for it (bounded, like the predictions waiting for theirs).
     pub fn record_actual(&mut self, a: &Actual) {
-        let Some(p) = self.pending.remove(&a.request_id) else {
-            return;
+        let actual = Early {
+            value: a.value,
+            class: a.class.clone(),
         };
+        match self.pending.take(&a.request_id) {
+            Some(p) => self.score(&p, &actual),
+            None => self.early.hold(&a.request_id, actual),
+        }
+        self.revision += 1;
+    }
+
+    /// Absolute error for a value, 0 or 1 for a class, on the prediction's event-time day.
+    fn score(&mut self, p: &Pending, a: &Early) {
         let error = match (p.value, a.value, &p.class, &a.class) {
             (Some(p), Some(a), _, _) if p.is_finite() && a.is_finite() => (p - a).abs(),
             (_, _, Some(p), Some(a)) => f64::from(u8::from(p != a)),
@@ -174,7 +227,6 @@ impl History {
         let day = self.day(p.event_time);
         day.errors += 1;
         day.abs_error_sum += error;
-        self.revision += 1;
     }
 
     fn day(&mut self, event_time: i64) -> &mut DayBucket {
@@ -602,6 +654,34 @@ mod tests {
         assert_eq!(v["days"][0]["mean_abs_error"], 2.0);
         assert_eq!(v["days"][1]["errors"], 0);
         assert!(v["days"][1]["mean_abs_error"].is_null());
+    }
+
+    #[test]
+    fn an_actual_read_before_its_prediction_is_scored_when_the_prediction_comes() {
+        let mut h = History::default();
+        h.record_actual(&sample::actual("a", START, 13.0));
+        h.record_prediction(&sample::prediction("a", START, 10.0));
+        let v: serde_json::Value = serde_json::from_str(&h.to_json()).expect("valid JSON");
+        assert_eq!(v["days"][0]["errors"], 1);
+        assert_eq!(v["days"][0]["mean_abs_error"], 3.0);
+    }
+
+    #[test]
+    fn joined_requests_leave_nothing_waiting_and_waiting_halves_are_bounded() {
+        let mut h = History::default();
+        for i in 0..1000 {
+            let id = format!("r{i}");
+            h.record_prediction(&sample::prediction(&id, START, 1.0));
+            h.record_actual(&sample::actual(&id, START, 2.0));
+        }
+        assert_eq!((h.pending.by_id.len(), h.pending.order.len()), (0, 0));
+        assert_eq!((h.early.by_id.len(), h.early.order.len()), (0, 0));
+        for i in 0..(super::MAX_PENDING + 10) {
+            h.record_actual(&sample::actual(&format!("early{i}"), START, 2.0));
+        }
+        assert_eq!(h.early.by_id.len(), super::MAX_PENDING);
+        assert_eq!(h.early.order.len(), super::MAX_PENDING);
+        assert!(h.early.take("early0").is_none(), "the oldest went first");
     }
 
     #[test]
