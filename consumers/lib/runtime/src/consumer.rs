@@ -324,6 +324,7 @@ pub async fn run<P: Processor + 'static>(
             && in_flight.is_empty()
             && next.messages.is_empty()
             && all_at_eof(&assigned, &at_eof)
+            && read_to_end(&consumer, &store, &taken, &assigned, &mut at_eof)
         {
             info!(applied, "all partitions read to the end");
             break Ok(());
@@ -539,6 +540,8 @@ impl Intake<'_> {
                 self.next.push(m.detach(), self.max_batch);
             }
             Err(KafkaError::PartitionEOF(p)) => {
+                // rdkafka names only the partition, not its topic: every assigned topic's
+                // partition `p` becomes a candidate, which `read_to_end` then checks.
                 debug!(partition = p, "end of partition");
                 for (t, part) in self
                     .assigned
@@ -826,6 +829,39 @@ fn set_paused<C: ConsumerContext>(consumer: &StreamConsumer<C>, pause: bool) {
     if let Err(e) = result {
         warn!(error = %e, pause, "cannot pause or resume fetching");
     }
+}
+
+/// Whether every partition marked at its end really is: the offset after the last message
+/// taken (or the stored one, before any was) reaches the broker's high watermark. A
+/// partition still behind loses its mark; its own end of partition marks it again. Asks
+/// the broker, so only for `exit_on_eof`, once the marks say everything is read.
+fn read_to_end(
+    consumer: &impl Consumer<SeekOnAssign>,
+    store: &Store,
+    taken: &Positions,
+    assigned: &Mutex<HashSet<TopicPartition>>,
+    at_eof: &mut HashSet<TopicPartition>,
+) -> bool {
+    let stored = store.offsets().unwrap_or_default();
+    let assigned = assigned.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut all = true;
+    for (topic, partition) in assigned {
+        let next = taken
+            .next(&topic, partition)
+            .or_else(|| stored.get(&(topic.clone(), partition)).copied());
+        let at_end = match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)) {
+            Ok((low, high)) => next.unwrap_or(low) >= high,
+            Err(e) => {
+                warn!(%topic, partition, error = %e, "cannot read the high watermark");
+                false
+            }
+        };
+        if !at_end {
+            at_eof.remove(&(topic, partition));
+            all = false;
+        }
+    }
+    all
 }
 
 fn all_at_eof(assigned: &Mutex<HashSet<TopicPartition>>, at_eof: &HashSet<TopicPartition>) -> bool {

@@ -25,6 +25,11 @@ impl Positions {
         *next = offset + 1;
         true
     }
+
+    /// The offset after the last message taken from this partition, if any was.
+    pub(crate) fn next(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.0.get(topic)?.get(&partition).copied()
+    }
 }
 
 #[cfg(test)]
