@@ -35,9 +35,31 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))
 }
 
+/// A positive duration (see [`parse_duration`]), in milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    let d = parse_duration(text)?;
+    i64::try_from(d.as_millis())
+        .ok()
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| format!("{text:?} must be at least 1ms"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_with_units() {
+        assert_eq!(parse_duration_ms("30s"), Ok(30_000));
+        assert_eq!(parse_duration_ms("7d"), Ok(7 * 86_400_000));
+        assert_eq!(parse_duration_ms("250ms"), Ok(250));
+        assert!(
+            parse_duration_ms("250").is_err(),
+            "a bare number needs a unit"
+        );
+        assert!(parse_duration_ms("5w").is_err());
+        assert!(parse_duration_ms("0s").is_err());
+    }
 
     #[test]
     fn reads_every_unit_and_fractions() {

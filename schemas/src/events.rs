@@ -393,6 +393,110 @@ impl Event for Actual {
     }
 }
 
+/// Where a message was read: a partition of its topic and its offset there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SourcePosition {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl SourcePosition {
+    fn to_value(self) -> Value {
+        record(vec![
+            ("partition", Value::Int(self.partition)),
+            ("offset", Value::Long(self.offset)),
+        ])
+    }
+
+    fn from_value(value: Value, name: &str) -> Result<Self> {
+        let mut f = Fields::new(value, name)?;
+        Ok(Self {
+            partition: f.int("partition")?,
+            offset: f.long("offset")?,
+        })
+    }
+
+    fn read(r: &mut Reader<'_>, what: &str) -> Result<Self> {
+        let partition = r.long(what)?;
+        Ok(Self {
+            partition: i32::try_from(partition)
+                .map_err(|_| field_err(what, format!("partition {partition} is not an int")))?,
+            offset: r.long(what)?,
+        })
+    }
+}
+
+/// A nested event's body, read directly (both nested events have a direct reader).
+fn nested<E: Event>(r: &mut Reader<'_>, what: &str) -> Result<E> {
+    E::read_body(r).unwrap_or_else(|| Err(field_err(what, "no direct reader")))
+}
+
+/// driftline.labelled: a prediction joined with its ground truth (see the joiner).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labelled {
+    pub prediction: PredictionLogged,
+    pub actual: Actual,
+    pub prediction_read_at: SourcePosition,
+    pub actual_read_at: SourcePosition,
+}
+
+impl Event for Labelled {
+    const TOPIC: &'static str = topics::LABELLED;
+    schema_of!("driftline.labelled.avsc");
+
+    fn to_value(&self) -> Value {
+        record(vec![
+            ("prediction", self.prediction.to_value()),
+            ("actual", self.actual.to_value()),
+            ("prediction_read_at", self.prediction_read_at.to_value()),
+            ("actual_read_at", self.actual_read_at.to_value()),
+        ])
+    }
+
+    fn from_value(value: Value) -> Result<Self> {
+        let mut f = Fields::new(value, "Labelled")?;
+        Ok(Self {
+            prediction: PredictionLogged::from_value(f.take("prediction")?)?,
+            actual: Actual::from_value(f.take("actual")?)?,
+            prediction_read_at: SourcePosition::from_value(
+                f.take("prediction_read_at")?,
+                "prediction_read_at",
+            )?,
+            actual_read_at: SourcePosition::from_value(
+                f.take("actual_read_at")?,
+                "actual_read_at",
+            )?,
+        })
+    }
+
+    // A nested record's binary body is its fields' bodies in order.
+    fn write_body(&self, out: &mut Vec<u8>) -> bool {
+        self.prediction.write_body(out);
+        self.actual.write_body(out);
+        for at in [self.prediction_read_at, self.actual_read_at] {
+            binary::long(out, at.partition.into());
+            binary::long(out, at.offset);
+        }
+        true
+    }
+
+    fn read_body(r: &mut Reader<'_>) -> Option<Result<Self>> {
+        let read = |r: &mut Reader<'_>| {
+            Ok(Self {
+                prediction: nested::<PredictionLogged>(r, "prediction")?,
+                actual: nested::<Actual>(r, "actual")?,
+                prediction_read_at: SourcePosition::read(r, "prediction_read_at")?,
+                actual_read_at: SourcePosition::read(r, "actual_read_at")?,
+            })
+        };
+        Some(read(r))
+    }
+
+    fn key(&self) -> String {
+        self.prediction.model.clone()
+    }
+}
+
 avro_enum!(
     /// Numeric or categorical (used by drift reports and reference profiles).
     FeatureKind { Numeric = "NUMERIC", Categorical = "CATEGORICAL" }
@@ -849,11 +953,12 @@ impl Event for DeadLetter {
 }
 
 /// Every current schema, for registering writers and for tooling.
-pub fn all_schemas() -> [(&'static str, &'static Schema); 7] {
+pub fn all_schemas() -> [(&'static str, &'static Schema); 8] {
     [
         (PredictionRequest::TOPIC, PredictionRequest::schema()),
         (PredictionLogged::TOPIC, PredictionLogged::schema()),
         (Actual::TOPIC, Actual::schema()),
+        (Labelled::TOPIC, Labelled::schema()),
         (DriftReport::TOPIC, DriftReport::schema()),
         (RetrainRequested::TOPIC, RetrainRequested::schema()),
         (ModelPublished::TOPIC, ModelPublished::schema()),

@@ -3,9 +3,19 @@
 pub const REQUESTS: &str = "driftline.requests";
 pub const PREDICTIONS: &str = "driftline.predictions";
 pub const ACTUALS: &str = "driftline.actuals";
+pub const LABELLED: &str = "driftline.labelled";
 pub const DRIFT: &str = "driftline.drift";
 pub const RETRAIN: &str = "driftline.retrain";
 pub const MODELS: &str = "driftline.models";
 pub const DLQ: &str = "driftline.dlq";
 
-pub const ALL: [&str; 7] = [REQUESTS, PREDICTIONS, ACTUALS, DRIFT, RETRAIN, MODELS, DLQ];
+pub const ALL: [&str; 8] = [
+    REQUESTS,
+    PREDICTIONS,
+    ACTUALS,
+    LABELLED,
+    DRIFT,
+    RETRAIN,
+    MODELS,
+    DLQ,
+];

@@ -471,6 +471,29 @@ proptest! {
         agrees_with_apache_avro(&Actual { request_id, model, event_time, value, class, observed_at });
     }
 
+    #[test]
+    fn labelled_rows_are_written_and_read_as_apache_avro_does(
+        prediction in prediction_logged(),
+        value in proptest::option::of(any::<f64>().prop_filter("NaN", |x| !x.is_nan())),
+        class in proptest::option::of(text()), observed_at in any::<i64>(),
+        at in (any::<i32>(), any::<i64>(), any::<i32>(), any::<i64>()),
+    ) {
+        let actual = Actual {
+            request_id: prediction.request_id.clone(),
+            model: prediction.model.clone(),
+            event_time: prediction.event_time,
+            value,
+            class,
+            observed_at,
+        };
+        agrees_with_apache_avro(&Labelled {
+            prediction,
+            actual,
+            prediction_read_at: SourcePosition { partition: at.0, offset: at.1 },
+            actual_read_at: SourcePosition { partition: at.2, offset: at.3 },
+        });
+    }
+
     /// Damaged bodies: the direct reader refuses what apache-avro refuses and reads what
     /// it reads, the same way.
     #[test]

@@ -4,7 +4,7 @@
 use clap::Args;
 use driftline_drift::DriftPolicy;
 use driftline_drift::policy::defaults;
-use driftline_schemas::duration::parse_duration;
+use driftline_schemas::duration::parse_duration_ms;
 
 use crate::Result;
 use crate::monitor::MonitorConfig;
@@ -131,31 +131,9 @@ impl PolicyArgs {
     }
 }
 
-/// A positive duration (see [`parse_duration`]), in milliseconds.
-pub fn parse_duration_ms(text: &str) -> std::result::Result<i64, String> {
-    let d = parse_duration(text)?;
-    i64::try_from(d.as_millis())
-        .ok()
-        .filter(|ms| *ms > 0)
-        .ok_or_else(|| format!("{text:?} must be at least 1ms"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_with_units() {
-        assert_eq!(parse_duration_ms("30s"), Ok(30_000));
-        assert_eq!(parse_duration_ms("7d"), Ok(7 * 86_400_000));
-        assert_eq!(parse_duration_ms("250ms"), Ok(250));
-        assert!(
-            parse_duration_ms("250").is_err(),
-            "a bare number needs a unit"
-        );
-        assert!(parse_duration_ms("5w").is_err());
-        assert!(parse_duration_ms("0s").is_err());
-    }
 
     #[test]
     fn the_default_policy_flags_give_the_documented_defaults() {

@@ -89,7 +89,7 @@ pub struct Service {
     pub ready: Ready,
     models_topic: String,
     loaded: CancellationToken,
-    follower: JoinHandle<Result<()>>,
+    follower: Option<JoinHandle<Result<()>>>,
     http: Vec<JoinHandle<std::io::Result<()>>>,
 }
 
@@ -120,7 +120,34 @@ impl Service {
             ready,
             models_topic: models_topic.to_string(),
             loaded: follower.loaded,
-            follower: follower.task,
+            follower: Some(follower.task),
+            http: Vec::new(),
+        })
+    }
+
+    /// [`Service::start`] for a service that needs no model registry (the joiner): its
+    /// registry stays empty and counts as loaded.
+    pub async fn start_without_registry(
+        metrics: Metrics,
+        kafka: &KafkaArgs,
+        shutdown: CancellationToken,
+        ready: Ready,
+    ) -> Result<Self> {
+        kafka.validate()?;
+        kafka.check_connection().await?;
+        let loaded = CancellationToken::new();
+        loaded.cancel();
+        Ok(Self {
+            kafka: kafka.clone(),
+            codec: Codec::single_object(),
+            metrics,
+            producer: kafka.producer_config().create()?,
+            registry: Arc::new(RwLock::new(Registry::default())),
+            shutdown,
+            ready,
+            models_topic: String::new(),
+            loaded,
+            follower: None,
             http: Vec::new(),
         })
     }
@@ -188,6 +215,8 @@ impl Service {
         for task in self.http {
             let _ = task.await;
         }
-        let _ = self.follower.await;
+        if let Some(follower) = self.follower {
+            let _ = follower.await;
+        }
     }
 }
