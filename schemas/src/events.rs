@@ -393,16 +393,18 @@ impl Event for Actual {
     }
 }
 
-/// Where a message was read: a partition of its topic and its offset there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Where a message was read: its topic, partition and offset.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SourcePosition {
+    pub topic: String,
     pub partition: i32,
     pub offset: i64,
 }
 
 impl SourcePosition {
-    fn to_value(self) -> Value {
+    fn to_value(&self) -> Value {
         record(vec![
+            ("topic", s(&self.topic)),
             ("partition", Value::Int(self.partition)),
             ("offset", Value::Long(self.offset)),
         ])
@@ -411,14 +413,17 @@ impl SourcePosition {
     fn from_value(value: Value, name: &str) -> Result<Self> {
         let mut f = Fields::new(value, name)?;
         Ok(Self {
+            topic: f.string("topic")?,
             partition: f.int("partition")?,
             offset: f.long("offset")?,
         })
     }
 
     fn read(r: &mut Reader<'_>, what: &str) -> Result<Self> {
+        let topic = r.string(what)?;
         let partition = r.long(what)?;
         Ok(Self {
+            topic,
             partition: i32::try_from(partition)
                 .map_err(|_| field_err(what, format!("partition {partition} is not an int")))?,
             offset: r.long(what)?,
@@ -473,7 +478,8 @@ impl Event for Labelled {
     fn write_body(&self, out: &mut Vec<u8>) -> bool {
         self.prediction.write_body(out);
         self.actual.write_body(out);
-        for at in [self.prediction_read_at, self.actual_read_at] {
+        for at in [&self.prediction_read_at, &self.actual_read_at] {
+            binary::string(out, &at.topic);
             binary::long(out, at.partition.into());
             binary::long(out, at.offset);
         }

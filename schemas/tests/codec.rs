@@ -476,7 +476,7 @@ proptest! {
         prediction in prediction_logged(),
         value in proptest::option::of(any::<f64>().prop_filter("NaN", |x| !x.is_nan())),
         class in proptest::option::of(text()), observed_at in any::<i64>(),
-        at in (any::<i32>(), any::<i64>(), any::<i32>(), any::<i64>()),
+        at in (any::<i32>(), any::<i64>(), any::<i32>(), any::<i64>()), topic in text(),
     ) {
         let actual = Actual {
             request_id: prediction.request_id.clone(),
@@ -489,8 +489,8 @@ proptest! {
         agrees_with_apache_avro(&Labelled {
             prediction,
             actual,
-            prediction_read_at: SourcePosition { partition: at.0, offset: at.1 },
-            actual_read_at: SourcePosition { partition: at.2, offset: at.3 },
+            prediction_read_at: SourcePosition { topic: topic.clone(), partition: at.0, offset: at.1 },
+            actual_read_at: SourcePosition { topic, partition: at.2, offset: at.3 },
         });
     }
 

@@ -356,6 +356,7 @@ mod tests {
                 source: PredictionSource::Kafka,
             },
             SourcePosition {
+                topic: "p".into(),
                 partition: 0,
                 offset: t,
             },
@@ -373,6 +374,7 @@ mod tests {
                 observed_at: t,
             },
             SourcePosition {
+                topic: "a".into(),
                 partition: 1,
                 offset: t,
             },

@@ -5,7 +5,7 @@
 //!
 //! | key | value |
 //! | --- | --- |
-//! | `w` `p`/`a` `<model>\0<request id>` | a waiting half: partition (4 bytes), offset (8), the event as read |
+//! | `w` `p`/`a` `<model>\0<request id>` | a waiting half: partition (4 bytes) and offset (8) in its topic, the event as read |
 //! | `c<model>` | the model's clocks (JSON) |
 //! | `j<model>\0<request id>` | a remembered joined id: its sequence number (8 bytes) |
 //!
@@ -94,7 +94,8 @@ impl JoinProcessor {
             if value.len() < 12 {
                 return Err(Error::State(format!("waiting half {key:?} is too short")));
             }
-            let at = SourcePosition {
+            let at = |topic: &str| SourcePosition {
+                topic: topic.to_string(),
                 partition: i32::from_be_bytes(value[..4].try_into().expect("4 bytes")),
                 offset: i64::from_be_bytes(value[4..12].try_into().expect("8 bytes")),
             };
@@ -104,13 +105,13 @@ impl JoinProcessor {
                     self.codec
                         .decode::<PredictionLogged>(body)
                         .map_err(|e| state("waiting prediction", &e))?,
-                    at,
+                    at(&self.topics.predictions),
                 ),
                 Some(b'a') => Input::Actual(
                     self.codec
                         .decode::<Actual>(body)
                         .map_err(|e| state("waiting actual", &e))?,
-                    at,
+                    at(&self.topics.actuals),
                 ),
                 _ => return Err(Error::State(format!("unknown waiting key {key:?}"))),
             };
@@ -151,6 +152,7 @@ impl JoinProcessor {
     fn input(&self, record: &Record<'_>) -> Result<Input, Rejection> {
         let payload = record.payload.unwrap_or_default();
         let at = SourcePosition {
+            topic: record.topic.to_string(),
             partition: record.partition,
             offset: record.offset,
         };
@@ -326,6 +328,7 @@ mod tests {
         assert_eq!(
             row.prediction_read_at,
             SourcePosition {
+                topic: "p".into(),
                 partition: 2,
                 offset: 3
             }
@@ -333,6 +336,7 @@ mod tests {
         assert_eq!(
             row.actual_read_at,
             SourcePosition {
+                topic: "a".into(),
                 partition: 2,
                 offset: 7
             }

@@ -95,9 +95,6 @@ pub struct Runner {
     pub producer: FutureProducer,
     pub codec: Codec,
     pub models_topic: String,
-    /// Where the labelled rows come from, to name their offsets.
-    pub predictions_topic: String,
-    pub actuals_topic: String,
     pub options: TrainOptions,
     pub bootstrap: BootstrapOptions,
     pub metrics: TrainerMetrics,
@@ -221,12 +218,10 @@ impl Runner {
                 job.window_end,
                 self.options.min_rows,
             );
-            let (predictions, actuals) =
-                (self.predictions_topic.clone(), self.actuals_topic.clone());
             let load = move || {
                 let rows = select_window(snapshot(&store, &m)?, start, end, min);
                 Ok(TrainingSet {
-                    end_offsets: end_offsets(&rows, &predictions, &actuals),
+                    end_offsets: end_offsets(&rows),
                     rows: rows.into_iter().map(|r| r.row).collect(),
                 })
             };

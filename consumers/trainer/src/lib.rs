@@ -1,15 +1,13 @@
 //! The trainer: turns the prediction log and late ground truth into new model versions.
 //!
-//! Reads `driftline.predictions` and `driftline.actuals` (joined by request id into a
-//! bounded, time-ordered store of labelled rows per model, in RocksDB with the consumed
-//! offsets in the same `WriteBatch`), `driftline.retrain` (a retrain becomes a pending job
+//! Reads `driftline.labelled` (the joiner's rows, kept in a bounded, time-ordered store
+//! per model, in RocksDB with the consumed offsets in the same `WriteBatch`), `driftline.retrain` (a retrain becomes a pending job
 //! in the same store) and `driftline.models` (the registry, followed from the start).
 //! Writes `driftline.models`: every trained version, promoted to production only when it
 //! beats the incumbent on the same time-ordered holdout by a margin, else as rejected with
 //! both sets of numbers.
 //!
-//! - [`labelled`]: the store's keys, the prediction/actual join (pure over a `Txn`), and
-//!   the eviction of halves that never find their other half.
+//! - [`labelled`]: the store's keys and its bounded row index.
 //! - [`processor`]: the runtime [`Processor`](driftline_runtime::Processor): rows, jobs,
 //!   the optional schedule.
 //! - [`train`]: pure training: window → split → fit → evaluate → the `ModelPublished`.

@@ -13,9 +13,6 @@ pub struct TrainerMetrics {
     pub training_seconds: Histogram,
     /// Jobs waiting in the store.
     pub pending_jobs: IntGauge,
-    /// Predictions (or actuals) evicted after waiting too long for their other half, by
-    /// kind: prediction, actual.
-    pub unjoined_evicted: IntCounterVec,
 }
 
 impl TrainerMetrics {
@@ -46,20 +43,11 @@ impl TrainerMetrics {
             "Training jobs waiting in the store.",
         )
         .expect("valid metric");
-        let unjoined_evicted = IntCounterVec::new(
-            Opts::new(
-                "trainer_unjoined_evicted_total",
-                "Predictions or actuals evicted unjoined, older in event time than the bound behind the newest event, by kind.",
-            ),
-            &["kind"],
-        )
-        .expect("valid metric");
         for c in [
             Box::new(labelled_rows.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(trainings.clone()),
             Box::new(training_seconds.clone()),
             Box::new(pending_jobs.clone()),
-            Box::new(unjoined_evicted.clone()),
         ] {
             let _ = registry.register(c);
         }
@@ -68,7 +56,6 @@ impl TrainerMetrics {
             trainings,
             training_seconds,
             pending_jobs,
-            unjoined_evicted,
         }
     }
 }

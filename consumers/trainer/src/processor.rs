@@ -1,4 +1,4 @@
-//! The trainer's consumer logic: predictions and actuals into labelled rows, retrain
+//! The trainer's consumer logic: the joiner's labelled rows into the row store, retrain
 //! events (and the optional schedule) into pending jobs. Nothing here trains: a job is a
 //! key in the store, committed with the offset of the event that asked for it, and the
 //! [`crate::jobs`] runner picks it up. Consuming therefore never waits for a fit.
@@ -9,17 +9,14 @@ use std::sync::Arc;
 use driftline_runtime::registry::SharedRegistry;
 use driftline_runtime::{Output, Processor, Record, Rejection, Txn};
 use driftline_schemas::codec::Codec;
-use driftline_schemas::events::{
-    Actual, PredictionLogged, PredictionSource, RetrainRequested, RetrainTrigger,
-};
+use driftline_model::{LabelledRow, Target};
+use driftline_schemas::events::{Labelled, RetrainRequested, RetrainTrigger};
 use driftline_schemas::spec::{FeatureSpec, TargetKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tracing::{debug, info};
 
-use crate::labelled::{
-    Evicted, Half, Job, Joined, Position, RowIndex, done_key, job_key, sched_key,
-};
+use crate::labelled::{Job, RowIndex, done_key, job_key, sched_key};
 use crate::metrics::TrainerMetrics;
 
 /// Retrain without drift, every N labelled rows and/or every T hours of event time. Off
@@ -85,8 +82,7 @@ impl ScheduleState {
 /// The topics this processor reads.
 #[derive(Debug, Clone)]
 pub struct Topics {
-    pub predictions: String,
-    pub actuals: String,
+    pub labelled: String,
     pub retrain: String,
 }
 
@@ -128,34 +124,13 @@ impl TrainerProcessor {
         }
     }
 
-    /// After either half: moves that half's eviction clock (when `clock` says the event
-    /// carries the data's time), evicts the other half's entries that waited too long,
-    /// and counts a new row for the schedule.
-    fn joined(
+    /// After a new row: the gauge, and the schedule's count.
+    fn row_added(
         &mut self,
         txn: &mut Txn<'_>,
         model: &str,
-        joined: Joined,
         event_time: i64,
-        clock: Option<(Half, i64)>,
     ) -> Result<(), Rejection> {
-        if let Some((seen, now)) = clock {
-            let Evicted {
-                predictions,
-                actuals,
-            } = self.index.expire(txn, model, seen, now);
-            if predictions + actuals > 0 {
-                debug!(%model, predictions, actuals, "evicted halves that waited too long for their other half");
-                let evicted = &self.metrics.unjoined_evicted;
-                evicted
-                    .with_label_values(&["prediction"])
-                    .inc_by(predictions);
-                evicted.with_label_values(&["actual"]).inc_by(actuals);
-            }
-        }
-        if joined != Joined::Row {
-            return Ok(());
-        }
         self.metrics
             .labelled_rows
             .with_label_values(&[model])
@@ -227,18 +202,37 @@ fn state_err(e: driftline_runtime::Error) -> Rejection {
     }
 }
 
-fn position(record: &Record<'_>) -> Position {
-    Position {
-        partition: record.partition,
-        offset: record.offset,
-    }
-}
-
-fn store_err(e: crate::Error) -> Rejection {
-    Rejection {
-        kind: "state",
-        error: e.to_string(),
-    }
+/// The training row of a labelled record: its features and the actual as the spec's
+/// target kind reads it.
+fn training_row(l: &Labelled, kind: TargetKind) -> Result<LabelledRow, Rejection> {
+    let a = &l.actual;
+    let target = match kind {
+        TargetKind::Regression => match a.value.filter(|v| v.is_finite()) {
+            Some(v) => Target::Value(v),
+            None => {
+                return Err(Rejection::validation(format!(
+                    "actual for {} has no finite value (model {} is a regression)",
+                    a.request_id, a.model
+                )));
+            }
+        },
+        TargetKind::Classification => match (&a.class, a.value) {
+            (Some(c), _) => Target::Class(c.clone()),
+            // A numeric label: the model's encoder names it as it names numeric classes.
+            (None, Some(v)) if v.is_finite() => Target::Value(v),
+            _ => {
+                return Err(Rejection::validation(format!(
+                    "actual for {} has neither a class nor a value",
+                    a.request_id
+                )));
+            }
+        },
+    };
+    Ok(LabelledRow {
+        event_time: l.prediction.event_time,
+        features: l.prediction.features.clone(),
+        target,
+    })
 }
 
 /// The trigger string a retrain event yields (stored in `ModelPublished.trigger`, and the
@@ -282,68 +276,20 @@ impl Processor for TrainerProcessor {
         txn: &mut Txn<'_>,
     ) -> Result<Vec<Output>, Rejection> {
         let payload = record.payload.unwrap_or_default();
-        if record.topic == self.topics.predictions {
-            let p: PredictionLogged = self.codec.decode(payload).map_err(Rejection::decode)?;
-            if !self.specs.contains_key(&p.model) {
+        if record.topic == self.topics.labelled {
+            let l: Labelled = self.codec.decode(payload).map_err(Rejection::decode)?;
+            let model = l.prediction.model.clone();
+            let Some(spec) = self.specs.get(&model) else {
                 return Ok(Vec::new());
+            };
+            let row = training_row(&l, spec.target.kind)?;
+            let read_at = (&l.prediction_read_at, &l.actual_read_at);
+            if self
+                .index
+                .add(txn, &model, &l.prediction.request_id, &row, read_at)
+            {
+                self.row_added(txn, &model, row.event_time)?;
             }
-            let joined = self
-                .index
-                .add_prediction(
-                    txn,
-                    &p.model,
-                    &p.request_id,
-                    p.event_time,
-                    &p.features,
-                    position(record),
-                )
-                .map_err(store_err)?;
-            // An HTTP prediction's event time is its serve time (the wall clock), which
-            // need not be the data's clock (a replay of 2013): it waits like any other
-            // half, but does not age the actuals.
-            let clock =
-                (p.source == PredictionSource::Kafka).then_some((Half::Prediction, p.event_time));
-            self.joined(txn, &p.model, joined, p.event_time, clock)?;
-        } else if record.topic == self.topics.actuals {
-            let a: Actual = self.codec.decode(payload).map_err(Rejection::decode)?;
-            let Some(spec) = self.specs.get(&a.model) else {
-                return Ok(Vec::new());
-            };
-            let (value, class) = match spec.target.kind {
-                TargetKind::Regression => match a.value.filter(|v| v.is_finite()) {
-                    Some(v) => (Some(v), None),
-                    None => {
-                        return Err(Rejection::validation(format!(
-                            "actual for {} has no finite value (model {} is a regression)",
-                            a.request_id, a.model
-                        )));
-                    }
-                },
-                TargetKind::Classification => match (&a.class, a.value) {
-                    (Some(c), _) => (None, Some(c.clone())),
-                    (None, Some(v)) if v.is_finite() => (Some(v), None),
-                    _ => {
-                        return Err(Rejection::validation(format!(
-                            "actual for {} has neither a class nor a value",
-                            a.request_id
-                        )));
-                    }
-                },
-            };
-            let joined = self
-                .index
-                .add_actual(
-                    txn,
-                    &a.model,
-                    &a.request_id,
-                    a.event_time,
-                    value,
-                    class,
-                    position(record),
-                )
-                .map_err(store_err)?;
-            let clock = Some((Half::Actual, a.event_time));
-            self.joined(txn, &a.model, joined, a.event_time, clock)?;
         } else if record.topic == self.topics.retrain {
             let r: RetrainRequested = self.codec.decode(payload).map_err(Rejection::decode)?;
             if !self.specs.contains_key(&r.model) {
@@ -379,10 +325,11 @@ mod tests {
     use driftline_runtime::Store;
     use driftline_runtime::registry::Registry;
     use driftline_schemas::events::{
-        FeatureValue, ModelPublished, ModelStatus, Prediction, TrainingWindow,
+        Actual, FeatureValue, ModelPublished, ModelStatus, Prediction, PredictionLogged,
+        PredictionSource, SourcePosition, TrainingWindow,
     };
 
-    use crate::labelled::{Limits, pending_jobs};
+    use crate::labelled::pending_jobs;
 
     const HOUR: i64 = 3_600_000;
 
@@ -408,18 +355,13 @@ mod tests {
         fn new(schedule: Schedule) -> Self {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(dir.path(), false).unwrap();
-            let limits = Limits {
-                max_rows: 1000,
-                max_unjoined_age_ms: 24 * HOUR,
-            };
-            let index = RowIndex::load(&store, ["m".to_string()], limits).unwrap();
+            let index = RowIndex::load(&store, ["m".to_string()], 1000).unwrap();
             let registry: SharedRegistry = Arc::new(RwLock::new(Registry::default()));
             let processor = TrainerProcessor::new(
                 [("m".to_string(), Arc::new(spec()))].into(),
                 index,
                 Topics {
-                    predictions: "p".into(),
-                    actuals: "a".into(),
+                    labelled: "l".into(),
                     retrain: "r".into(),
                 },
                 Codec::single_object(),
@@ -439,7 +381,7 @@ mod tests {
         }
 
         /// Processes one event read from `topic` and commits it.
-        fn feed(&mut self, topic: &str, payload: Vec<u8>) {
+        fn feed(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), Rejection> {
             let record = Record {
                 topic,
                 partition: 0,
@@ -450,11 +392,13 @@ mod tests {
             };
             self.offset += 1;
             let mut txn = self.store.txn();
-            self.processor.process(&record, &mut txn).unwrap();
+            self.processor.process(&record, &mut txn)?;
             self.store.commit(txn, &BTreeMap::new()).unwrap();
+            Ok(())
         }
 
-        fn labelled(&mut self, id: &str, t: i64, source: PredictionSource) {
+        /// A row of the joiner, its actual `value`.
+        fn labelled(&mut self, id: &str, t: i64, value: Option<f64>) -> Result<(), Rejection> {
             let p = PredictionLogged {
                 request_id: id.into(),
                 model: "m".into(),
@@ -464,28 +408,34 @@ mod tests {
                 prediction: Prediction::default(),
                 served_at: t,
                 latency_us: 1,
-                source,
+                source: PredictionSource::Kafka,
             };
-            let bytes = self.codec.encode(&p).unwrap();
-            self.feed("p", bytes);
-        }
-
-        fn actual(&mut self, id: &str, t: i64) {
             let a = Actual {
                 request_id: id.into(),
                 model: "m".into(),
                 event_time: t,
-                value: Some(2.0),
+                value,
                 class: None,
                 observed_at: t,
             };
-            let bytes = self.codec.encode(&a).unwrap();
-            self.feed("a", bytes);
+            let at = |topic: &str| SourcePosition {
+                topic: topic.into(),
+                partition: 0,
+                offset: self.offset,
+            };
+            let l = Labelled {
+                prediction: p,
+                actual: a,
+                prediction_read_at: at("p"),
+                actual_read_at: at("a"),
+            };
+            let bytes = self.codec.encode(&l).unwrap();
+            self.feed("l", bytes)
         }
 
         fn retrain(&mut self, r: &RetrainRequested) {
             let bytes = self.codec.encode(r).unwrap();
-            self.feed("r", bytes);
+            self.feed("r", bytes).unwrap();
         }
 
         fn jobs(&self) -> Vec<String> {
@@ -639,42 +589,19 @@ mod tests {
             every_hours: 0.0,
         });
         for i in 0..5 {
-            let id = format!("r{i}");
-            h.labelled(&id, i * HOUR, PredictionSource::Kafka);
-            h.actual(&id, i * HOUR);
+            h.labelled(&format!("r{i}"), i * HOUR, Some(2.0)).unwrap();
         }
+        // A re-delivered row counts once.
+        h.labelled("r4", 4 * HOUR, Some(2.0)).unwrap();
         assert_eq!(h.jobs(), ["schedule:2", "schedule:4"]);
     }
 
     #[test]
-    fn an_unjoined_prediction_is_evicted_and_counted_once_the_actuals_are_a_day_past_it() {
+    fn a_row_whose_actual_does_not_fit_the_target_is_rejected_with_the_reason() {
         let mut h = Harness::new(Schedule::default());
-        h.labelled("lost", 0, PredictionSource::Kafka);
-        // An HTTP prediction stamped with today's wall clock ages nothing in the replay.
-        h.labelled("http", 1_700_000_000_000, PredictionSource::Http);
-        h.labelled("ok", 20 * HOUR, PredictionSource::Kafka);
-        h.actual("ok", 20 * HOUR);
-        // Predictions running ahead of the actuals (a backlog) evict no prediction.
-        h.labelled("later", 25 * HOUR, PredictionSource::Kafka);
-        assert_eq!(h.store.scan_prefix(b"pred/").unwrap().len(), 3);
-        h.labelled("ok2", 25 * HOUR, PredictionSource::Kafka);
-        h.actual("ok2", 25 * HOUR);
-        let left: Vec<Vec<u8>> = h
-            .store
-            .scan_prefix(b"pred/")
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(
-            left,
-            [
-                crate::labelled::pred_key("m", "http"),
-                crate::labelled::pred_key("m", "later")
-            ]
-        );
-        let evicted = &h.processor.metrics.unjoined_evicted;
-        assert_eq!(evicted.with_label_values(&["prediction"]).get(), 1);
-        assert_eq!(evicted.with_label_values(&["actual"]).get(), 0);
+        let err = h.labelled("r", 0, None).unwrap_err();
+        assert_eq!(err.kind, "validation");
+        assert!(err.error.contains("no finite value"), "{}", err.error);
+        assert_eq!(h.processor.index.rows("m"), 0);
     }
 }

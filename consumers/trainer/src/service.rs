@@ -1,5 +1,5 @@
-//! The trainer service: registry follower, registry HTTP API, the consumer of predictions,
-//! actuals and retrain events, and the job runner, together until shutdown
+//! The trainer service: registry follower, registry HTTP API, the consumer of labelled
+//! rows and retrain events, and the job runner, together until shutdown
 //! (`driftline trainer`, and `driftline up`).
 
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ use tracing::warn;
 
 use crate::http::{self, RegistryApi};
 use crate::jobs::{BootstrapOptions, Owned, Runner};
-use crate::labelled::{Limits, RowIndex};
+use crate::labelled::RowIndex;
 use crate::metrics::TrainerMetrics;
 use crate::processor::{Schedule, Topics, TrainerProcessor};
 use crate::train::{TrainOptions, defaults};
@@ -61,16 +61,6 @@ pub struct TrainerArgs {
     /// Labelled rows kept per model (the oldest are evicted).
     #[arg(long, env = "DRIFTLINE_TRAINER_MAX_ROWS", default_value_t = 200_000)]
     pub max_rows: usize,
-    /// How far (hours of event time) the other topic may run past a prediction waiting
-    /// for its actual, or an actual waiting for its prediction, before it is evicted: a
-    /// prediction goes once its model's actuals are this much newer. Keep it well above
-    /// the label delay. HTTP predictions (stamped with the serve time) move no clock.
-    #[arg(
-        long,
-        env = "DRIFTLINE_TRAINER_UNJOINED_MAX_AGE_HOURS",
-        default_value_t = 168.0
-    )]
-    pub unjoined_max_age_hours: f64,
     /// Share of a training window's newest rows held out to judge candidate and incumbent.
     #[arg(long, env = "DRIFTLINE_TRAINER_HOLDOUT", default_value_t = defaults::HOLDOUT_FRACTION)]
     pub holdout_fraction: f64,
@@ -94,10 +84,8 @@ pub struct TrainerArgs {
     /// Retrain every T hours of event time even without drift (0 = off).
     #[arg(long, env = "DRIFTLINE_RETRAIN_EVERY_HOURS", default_value_t = 0.0)]
     pub retrain_every_hours: f64,
-    #[arg(long, env = "DRIFTLINE_TOPIC_PREDICTIONS", default_value = topics::PREDICTIONS)]
-    pub predictions_topic: String,
-    #[arg(long, env = "DRIFTLINE_TOPIC_ACTUALS", default_value = topics::ACTUALS)]
-    pub actuals_topic: String,
+    #[arg(long, env = "DRIFTLINE_TOPIC_LABELLED", default_value = topics::LABELLED)]
+    pub labelled_topic: String,
     #[arg(long, env = "DRIFTLINE_TOPIC_RETRAIN", default_value = topics::RETRAIN)]
     pub retrain_topic: String,
     #[arg(long, env = "DRIFTLINE_TOPIC_MODELS", default_value = topics::MODELS)]
@@ -123,12 +111,6 @@ impl TrainerArgs {
             return Err(Error::Config(format!(
                 "--promotion-margin {} must be >= 0",
                 self.promotion_margin
-            )));
-        }
-        if !(self.unjoined_max_age_hours > 0.0 && self.unjoined_max_age_hours.is_finite()) {
-            return Err(Error::Config(format!(
-                "--unjoined-max-age-hours {} must be > 0",
-                self.unjoined_max_age_hours
             )));
         }
         if self.retrain_every_hours < 0.0 || !self.retrain_every_hours.is_finite() {
@@ -218,8 +200,6 @@ async fn consume(
         producer: service.producer.clone(),
         codec: service.codec.clone(),
         models_topic: args.models_topic.clone(),
-        predictions_topic: args.predictions_topic.clone(),
-        actuals_topic: args.actuals_topic.clone(),
         options: TrainOptions {
             holdout_fraction: args.holdout_fraction,
             promotion_margin: args.promotion_margin,
@@ -239,11 +219,7 @@ async fn consume(
         .iter()
         .map(|(k, o)| (k.clone(), o.spec.clone()))
         .collect();
-    let limits = Limits {
-        max_rows: args.max_rows,
-        max_unjoined_age_ms: (args.unjoined_max_age_hours * 3_600_000.0) as i64,
-    };
-    let index = RowIndex::load(&store, specs.keys().cloned(), limits)?;
+    let index = RowIndex::load(&store, specs.keys().cloned(), args.max_rows)?;
     for model in specs.keys() {
         metrics
             .labelled_rows
@@ -254,8 +230,7 @@ async fn consume(
         specs,
         index,
         Topics {
-            predictions: args.predictions_topic.clone(),
-            actuals: args.actuals_topic.clone(),
+            labelled: args.labelled_topic.clone(),
             retrain: args.retrain_topic.clone(),
         },
         service.codec.clone(),
@@ -269,11 +244,7 @@ async fn consume(
     );
     let mut opts = RunOptions::new(
         args.group.clone(),
-        vec![
-            args.predictions_topic.clone(),
-            args.actuals_topic.clone(),
-            args.retrain_topic.clone(),
-        ],
+        vec![args.labelled_topic.clone(), args.retrain_topic.clone()],
     );
     opts.dlq_topic = args.dlq_topic.clone();
     // Whichever of the consumer and the runner stops first (an error) stops the other.

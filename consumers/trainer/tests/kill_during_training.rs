@@ -29,12 +29,7 @@ impl Trainer {
             .arg("--state-dir")
             .arg(state)
             .args(["--group", &group, "--http-addr", "127.0.0.1:0"])
-            .args([
-                "--predictions-topic",
-                &w.predictions,
-                "--actuals-topic",
-                &w.actuals,
-            ])
+            .args(["--labelled-topic", &w.labelled])
             .args([
                 "--retrain-topic",
                 &w.retrain,
@@ -137,6 +132,9 @@ async fn exactly_one_version_per_trigger_after_kills_during_training_and_publish
 
     // A retrain event: killed while training, then right after publishing (the job is
     // still in the store), then a restart that must find the version and not train.
+    // The joiner in front of the trainer is not what this test kills.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let joiner = w.spawn_joiner(state.path(), &shutdown);
     let p = producer()?;
     w.send_labelled(&p, 0, 300, |x| 5.0 - 2.0 * x).await?;
     w.send_retrain(&p, "r1", 0, 300).await?;
@@ -152,6 +150,8 @@ async fn exactly_one_version_per_trigger_after_kills_during_training_and_publish
     let t = Trainer::start(&w, state.path())?;
     t.stays_idle(Duration::from_secs(15))?;
     t.kill9()?;
+    shutdown.cancel();
+    joiner.await??;
 
     let records = w.model_records()?;
     let mut seen: Vec<(i64, String)> = records

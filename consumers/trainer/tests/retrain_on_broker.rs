@@ -31,7 +31,7 @@ async fn probe(
         request_id: id.clone(),
         model: w.model.clone(),
         // Before the labelled traffic: a probe never gets an actual, so it waits in the
-        // trainer's store (until evicted) like any unlabelled prediction.
+        // joiner (until evicted) like any unlabelled prediction.
         event_time: CUTOFF - HOUR,
         features: [("x".to_string(), FeatureValue::Number(x))].into(),
     };
@@ -63,6 +63,7 @@ async fn retrain_event_publishes_a_version_the_predictor_serves_and_a_worse_one_
     let w = World::new().await?;
     let state = tempfile::tempdir()?;
     let shutdown = CancellationToken::new();
+    let joiner = w.spawn_joiner(state.path(), &shutdown);
     let trainer = tokio::spawn(driftline_trainer::service::run(
         w.trainer_args(state.path()),
         shutdown.clone(),
@@ -192,5 +193,6 @@ async fn retrain_event_publishes_a_version_the_predictor_serves_and_a_worse_one_
     shutdown.cancel();
     trainer.await??;
     predictor.await??;
+    joiner.await??;
     Ok(())
 }

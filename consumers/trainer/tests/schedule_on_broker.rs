@@ -18,6 +18,7 @@ async fn retrains_every_n_labelled_rows_without_a_retrain_event() -> Result<()> 
     let mut args = w.trainer_args(state.path());
     args.retrain_every_rows = 100;
     let shutdown = CancellationToken::new();
+    let joiner = w.spawn_joiner(state.path(), &shutdown);
     let trainer = tokio::spawn(driftline_trainer::service::run(
         args,
         shutdown.clone(),
@@ -48,5 +49,6 @@ async fn retrains_every_n_labelled_rows_without_a_retrain_event() -> Result<()> 
 
     shutdown.cancel();
     trainer.await??;
+    joiner.await??;
     Ok(())
 }

@@ -15,8 +15,11 @@ use driftline_schemas::events::{
 };
 use driftline_schemas::spec::FeatureSpec;
 use driftline_tests::{create_topics, kafka, produce, unique};
+use driftline_joiner::service::JoinerArgs;
 use driftline_trainer::service::TrainerArgs;
 use rdkafka::producer::FutureProducer;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// 2013-01-01T00:00:00Z.
 pub const T0: i64 = 1_356_998_400_000;
@@ -33,6 +36,7 @@ pub struct World {
     pub requests: String,
     pub predictions: String,
     pub actuals: String,
+    pub labelled: String,
     pub retrain: String,
     pub models: String,
     pub dlq: String,
@@ -82,6 +86,7 @@ impl World {
             requests: unique("requests"),
             predictions: unique("predictions"),
             actuals: unique("actuals"),
+            labelled: unique("labelled"),
             retrain: unique("retrain"),
             models: unique("models"),
             dlq: unique("dlq"),
@@ -90,6 +95,7 @@ impl World {
             (&w.requests, 1),
             (&w.predictions, 1),
             (&w.actuals, 1),
+            (&w.labelled, 1),
             (&w.retrain, 1),
             (&w.models, 1),
             (&w.dlq, 1),
@@ -107,7 +113,6 @@ impl World {
             http_addr: "127.0.0.1:0".parse().unwrap(),
             admin_token: Some("token".into()),
             max_rows: 10_000,
-            unjoined_max_age_hours: 168.0,
             holdout_fraction: 0.2,
             promotion_margin: 0.01,
             min_rows: 50,
@@ -115,13 +120,40 @@ impl World {
             bootstrap_until: Some("2013-04-01".into()),
             retrain_every_rows: 0,
             retrain_every_hours: 0.0,
-            predictions_topic: self.predictions.clone(),
-            actuals_topic: self.actuals.clone(),
+            labelled_topic: self.labelled.clone(),
             retrain_topic: self.retrain.clone(),
             models_topic: self.models.clone(),
             dlq_topic: self.dlq.clone(),
             phase_pause_ms: 0,
         }
+    }
+
+    /// The joiner that turns this world's predictions and actuals into the labelled rows
+    /// the trainer reads, running until `shutdown`.
+    pub fn spawn_joiner(
+        &self,
+        state: &Path,
+        shutdown: &CancellationToken,
+    ) -> JoinHandle<driftline_joiner::Result<()>> {
+        let args = JoinerArgs {
+            kafka: kafka(),
+            max_wait: 7 * 24 * HOUR,
+            max_waiting: driftline_joiner::join::defaults::MAX_WAITING,
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            state_dir: state.join("joiner"),
+            group: unique("joiner"),
+            predictions_topic: self.predictions.clone(),
+            actuals_topic: self.actuals.clone(),
+            labelled_topic: self.labelled.clone(),
+            dlq_topic: self.dlq.clone(),
+            max_batch: 2000,
+            exit_on_eof: false,
+        };
+        tokio::spawn(driftline_joiner::service::run(
+            args,
+            shutdown.clone(),
+            Default::default(),
+        ))
     }
 
     pub async fn registry(&self) -> Result<Registry> {
