@@ -366,6 +366,7 @@ fn compose_file_parses_and_every_service_has_a_pinned_known_image() -> Result<()
         "predictor",
         "monitor",
         "trainer",
+        "joiner",
         "prometheus",
         "grafana",
     ] {
@@ -444,6 +445,7 @@ fn compose_commands_and_environment_exist_in_the_code() -> Result<()> {
         ("predictor", "Predictor("),
         ("monitor", "Monitor("),
         ("trainer", "Trainer("),
+        ("joiner", "Joiner("),
         ("topics apply", "Apply {"),
     ]
     .into();
@@ -595,6 +597,7 @@ fn prometheus_scrapes_the_ports_the_services_listen_on() -> Result<()> {
         ("predictor", "DRIFTLINE_HTTP_ADDR"),
         ("monitor", "DRIFTLINE_MONITOR_HTTP_ADDR"),
         ("trainer", "DRIFTLINE_TRAINER_HTTP_ADDR"),
+        ("joiner", "DRIFTLINE_JOINER_HTTP_ADDR"),
     ] {
         let addr = services[name]
             .get("environment")

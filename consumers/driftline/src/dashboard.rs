@@ -5,15 +5,16 @@
 //! page polls `GET /api/dashboard` every two seconds. The page and its script are compiled
 //! into the binary, so nothing is fetched from anywhere else.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use driftline_monitor::performance::Joined;
 use driftline_schemas::events::{
-    Actual, DriftReport, FeatureDrift, ModelPublished, ModelStatus, PredictionLogged,
+    DriftReport, FeatureDrift, Labelled, ModelPublished, ModelStatus, PredictionLogged,
 };
 use serde::Serialize;
 
@@ -21,8 +22,6 @@ use serde::Serialize;
 const MAX_REPORTS: usize = 500;
 /// Event-time days kept for the prediction and error charts.
 const MAX_DAYS: usize = 1000;
-/// Predictions waiting for their actual; the oldest is forgotten beyond this.
-const MAX_PENDING: usize = 200_000;
 const DAY_MS: i64 = 86_400_000;
 
 const PAGE: &str = include_str!("../assets/dashboard.html");
@@ -70,61 +69,6 @@ struct DayBucket {
     abs_error_sum: f64,
 }
 
-/// What a prediction needs to be scored once its actual arrives.
-#[derive(Debug, Clone)]
-struct Pending {
-    event_time: i64,
-    value: Option<f64>,
-    class: Option<String>,
-}
-
-/// An actual read before its prediction (the two topics are read independently).
-#[derive(Debug, Clone)]
-struct Early {
-    value: Option<f64>,
-    class: Option<String>,
-}
-
-/// One half of the join waiting for the other, by request id; at most [`MAX_PENDING`],
-/// the oldest forgotten first. A taken half leaves nothing behind.
-#[derive(Debug)]
-struct Waiting<V> {
-    by_id: HashMap<String, (u64, V)>,
-    order: BTreeMap<u64, String>,
-    next: u64,
-}
-
-impl<V> Default for Waiting<V> {
-    fn default() -> Self {
-        Self {
-            by_id: HashMap::new(),
-            order: BTreeMap::new(),
-            next: 0,
-        }
-    }
-}
-
-impl<V> Waiting<V> {
-    fn hold(&mut self, id: &str, value: V) {
-        self.take(id);
-        while self.by_id.len() >= MAX_PENDING {
-            match self.order.pop_first() {
-                Some((_, old)) => self.by_id.remove(&old),
-                None => break,
-            };
-        }
-        self.order.insert(self.next, id.to_string());
-        self.by_id.insert(id.to_string(), (self.next, value));
-        self.next += 1;
-    }
-
-    fn take(&mut self, id: &str) -> Option<V> {
-        let (seq, value) = self.by_id.remove(id)?;
-        self.order.remove(&seq);
-        Some(value)
-    }
-}
-
 /// Everything the page draws, bounded so a long replay cannot grow it without limit.
 #[derive(Debug, Default)]
 pub struct History {
@@ -132,8 +76,6 @@ pub struct History {
     latest: Option<DriftReport>,
     /// event-time day (ms since the epoch / 86 400 000) -> bucket
     days: BTreeMap<i64, DayBucket>,
-    pending: Waiting<Pending>,
-    early: Waiting<Early>,
     /// version -> latest record
     models: BTreeMap<i64, ModelPublished>,
     numeric_wasserstein: Option<f64>,
@@ -191,42 +133,26 @@ impl History {
         if let Some(v) = p.prediction.value.filter(|v| v.is_finite()) {
             day.prediction_sum += v;
         }
-        let pending = Pending {
-            event_time: p.event_time,
-            value: p.prediction.value,
-            class: p.prediction.class.clone(),
-        };
-        match self.early.take(&p.request_id) {
-            Some(actual) => self.score(&pending, &actual),
-            None => self.pending.hold(&p.request_id, pending),
-        }
         self.revision += 1;
     }
 
-    /// Scores the prediction this actual answers; an actual read before its prediction
-    /// waits for it (bounded, like the predictions waiting for theirs).
-    pub fn record_actual(&mut self, a: &Actual) {
-        let actual = Early {
-            value: a.value,
-            class: a.class.clone(),
-        };
-        match self.pending.take(&a.request_id) {
-            Some(p) => self.score(&p, &actual),
-            None => self.early.hold(&a.request_id, actual),
-        }
-        self.revision += 1;
-    }
-
-    /// Absolute error for a value, 0 or 1 for a class, on the prediction's event-time day.
-    fn score(&mut self, p: &Pending, a: &Early) {
-        let error = match (p.value, a.value, &p.class, &a.class) {
-            (Some(p), Some(a), _, _) if p.is_finite() && a.is_finite() => (p - a).abs(),
-            (_, _, Some(p), Some(a)) => f64::from(u8::from(p != a)),
+    /// Scores a prediction the joiner paired with its actual, on the prediction's
+    /// event-time day, as the monitor scores it: the absolute error of a value, 0 or 1 for
+    /// a class.
+    pub fn record_labelled(&mut self, l: &Labelled) {
+        let error = match Joined::of(&l.prediction.prediction, &l.actual) {
+            Some(Joined::Regression { predicted, actual })
+                if predicted.is_finite() && actual.is_finite() =>
+            {
+                (predicted - actual).abs()
+            }
+            Some(Joined::Classification { correct, .. }) => f64::from(u8::from(!correct)),
             _ => return,
         };
-        let day = self.day(p.event_time);
+        let day = self.day(l.prediction.event_time);
         day.errors += 1;
         day.abs_error_sum += error;
+        self.revision += 1;
     }
 
     fn day(&mut self, event_time: i64) -> &mut DayBucket {
@@ -375,7 +301,7 @@ pub(crate) mod sample {
     use std::collections::BTreeMap;
 
     use driftline_schemas::events::{
-        Actual, DriftDecision, DriftReport, FeatureDrift, FeatureKind, MetricComparison,
+        Actual, DriftDecision, DriftReport, FeatureDrift, FeatureKind, Labelled, MetricComparison,
         ModelPublished, ModelStatus, Prediction, PredictionLogged, PredictionSource, ReportWindow,
         TrainingWindow,
     };
@@ -502,14 +428,20 @@ pub(crate) mod sample {
         }
     }
 
-    pub fn actual(id: &str, event_time: i64, value: f64) -> Actual {
-        Actual {
-            request_id: id.into(),
-            model: "flights".into(),
-            event_time,
-            value: Some(value),
-            class: None,
-            observed_at: event_time + 3_600_000,
+    /// The joiner's pair of `prediction` with an actual of `value`.
+    pub fn labelled(prediction: &PredictionLogged, value: f64) -> Labelled {
+        Labelled {
+            prediction: prediction.clone(),
+            actual: Actual {
+                request_id: prediction.request_id.clone(),
+                model: prediction.model.clone(),
+                event_time: prediction.event_time,
+                value: Some(value),
+                class: None,
+                observed_at: prediction.event_time + 3_600_000,
+            },
+            prediction_read_at: Default::default(),
+            actual_read_at: Default::default(),
         }
     }
 
@@ -531,10 +463,10 @@ pub(crate) mod sample {
             } else {
                 0.0
             };
-            h.record_prediction(&prediction(&id, t, truth + 1.0));
-            h.record_actual(&actual(
-                &id,
-                t,
+            let p = prediction(&id, t, truth + 1.0);
+            h.record_prediction(&p);
+            h.record_labelled(&labelled(
+                &p,
                 truth + drift + if i % 2 == 0 { 0.5 } else { -0.5 },
             ));
         }
@@ -636,17 +568,21 @@ mod tests {
     }
 
     #[test]
-    fn joins_actuals_to_predictions_for_the_error_per_day() {
+    fn scores_labelled_predictions_on_the_prediction_event_time_day() {
         let mut h = History::default();
-        h.record_prediction(&sample::prediction("a", START, 10.0));
-        h.record_prediction(&sample::prediction("b", START + 1000, 20.0));
-        h.record_prediction(&sample::prediction("c", START + DAY_MS, 5.0));
-        h.record_actual(&sample::actual("a", START, 13.0));
-        h.record_actual(&sample::actual("b", START + 1000, 19.0));
-        // An actual for a prediction never seen changes nothing.
-        h.record_actual(&sample::actual("zzz", START, 100.0));
-        // A second actual for the same request is not counted twice.
-        h.record_actual(&sample::actual("a", START, 13.0));
+        let (a, b, c) = (
+            sample::prediction("a", START, 10.0),
+            sample::prediction("b", START + 1000, 20.0),
+            sample::prediction("c", START + DAY_MS, 5.0),
+        );
+        for p in [&a, &b, &c] {
+            h.record_prediction(p);
+        }
+        // Ground truth observed a day later still counts on the prediction's day.
+        let mut late = sample::labelled(&b, 19.0);
+        late.actual.observed_at += DAY_MS;
+        h.record_labelled(&sample::labelled(&a, 13.0));
+        h.record_labelled(&late);
         let v: serde_json::Value = serde_json::from_str(&h.to_json()).expect("valid JSON");
         assert_eq!(v["days"][0]["day"], START);
         assert_eq!(v["days"][0]["prediction_mean"], 15.0);
@@ -657,31 +593,24 @@ mod tests {
     }
 
     #[test]
-    fn an_actual_read_before_its_prediction_is_scored_when_the_prediction_comes() {
+    fn a_class_is_scored_0_or_1_and_an_actual_that_does_not_fit_is_not_scored() {
         let mut h = History::default();
-        h.record_actual(&sample::actual("a", START, 13.0));
-        h.record_prediction(&sample::prediction("a", START, 10.0));
+        let mut p = sample::prediction("a", START, 0.0);
+        p.prediction.value = None;
+        p.prediction.class = Some("late".into());
+        let mut right = sample::labelled(&p, 0.0);
+        right.actual.value = None;
+        right.actual.class = Some("late".into());
+        let mut wrong = right.clone();
+        wrong.actual.class = Some("on_time".into());
+        let mut none = right.clone();
+        none.actual.class = None;
+        for l in [&right, &wrong, &none] {
+            h.record_labelled(l);
+        }
         let v: serde_json::Value = serde_json::from_str(&h.to_json()).expect("valid JSON");
-        assert_eq!(v["days"][0]["errors"], 1);
-        assert_eq!(v["days"][0]["mean_abs_error"], 3.0);
-    }
-
-    #[test]
-    fn joined_requests_leave_nothing_waiting_and_waiting_halves_are_bounded() {
-        let mut h = History::default();
-        for i in 0..1000 {
-            let id = format!("r{i}");
-            h.record_prediction(&sample::prediction(&id, START, 1.0));
-            h.record_actual(&sample::actual(&id, START, 2.0));
-        }
-        assert_eq!((h.pending.by_id.len(), h.pending.order.len()), (0, 0));
-        assert_eq!((h.early.by_id.len(), h.early.order.len()), (0, 0));
-        for i in 0..(super::MAX_PENDING + 10) {
-            h.record_actual(&sample::actual(&format!("early{i}"), START, 2.0));
-        }
-        assert_eq!(h.early.by_id.len(), super::MAX_PENDING);
-        assert_eq!(h.early.order.len(), super::MAX_PENDING);
-        assert!(h.early.take("early0").is_none(), "the oldest went first");
+        assert_eq!(v["days"][0]["errors"], 2);
+        assert_eq!(v["days"][0]["mean_abs_error"], 0.5);
     }
 
     #[test]

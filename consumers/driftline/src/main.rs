@@ -36,6 +36,8 @@ enum Command {
     Predictor(driftline_predictor::service::PredictorArgs),
     /// Watch predictions and actuals for drift; publish reports and retrain requests.
     Monitor(driftline_monitor::service::MonitorArgs),
+    /// Pair predictions with their actuals and publish them to driftline.labelled.
+    Joiner(driftline_joiner::service::JoinerArgs),
     /// Train and publish model versions (bootstrap, retrain requests, schedule).
     Trainer(driftline_trainer::service::TrainerArgs),
     /// The model registry: list, show, promote, rollback.
@@ -104,6 +106,12 @@ async fn run(command: Command) -> Result<()> {
         )
         .await?),
         Command::Monitor(args) => Ok(driftline_monitor::service::run(
+            args,
+            driftline_process::shutdown::on_signal(),
+            Default::default(),
+        )
+        .await?),
+        Command::Joiner(args) => Ok(driftline_joiner::service::run(
             args,
             driftline_process::shutdown::on_signal(),
             Default::default(),

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use driftline_joiner::service::JoinerArgs;
 use driftline_kafka::KafkaArgs;
 use driftline_monitor::service::MonitorArgs;
 use driftline_predictor::service::PredictorArgs;
@@ -144,6 +145,15 @@ pub async fn run(args: UpArgs) -> Result<()> {
     services.spawn(
         "predictor",
         driftline_predictor::service::run(predictor, shutdown.clone(), predictor_ready.clone()),
+    );
+    // The one join of predictions with their ground truth, which the trainer, the monitor
+    // and the dashboard read.
+    let (mut joiner, _) = service_settings::<JoinerArgs>()?;
+    joiner.kafka = args.kafka.clone();
+    joiner.state_dir = state_dir.join("joiner");
+    services.spawn(
+        "joiner",
+        driftline_joiner::service::run(joiner, shutdown.clone(), Ready::default()),
     );
     // The trainer and monitor take their defaults from their own flag definitions, except
     // three that suit a replay of seasonal data: decide only on a full window (10k events,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use driftline_kafka::KafkaArgs;
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{
-    Actual, DriftDecision, DriftReport, ModelPublished, PredictionLogged, RetrainRequested,
+    DriftDecision, DriftReport, Labelled, ModelPublished, PredictionLogged, RetrainRequested,
 };
 use driftline_schemas::spec::format_time;
 use driftline_schemas::topics;
@@ -133,7 +133,7 @@ impl Seen {
     }
 }
 
-/// Follows predictions, actuals, drift, retrain and models, updating `seen` (the summary
+/// Follows predictions, labelled predictions (the joiner's), drift, retrain and models, updating `seen` (the summary
 /// lines) and `history` (the dashboard).
 pub async fn follow(
     kafka: KafkaArgs,
@@ -146,7 +146,7 @@ pub async fn follow(
         let mut tpl = TopicPartitionList::new();
         for topic in [
             topics::PREDICTIONS,
-            topics::ACTUALS,
+            topics::LABELLED,
             topics::DRIFT,
             topics::RETRAIN,
             topics::MODELS,
@@ -188,9 +188,9 @@ pub async fn follow(
                         h.record_prediction(&p);
                     }
                 }
-                topics::ACTUALS => {
-                    if let Ok(a) = codec.decode::<Actual>(payload) {
-                        h.record_actual(&a);
+                topics::LABELLED => {
+                    if let Ok(l) = codec.decode::<Labelled>(payload) {
+                        h.record_labelled(&l);
                     }
                 }
                 topics::DRIFT => {

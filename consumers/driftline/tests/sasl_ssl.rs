@@ -281,9 +281,12 @@ fn every_service_works_through_sasl_ssl_with_scram_and_never_shows_the_password(
     ensure!(out.status.success(), "send_data: {}", text(&out));
     no_password("send_data", &text(&out))?;
 
-    // `up --no-broker`: the predictor, monitor and trainer in one process, and a replay.
+    // `up --no-broker`: the predictor, joiner, monitor and trainer in one process, and a replay.
     let slice = write_data(work.path(), &prefix, "2013-01-22", "2013-01-23")?;
-    let (http_port, ports) = (free_port()?, [free_port()?, free_port()?, free_port()?]);
+    let (http_port, ports) = (
+        free_port()?,
+        [free_port()?, free_port()?, free_port()?, free_port()?],
+    );
     let addr = |p: u16| format!("127.0.0.1:{p}");
     let mut up = broker
         .command(&driftline(), PASSWORD)
@@ -307,6 +310,7 @@ fn every_service_works_through_sasl_ssl_with_scram_and_never_shows_the_password(
         ])
         .env("DRIFTLINE_MONITOR_HTTP_ADDR", addr(ports[1]))
         .env("DRIFTLINE_TRAINER_HTTP_ADDR", addr(ports[2]))
+        .env("DRIFTLINE_JOINER_HTTP_ADDR", addr(ports[3]))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;

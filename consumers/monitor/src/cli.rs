@@ -79,9 +79,6 @@ pub struct PolicyArgs {
     /// Do not let performance decide (it is still reported).
     #[arg(long, env = "DRIFTLINE_MONITOR_IGNORE_PERFORMANCE")]
     pub ignore_performance: bool,
-    /// Most predictions waiting for their actual.
-    #[arg(long, env = "DRIFTLINE_MONITOR_MAX_PENDING", default_value_t = 100_000)]
-    pub max_pending: usize,
 }
 
 impl Default for PolicyArgs {
@@ -124,7 +121,6 @@ impl PolicyArgs {
                 max_error_increase: (!self.ignore_performance).then_some(self.max_error_increase),
                 prediction_drift: true,
             },
-            max_pending: self.max_pending,
         };
         config.validate()?;
         Ok(config)

@@ -1,4 +1,4 @@
-//! The drift monitor: it reads `driftline.predictions` and `driftline.actuals`, keeps a
+//! The drift monitor: it reads `driftline.predictions` and `driftline.labelled`, keeps a
 //! window of recent traffic per model version in RocksDB, compares it with the reference
 //! profile that version shipped with, and writes a `DriftReport` to `driftline.drift` on
 //! every evaluation and a `RetrainRequested` to `driftline.retrain` when the policy
@@ -10,7 +10,7 @@
 //!   KS and Wasserstein from cells of the reference's values plus an order structure,
 //!   category counts), O(log n) per event and O(reference) per evaluation;
 //! - [`window`]: the count- or time-bounded ring of events feeding the trackers;
-//! - [`performance`]: error metrics once actuals join their predictions;
+//! - [`performance`]: error metrics over the joiner's labelled predictions;
 //! - [`policy`]: the decision (minimum sample, confirmation, hysteresis, cooldown,
 //!   multiple-testing correction) with its defaults justified;
 //! - [`monitor`]: one model version's monitor, producing the events with deterministic
@@ -22,7 +22,6 @@
 //! [`cli`] (the policy flags the service and `backtest` share).
 
 pub mod cli;
-pub mod early;
 pub mod http;
 pub mod metrics;
 pub mod monitor;

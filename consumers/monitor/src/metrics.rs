@@ -19,8 +19,8 @@ pub struct MonitorMetrics {
     pub model_version: IntGaugeVec,
     pub evaluations: IntCounterVec,
     pub retrains: IntCounterVec,
-    /// Actuals with no waiting prediction (unknown, dropped or of another version).
-    pub unmatched_actuals: IntCounterVec,
+    /// Labelled predictions of a version older than the one monitored (left out).
+    pub labelled_other_version: IntCounterVec,
     /// Seconds per evaluation.
     pub evaluation_seconds: Histogram,
 }
@@ -91,9 +91,9 @@ impl MonitorMetrics {
                 "RetrainRequested emitted.",
                 &["model"],
             ),
-            unmatched_actuals: counter(
-                "unmatched_actuals_total",
-                "Actuals with no waiting prediction.",
+            labelled_other_version: counter(
+                "labelled_other_version_total",
+                "Labelled predictions of a version older than the one monitored, left out.",
                 &["model"],
             ),
             evaluation_seconds: reg(

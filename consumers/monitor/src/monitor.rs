@@ -1,22 +1,22 @@
-//! One model version's monitor: its window, its joined actuals, its policy state; events
-//! in, [`DriftReport`]s and [`RetrainRequested`] out. Pure: the service persists what
+//! One model version's monitor: its window, its labelled predictions, its policy state;
+//! events in, [`DriftReport`]s and [`RetrainRequested`] out. Pure: the service persists what
 //! each call reports as changed ([`Observed`], [`JoinedActual`], [`ModelMeta`]), the
 //! backtest keeps nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 use driftline_model::{PREDICTION, lower_is_better};
 use driftline_schemas::events::{
-    Actual, DriftReport, FeatureDrift, FeatureKind, FeatureProfile, FeatureValue, PredictionLogged,
-    ReportWindow, RetrainRequested, RetrainTrigger,
+    DriftReport, FeatureDrift, FeatureKind, FeatureProfile, FeatureValue, Labelled,
+    PredictionLogged, ReportWindow, RetrainRequested, RetrainTrigger,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::performance::{Joined, PerformanceWindow};
 use crate::policy::{Findings, MonitorPolicy, PolicyState};
 use crate::tracker::FeatureStats;
-use crate::window::{Observation, Window, WindowConfig, number_label};
+use crate::window::{Observation, Window, WindowConfig};
 use crate::{Error, Result};
 
 /// Everything configurable about a monitor.
@@ -29,8 +29,6 @@ pub struct MonitorConfig {
     /// not wall-clock time, so a replay evaluates at the same points.
     pub evaluate_interval_ms: Option<i64>,
     pub policy: MonitorPolicy,
-    /// Most predictions kept waiting for their actual (the oldest is dropped).
-    pub max_pending: usize,
 }
 
 impl Default for MonitorConfig {
@@ -40,7 +38,6 @@ impl Default for MonitorConfig {
             evaluate_every: 1_000,
             evaluate_interval_ms: None,
             policy: MonitorPolicy::default(),
-            max_pending: 100_000,
         }
     }
 }
@@ -63,15 +60,6 @@ impl MonitorConfig {
     }
 }
 
-/// A prediction waiting for its actual.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Pending {
-    pub request_id: String,
-    pub value: Option<f64>,
-    pub class: Option<String>,
-    pub probabilities: BTreeMap<String, f64>,
-}
-
 /// The small state of a monitor, persisted after every event beside the window's slots.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
@@ -80,7 +68,6 @@ pub struct ModelMeta {
     pub first_seq: u64,
     pub newest_time: i64,
     pub perf_first_seq: u64,
-    pub pending_next: u64,
     pub state: PolicyState,
     pub last_eval_seq: u64,
     pub last_eval_time: Option<i64>,
@@ -93,15 +80,11 @@ pub struct Observed {
     /// The window slot the event went to.
     pub seq: u64,
     pub evicted: Range<u64>,
-    /// The pending slot of the prediction, and pending slots dropped to stay bounded.
-    pub pending: Option<u64>,
-    pub pending_evicted: Vec<u64>,
 }
 
-/// What [`ModelMonitor::join`] changed.
+/// What [`ModelMonitor::label`] changed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JoinedActual {
-    pub pending_removed: u64,
     pub seq: u64,
     pub joined: Joined,
     pub evicted: Range<u64>,
@@ -123,9 +106,6 @@ pub struct ModelMonitor {
     config: MonitorConfig,
     window: Window,
     perf: PerformanceWindow,
-    pending: BTreeMap<u64, Pending>,
-    pending_ids: HashMap<String, u64>,
-    pending_next: u64,
     state: PolicyState,
     last_eval_seq: u64,
     last_eval_time: Option<i64>,
@@ -152,9 +132,6 @@ impl ModelMonitor {
             window: Window::new(profiles, config.window),
             perf: PerformanceWindow::new(config.window.max_events, 0),
             config,
-            pending: BTreeMap::new(),
-            pending_ids: HashMap::new(),
-            pending_next: 0,
             state: PolicyState::default(),
             last_eval_seq: 0,
             last_eval_time: None,
@@ -170,7 +147,6 @@ impl ModelMonitor {
         holdout: BTreeMap<String, f64>,
         config: MonitorConfig,
         events: impl IntoIterator<Item = Observation>,
-        pending: impl IntoIterator<Item = (u64, Pending)>,
         joined: impl IntoIterator<Item = Joined>,
     ) -> Self {
         let mut m = Self::new(&meta.model, meta.version, profiles, holdout, config);
@@ -182,11 +158,6 @@ impl ModelMonitor {
         for j in joined {
             m.perf.push(j);
         }
-        for (seq, p) in pending {
-            m.pending_ids.insert(p.request_id.clone(), seq);
-            m.pending.insert(seq, p);
-        }
-        m.pending_next = meta.pending_next;
         m.state = meta.state;
         m.last_eval_seq = meta.last_eval_seq;
         m.last_eval_time = meta.last_eval_time;
@@ -201,7 +172,6 @@ impl ModelMonitor {
             first_seq: self.window.first_seq(),
             newest_time: self.window.newest_time(),
             perf_first_seq: self.perf.first_seq(),
-            pending_next: self.pending_next,
             state: self.state,
             last_eval_seq: self.last_eval_seq,
             last_eval_time: self.last_eval_time,
@@ -221,13 +191,12 @@ impl ModelMonitor {
         &self.window
     }
 
-    /// Sequence numbers of the window's slots, of the joined pairs' slots, and of the
-    /// pending predictions (for deleting them when the version changes).
-    pub fn slots(&self) -> (Range<u64>, Range<u64>, Vec<u64>) {
+    /// Sequence numbers of the window's slots and of the joined pairs' slots (for deleting
+    /// them when the version changes).
+    pub fn slots(&self) -> (Range<u64>, Range<u64>) {
         (
             self.window.first_seq()..self.window.next_seq(),
             self.perf.first_seq()..self.perf.next_seq(),
-            self.pending.keys().copied().collect(),
         )
     }
 
@@ -264,73 +233,27 @@ impl ModelMonitor {
             .insert(format!("{topic}/{partition}"), next_offset);
     }
 
-    /// Adds a prediction's event to the window, and the prediction (when given) to those
-    /// waiting for their actual.
-    pub fn observe(&mut self, event: &Observation, prediction: Option<Pending>) -> Observed {
+    /// Adds a prediction's event to the window.
+    pub fn observe(&mut self, event: &Observation) -> Observed {
         let seq = self.window.next_seq();
         if self.last_eval_time.is_none() {
             self.last_eval_time = Some(event.event_time);
         }
         let evicted = self.window.push(event);
-        let mut out = Observed {
-            seq,
-            evicted,
-            pending: None,
-            pending_evicted: Vec::new(),
-        };
-        if let Some(p) = prediction {
-            if let Some(old) = self
-                .pending_ids
-                .insert(p.request_id.clone(), self.pending_next)
-            {
-                // The same request logged again: the newer prediction waits instead.
-                self.pending.remove(&old);
-                out.pending_evicted.push(old);
-            }
-            self.pending.insert(self.pending_next, p);
-            out.pending = Some(self.pending_next);
-            self.pending_next += 1;
-            while self.pending.len() > self.config.max_pending {
-                if let Some((seq, p)) = self.pending.pop_first() {
-                    self.pending_ids.remove(&p.request_id);
-                    out.pending_evicted.push(seq);
-                }
-            }
-        }
-        out
+        Observed { seq, evicted }
     }
 
-    /// Joins an actual with its waiting prediction; `None` when there is none (unknown,
-    /// already joined, dropped, or of another version).
-    pub fn join(&mut self, actual: &Actual) -> Option<JoinedActual> {
-        let seq = self.pending_ids.remove(&actual.request_id)?;
-        let p = self.pending.remove(&seq)?;
-        let joined = match (p.value, actual.value, &p.class) {
-            (Some(predicted), Some(truth), None) => Joined::Regression {
-                predicted,
-                actual: truth,
-            },
-            (_, _, Some(class)) => {
-                let truth = actual
-                    .class
-                    .clone()
-                    .or_else(|| actual.value.map(number_label))?;
-                Joined::Classification {
-                    correct: *class == truth,
-                    p_true: p
-                        .probabilities
-                        .get(&truth)
-                        .copied()
-                        .unwrap_or(if *class == truth { 1.0 } else { 0.0 }),
-                }
-            }
-            _ => return None,
-        };
-        let perf_seq = self.perf.next_seq();
+    /// Adds a prediction joined with its actual (by the joiner) to the performance window;
+    /// `None` when it is of another version or its actual does not fit the prediction.
+    pub fn label(&mut self, labelled: &Labelled) -> Option<JoinedActual> {
+        if labelled.prediction.model_version != self.version {
+            return None;
+        }
+        let joined = Joined::of(&labelled.prediction.prediction, &labelled.actual)?;
+        let seq = self.perf.next_seq();
         let evicted = self.perf.push(joined.clone());
         Some(JoinedActual {
-            pending_removed: seq,
-            seq: perf_seq,
+            seq,
             joined,
             evicted,
         })
@@ -474,7 +397,7 @@ fn feature_drift(name: &str, kind: FeatureKind, s: &FeatureStats, drifted: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use driftline_schemas::events::{DriftDecision, Prediction, PredictionSource};
+    use driftline_schemas::events::{Actual, DriftDecision, Prediction, PredictionSource};
 
     fn profiles() -> Vec<FeatureProfile> {
         let numeric = |name: &str, sample: Vec<f64>| FeatureProfile {
@@ -532,13 +455,7 @@ mod tests {
         for i in range {
             let x = f64::from((i % 100) as u32) + if i >= shift_at { 40.0 } else { 0.0 };
             let p = logged(i, x);
-            let pending = Pending {
-                request_id: p.request_id.clone(),
-                value: Some(x),
-                class: None,
-                probabilities: Default::default(),
-            };
-            m.observe(&m.event_of(&p), Some(pending));
+            m.observe(&m.event_of(&p));
             let actual = Actual {
                 request_id: p.request_id.clone(),
                 model: "m".into(),
@@ -547,7 +464,13 @@ mod tests {
                 class: None,
                 observed_at: 0,
             };
-            assert!(m.join(&actual).is_some());
+            let labelled = Labelled {
+                prediction: p,
+                actual,
+                prediction_read_at: Default::default(),
+                actual_read_at: Default::default(),
+            };
+            assert!(m.label(&labelled).is_some());
             if m.due() {
                 out.push(m.evaluate(0));
             }
@@ -607,7 +530,7 @@ mod tests {
         assert!(!first.is_empty());
         // What the service would have stored: the meta and the slots in order.
         let mut events = Vec::new();
-        let (w, _, _) = a.slots();
+        let (w, _) = a.slots();
         for i in w {
             let p = logged(
                 i as usize,
@@ -628,7 +551,6 @@ mod tests {
             Default::default(),
             config(),
             events,
-            vec![],
             joined,
         );
         let rest_a = run(&mut a, 700..1400, 400, 1.0);

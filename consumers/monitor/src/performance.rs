@@ -3,9 +3,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use driftline_schemas::events::MetricComparison;
+use driftline_schemas::events::{Actual, MetricComparison, Prediction};
 
 use crate::tracker::Fixed;
+use crate::window::number_label;
 
 /// Probabilities are clipped like the trainer's log-loss (scikit-learn's 1e-15).
 const EPS: f64 = 1e-15;
@@ -22,6 +23,35 @@ pub enum Joined {
         correct: bool,
         p_true: f64,
     },
+}
+
+impl Joined {
+    /// A prediction scored against its actual: regression when both are numbers, or
+    /// classification when a class was predicted (a numeric actual is read as its label);
+    /// `None` when the actual does not fit the prediction.
+    pub fn of(prediction: &Prediction, actual: &Actual) -> Option<Self> {
+        match (prediction.value, actual.value, &prediction.class) {
+            (Some(predicted), Some(truth), None) => Some(Joined::Regression {
+                predicted,
+                actual: truth,
+            }),
+            (_, _, Some(class)) => {
+                let truth = actual
+                    .class
+                    .clone()
+                    .or_else(|| actual.value.map(number_label))?;
+                Some(Joined::Classification {
+                    correct: *class == truth,
+                    p_true: prediction
+                        .probabilities
+                        .get(&truth)
+                        .copied()
+                        .unwrap_or(if *class == truth { 1.0 } else { 0.0 }),
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -1,5 +1,6 @@
-//! The Kafka path: predictions and actuals in (one consumer group, co-partitioned by
-//! model), reports and retrain requests out, every state change staged in the runtime's
+//! The Kafka path: predictions (the window) and labelled predictions (the joiner's
+//! pairs, for performance) in, one consumer group, co-partitioned by model; reports and
+//! retrain requests out, every state change staged in the runtime's
 //! transaction so it commits with the offsets.
 //!
 //! Memory mirrors RocksDB: the monitors live in memory for speed, every change is also
@@ -13,12 +14,11 @@ use std::time::{Duration, Instant};
 use driftline_runtime::registry::SharedRegistry;
 use driftline_runtime::{Output, Processor, Record, Rejection, Store, Txn, now_ms};
 use driftline_schemas::codec::Codec;
-use driftline_schemas::events::{Actual, DriftReport, ModelPublished, PredictionLogged};
-use tracing::{info, warn};
+use driftline_schemas::events::{DriftReport, Labelled, ModelPublished, PredictionLogged};
+use tracing::{debug, info, warn};
 
-use crate::early::EarlyActuals;
 use crate::metrics::MonitorMetrics;
-use crate::monitor::{JoinedActual, ModelMonitor, MonitorConfig, Pending};
+use crate::monitor::{JoinedActual, ModelMonitor, MonitorConfig};
 use crate::state::{self, prefix};
 use crate::{Error, Result};
 
@@ -29,7 +29,7 @@ pub type LatestReports = Arc<RwLock<BTreeMap<String, DriftReport>>>;
 #[derive(Debug, Clone)]
 pub struct Topics {
     pub predictions: String,
-    pub actuals: String,
+    pub labelled: String,
     pub drift: String,
     pub retrain: String,
 }
@@ -46,12 +46,10 @@ pub struct MonitorProcessor {
     /// Stamps reports and retrain requests (ms); the service uses the wall clock.
     pub clock: fn() -> i64,
     monitors: HashMap<String, ModelMonitor>,
-    early: EarlyActuals,
 }
 
-/// Persists a joined prediction and actual (and drops the pending slot and evicted pairs).
+/// Persists a joined prediction and actual (and drops the evicted pairs).
 fn write_joined(txn: &mut Txn<'_>, model: &str, j: &JoinedActual) {
-    txn.delete(state::pending_key(model, j.pending_removed));
     txn.put(
         state::joined_key(model, j.seq),
         state::encode_joined(&j.joined),
@@ -77,7 +75,6 @@ impl MonitorProcessor {
         latest: LatestReports,
         metrics: MonitorMetrics,
     ) -> Self {
-        let config_max_pending = config.max_pending;
         Self {
             codec,
             registry,
@@ -88,7 +85,6 @@ impl MonitorProcessor {
             registry_wait: Duration::from_secs(30),
             clock: now_ms,
             monitors: HashMap::new(),
-            early: EarlyActuals::new(config_max_pending),
         }
     }
 
@@ -114,18 +110,6 @@ impl MonitorProcessor {
 
     /// Rebuilds every monitor from the store (call once the registry is loaded).
     pub fn restore(&mut self, store: &Store) -> Result<()> {
-        let early = store
-            .scan_prefix(&prefix(b'a', Some("")))?
-            .iter()
-            .map(|(k, v)| {
-                let actual = self
-                    .codec
-                    .decode::<Actual>(v)
-                    .map_err(|e| Error::State(format!("early actual: {e}")))?;
-                Ok((state::seq_of(k).unwrap_or_default(), actual))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.early = EarlyActuals::restore(self.config.max_pending, early);
         for (_, bytes) in store.scan_prefix(&prefix(b'm', None))? {
             let meta = state::decode_meta(&bytes)?;
             let published = self.published(&meta.model, meta.version).ok_or_else(|| {
@@ -139,29 +123,18 @@ impl MonitorProcessor {
                 .iter()
                 .map(|(_, v)| state::decode_event(v))
                 .collect::<Result<Vec<_>>>()?;
-            let pending = store
-                .scan_prefix(&prefix(b'p', Some(&meta.model)))?
-                .iter()
-                .map(|(k, v)| {
-                    Ok((
-                        state::seq_of(k).unwrap_or_default(),
-                        state::decode_pending(v)?,
-                    ))
-                })
-                .collect::<Result<Vec<_>>>()?;
             let joined = store
                 .scan_prefix(&prefix(b'e', Some(&meta.model)))?
                 .iter()
                 .map(|(_, v)| state::decode_joined(v))
                 .collect::<Result<Vec<_>>>()?;
-            info!(model = %meta.model, version = meta.version, events = events.len(), pending = pending.len(), "window restored");
+            info!(model = %meta.model, version = meta.version, events = events.len(), labelled = joined.len(), "window restored");
             let monitor = ModelMonitor::restore(
                 &meta,
                 &published.reference_profile,
                 published.metrics.clone(),
                 self.config.clone(),
                 events,
-                pending,
                 joined,
             );
             if let Some(bytes) = store.get(&state::report_key(&meta.model))?
@@ -198,12 +171,9 @@ impl MonitorProcessor {
                 })?;
                 if let Some(old) = self.monitors.remove(model) {
                     info!(%model, from = old.version(), to = version, "new model version: new window and reference");
-                    let (window, joined, pending) = old.slots();
+                    let (window, joined) = old.slots();
                     window.for_each(|s| txn.delete(state::window_key(model, s)));
                     joined.for_each(|s| txn.delete(state::joined_key(model, s)));
-                    pending
-                        .into_iter()
-                        .for_each(|s| txn.delete(state::pending_key(model, s)));
                 }
                 let monitor = ModelMonitor::new(
                     model,
@@ -235,15 +205,7 @@ impl MonitorProcessor {
         };
         let model = p.model.clone();
         let event = monitor.event_of(&p);
-        let pending_id = p.request_id.clone();
-        let pending = Pending {
-            request_id: p.request_id,
-            value: p.prediction.value,
-            class: p.prediction.class,
-            probabilities: p.prediction.probabilities,
-        };
-        let encoded = state::encode_pending(&pending);
-        let obs = monitor.observe(&event, Some(pending));
+        let obs = monitor.observe(&event);
         monitor.position(record.topic, record.partition, record.offset + 1);
         txn.put(
             state::window_key(&model, obs.seq),
@@ -251,23 +213,6 @@ impl MonitorProcessor {
         );
         obs.evicted
             .for_each(|s| txn.delete(state::window_key(&model, s)));
-        if let Some(s) = obs.pending {
-            txn.put(state::pending_key(&model, s), encoded);
-        }
-        obs.pending_evicted
-            .into_iter()
-            .for_each(|s| txn.delete(state::pending_key(&model, s)));
-        if let Some((slot, actual)) = self.early.take(&model, &pending_id) {
-            txn.delete(state::early_key(slot));
-            match monitor.join(&actual) {
-                Some(j) => write_joined(txn, &model, &j),
-                None => self
-                    .metrics
-                    .unmatched_actuals
-                    .with_label_values(&[&model])
-                    .inc(),
-            }
-        }
         let mut outputs = Vec::new();
         if monitor.due() {
             let started = Instant::now();
@@ -303,37 +248,41 @@ impl MonitorProcessor {
         Ok(outputs)
     }
 
-    fn actual(&mut self, record: &Record<'_>, txn: &mut Txn<'_>) -> Result<Vec<Output>, Rejection> {
-        let a: Actual = self
+    /// A prediction joined with its actual: scored into the performance window of the
+    /// version that made it. A pair of an older version than the window's is counted and
+    /// left out (its version is no longer the one monitored).
+    fn labelled(
+        &mut self,
+        record: &Record<'_>,
+        txn: &mut Txn<'_>,
+    ) -> Result<Vec<Output>, Rejection> {
+        let l: Labelled = self
             .codec
             .decode(record.payload.unwrap_or_default())
             .map_err(Rejection::decode)?;
-        let joined = self.monitors.get_mut(&a.model).and_then(|m| m.join(&a));
-        match joined {
-            Some(j) => write_joined(txn, &a.model, &j),
+        let model = l.prediction.model.clone();
+        if !self.monitor_for(&model, l.prediction.model_version, txn)? {
+            debug!(%model, version = l.prediction.model_version, "labelled prediction of an older version");
+            self.metrics
+                .labelled_other_version
+                .with_label_values(&[&model])
+                .inc();
+            return Ok(Vec::new());
+        }
+        let Some(monitor) = self.monitors.get_mut(&model) else {
+            return Err(state_err("monitor vanished"));
+        };
+        match monitor.label(&l) {
+            Some(j) => write_joined(txn, &model, &j),
             None => {
-                // Its prediction may not have been read yet (or was already joined, or
-                // is of an older version): hold it until the prediction comes.
-                let bytes = self.codec.encode(&a).map_err(state_err)?;
-                let held = self.early.hold(a.clone());
-                txn.put(state::early_key(held.slot), bytes);
-                for slot in held.dropped {
-                    txn.delete(state::early_key(slot));
-                    self.metrics
-                        .unmatched_actuals
-                        .with_label_values(&[&a.model])
-                        .inc();
-                }
+                return Err(Rejection::validation(format!(
+                    "the actual of {:?} does not fit its prediction (value {:?}, class {:?})",
+                    l.actual.request_id, l.actual.value, l.actual.class
+                )));
             }
         }
-        let Some(monitor) = self.monitors.get_mut(&a.model) else {
-            return Ok(Vec::new());
-        };
         monitor.position(record.topic, record.partition, record.offset + 1);
-        txn.put(
-            state::meta_key(&a.model),
-            state::encode_meta(&monitor.meta()),
-        );
+        txn.put(state::meta_key(&model), state::encode_meta(&monitor.meta()));
         Ok(Vec::new())
     }
 }
@@ -346,8 +295,8 @@ impl Processor for MonitorProcessor {
     ) -> Result<Vec<Output>, Rejection> {
         if record.topic == self.topics.predictions {
             self.prediction(record, txn)
-        } else if record.topic == self.topics.actuals {
-            self.actual(record, txn)
+        } else if record.topic == self.topics.labelled {
+            self.labelled(record, txn)
         } else {
             warn!(
                 topic = record.topic,
@@ -373,7 +322,7 @@ mod tests {
             MonitorConfig::default(),
             Topics {
                 predictions: "p".into(),
-                actuals: "a".into(),
+                labelled: "l".into(),
                 drift: "d".into(),
                 retrain: "r".into(),
             },
@@ -393,39 +342,56 @@ mod tests {
         }
     }
 
+    fn labelled_bytes(version: i64, value: f64) -> Vec<u8> {
+        let prediction = PredictionLogged {
+            model_version: version,
+            ..samples::prediction()
+        };
+        let actual = driftline_schemas::events::Actual {
+            value: Some(value),
+            ..samples::actual()
+        };
+        Codec::single_object()
+            .encode(&Labelled {
+                prediction,
+                actual,
+                prediction_read_at: Default::default(),
+                actual_read_at: Default::default(),
+            })
+            .unwrap()
+    }
+
     #[test]
-    fn an_actual_read_before_its_prediction_joins_it_even_across_a_restart() {
+    fn a_labelled_prediction_is_scored_even_before_the_monitor_reads_the_prediction() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), false).unwrap();
-        let codec = Codec::single_object();
-        let actual = codec.encode(&samples::actual()).unwrap();
-        let prediction = codec
-            .encode(&PredictionLogged {
-                model_version: samples::model().version,
-                ..samples::prediction()
-            })
-            .unwrap();
         let slots =
             |kind: u8, model: &str| store.scan_prefix(&prefix(kind, Some(model))).unwrap().len();
 
         let mut p = processor();
         let mut txn = store.txn();
-        p.process(&record("a", &actual), &mut txn).unwrap();
+        let version = samples::model().version;
+        p.process(&record("l", &labelled_bytes(version, 12.0)), &mut txn)
+            .unwrap();
         store.commit(txn, &BTreeMap::new()).unwrap();
-        assert_eq!(slots(b'a', ""), 1, "the actual waits");
+        assert_eq!(slots(b'e', "flights"), 1, "scored");
+        assert_eq!(slots(b'w', "flights"), 0, "not a window event");
 
-        // A restart between the two.
+        // After a restart the pair is still there, and a pair of an older version is not
+        // scored against this version's holdout.
         let mut p = processor();
         p.restore(&store).unwrap();
         let mut txn = store.txn();
-        p.process(&record("p", &prediction), &mut txn).unwrap();
+        p.process(&record("l", &labelled_bytes(version - 1, 12.0)), &mut txn)
+            .unwrap();
         store.commit(txn, &BTreeMap::new()).unwrap();
-        assert_eq!(slots(b'a', ""), 0, "no longer waiting");
-        assert_eq!(slots(b'e', "flights"), 1, "joined");
+        assert_eq!(slots(b'e', "flights"), 1);
         assert_eq!(
-            slots(b'p', "flights"),
-            0,
-            "the prediction is not left pending"
+            p.metrics
+                .labelled_other_version
+                .with_label_values(&["flights"])
+                .get(),
+            1
         );
     }
 }

@@ -1,4 +1,4 @@
-//! The monitor service: registry follower, HTTP API and the predictions + actuals
+//! The monitor service: registry follower, HTTP API and the predictions + labelled
 //! consumer, run together until shutdown (`driftline monitor`, and `driftline up`).
 
 use std::net::SocketAddr;
@@ -44,8 +44,9 @@ pub struct MonitorArgs {
     pub group: String,
     #[arg(long, env = "DRIFTLINE_TOPIC_PREDICTIONS", default_value = topics::PREDICTIONS)]
     pub predictions_topic: String,
-    #[arg(long, env = "DRIFTLINE_TOPIC_ACTUALS", default_value = topics::ACTUALS)]
-    pub actuals_topic: String,
+    /// The joiner's predictions paired with their actuals (performance).
+    #[arg(long, env = "DRIFTLINE_TOPIC_LABELLED", default_value = topics::LABELLED)]
+    pub labelled_topic: String,
     #[arg(long, env = "DRIFTLINE_TOPIC_DRIFT", default_value = topics::DRIFT)]
     pub drift_topic: String,
     #[arg(long, env = "DRIFTLINE_TOPIC_RETRAIN", default_value = topics::RETRAIN)]
@@ -99,7 +100,7 @@ async fn consume(
         let store = Arc::new(Store::open(&args.state_dir, false)?);
         let topics = Topics {
             predictions: args.predictions_topic.clone(),
-            actuals: args.actuals_topic.clone(),
+            labelled: args.labelled_topic.clone(),
             drift: args.drift_topic.clone(),
             retrain: args.retrain_topic.clone(),
         };
@@ -120,7 +121,7 @@ async fn consume(
         };
         let mut opts = RunOptions::new(
             args.group.clone(),
-            vec![args.predictions_topic.clone(), args.actuals_topic.clone()],
+            vec![args.predictions_topic.clone(), args.labelled_topic.clone()],
         );
         opts.dlq_topic = args.dlq_topic.clone();
         opts.max_batch = args.max_batch;

@@ -1,15 +1,14 @@
 //! How a monitor's state is laid out in RocksDB (the runtime's `state` column family).
 //!
 //! Per model: `m` its [`ModelMeta`] (JSON, rewritten with every event), `w` one slot per
-//! window event, `e` one per joined actual, `p` one per prediction waiting for its actual,
-//! `r` the latest report; and `a` (not per model) one per actual that came before its
-//! prediction. Slot keys end in the big-endian sequence number, so a prefix
+//! window event, `e` one per labelled prediction (scored), `r` the latest report. The join
+//! itself lives in the joiner, not here. Slot keys end in the big-endian sequence number, so a prefix
 //! scan returns them in order. Written through the runtime's transaction, with the
 //! offsets, in one WriteBatch.
 
 use driftline_schemas::events::FeatureValue;
 
-use crate::monitor::{ModelMeta, Pending};
+use crate::monitor::ModelMeta;
 use crate::performance::Joined;
 use crate::window::Observation;
 use crate::{Error, Result};
@@ -28,15 +27,6 @@ pub fn window_key(model: &str, seq: u64) -> Vec<u8> {
 
 pub fn joined_key(model: &str, seq: u64) -> Vec<u8> {
     key(b'e', model, Some(seq))
-}
-
-/// An actual that came before its prediction (slots numbered across models).
-pub fn early_key(slot: u64) -> Vec<u8> {
-    key(b'a', "", Some(slot))
-}
-
-pub fn pending_key(model: &str, seq: u64) -> Vec<u8> {
-    key(b'p', model, Some(seq))
 }
 
 /// The prefix of every key of one kind (`b'm'`, `b'w'`, ...) for one model, or for all
@@ -74,14 +64,6 @@ pub fn encode_meta(m: &ModelMeta) -> Vec<u8> {
 
 pub fn decode_meta(b: &[u8]) -> Result<ModelMeta> {
     serde_json::from_slice(b).map_err(|e| Error::State(format!("model meta: {e}")))
-}
-
-pub fn encode_pending(p: &Pending) -> Vec<u8> {
-    serde_json::to_vec(p).unwrap_or_default()
-}
-
-pub fn decode_pending(b: &[u8]) -> Result<Pending> {
-    serde_json::from_slice(b).map_err(|e| Error::State(format!("pending prediction: {e}")))
 }
 
 /// An event: time, value count, then per value a tag (0 missing, 1 number, 2 label).

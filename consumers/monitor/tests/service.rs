@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use driftline_monitor::service::{self, MonitorArgs};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{
-    Actual, DriftDecision, DriftReport, Event, FeatureKind, FeatureProfile, FeatureValue,
+    Actual, DriftDecision, DriftReport, Event, FeatureKind, FeatureProfile, FeatureValue, Labelled,
     ModelPublished, ModelStatus, Prediction, PredictionLogged, PredictionSource, RetrainRequested,
     TrainingWindow,
 };
@@ -26,7 +26,7 @@ const MODEL: &str = "toy";
 
 struct Topics {
     predictions: String,
-    actuals: String,
+    labelled: String,
     models: String,
     dlq: String,
 }
@@ -35,7 +35,7 @@ impl Topics {
     fn new() -> Self {
         Self {
             predictions: unique("mon-predictions"),
-            actuals: unique("mon-actuals"),
+            labelled: unique("mon-labelled"),
             models: unique("mon-models"),
             dlq: unique("mon-dlq"),
         }
@@ -44,7 +44,7 @@ impl Topics {
     async fn create(&self) -> Result<()> {
         create_topics(&[
             (&self.predictions, 1),
-            (&self.actuals, 1),
+            (&self.labelled, 1),
             (&self.models, 1),
             (&self.dlq, 1),
         ])
@@ -128,7 +128,8 @@ async fn send(producer: &FutureProducer, topic: &str, key: &str, bytes: Vec<u8>)
     Ok(())
 }
 
-/// The model, then `n` predictions (the second half drifted) each followed by its actual.
+/// The model, then `n` predictions (the second half drifted) each followed by its pair
+/// with its actual, as the joiner would publish it.
 async fn produce_stream(t: &Topics, n: usize) -> Result<()> {
     let codec = Codec::single_object();
     let producer = producer()?;
@@ -166,9 +167,16 @@ async fn produce_stream(t: &Topics, n: usize) -> Result<()> {
             class: None,
             observed_at: p.event_time,
         };
+        let prediction = codec.encode(&p)?;
+        let labelled = Labelled {
+            prediction: p,
+            actual: a,
+            prediction_read_at: Default::default(),
+            actual_read_at: Default::default(),
+        };
         for (topic, bytes) in [
-            (&t.predictions, codec.encode(&p)?),
-            (&t.actuals, codec.encode(&a)?),
+            (&t.predictions, prediction),
+            (&t.labelled, codec.encode(&labelled)?),
         ] {
             loop {
                 match producer.send_result(FutureRecord::to(topic).key(MODEL).payload(&bytes)) {
@@ -198,8 +206,8 @@ fn monitor_flags(
     let mut v: Vec<String> = [
         "--predictions-topic",
         &t.predictions,
-        "--actuals-topic",
-        &t.actuals,
+        "--labelled-topic",
+        &t.labelled,
         "--models-topic",
         &t.models,
         "--dlq-topic",
@@ -338,8 +346,9 @@ async fn a_shifted_stream_raises_drift_and_one_retrain_request() -> Result<()> {
     );
     assert!(last.features.iter().any(|f| f.name == "c" && f.drifted));
     assert!(last.prediction.as_ref().is_some_and(|p| p.drifted));
-    // Performance depends on which actuals the consumer had read by then (two partitions
-    // are not ordered against each other); the pure tests in monitor.rs check its values.
+    // Performance depends on which labelled pairs the consumer had read by then (two
+    // partitions are not ordered against each other); the pure tests in monitor.rs check
+    // its values.
     assert_eq!(
         retrains.len(),
         1,
@@ -399,9 +408,9 @@ fn kill_when(mut child: Child, topic: &str, target: i64) -> Result<i64> {
 /// What a run emitted, first occurrence of each id (a replayed emission is a duplicate).
 ///
 /// Wall-clock stamps aside, one thing legitimately differs between two runs, crash or
-/// not: how the consumer interleaved the predictions and actuals partitions (Kafka orders
-/// each partition, not two against each other), so which actuals had joined when a report
-/// was made, i.e. its performance figures and the actuals offset. They are compared apart
+/// not: how the consumer interleaved the predictions and labelled partitions (Kafka orders
+/// each partition, not two against each other), so which pairs had been scored when a
+/// report was made, i.e. its performance figures and the labelled offset. They are compared apart
 /// from the rest; the decisions here do not depend on them (the error never rises).
 fn emitted(
     t: &Topics,

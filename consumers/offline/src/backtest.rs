@@ -8,9 +8,9 @@ use clap::{Args, ValueEnum};
 use driftline_dataset::rows::{Mapped, RowMapper};
 use driftline_model::{LabelledRow, Target, TrainedModel, feature_profiles};
 use driftline_monitor::cli::PolicyArgs;
-use driftline_monitor::monitor::{Evaluation, ModelMonitor, Pending};
+use driftline_monitor::monitor::{Evaluation, ModelMonitor};
 use driftline_schemas::events::{
-    Actual, DriftDecision, Features, PredictionLogged, PredictionSource, RetrainRequested,
+    Actual, DriftDecision, Features, Labelled, PredictionLogged, PredictionSource, RetrainRequested,
 };
 use driftline_schemas::spec::{FeatureSpec, format_time, parse_time};
 use driftline_trainer::train::{Context, TrainOptions, train};
@@ -229,16 +229,10 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
             latency_us: 0,
             source: PredictionSource::Kafka,
         };
-        let event = monitor.event_of(&logged);
-        let pending = model.is_some().then(|| Pending {
-            request_id: request_id.clone(),
-            value: logged.prediction.value,
-            class: logged.prediction.class.clone(),
-            probabilities: logged.prediction.probabilities.clone(),
-        });
-        monitor.observe(&event, pending);
+        monitor.observe(&monitor.event_of(&logged));
         if let (Some(_), Some(target)) = (&model, &row.target) {
-            // The label joins at once: a backtest judges what the model would have seen.
+            // The label joins at once (the joiner's pair, without the bus): a backtest
+            // judges what the model would have seen.
             let (value, class) = match target {
                 Target::Value(v) => (Some(*v), None),
                 Target::Class(c) => (None, Some(c.clone())),
@@ -251,7 +245,12 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
                 class,
                 observed_at: row.event_time,
             };
-            monitor.join(&actual);
+            monitor.label(&Labelled {
+                prediction: logged,
+                actual,
+                prediction_read_at: Default::default(),
+                actual_read_at: Default::default(),
+            });
         }
         if monitor.due() {
             let evaluation = monitor.evaluate(row.event_time);

@@ -103,7 +103,6 @@ fn features(cells: BTreeMap<String, Option<Cell>>) -> Features {
         .collect()
 }
 
-
 /// Where a half was read, as stored with every row (short names: one per half).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Position {
@@ -163,7 +162,11 @@ pub struct SourcedRow {
 /// of the set was built from messages below these offsets.
 pub fn end_offsets(rows: &[SourcedRow]) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
-    for at in rows.iter().flat_map(|r| [&r.prediction, &r.actual]).flatten() {
+    for at in rows
+        .iter()
+        .flat_map(|r| [&r.prediction, &r.actual])
+        .flatten()
+    {
         if at.topic.is_empty() {
             continue;
         }
@@ -353,7 +356,10 @@ mod tests {
         let mut txn = store.txn();
         let read = (&at("p", 0, 4), &at("a", 1, 9));
         assert!(index.add(&mut txn, "m", "r", &row(10, 2.0), read));
-        assert!(!index.add(&mut txn, "m", "r", &row(10, 2.0), read), "re-delivered");
+        assert!(
+            !index.add(&mut txn, "m", "r", &row(10, 2.0), read),
+            "re-delivered"
+        );
         store.commit(txn, &Offsets::new()).unwrap();
         let rows = snapshot(&store, "m").unwrap();
         assert_eq!(rows.len(), 1);

@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use driftline_model::{LabelledRow, Target};
 use driftline_runtime::registry::SharedRegistry;
 use driftline_runtime::{Output, Processor, Record, Rejection, Txn};
 use driftline_schemas::codec::Codec;
-use driftline_model::{LabelledRow, Target};
 use driftline_schemas::events::{Labelled, RetrainRequested, RetrainTrigger};
 use driftline_schemas::spec::{FeatureSpec, TargetKind};
 use serde::{Deserialize, Serialize};

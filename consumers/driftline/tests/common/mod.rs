@@ -84,6 +84,7 @@ pub fn up_command(dir: &Path, state: &Path, bootstrap: &str, from: &str) -> Resu
         .args(["--dashboard-addr", &addr(free()?)])
         .env("DRIFTLINE_MONITOR_HTTP_ADDR", addr(free()?))
         .env("DRIFTLINE_TRAINER_HTTP_ADDR", addr(free()?))
+        .env("DRIFTLINE_JOINER_HTTP_ADDR", addr(free()?))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use driftline_joiner::service::JoinerArgs;
 use driftline_runtime::registry::Registry;
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{
@@ -15,7 +16,6 @@ use driftline_schemas::events::{
 };
 use driftline_schemas::spec::FeatureSpec;
 use driftline_tests::{create_topics, kafka, produce, unique};
-use driftline_joiner::service::JoinerArgs;
 use driftline_trainer::service::TrainerArgs;
 use rdkafka::producer::FutureProducer;
 use tokio::task::JoinHandle;
