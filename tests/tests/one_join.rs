@@ -253,18 +253,9 @@ async fn monitor_trainer_and_dashboard_give_the_same_error_per_day_from_the_one_
         TrainerMetrics::new(&prometheus::Registry::new()),
     );
     for m in &records {
-        use rdkafka::Message;
-        let record = Record {
-            topic: m.topic(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key(),
-            payload: m.payload(),
-            timestamp: None,
-        };
         let mut txn = store.txn();
         trainer
-            .process(&record, &mut txn)
+            .process(&Record::of(m), &mut txn)
             .map_err(|r| anyhow::anyhow!("trainer rejected a labelled row: {r:?}"))?;
         store.commit(txn, &BTreeMap::new())?;
     }

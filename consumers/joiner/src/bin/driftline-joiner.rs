@@ -16,17 +16,8 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let result = async {
-        let _telemetry = driftline_process::telemetry::init_from_env()?;
-        let cli = Cli::parse();
-        service::run(
-            cli.args,
-            driftline_process::shutdown::on_signal(),
-            Default::default(),
-        )
-        .await?;
-        anyhow::Ok(())
-    }
-    .await;
-    driftline_process::exit_code("driftline-joiner", result)
+    driftline_process::service_main("driftline-joiner", |cli: Cli, shutdown| {
+        service::run(cli.args, shutdown, Default::default())
+    })
+    .await
 }

@@ -31,3 +31,24 @@ pub fn exit_code(program: &str, result: anyhow::Result<()>) -> std::process::Exi
         }
     }
 }
+
+/// The `main` of a binary that runs one service on its own: telemetry from the
+/// environment, the command line `C`, then `serve` until SIGINT/SIGTERM fires the token it
+/// is given, and the exit code of [`exit_code`].
+pub async fn service_main<C, F, E>(
+    program: &str,
+    serve: impl FnOnce(C, tokio_util::sync::CancellationToken) -> F,
+) -> std::process::ExitCode
+where
+    C: clap::Parser,
+    F: std::future::Future<Output = std::result::Result<(), E>>,
+    E: Into<anyhow::Error>,
+{
+    let result = async {
+        let _telemetry = telemetry::init_from_env()?;
+        let cli = C::parse();
+        serve(cli, shutdown::on_signal()).await.map_err(Into::into)
+    }
+    .await;
+    exit_code(program, result)
+}

@@ -46,6 +46,20 @@ pub struct Record<'a> {
     pub timestamp: Option<i64>,
 }
 
+impl<'a> Record<'a> {
+    /// The record of a message read from Kafka.
+    pub fn of(m: &'a impl Message) -> Self {
+        Self {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            payload: m.payload(),
+            timestamp: m.timestamp().to_millis(),
+        }
+    }
+}
+
 /// A message to emit. Emitted before the batch's state commits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Output {
@@ -618,14 +632,7 @@ fn process_batch<P: Processor>(
             partition = m.partition(),
             offset = m.offset()
         );
-        let record = Record {
-            topic: m.topic(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key(),
-            payload: m.payload(),
-            timestamp: m.timestamp().to_millis(),
-        };
+        let record = Record::of(m);
         let emitted = span.in_scope(|| match processor.process(&record, &mut txn) {
             Ok(emitted) => {
                 *applied.entry(m.topic()).or_default() += 1;

@@ -2,7 +2,7 @@
 //! run one process per service and for the kill -9 tests.
 
 use clap::Parser;
-use driftline_trainer::service::{TrainerArgs, run};
+use driftline_trainer::service::{self, TrainerArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -17,17 +17,8 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let result = async {
-        let _telemetry = driftline_process::telemetry::init_from_env()?;
-        let cli = Cli::parse();
-        run(
-            cli.args,
-            driftline_process::shutdown::on_signal(),
-            Default::default(),
-        )
-        .await?;
-        anyhow::Ok(())
-    }
-    .await;
-    driftline_process::exit_code("driftline-trainer", result)
+    driftline_process::service_main("driftline-trainer", |cli: Cli, shutdown| {
+        service::run(cli.args, shutdown, Default::default())
+    })
+    .await
 }
