@@ -915,6 +915,10 @@ pub struct DeadLetter {
     pub error: String,
     pub consumer: String,
     pub failed_at: i64,
+    /// When `payload` holds only the first bytes of the source payload: its whole size...
+    pub payload_size: Option<i64>,
+    /// ...and its SHA-256 (hex).
+    pub payload_sha256: Option<String>,
 }
 
 impl Event for DeadLetter {
@@ -932,6 +936,11 @@ impl Event for DeadLetter {
             ("error", s(&self.error)),
             ("consumer", s(&self.consumer)),
             ("failed_at", ts(self.failed_at)),
+            ("payload_size", opt(self.payload_size, Value::Long)),
+            (
+                "payload_sha256",
+                opt(self.payload_sha256.clone(), Value::String),
+            ),
         ])
     }
 
@@ -947,6 +956,8 @@ impl Event for DeadLetter {
             error: f.string("error")?,
             consumer: f.string("consumer")?,
             failed_at: f.long("failed_at")?,
+            payload_size: f.optional("payload_size", crate::value::as_long)?,
+            payload_sha256: f.optional("payload_sha256", crate::value::as_string)?,
         })
     }
 

@@ -345,6 +345,8 @@ pub mod samples {
             error_kind: "decode".into(),
             error: "not Avro single-object encoding".into(),
             consumer: "predictor".into(),
+            payload_size: None,
+            payload_sha256: None,
             failed_at: 1_700_000_000_000,
         }
     }

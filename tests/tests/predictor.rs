@@ -388,3 +388,106 @@ async fn reports_not_ready_until_a_model_exists() -> Result<()> {
     service.await??;
     Ok(())
 }
+
+/// The case from issue 15: one valid request of about 657 KB naming 9,000 features the
+/// spec does not know. Its dead letter (the bytes, plus an error naming every feature)
+/// would be over the broker's 1 MB limit; the predictor used to stop on it, at every
+/// restart. Now the letter keeps the payload's start, size and SHA-256, and the predictor
+/// serves the next request.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_too_large_for_kafka_is_cut_to_fit_and_the_predictor_moves_on() -> Result<()>
+{
+    let (requests, predictions, models, dlq) = (
+        unique("big-requests"),
+        unique("big-predictions"),
+        unique("big-models"),
+        unique("big-dlq"),
+    );
+    create_topics(&[(&requests, 1), (&predictions, 1), (&models, 1), (&dlq, 1)]).await?;
+    let dir = tempfile::tempdir()?;
+    let spec_path = dir.path().join("toy.toml");
+    std::fs::write(&spec_path, SPEC)?;
+    let spec = FeatureSpec::from_toml(SPEC)?;
+    let codec = Codec::single_object();
+    let producer = producer()?;
+    let v1 = model(&spec, 1, 2.0, 1)?;
+    produce(&producer, &models, &v1.key(), &codec.encode(&v1)?).await?;
+
+    let mut big = request(0, 1.0);
+    big.request_id = "too-many-features".into();
+    for i in 0..9_000 {
+        big.features.insert(
+            format!("an_unexpected_feature_with_a_long_descriptive_name_number_{i:05}"),
+            FeatureValue::Number(i as f64),
+        );
+    }
+    let big_bytes = codec.encode(&big)?;
+    assert!(
+        big_bytes.len() > 600_000 && big_bytes.len() < 1_000_000,
+        "{}",
+        big_bytes.len()
+    );
+    produce(&producer, &requests, &big.key(), &big_bytes).await?;
+    let after = request(1, 3.0);
+    produce(&producer, &requests, &after.key(), &codec.encode(&after)?).await?;
+
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let args = PredictorArgs {
+        kafka: kafka(),
+        specs: vec![spec_path],
+        http_addr: addr,
+        state_dir: dir.path().join("state"),
+        group: unique("predictor"),
+        requests_topic: requests,
+        predictions_topic: predictions.clone(),
+        models_topic: models,
+        dlq_topic: dlq.clone(),
+        body_limit: 64 * 1024,
+        concurrency: 64,
+        timeout_ms: 5000,
+    };
+    let shutdown = CancellationToken::new();
+    let service = tokio::spawn(run(args, shutdown.clone(), Default::default()));
+
+    let served: Vec<PredictionLogged> = read_all(&predictions, 1, Duration::from_secs(60))?
+        .iter()
+        .map(|m| codec.decode(payload(m)))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(served[0].request_id, "r-1", "the request after the big one");
+    let letters: Vec<DeadLetter> = read_all(&dlq, 1, Duration::from_secs(30))?
+        .iter()
+        .map(|m| codec.decode(payload(m)))
+        .collect::<Result<_, _>>()?;
+    let letter = &letters[0];
+    let kept = letter.payload.as_deref().context("a payload")?;
+    assert_eq!(kept.len(), driftline_runtime::dead_letter::MAX_PAYLOAD);
+    assert_eq!(kept, &big_bytes[..kept.len()], "the payload's first bytes");
+    assert_eq!(letter.payload_size, Some(big_bytes.len() as i64));
+    let sha = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(&big_bytes)?;
+            c.wait_with_output()
+        })?;
+    let sha = String::from_utf8(sha.stdout)?;
+    assert_eq!(
+        letter.payload_sha256.as_deref(),
+        sha.split_whitespace().next(),
+        "the SHA-256 of the whole payload, as sha256sum computes it"
+    );
+    assert!(
+        letter.error.contains("an_unexpected_feature"),
+        "{}",
+        letter.error
+    );
+    assert!(
+        letter.error.contains("bytes in all)"),
+        "the error says it was cut"
+    );
+    shutdown.cancel();
+    service.await??;
+    Ok(())
+}

@@ -685,12 +685,25 @@ fn advance(offsets: &mut BTreeMap<TopicPartition, i64>, topic: &str, partition: 
 }
 
 fn dead_letter(m: &OwnedMessage, rejection: Rejection, ctx: &BatchContext) -> Option<Output> {
+    let letter = crate::dead_letter::bounded(DeadLetter {
+        source_topic: m.topic().to_string(),
+        source_partition: m.partition(),
+        source_offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        error_kind: rejection.kind.to_string(),
+        error: rejection.error,
+        consumer: ctx.group_id.clone(),
+        failed_at: now_ms(),
+        payload_size: None,
+        payload_sha256: None,
+    });
     warn!(
         topic = m.topic(),
         partition = m.partition(),
         offset = m.offset(),
         kind = rejection.kind,
-        error = %rejection.error,
+        error = %letter.error,
         "to the dead-letter topic"
     );
     let metrics = &ctx.metrics;
@@ -702,17 +715,6 @@ fn dead_letter(m: &OwnedMessage, rejection: Rejection, ctx: &BatchContext) -> Op
         .dead_letters
         .with_label_values(&[m.topic(), rejection.kind])
         .inc();
-    let letter = DeadLetter {
-        source_topic: m.topic().to_string(),
-        source_partition: m.partition(),
-        source_offset: m.offset(),
-        key: m.key().map(<[u8]>::to_vec),
-        payload: m.payload().map(<[u8]>::to_vec),
-        error_kind: rejection.kind.to_string(),
-        error: rejection.error,
-        consumer: ctx.group_id.clone(),
-        failed_at: now_ms(),
-    };
     Output::event(&ctx.codec, &ctx.dlq_topic, &letter)
         .inspect_err(|e| warn!(error = %e, "cannot encode dead letter"))
         .ok()

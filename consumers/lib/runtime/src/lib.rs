@@ -12,6 +12,7 @@
 //! is counted, and its offset is committed like any other.
 
 pub mod consumer;
+pub mod dead_letter;
 pub mod metrics;
 pub mod registry;
 pub mod service;
