@@ -274,8 +274,13 @@ impl ModelMonitor {
         }
     }
 
-    /// Evaluates the window now (`now` stamps the events, ms).
-    pub fn evaluate(&mut self, now: i64) -> Evaluation {
+    /// Evaluates the window now (`now` stamps the events, ms). `at`, the partition and
+    /// offset of the prediction that made the evaluation due, goes into the report id: the
+    /// same message gives the same id after a crash (so a re-emitted report is recognised),
+    /// and a monitor that starts on empty state, whose window count starts again at 0,
+    /// cannot reuse the id of an earlier report (which the trainer would take for a
+    /// retrain it has already handled). Offline there is no offset: `None`.
+    pub fn evaluate(&mut self, now: i64, at: Option<(i32, i64)>) -> Evaluation {
         let policy = &self.config.policy;
         let stats = self.window.stats();
         let kinds: Vec<FeatureKind> = self.window.kinds().collect();
@@ -310,7 +315,10 @@ impl ModelMonitor {
         let decision = self.state.decide(policy, &findings);
         self.last_eval_seq = seq;
         self.last_eval_time = Some(self.window.newest_time());
-        let report_id = format!("{}-v{}-{}", self.model, self.version, seq);
+        let mut report_id = format!("{}-v{}-{}", self.model, self.version, seq);
+        if let Some((partition, offset)) = at {
+            report_id.push_str(&format!("@{partition}:{offset}"));
+        }
         let window = ReportWindow {
             start_time: self.window.start_time().unwrap_or(0),
             end_time: if self.window.is_empty() {
@@ -472,7 +480,7 @@ mod tests {
             };
             assert!(m.label(&labelled).is_some());
             if m.due() {
-                out.push(m.evaluate(0));
+                out.push(m.evaluate(0, None));
             }
         }
         out

@@ -216,7 +216,8 @@ impl MonitorProcessor {
         let mut outputs = Vec::new();
         if monitor.due() {
             let started = Instant::now();
-            let evaluation = monitor.evaluate((self.clock)());
+            let evaluation =
+                monitor.evaluate((self.clock)(), Some((record.partition, record.offset)));
             self.metrics
                 .evaluation_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -392,6 +393,55 @@ mod tests {
                 .with_label_values(&["flights"])
                 .get(),
             1
+        );
+    }
+
+    #[test]
+    fn a_monitor_on_empty_state_does_not_reuse_the_report_ids_of_the_one_before() {
+        let codec = Codec::single_object();
+        // Reports (by id) of a monitor on an empty store that reads `offsets`.
+        let reports = |offsets: std::ops::Range<i64>| -> Vec<String> {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), false).unwrap();
+            let mut p = processor();
+            p.config.evaluate_every = 10;
+            let mut ids = Vec::new();
+            for offset in offsets {
+                let bytes = codec
+                    .encode(&PredictionLogged {
+                        request_id: format!("r{offset}"),
+                        model_version: samples::model().version,
+                        ..samples::prediction()
+                    })
+                    .unwrap();
+                let mut txn = store.txn();
+                let out = p
+                    .process(
+                        &Record {
+                            offset,
+                            ..record("p", &bytes)
+                        },
+                        &mut txn,
+                    )
+                    .unwrap();
+                store.commit(txn, &BTreeMap::new()).unwrap();
+                for o in out.iter().filter(|o| o.topic == "d") {
+                    ids.push(codec.decode::<DriftReport>(&o.payload).unwrap().report_id);
+                }
+            }
+            ids
+        };
+        let first = reports(0..30);
+        assert_eq!(first.len(), 3);
+        assert_eq!(first[0], "flights-v4-10@0:9");
+        // The same messages again (a crash before the commit): the same ids.
+        assert_eq!(reports(0..30), first);
+        // A new instance on an empty disk, reading on from where the first stopped: its
+        // window count starts again at 0, its report ids do not.
+        let second = reports(30..60);
+        assert!(
+            second.iter().all(|id| !first.contains(id)),
+            "{first:?} vs {second:?}"
         );
     }
 }

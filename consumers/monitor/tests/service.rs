@@ -310,7 +310,8 @@ async fn a_shifted_stream_raises_drift_and_one_retrain_request() -> Result<()> {
     let (status, body) = get(&format!("http://127.0.0.1:{port}/models/{MODEL}/drift")).await?;
     assert_eq!(status, 200, "{body}");
     let json: serde_json::Value = serde_json::from_str(&body)?;
-    assert_eq!(json["report_id"], format!("{MODEL}-v1-4000"));
+    // The 4,000th prediction, at offset 3,999 of partition 0, made it due.
+    assert_eq!(json["report_id"], format!("{MODEL}-v1-4000@0:3999"));
     let (_, metrics) = get(&format!("http://127.0.0.1:{port}/metrics")).await?;
     let gauge = metrics.lines().find(|l| {
         l.starts_with("driftline_drift_statistic{")

@@ -253,7 +253,7 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
             });
         }
         if monitor.due() {
-            let evaluation = monitor.evaluate(row.event_time);
+            let evaluation = monitor.evaluate(row.event_time, None);
             print_evaluation(out, args.format, split + i, &evaluation).map_err(io)?;
             evaluations.push(BacktestEvaluation {
                 row: split + i,
