@@ -4,7 +4,8 @@
 //! and removed from the store only once the registry (the models topic read back) shows
 //! the version. Several jobs for one model are coalesced: the newest request is trained
 //! and the others are marked done, so a retrain arriving while one runs is folded into the
-//! next run instead of queueing a fit per event.
+//! next run instead of queueing a fit per event. A run that fails drops only its own job;
+//! the others are tried next, the newest first.
 //!
 //! Exactly one version per trigger, across kill -9 at any point:
 //! - before the retrain event's batch commits: the event is consumed again, the job is
@@ -225,9 +226,9 @@ impl Runner {
                     rows: rows.into_iter().map(|r| r.row).collect(),
                 })
             };
-            match self.train_and_publish(&job, Box::new(load), shutdown).await {
+            let ran = match self.train_and_publish(&job, Box::new(load), shutdown).await {
                 Ok(Outcome::Skipped) if shutdown.is_cancelled() => return Ok(()),
-                Ok(_) => {}
+                Ok(_) => jobs.as_slice(),
                 // Broker trouble, or a registry that does not show what we published: stop
                 // rather than number the next version from a stale registry.
                 Err(e @ Error::State(_)) => return Err(e),
@@ -236,20 +237,27 @@ impl Runner {
                 }
                 Err(e) => {
                     // The inputs cannot make a model (too few rows, a fit error): drop the
-                    // job so it does not spin; the next retrain event tries again.
+                    // job so it does not spin; the next retrain event tries again. The
+                    // jobs coalesced into it did not run: they stay, and the next round
+                    // runs the newest of them on its own window.
                     self.metrics.trainings.with_label_values(&["failed"]).inc();
-                    error!(%model, trigger = %job.trigger, error = %e, "training failed; job dropped");
+                    error!(%model, trigger = %job.trigger, error = %e, waiting = jobs.len() - 1, "training failed; job dropped");
+                    let newest = jobs
+                        .iter()
+                        .position(|(_, j)| j.trigger == job.trigger)
+                        .unwrap_or_default();
+                    &jobs[newest..=newest]
                 }
-            }
+            };
             if !shutdown.is_cancelled() {
-                self.clear(&jobs, &job.trigger)?;
+                self.clear(ran, &job.trigger)?;
             }
         }
         Ok(())
     }
 
-    /// Removes a model's jobs (the run's and the coalesced ones) in one write, marking the
-    /// coalesced triggers done so a re-delivered copy does not queue them again.
+    /// Removes jobs in one write: the one that ran, and those coalesced into its run, marked
+    /// done so a re-delivered copy does not queue them again.
     fn clear(&self, jobs: &[(Vec<u8>, Job)], ran: &str) -> Result<()> {
         let mut txn = self.store.txn();
         for (key, job) in jobs {
@@ -379,5 +387,86 @@ impl Runner {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(Outcome::Published)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::RwLock;
+
+    use driftline_runtime::registry::Registry;
+    use rdkafka::ClientConfig;
+
+    use crate::labelled::job_key;
+
+    fn runner(store: Arc<Store>) -> Runner {
+        let mut spec =
+            FeatureSpec::from_toml(include_str!("../../../tests/fixtures/toy.toml")).unwrap();
+        spec.model.name = "m".into();
+        Runner {
+            store,
+            registry: Arc::new(RwLock::new(Registry::default())),
+            models: [(
+                "m".to_string(),
+                Owned {
+                    spec: Arc::new(spec),
+                    spec_path: PathBuf::from("toy.toml"),
+                },
+            )]
+            .into(),
+            // Never reached: no run gets as far as publishing.
+            producer: ClientConfig::new()
+                .set("bootstrap.servers", "127.0.0.1:1")
+                .create()
+                .unwrap(),
+            codec: Codec::single_object(),
+            models_topic: "models".into(),
+            options: TrainOptions::default(),
+            bootstrap: BootstrapOptions::default(),
+            metrics: TrainerMetrics::new(&prometheus::Registry::new()),
+            wake: Arc::new(Notify::new()),
+            phase_pause: Duration::ZERO,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_run_drops_only_its_own_job_and_the_coalesced_ones_run_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), false).unwrap());
+        let mut txn = store.txn();
+        for (trigger, at) in [("drift:a", 1), ("drift:b", 2), ("drift:c", 3)] {
+            let job = Job {
+                model: "m".into(),
+                trigger: trigger.into(),
+                window_start: i64::MIN,
+                window_end: i64::MAX,
+                requested_at: at,
+                reason: "test".into(),
+            };
+            txn.put(job_key("m", trigger), job.encode());
+        }
+        store.commit(txn, &BTreeMap::new()).unwrap();
+        let r = runner(store.clone());
+        let triggers = || -> Vec<String> {
+            pending_jobs(&store)
+                .unwrap()
+                .into_iter()
+                .map(|(_, j)| j.trigger)
+                .collect()
+        };
+        let failed = || r.metrics.trainings.with_label_values(&["failed"]).get();
+        let shutdown = CancellationToken::new();
+
+        // No labelled rows: every run fails. The newest job ran and is dropped; the two
+        // coalesced into it did not run and are neither dropped nor marked done.
+        r.run_pending(&shutdown).await.unwrap();
+        assert_eq!(triggers(), ["drift:a", "drift:b"]);
+        assert_eq!(failed(), 1);
+        assert!(store.get(&done_key("m", "drift:a")).unwrap().is_none());
+        r.run_pending(&shutdown).await.unwrap();
+        r.run_pending(&shutdown).await.unwrap();
+        assert!(triggers().is_empty(), "each ran and failed on its own");
+        assert_eq!(failed(), 3);
     }
 }
