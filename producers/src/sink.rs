@@ -64,10 +64,10 @@ const MAX_IN_FLIGHT: usize = 100_000;
 /// the comparison measures send_data, not tuning).
 pub fn producer_config(kafka: &KafkaArgs) -> ClientConfig {
     let mut c = kafka.producer_config();
+    // Idempotent like every driftline producer (KafkaArgs::producer_config): retries keep
+    // each partition in order and free of duplicates; it cost send_data about 4%
+    // (BENCHMARKS.md).
     c.set("queue.buffering.max.messages", "200000")
-        // Retries then keep each partition in order and free of duplicates (consumers read
-        // ground truth in event-time order); it cost send_data about 4% (BENCHMARKS.md).
-        .set("enable.idempotence", "true")
         // Fuller batches than the default: a replay is a bulk load, not latency-sensitive.
         .set("linger.ms", "20");
     // The user's --kafka-option settings have the last word.

@@ -143,6 +143,14 @@ impl KafkaArgs {
             .set("linger.ms", "2")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", "30000");
+        // Idempotent: a send the broker wrote but whose acknowledgement was lost is retried
+        // without a second copy, and retries keep the partition's order. It needs acks=all
+        // (set above) and at most 5 requests in flight (librdkafka's default with it on).
+        // A cluster that denies the IDEMPOTENT_WRITE permission can turn it off with
+        // `--kafka-option enable.idempotence=false`.
+        if c.get("enable.idempotence").is_none() {
+            c.set("enable.idempotence", "true");
+        }
         c
     }
 
@@ -285,5 +293,18 @@ mod tests {
         };
         let e = k.validate().unwrap_err().to_string();
         assert!(e.contains("number 1") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn producers_are_idempotent_unless_an_option_says_otherwise() {
+        let mut k = KafkaArgs::with_bootstrap("b:9092");
+        let idempotence = |k: &KafkaArgs| {
+            k.producer_config()
+                .get("enable.idempotence")
+                .map(str::to_string)
+        };
+        assert_eq!(idempotence(&k).as_deref(), Some("true"));
+        k.options = vec!["enable.idempotence=false".into()];
+        assert_eq!(idempotence(&k).as_deref(), Some("false"));
     }
 }
