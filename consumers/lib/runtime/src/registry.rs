@@ -94,6 +94,34 @@ impl Registry {
 
 pub type SharedRegistry = Arc<RwLock<Registry>>;
 
+/// The longest wait between two attempts to reach the models topic.
+const MAX_BACKOFF: Duration = Duration::from_secs(15);
+
+/// A consumer of every partition of `topic` from its first message (no group: every reader
+/// needs the whole registry), and the partition count.
+fn assign_from_start(
+    kafka: &KafkaArgs,
+    topic: &str,
+) -> Result<(StreamConsumer<crate::consumer::QuietContext>, usize)> {
+    let mut config = kafka.consumer_config(&format!("driftline-registry-{}", std::process::id()));
+    config.set("enable.partition.eof", "true");
+    let consumer: StreamConsumer<crate::consumer::QuietContext> =
+        config.create_with_context(crate::consumer::QuietContext)?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .unwrap_or(1)
+        .max(1);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p as i32, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    Ok((consumer, partitions))
+}
+
 /// Follows the models topic from its beginning, applying every record to `registry` and
 /// calling `on_change` when a production version changes. `ready` fires once the topic
 /// has been read to its end at start-up, so callers can wait for the registry to be whole.
@@ -106,23 +134,22 @@ pub async fn follow(
     ready: CancellationToken,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    // No group: every reader needs the whole registry, so it assigns partitions itself.
-    let mut config = kafka.consumer_config(&format!("driftline-registry-{}", std::process::id()));
-    config.set("enable.partition.eof", "true");
-    let consumer: StreamConsumer<crate::consumer::QuietContext> =
-        config.create_with_context(crate::consumer::QuietContext)?;
-    let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-    let partitions = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().len())
-        .unwrap_or(1)
-        .max(1);
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(&topic, p as i32, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
+    // A broker that cannot be reached yet (down, restarting, not started) is waited for:
+    // a follower that gave up here would leave its service not ready for good.
+    let mut backoff = Duration::from_millis(500);
+    let (consumer, partitions) = loop {
+        match assign_from_start(&kafka, &topic) {
+            Ok(assigned) => break assigned,
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot read the model registry yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    };
     let mut at_end = std::collections::HashSet::new();
     loop {
         let m = tokio::select! {
