@@ -42,6 +42,52 @@ use crate::metrics::TrainerMetrics;
 use crate::train::{Context, TrainOptions, Trained, select_window, train};
 use crate::{Error, Result, bootstrap};
 
+/// The largest model record the trainer publishes: inside the 1 MB that the broker
+/// (`message.max.bytes`) and librdkafka accept by default, with room for the envelope.
+pub const MAX_RECORD_BYTES: usize = 900 * 1024;
+
+/// The fewest reference values a numeric profile is thinned to before a record is given up.
+const MIN_PROFILE_SAMPLE: usize = 500;
+
+/// `record` encoded to fit [`MAX_RECORD_BYTES`]: a reference profile too large for one
+/// message (many features, each with up to 10,000 reference values) keeps fewer evenly
+/// spaced order statistics of each sample, halving until it fits (the monitor reads a
+/// profile's sample as a subsample; counts and missing shares stay the profile's). A
+/// record whose model bytes alone are too large is an error, not a crash at every restart.
+pub fn fit_to_message(codec: &Codec, record: &ModelPublished) -> Result<Vec<u8>> {
+    let mut payload = codec.encode(record)?;
+    if payload.len() <= MAX_RECORD_BYTES {
+        return Ok(payload);
+    }
+    let mut thinned = record.clone();
+    let mut cap = thinned
+        .reference_profile
+        .iter()
+        .map(|p| p.sample.len())
+        .max()
+        .unwrap_or(0);
+    while payload.len() > MAX_RECORD_BYTES && cap > MIN_PROFILE_SAMPLE {
+        cap = (cap / 2).max(MIN_PROFILE_SAMPLE);
+        for p in &mut thinned.reference_profile {
+            p.sample = driftline_model::profile::even_subsample(std::mem::take(&mut p.sample), cap);
+        }
+        payload = codec.encode(&thinned)?;
+    }
+    if payload.len() > MAX_RECORD_BYTES {
+        return Err(Error::TooLarge(format!(
+            "model {} v{}: its record is {} bytes with a reference profile of {} values per feature, over the {} a message may hold ({} bytes of model)",
+            record.model,
+            record.version,
+            payload.len(),
+            cap,
+            MAX_RECORD_BYTES,
+            record.model_bytes.len()
+        )));
+    }
+    warn!(model = %record.model, version = record.version, sample = cap, bytes = payload.len(), "reference profile thinned to fit one message");
+    Ok(payload)
+}
+
 /// Publishes records to the models topic and waits for the broker's acknowledgements.
 pub async fn publish(
     producer: &FutureProducer,
@@ -50,7 +96,7 @@ pub async fn publish(
     records: &[ModelPublished],
 ) -> Result<()> {
     for r in records {
-        let payload = codec.encode(r)?;
+        let payload = fit_to_message(codec, r)?;
         let key = r.key();
         producer
             .send(
@@ -468,5 +514,66 @@ mod tests {
         r.run_pending(&shutdown).await.unwrap();
         assert!(triggers().is_empty(), "each ran and failed on its own");
         assert_eq!(failed(), 3);
+    }
+
+    fn wide_record(features: usize, model_bytes: usize) -> ModelPublished {
+        use driftline_schemas::events::{FeatureKind, FeatureProfile, ModelStatus};
+        ModelPublished {
+            model: "m".into(),
+            version: 2,
+            algorithm: "linear".into(),
+            hyper_parameters: Default::default(),
+            metrics: Default::default(),
+            incumbent_metrics: Default::default(),
+            parent_version: Some(1),
+            trigger: "drift:r".into(),
+            training_window: Default::default(),
+            reference_profile: (0..features)
+                .map(|f| FeatureProfile {
+                    name: format!("f{f}"),
+                    kind: FeatureKind::Numeric,
+                    count: 50_000,
+                    missing: 10,
+                    sample: (0..10_000).map(|i| f64::from(i) * 0.5).collect(),
+                    categories: Default::default(),
+                })
+                .collect(),
+            model_format: "x".into(),
+            model_bytes: vec![7; model_bytes],
+            status: ModelStatus::Production,
+            published_at: 1,
+        }
+    }
+
+    #[test]
+    fn a_record_too_large_for_a_message_keeps_a_thinner_profile() {
+        let codec = Codec::single_object();
+        // 20 numeric features of 10,000 reference values: 1.6 MB, over the broker's 1 MB.
+        let record = wide_record(20, 1000);
+        assert!(codec.encode(&record).unwrap().len() > 1_500_000);
+        let payload = fit_to_message(&codec, &record).unwrap();
+        assert!(payload.len() <= MAX_RECORD_BYTES, "{}", payload.len());
+        let sent: ModelPublished = codec.decode(&payload).unwrap();
+        for p in &sent.reference_profile {
+            assert_eq!(p.sample.len(), 5_000, "halved once");
+            assert!(p.sample.is_sorted());
+            assert_eq!((p.count, p.missing), (50_000, 10), "the profile's totals");
+        }
+        assert_eq!(sent.model_bytes, record.model_bytes);
+        // A record that fits goes as it is.
+        let small = wide_record(2, 1000);
+        assert_eq!(
+            fit_to_message(&codec, &small).unwrap(),
+            codec.encode(&small).unwrap()
+        );
+    }
+
+    #[test]
+    fn model_bytes_too_large_for_a_message_are_an_error_that_drops_the_job() {
+        let codec = Codec::single_object();
+        let e = fit_to_message(&codec, &wide_record(1, 2_000_000)).unwrap_err();
+        assert!(matches!(e, Error::TooLarge(_)), "{e}");
+        assert!(!e.is_retryable(), "dropped, not retried at every restart");
+        assert!(e.to_string().contains("2000000 bytes of model"), "{e}");
     }
 }

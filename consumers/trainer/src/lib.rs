@@ -52,6 +52,8 @@ pub enum Error {
     UnknownVersion { model: String, version: i64 },
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
     #[error(transparent)]
     Runtime(#[from] driftline_runtime::Error),
     #[error(transparent)]

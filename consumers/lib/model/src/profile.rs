@@ -136,7 +136,7 @@ fn numeric_profile(name: &str, values: impl Iterator<Item = Option<f64>>) -> Fea
 }
 
 /// `cap` evenly spaced order statistics of a sorted sample (all of it when it is smaller).
-pub(crate) fn even_subsample(sorted: Vec<f64>, cap: usize) -> Vec<f64> {
+pub fn even_subsample(sorted: Vec<f64>, cap: usize) -> Vec<f64> {
     let n = sorted.len();
     if n <= cap {
         return sorted;
