@@ -83,18 +83,76 @@ async fn wait_ready(addr: SocketAddr) -> Result<()> {
     anyhow::bail!("predictor never became ready")
 }
 
+/// One test's topics, spec file, state directory and HTTP address.
+struct Setup {
+    dir: tempfile::TempDir,
+    spec_path: std::path::PathBuf,
+    requests: String,
+    predictions: String,
+    models: String,
+    dlq: String,
+    addr: SocketAddr,
+}
+
+impl Setup {
+    async fn new(prefix: &str, partitions: i32) -> Result<Self> {
+        let name = |topic: &str| unique(&format!("{prefix}-{topic}"));
+        let (requests, predictions, models, dlq) = (
+            name("requests"),
+            name("predictions"),
+            name("models"),
+            name("dlq"),
+        );
+        create_topics(&[
+            (&requests, partitions),
+            (&predictions, partitions),
+            (&models, 1),
+            (&dlq, 1),
+        ])
+        .await?;
+        let dir = tempfile::tempdir()?;
+        let spec_path = dir.path().join("toy.toml");
+        std::fs::write(&spec_path, SPEC)?;
+        Ok(Self {
+            dir,
+            spec_path,
+            requests,
+            predictions,
+            models,
+            dlq,
+            addr: format!("127.0.0.1:{}", free_port()?).parse()?,
+        })
+    }
+
+    /// The predictor on these topics, its HTTP API on `addr`.
+    fn args(&self) -> PredictorArgs {
+        PredictorArgs {
+            kafka: kafka(),
+            specs: vec![self.spec_path.clone()],
+            http_addr: self.addr,
+            state_dir: self.dir.path().join("state"),
+            group: unique("predictor"),
+            requests_topic: self.requests.clone(),
+            predictions_topic: self.predictions.clone(),
+            models_topic: self.models.clone(),
+            dlq_topic: self.dlq.clone(),
+            body_limit: 64 * 1024,
+            concurrency: 64,
+            timeout_ms: 5000,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn serves_the_production_model_and_swaps_versions_mid_stream() -> Result<()> {
-    let (requests, predictions, models, dlq) = (
-        unique("p-requests"),
-        unique("p-predictions"),
-        unique("p-models"),
-        unique("p-dlq"),
+    let t = Setup::new("p", 2).await?;
+    let (requests, predictions, models, dlq, addr) = (
+        t.requests.clone(),
+        t.predictions.clone(),
+        t.models.clone(),
+        t.dlq.clone(),
+        t.addr,
     );
-    create_topics(&[(&requests, 2), (&predictions, 2), (&models, 1), (&dlq, 1)]).await?;
-    let dir = tempfile::tempdir()?;
-    let spec_path = dir.path().join("toy.toml");
-    std::fs::write(&spec_path, SPEC)?;
     let spec = FeatureSpec::from_toml(SPEC)?;
     let codec = Codec::single_object();
     let producer = producer()?;
@@ -102,21 +160,7 @@ async fn serves_the_production_model_and_swaps_versions_mid_stream() -> Result<(
     let v1 = model(&spec, 1, 2.0, 1)?;
     produce(&producer, &models, &v1.key(), &codec.encode(&v1)?).await?;
 
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let args = PredictorArgs {
-        kafka: kafka(),
-        specs: vec![spec_path],
-        http_addr: addr,
-        state_dir: dir.path().join("state"),
-        group: unique("predictor"),
-        requests_topic: requests.clone(),
-        predictions_topic: predictions.clone(),
-        models_topic: models.clone(),
-        dlq_topic: dlq.clone(),
-        body_limit: 64 * 1024,
-        concurrency: 64,
-        timeout_ms: 5000,
-    };
+    let args = t.args();
     let shutdown = CancellationToken::new();
     let service = tokio::spawn(run(args, shutdown.clone(), Default::default()));
     wait_ready(addr).await?;
@@ -344,31 +388,8 @@ async fn serves_the_production_model_and_swaps_versions_mid_stream() -> Result<(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reports_not_ready_until_a_model_exists() -> Result<()> {
-    let (requests, predictions, models, dlq) = (
-        unique("n-requests"),
-        unique("n-predictions"),
-        unique("n-models"),
-        unique("n-dlq"),
-    );
-    create_topics(&[(&requests, 1), (&predictions, 1), (&models, 1), (&dlq, 1)]).await?;
-    let dir = tempfile::tempdir()?;
-    let spec_path = dir.path().join("toy.toml");
-    std::fs::write(&spec_path, SPEC)?;
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let args = PredictorArgs {
-        kafka: kafka(),
-        specs: vec![spec_path],
-        http_addr: addr,
-        state_dir: dir.path().join("state"),
-        group: unique("predictor"),
-        requests_topic: requests,
-        predictions_topic: predictions,
-        models_topic: models,
-        dlq_topic: dlq,
-        body_limit: 64 * 1024,
-        concurrency: 64,
-        timeout_ms: 5000,
-    };
+    let t = Setup::new("n", 1).await?;
+    let (args, addr) = (t.args(), t.addr);
     let shutdown = CancellationToken::new();
     let service = tokio::spawn(run(args, shutdown.clone(), Default::default()));
     let mut live = None;
@@ -397,21 +418,13 @@ async fn reports_not_ready_until_a_model_exists() -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_letter_too_large_for_kafka_is_cut_to_fit_and_the_predictor_moves_on() -> Result<()>
 {
-    let (requests, predictions, models, dlq) = (
-        unique("big-requests"),
-        unique("big-predictions"),
-        unique("big-models"),
-        unique("big-dlq"),
-    );
-    create_topics(&[(&requests, 1), (&predictions, 1), (&models, 1), (&dlq, 1)]).await?;
-    let dir = tempfile::tempdir()?;
-    let spec_path = dir.path().join("toy.toml");
-    std::fs::write(&spec_path, SPEC)?;
+    let t = Setup::new("big", 1).await?;
+    let (requests, predictions, models, dlq) = (&t.requests, &t.predictions, &t.models, &t.dlq);
     let spec = FeatureSpec::from_toml(SPEC)?;
     let codec = Codec::single_object();
     let producer = producer()?;
     let v1 = model(&spec, 1, 2.0, 1)?;
-    produce(&producer, &models, &v1.key(), &codec.encode(&v1)?).await?;
+    produce(&producer, models, &v1.key(), &codec.encode(&v1)?).await?;
 
     let mut big = request(0, 1.0);
     big.request_id = "too-many-features".into();
@@ -427,34 +440,20 @@ async fn a_dead_letter_too_large_for_kafka_is_cut_to_fit_and_the_predictor_moves
         "{}",
         big_bytes.len()
     );
-    produce(&producer, &requests, &big.key(), &big_bytes).await?;
+    produce(&producer, requests, &big.key(), &big_bytes).await?;
     let after = request(1, 3.0);
-    produce(&producer, &requests, &after.key(), &codec.encode(&after)?).await?;
+    produce(&producer, requests, &after.key(), &codec.encode(&after)?).await?;
 
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let args = PredictorArgs {
-        kafka: kafka(),
-        specs: vec![spec_path],
-        http_addr: addr,
-        state_dir: dir.path().join("state"),
-        group: unique("predictor"),
-        requests_topic: requests,
-        predictions_topic: predictions.clone(),
-        models_topic: models,
-        dlq_topic: dlq.clone(),
-        body_limit: 64 * 1024,
-        concurrency: 64,
-        timeout_ms: 5000,
-    };
+    let args = t.args();
     let shutdown = CancellationToken::new();
     let service = tokio::spawn(run(args, shutdown.clone(), Default::default()));
 
-    let served: Vec<PredictionLogged> = read_all(&predictions, 1, Duration::from_secs(60))?
+    let served: Vec<PredictionLogged> = read_all(predictions, 1, Duration::from_secs(60))?
         .iter()
         .map(|m| codec.decode(payload(m)))
         .collect::<Result<_, _>>()?;
     assert_eq!(served[0].request_id, "r-1", "the request after the big one");
-    let letters: Vec<DeadLetter> = read_all(&dlq, 1, Duration::from_secs(30))?
+    let letters: Vec<DeadLetter> = read_all(dlq, 1, Duration::from_secs(30))?
         .iter()
         .map(|m| codec.decode(payload(m)))
         .collect::<Result<_, _>>()?;

@@ -137,6 +137,7 @@ async fn exactly_one_version_per_trigger_after_kills_during_training_and_publish
     let joiner = w.spawn_joiner(state.path(), &shutdown);
     let p = producer()?;
     w.send_labelled(&p, 0, 300, |x| 5.0 - 2.0 * x).await?;
+    w.wait_labelled(300).await?;
     w.send_retrain(&p, "r1", 0, 300).await?;
     // The trigger names the drift report behind the retrain event.
     let trigger = "drift:report-r1";

@@ -108,6 +108,7 @@ async fn retrain_event_publishes_a_version_the_predictor_serves_and_a_worse_one_
 
     // The world changes (y = 5 - 2x); ground truth arrives; the monitor asks for a retrain.
     w.send_labelled(&p, 0, 300, |x| 5.0 - 2.0 * x).await?;
+    w.wait_labelled(300).await?;
     w.send_retrain(&p, "r1", 0, 300).await?;
     let reg = w
         .wait_registry("v2 in production", Duration::from_secs(90), |r| {
@@ -163,6 +164,7 @@ async fn retrain_event_publishes_a_version_the_predictor_serves_and_a_worse_one_
     // 2x) in its newest rows: the candidate learns the anomaly and loses on the holdout.
     w.send_labelled(&p, 300, 540, |x| 10.0 * x).await?;
     w.send_labelled(&p, 540, 600, |x| 5.0 - 2.0 * x).await?;
+    w.wait_labelled(600).await?;
     w.send_retrain(&p, "r2", 300, 600).await?;
     let reg = w
         .wait_registry("v3 published", Duration::from_secs(90), |r| {

@@ -224,6 +224,25 @@ impl World {
         Ok(())
     }
 
+    /// Waits until the joiner has published `n` labelled rows in all, so a retrain request
+    /// sent next finds them (the joiner is a consumer of its own, a little behind).
+    pub async fn wait_labelled(&self, n: i64) -> Result<()> {
+        use rdkafka::consumer::Consumer;
+        let reader: rdkafka::consumer::BaseConsumer =
+            kafka().consumer_config(&unique("watermark")).create()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, high) = reader.fetch_watermarks(&self.labelled, 0, Duration::from_secs(10))?;
+            if high >= n {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{high} of {n} labelled rows after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn send_retrain(
         &self,
         p: &FutureProducer,
