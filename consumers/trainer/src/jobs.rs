@@ -149,6 +149,10 @@ pub struct Runner {
     /// Test hook: print each phase on stdout and pause this long in it (0 = off), so a
     /// test can kill the process mid-training or mid-publishing.
     pub phase_pause: Duration,
+    /// Models whose newest job had too few rows, with the row count then: it waits until
+    /// the consumer has stored more (after a restart the job can run before the consumer
+    /// has its partitions back; a retrain request can be read before the rows behind it).
+    pub waiting_for_rows: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 enum Outcome {
@@ -250,6 +254,20 @@ impl Runner {
             if !self.models.contains_key(&model) {
                 continue;
             }
+            let rows_now = self
+                .metrics
+                .labelled_rows
+                .with_label_values(&[&model])
+                .get();
+            let waited = self
+                .waiting_for_rows
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&model)
+                .copied();
+            if waited.is_some_and(|rows| rows_now <= rows) {
+                continue;
+            }
             let Some((_, job)) = jobs.iter().max_by_key(|(k, j)| (j.requested_at, k.clone()))
             else {
                 continue;
@@ -281,6 +299,15 @@ impl Runner {
                 Err(e) if e.is_retryable() && !matches!(e, Error::NotEnoughRows { .. }) => {
                     return Err(e);
                 }
+                Err(e @ Error::NotEnoughRows { .. }) => {
+                    // Kept: it runs again once more labelled rows are stored.
+                    warn!(%model, trigger = %job.trigger, error = %e, "too few rows to train yet; the job waits for more");
+                    self.waiting_for_rows
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(model.clone(), rows_now);
+                    continue;
+                }
                 Err(e) => {
                     // The inputs cannot make a model (too few rows, a fit error): drop the
                     // job so it does not spin; the next retrain event tries again. The
@@ -295,6 +322,10 @@ impl Runner {
                     &jobs[newest..=newest]
                 }
             };
+            self.waiting_for_rows
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&model);
             if !shutdown.is_cancelled() {
                 self.clear(ran, &job.trigger)?;
             }
@@ -352,11 +383,21 @@ impl Runner {
         let (m, t) = (model.clone(), trigger.clone());
         let pause = self.phase_pause;
         let mut handle = tokio::task::spawn_blocking(move || -> Result<Trained> {
+            let set = load()?;
+            // Too few rows is known before any fit (train checks it again, with the rows
+            // it can use): the job waits for more without a training phase.
+            let needed = options.min_rows.max(2);
+            if set.rows.len() < needed {
+                return Err(Error::NotEnoughRows {
+                    model: m.clone(),
+                    rows: set.rows.len(),
+                    needed,
+                });
+            }
             if !pause.is_zero() {
                 println!("phase=training model={m} trigger={t}");
                 std::thread::sleep(pause);
             }
-            let set = load()?;
             info!(model = %m, trigger = %t, rows = set.rows.len(), end_offsets = ?set.end_offsets, "training set snapshot");
             let ctx = Context {
                 version,
@@ -473,11 +514,12 @@ mod tests {
             metrics: TrainerMetrics::new(&prometheus::Registry::new()),
             wake: Arc::new(Notify::new()),
             phase_pause: Duration::ZERO,
+            waiting_for_rows: Default::default(),
         }
     }
 
     #[tokio::test]
-    async fn a_failed_run_drops_only_its_own_job_and_the_coalesced_ones_run_after() {
+    async fn a_job_with_too_few_rows_waits_for_more_rows_instead_of_being_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path(), false).unwrap());
         let mut txn = store.txn();
@@ -501,19 +543,20 @@ mod tests {
                 .map(|(_, j)| j.trigger)
                 .collect()
         };
-        let failed = || r.metrics.trainings.with_label_values(&["failed"]).get();
+        let waiting = || r.waiting_for_rows.lock().unwrap().get("m").copied();
         let shutdown = CancellationToken::new();
 
-        // No labelled rows: every run fails. The newest job ran and is dropped; the two
-        // coalesced into it did not run and are neither dropped nor marked done.
+        // No labelled rows yet (a restart before the consumer has its partitions back):
+        // nothing is dropped, nothing is marked done; the model waits for rows.
         r.run_pending(&shutdown).await.unwrap();
-        assert_eq!(triggers(), ["drift:a", "drift:b"]);
-        assert_eq!(failed(), 1);
+        assert_eq!(triggers(), ["drift:a", "drift:b", "drift:c"]);
         assert!(store.get(&done_key("m", "drift:a")).unwrap().is_none());
+        assert_eq!(waiting(), Some(0));
+        // The consumer stores rows (here, the gauge it keeps says so): the job runs again.
+        r.metrics.labelled_rows.with_label_values(&["m"]).set(3);
         r.run_pending(&shutdown).await.unwrap();
-        r.run_pending(&shutdown).await.unwrap();
-        assert!(triggers().is_empty(), "each ran and failed on its own");
-        assert_eq!(failed(), 3);
+        assert_eq!(waiting(), Some(3), "tried again with the rows there were");
+        assert_eq!(triggers().len(), 3, "and still waits: 3 rows are too few");
     }
 
     fn wide_record(features: usize, model_bytes: usize) -> ModelPublished {

@@ -212,6 +212,7 @@ async fn consume(
         metrics: metrics.clone(),
         wake: wake.clone(),
         phase_pause: Duration::from_millis(args.phase_pause_ms),
+        waiting_for_rows: Default::default(),
     };
     let mut runner_task = tokio::spawn(runner.run(shutdown.clone()));
 
