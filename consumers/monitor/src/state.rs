@@ -48,12 +48,6 @@ fn key(kind: u8, model: &str, seq: Option<u64>) -> Vec<u8> {
     k
 }
 
-/// The sequence number at the end of a slot key.
-pub fn seq_of(key: &[u8]) -> Option<u64> {
-    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
-    Some(u64::from_be_bytes(tail))
-}
-
 fn corrupt(what: &str) -> Error {
     Error::State(format!("corrupt {what} record"))
 }
@@ -205,6 +199,5 @@ mod tests {
         assert!(window_key("m", 255) < window_key("m", 256));
         assert!(window_key("m", u64::MAX).starts_with(&prefix(b'w', Some("m"))));
         assert!(!window_key("m2", 0).starts_with(&prefix(b'w', Some("m"))));
-        assert_eq!(seq_of(&window_key("m", 42)), Some(42));
     }
 }

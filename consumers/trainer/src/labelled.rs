@@ -178,7 +178,7 @@ pub fn end_offsets(rows: &[SourcedRow]) -> BTreeMap<String, i64> {
     out
 }
 
-fn stored(row: &LabelledRow, at: Option<(&SourcePosition, &SourcePosition)>) -> StoredRow {
+fn stored(row: &LabelledRow, (p, a): (&SourcePosition, &SourcePosition)) -> StoredRow {
     let (y, c) = match &row.target {
         Target::Value(x) => (Some(*x), None),
         Target::Class(c) => (None, Some(c.clone())),
@@ -188,13 +188,9 @@ fn stored(row: &LabelledRow, at: Option<(&SourcePosition, &SourcePosition)>) -> 
         f: cells(&row.features),
         y,
         c,
-        p: at.map(|(p, _)| p.into()),
-        a: at.map(|(_, a)| a.into()),
+        p: Some(p.into()),
+        a: Some(a.into()),
     }
-}
-
-pub fn encode_row(row: &LabelledRow) -> Vec<u8> {
-    serde_json::to_vec(&stored(row, None)).unwrap_or_default()
 }
 
 pub fn decode_row(bytes: &[u8]) -> Result<SourcedRow> {
@@ -294,7 +290,7 @@ impl RowIndex {
         }
         txn.put(
             key,
-            serde_json::to_vec(&stored(row, Some(read_at))).unwrap_or_default(),
+            serde_json::to_vec(&stored(row, read_at)).unwrap_or_default(),
         );
         while set.len() > self.max_rows {
             if let Some(oldest) = set.pop_first() {
