@@ -146,7 +146,17 @@ pub fn reader_on(kafka: &KafkaArgs, topic: &str) -> Result<BaseConsumer> {
 /// Reads every message of a topic (all partitions, from the start) until `expected` have
 /// arrived or `timeout` passes. Assigns partitions directly: no group join to wait for.
 pub fn read_all(topic: &str, expected: usize, timeout: Duration) -> Result<Vec<OwnedMessage>> {
-    let consumer = reader_from_start(topic)?;
+    read_all_on(&kafka(), topic, expected, timeout)
+}
+
+/// [`read_all`] on a cluster of its own.
+pub fn read_all_on(
+    kafka: &KafkaArgs,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Result<Vec<OwnedMessage>> {
+    let consumer = reader_on(kafka, topic)?;
     let deadline = std::time::Instant::now() + timeout;
     let mut out = Vec::new();
     while out.len() < expected {
@@ -409,4 +419,66 @@ pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// A broker of a test's own (infra/broker.sh on free ports, data in a temporary
+/// directory), for tests that stop, kill or restart it. Stopped when dropped.
+pub struct OwnBroker {
+    dir: std::path::PathBuf,
+    pub port: u16,
+    controller: u16,
+}
+
+impl OwnBroker {
+    /// Not started yet: see [`OwnBroker::start`].
+    pub fn new(dir: &std::path::Path) -> Result<Self> {
+        Ok(Self {
+            dir: dir.join("broker"),
+            port: free_port()?,
+            controller: free_port()?,
+        })
+    }
+
+    pub fn kafka(&self) -> KafkaArgs {
+        KafkaArgs::with_bootstrap(format!("127.0.0.1:{}", self.port))
+    }
+
+    /// Starts it (formatting its storage the first time) and waits until it answers.
+    pub fn start(&self) -> Result<()> {
+        self.run("start")
+    }
+
+    /// Stops it cleanly.
+    pub fn stop(&self) -> Result<()> {
+        self.run("stop")
+    }
+
+    /// kill -9 of the broker's JVM.
+    pub fn kill(&self) -> Result<()> {
+        self.run("kill")
+    }
+
+    fn run(&self, command: &str) -> Result<()> {
+        let status = self.script(command).status()?;
+        if !status.success() {
+            bail!("infra/broker.sh {command} failed ({status})");
+        }
+        Ok(())
+    }
+
+    fn script(&self, command: &str) -> std::process::Command {
+        let mut c = std::process::Command::new("bash");
+        c.arg(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/broker.sh"))
+            .arg(command)
+            .env("DRIFTLINE_BROKER_PORT", self.port.to_string())
+            .env("DRIFTLINE_CONTROLLER_PORT", self.controller.to_string())
+            .env("DRIFTLINE_BROKER_DIR", &self.dir);
+        c
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.script("stop").status();
+    }
 }

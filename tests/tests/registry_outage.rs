@@ -2,53 +2,23 @@
 //! of giving up: once the broker is up, the registry loads and the service becomes ready.
 //! Uses a broker of its own (infra/broker.sh on free ports), since the test stops it.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use driftline_kafka::KafkaArgs;
 use driftline_kafka::topics::{BROKER_DEFAULT_REPLICATION, TopicDef, TopicSpec, apply};
 use driftline_runtime::registry::{Registry, follow};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::Event;
-use driftline_tests::{free_port, samples};
+use driftline_tests::{OwnBroker, samples};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
-struct OwnBroker {
-    dir: tempfile::TempDir,
-    port: u16,
-    controller: u16,
-}
-
-impl OwnBroker {
-    fn script(&self, command: &str) -> Command {
-        let mut c = Command::new("bash");
-        c.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/broker.sh"))
-            .arg(command)
-            .env("DRIFTLINE_BROKER_PORT", self.port.to_string())
-            .env("DRIFTLINE_CONTROLLER_PORT", self.controller.to_string())
-            .env("DRIFTLINE_BROKER_DIR", self.dir.path().join("broker"));
-        c
-    }
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        let _ = self.script("stop").status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registry_follower_started_before_its_broker_loads_once_the_broker_is_up() -> Result<()> {
-    let broker = OwnBroker {
-        dir: tempfile::tempdir()?,
-        port: free_port()?,
-        controller: free_port()?,
-    };
-    let kafka = KafkaArgs::with_bootstrap(format!("127.0.0.1:{}", broker.port));
+    let dir = tempfile::tempdir()?;
+    let broker = OwnBroker::new(dir.path())?;
+    let kafka = broker.kafka();
     let registry = Arc::new(RwLock::new(Registry::default()));
     let (ready, shutdown) = (CancellationToken::new(), CancellationToken::new());
     let follower = tokio::spawn(follow(
@@ -70,10 +40,7 @@ async fn a_registry_follower_started_before_its_broker_loads_once_the_broker_is_
     );
 
     // The broker comes up with one model record on the registry topic.
-    ensure!(
-        broker.script("start").status()?.success(),
-        "the broker did not start"
-    );
+    broker.start()?;
     apply(
         &kafka,
         &TopicSpec {

@@ -25,7 +25,7 @@ use driftline_producers::progress::Progress;
 use driftline_producers::replay::{Checkpoint, Cursor, Outcome, ReplayOptions, Resume, replay};
 use driftline_producers::sink::KafkaSink;
 use driftline_producers::source::TimeRange;
-use driftline_runtime::service::Ready;
+use driftline_runtime::service::Health;
 use driftline_schemas::spec::{FeatureSpec, format_time, parse_time};
 use driftline_schemas::topics;
 use driftline_trainer::service::TrainerArgs;
@@ -135,7 +135,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
 
     let shutdown = driftline_process::shutdown::on_signal();
     let mut services = Services::new(shutdown.clone());
-    let predictor_ready = Ready::default();
+    let predictor_health = Health::default();
     let (mut predictor, _) = service_settings::<PredictorArgs>()?;
     predictor.kafka = args.kafka.clone();
     predictor.specs = vec![spec_path.clone()];
@@ -144,7 +144,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     predictor.group = PREDICTOR_GROUP.into();
     services.spawn(
         "predictor",
-        driftline_predictor::service::run(predictor, shutdown.clone(), predictor_ready.clone()),
+        driftline_predictor::service::run(predictor, shutdown.clone(), predictor_health.clone()),
     );
     // The one join of predictions with their ground truth, which the trainer, the monitor
     // and the dashboard read.
@@ -153,7 +153,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     joiner.state_dir = state_dir.join("joiner");
     services.spawn(
         "joiner",
-        driftline_joiner::service::run(joiner, shutdown.clone(), Ready::default()),
+        driftline_joiner::service::run(joiner, shutdown.clone(), Health::default()),
     );
     // The trainer and monitor take their defaults from their own flag definitions, except
     // three that suit a replay of seasonal data: decide only on a full window (10k events,
@@ -170,7 +170,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     }
     services.spawn(
         "trainer",
-        driftline_trainer::service::run(trainer, shutdown.clone(), Ready::default()),
+        driftline_trainer::service::run(trainer, shutdown.clone(), Health::default()),
     );
     let (mut monitor, set) = service_settings::<MonitorArgs>()?;
     monitor.kafka = args.kafka.clone();
@@ -188,7 +188,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let monitor_min_samples = monitor.policy.min_samples;
     services.spawn(
         "monitor",
-        driftline_monitor::service::run(monitor, shutdown.clone(), Ready::default()),
+        driftline_monitor::service::run(monitor, shutdown.clone(), Health::default()),
     );
 
     let seen = Arc::new(Mutex::new(Seen {
@@ -218,7 +218,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         args.from
     );
     tokio::select! {
-        _ = predictor_ready.wait() => {}
+        _ = predictor_health.wait() => {}
         _ = shutdown.cancelled() => {}
     }
     if !shutdown.is_cancelled() {

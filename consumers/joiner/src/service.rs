@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::Args;
 use driftline_kafka::KafkaArgs;
 use driftline_runtime::metrics::Metrics;
-use driftline_runtime::service::{Ready, Service};
+use driftline_runtime::service::{Health, Service};
 use driftline_runtime::{RunOptions, Store};
 use driftline_schemas::duration::parse_duration_ms;
 use driftline_schemas::topics;
@@ -79,12 +79,12 @@ impl JoinerArgs {
 
 /// Runs until `shutdown` fires (or, with `--exit-on-eof`, the input is drained); `ready`
 /// once the waiting halves are restored.
-pub async fn run(args: JoinerArgs, shutdown: CancellationToken, ready: Ready) -> Result<()> {
+pub async fn run(args: JoinerArgs, shutdown: CancellationToken, health: Health) -> Result<()> {
     let limits = args.limits()?;
     let runtime_metrics = Metrics::new("joiner");
     let metrics = JoinerMetrics::new(&runtime_metrics.registry);
     let mut service =
-        Service::start_without_registry(runtime_metrics, &args.kafka, shutdown, ready).await?;
+        Service::start_without_registry(runtime_metrics, &args.kafka, shutdown, health).await?;
     let app = driftline_process::metrics::router(service.metrics.registry.clone());
     service.serve("metrics", args.http_addr, app).await?;
 

@@ -56,11 +56,4 @@ pub enum Error {
     State(String),
 }
 
-impl Error {
-    /// Whether a restart may succeed (broker trouble) or not (configuration, data).
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Runtime(e) if e.is_retryable())
-    }
-}
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;

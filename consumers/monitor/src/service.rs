@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use driftline_kafka::KafkaArgs;
 use driftline_runtime::metrics::Metrics;
-use driftline_runtime::service::{Ready, Service};
+use driftline_runtime::service::{Health, Service};
 use driftline_runtime::{RunOptions, Store};
 use driftline_schemas::topics;
 use tokio_util::sync::CancellationToken;
@@ -65,7 +65,7 @@ pub struct MonitorArgs {
 
 /// Runs until `shutdown` fires (or, with `--exit-on-eof`, the input is drained); `ready`
 /// once the windows are restored.
-pub async fn run(args: MonitorArgs, shutdown: CancellationToken, ready: Ready) -> Result<()> {
+pub async fn run(args: MonitorArgs, shutdown: CancellationToken, health: Health) -> Result<()> {
     let config = args.policy.config()?;
     let runtime_metrics = Metrics::new("monitor");
     let metrics = MonitorMetrics::new(&runtime_metrics.registry);
@@ -76,7 +76,7 @@ pub async fn run(args: MonitorArgs, shutdown: CancellationToken, ready: Ready) -
         &args.models_topic,
         |_, _| {},
         shutdown,
-        ready,
+        health,
     )
     .await?;
     let app = crate::http::router(latest.clone(), service.metrics.registry.clone());

@@ -14,6 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use driftline_runtime::health::Health;
 use driftline_runtime::now_ms;
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{
@@ -42,6 +43,8 @@ pub struct AppState {
     pub log: Option<PredictionLog>,
     pub metrics: PredictorMetrics,
     pub prometheus: prometheus::Registry,
+    /// The service's health: OIP's live and ready answer from it too.
+    pub health: Health,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -117,10 +120,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
     let prometheus = state.prometheus.clone();
     let api = Router::new()
         .route("/v2", get(server_metadata))
-        .route(
-            "/v2/health/live",
-            get(|| async { Json(json!({ "live": true })) }),
-        )
+        .route("/v2/health/live", get(server_live))
         .route("/v2/health/ready", get(server_ready))
         .route("/v2/models/{name}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
@@ -184,14 +184,24 @@ async fn server_metadata(State((state, _)): St) -> Json<Value> {
     )
 }
 
+async fn server_live(State((state, _)): St) -> Response {
+    driftline_runtime::health::live(State(state.health)).await
+}
+
+/// Ready when every model is loaded and the service has no failing dependency.
 async fn server_ready(State((state, _)): St) -> Response {
-    let ready = state.slots.ready();
+    let problems = state.health.problems();
+    let ready = state.slots.ready() && problems.is_empty();
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({ "ready": ready }))).into_response()
+    (
+        status,
+        Json(json!({ "ready": ready, "problems": problems })),
+    )
+        .into_response()
 }
 
 fn served(state: &AppState, name: &str) -> Result<Arc<Served>, ApiError> {

@@ -14,7 +14,7 @@ use clap::Args;
 use driftline_kafka::KafkaArgs;
 use driftline_runtime::metrics::Metrics;
 use driftline_runtime::registry::{ProductionChange, Registry};
-use driftline_runtime::service::{Ready, Service};
+use driftline_runtime::service::{Health, Service};
 use driftline_runtime::{RunOptions, Store};
 use driftline_schemas::spec::FeatureSpec;
 use driftline_schemas::topics;
@@ -73,8 +73,8 @@ pub struct PredictorArgs {
     pub timeout_ms: u64,
 }
 
-/// Runs until `shutdown` fires; `ready` while requests are consumed.
-pub async fn run(args: PredictorArgs, shutdown: CancellationToken, ready: Ready) -> Result<()> {
+/// Runs until `shutdown` fires; ready (`health`) while requests are consumed.
+pub async fn run(args: PredictorArgs, shutdown: CancellationToken, health: Health) -> Result<()> {
     let specs = args
         .specs
         .iter()
@@ -108,7 +108,7 @@ pub async fn run(args: PredictorArgs, shutdown: CancellationToken, ready: Ready)
         &args.models_topic,
         on_change,
         shutdown,
-        ready,
+        health,
     )
     .await?;
 
@@ -122,6 +122,7 @@ pub async fn run(args: PredictorArgs, shutdown: CancellationToken, ready: Ready)
         }),
         metrics: metrics.clone(),
         prometheus: service.metrics.registry.clone(),
+        health: service.health.clone(),
     };
     let limits = Limits {
         body_bytes: args.body_limit,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Args;
 use driftline_kafka::KafkaArgs;
 use driftline_runtime::metrics::Metrics;
-use driftline_runtime::service::{Ready, Service};
+use driftline_runtime::service::{Health, Service};
 use driftline_runtime::{RunOptions, Store};
 use driftline_schemas::spec::{FeatureSpec, parse_time};
 use driftline_schemas::topics;
@@ -133,8 +133,8 @@ impl TrainerArgs {
     }
 }
 
-/// Runs until `shutdown` fires; `ready` while it consumes.
-pub async fn run(args: TrainerArgs, shutdown: CancellationToken, ready: Ready) -> Result<()> {
+/// Runs until `shutdown` fires; ready (`health`) while it consumes.
+pub async fn run(args: TrainerArgs, shutdown: CancellationToken, health: Health) -> Result<()> {
     args.validate()?;
     let until = args.bootstrap_until()?;
     let mut owned = HashMap::new();
@@ -156,7 +156,7 @@ pub async fn run(args: TrainerArgs, shutdown: CancellationToken, ready: Ready) -
         &args.models_topic,
         |_, _| {},
         shutdown,
-        ready,
+        health,
     )
     .await?;
     let store = Arc::new(Store::open(&args.state_dir, false)?);

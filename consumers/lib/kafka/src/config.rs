@@ -139,17 +139,22 @@ impl KafkaArgs {
 
     pub fn producer_config(&self) -> ClientConfig {
         let mut c = self.client_config();
-        c.set("acks", "all")
-            .set("linger.ms", "2")
-            .set("compression.type", "lz4")
-            .set("message.timeout.ms", "30000");
+        // Defaults that a `--kafka-option` overrides (e.g. a shorter message.timeout.ms).
         // Idempotent: a send the broker wrote but whose acknowledgement was lost is retried
         // without a second copy, and retries keep the partition's order. It needs acks=all
-        // (set above) and at most 5 requests in flight (librdkafka's default with it on).
-        // A cluster that denies the IDEMPOTENT_WRITE permission can turn it off with
+        // and at most 5 requests in flight (librdkafka's default with it on). A cluster
+        // that denies the IDEMPOTENT_WRITE permission can turn it off with
         // `--kafka-option enable.idempotence=false`.
-        if c.get("enable.idempotence").is_none() {
-            c.set("enable.idempotence", "true");
+        for (key, value) in [
+            ("acks", "all"),
+            ("linger.ms", "2"),
+            ("compression.type", "lz4"),
+            ("message.timeout.ms", "30000"),
+            ("enable.idempotence", "true"),
+        ] {
+            if c.get(key).is_none() {
+                c.set(key, value);
+            }
         }
         c
     }
@@ -306,5 +311,18 @@ mod tests {
         assert_eq!(idempotence(&k).as_deref(), Some("true"));
         k.options = vec!["enable.idempotence=false".into()];
         assert_eq!(idempotence(&k).as_deref(), Some("false"));
+    }
+
+    #[test]
+    fn a_kafka_option_overrides_a_producer_default() {
+        let mut k = KafkaArgs::with_bootstrap("b:9092");
+        let timeout = |k: &KafkaArgs| {
+            k.producer_config()
+                .get("message.timeout.ms")
+                .map(str::to_string)
+        };
+        assert_eq!(timeout(&k).as_deref(), Some("30000"));
+        k.options = vec!["message.timeout.ms=2000".into()];
+        assert_eq!(timeout(&k).as_deref(), Some("2000"));
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{BaseProducer, Producer};
 use serde::Deserialize;
 use tracing::info;
 
@@ -105,6 +106,30 @@ pub async fn apply(kafka: &KafkaArgs, spec: &TopicSpec) -> Result<Vec<String>> {
         }
     }
     Ok(created)
+}
+
+/// Which of `topics` the cluster does not have, so that a service can refuse to start with
+/// one clear line rather than fail on its first message for them.
+pub async fn missing(kafka: &KafkaArgs, topics: &[String]) -> Result<Vec<String>> {
+    let (kafka, topics) = (kafka.clone(), topics.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let client: BaseProducer = kafka.client_config().create()?;
+        let metadata = client
+            .client()
+            .fetch_metadata(None, Duration::from_millis(kafka.connect_timeout_ms))?;
+        let known: Vec<&str> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.name())
+            .collect();
+        Ok(topics
+            .into_iter()
+            .filter(|t| !known.contains(&t.as_str()))
+            .collect())
+    })
+    .await
+    .map_err(|e| Error::Config(format!("topic check panicked: {e}")))?
 }
 
 #[cfg(test)]

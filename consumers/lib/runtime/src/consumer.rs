@@ -17,21 +17,24 @@ use driftline_schemas::events::{DeadLetter, Event};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn};
 
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::store::{Store, TopicPartition, Txn, Writes};
 use driftline_kafka::KafkaArgs;
 
 use crate::{Error, Result, now_ms};
 
+mod deliver;
 mod positions;
 
+use deliver::Deliveries;
 use positions::Positions;
 
 /// One consumed message, without Kafka types, so processors are plain logic.
@@ -136,6 +139,9 @@ pub struct RunOptions {
     /// ones wait for their outputs' acknowledgements (seeing their uncommitted state), and
     /// [`Processor::committed`] waits until a commit leaves none behind.
     pub pipeline: usize,
+    /// Where the loop reports that it turns (liveness) and that deliveries fail
+    /// (readiness).
+    pub health: Health,
 }
 
 impl RunOptions {
@@ -148,6 +154,7 @@ impl RunOptions {
             linger: Duration::from_millis(5),
             exit_on_eof: false,
             pipeline: 1,
+            health: Health::default(),
         }
     }
 
@@ -270,6 +277,15 @@ pub async fn run<P: Processor + 'static>(
         config.set("enable.partition.eof", "true");
     }
     let pause_after = pause_after(&config);
+    let mut needed = opts.topics.clone();
+    needed.push(opts.dlq_topic.clone());
+    let missing = driftline_kafka::topics::missing(kafka, &needed).await?;
+    if !missing.is_empty() {
+        return Err(Error::Config(format!(
+            "topic(s) {} do not exist; create them first (`driftline topics apply`)",
+            missing.join(", ")
+        )));
+    }
     let assigned = Arc::new(Mutex::new(HashSet::new()));
     let context = SeekOnAssign {
         store: store.clone(),
@@ -285,7 +301,12 @@ pub async fn run<P: Processor + 'static>(
         dlq_topic: opts.dlq_topic.clone(),
         codec,
         metrics: metrics.clone(),
+        health: opts.health.clone(),
     });
+    let health = &opts.health;
+    // The loop turns at least this often, idle or not, so liveness sees it alive.
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The processor is either here (idle) or on the blocking pool (busy).
     let mut idle = Some(processor);
     let mut busy: Option<JoinHandle<Job<P>>> = None;
@@ -300,6 +321,7 @@ pub async fn run<P: Processor + 'static>(
     let mut applied = 0u64;
 
     let stopped: Result<()> = loop {
+        health.beat(true);
         if let Some(mut p) = idle.take() {
             if hook_owed && in_flight.is_empty() {
                 hook_owed = false;
@@ -313,6 +335,7 @@ pub async fn run<P: Processor + 'static>(
                     set_paused(&consumer, false);
                     paused = false;
                 }
+                health.busy(true);
                 busy = Some(spawn_process(p, batch, &store, &in_flight, &ctx));
             } else {
                 idle = Some(p);
@@ -324,11 +347,9 @@ pub async fn run<P: Processor + 'static>(
             let Some(batch) = in_flight.back_mut() else {
                 unreachable!("a processed batch is in flight before it is produced")
             };
-            match produce(&producer, outputs, &metrics).await {
-                Ok(deliveries) => {
-                    batch.deliveries = deliveries;
-                    batch.produced = Instant::now();
-                }
+            count_emitted(&outputs, &metrics);
+            match batch.deliveries.send(&producer, outputs, &ctx).await {
+                Ok(()) => batch.produced = Instant::now(),
                 Err(e) => break Err(e),
             }
         }
@@ -354,6 +375,7 @@ pub async fn run<P: Processor + 'static>(
             _ = shutdown.cancelled() => break Ok(()),
             job = finished(&mut busy) => {
                 busy = None;
+                health.busy(false);
                 let (p, processed) = match job {
                     Ok(done) => done,
                     Err(e) => match e.try_into_panic() {
@@ -371,7 +393,7 @@ pub async fn run<P: Processor + 'static>(
                     unproduced = Some(outputs);
                 }
             }
-            acked = front_acked(&mut in_flight) => {
+            acked = front_acked(&mut in_flight, &producer, &ctx) => {
                 let Some(batch) = in_flight.pop_front() else { continue };
                 match acked.and_then(|()| commit(&store, &consumer, batch, &metrics)) {
                     Ok(n) => applied += n,
@@ -403,6 +425,7 @@ pub async fn run<P: Processor + 'static>(
                 }
             }
             _ = tokio::time::sleep_until(linger_at), if can_start && !full && next.since.is_some() => {}
+            _ = beat.tick() => {}
             _ = tokio::time::sleep_until(pause_at), if full && !paused => {
                 debug!(buffered = next.messages.len(), "next batch full: pausing fetch, still polling");
                 set_paused(&consumer, true);
@@ -410,6 +433,8 @@ pub async fn run<P: Processor + 'static>(
             }
         }
     };
+    health.beat(false);
+    health.busy(false);
     stopped?;
 
     if busy.take().is_some() {
@@ -417,14 +442,25 @@ pub async fn run<P: Processor + 'static>(
         // restart reads it again.
         info!("shutting down without waiting for the processor");
     }
-    // Outputs already produced: acknowledged and committed, so a restart does not re-emit them.
-    while !in_flight.is_empty() {
-        let acked = front_acked(&mut in_flight).await;
-        let Some(batch) = in_flight.pop_front() else {
-            break;
-        };
-        applied += acked.and_then(|()| commit(&store, &consumer, batch, &metrics))?;
-        hook_owed = true;
+    // Outputs already produced: acknowledged and committed, so a restart does not re-emit
+    // them; unless the broker cannot take them in time, and then a restart sends them again.
+    let drain = async {
+        while !in_flight.is_empty() {
+            let acked = front_acked(&mut in_flight, &producer, &ctx).await;
+            let Some(batch) = in_flight.pop_front() else {
+                break;
+            };
+            applied += acked.and_then(|()| commit(&store, &consumer, batch, &metrics))?;
+            hook_owed = true;
+        }
+        Ok::<_, Error>(())
+    };
+    match tokio::time::timeout(SHUTDOWN_DRAIN, drain).await {
+        Ok(drained) => drained?,
+        Err(_) => warn!(
+            "outputs still unacknowledged after {} s; stopping without committing them (a restart processes their batches again)",
+            SHUTDOWN_DRAIN.as_secs()
+        ),
     }
     if let Some(mut p) = idle.take().filter(|_| hook_owed) {
         let _ = tokio::task::spawn_blocking(move || p.committed()).await;
@@ -446,12 +482,16 @@ fn pause_after(config: &ClientConfig) -> Duration {
     Duration::from_millis(max_poll_ms / 4)
 }
 
+/// How long a stopping loop waits for the outputs it has produced.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
 /// What every batch shares besides the processor.
 struct BatchContext {
     group_id: String,
     dlq_topic: String,
     codec: Codec,
     metrics: Metrics,
+    health: Health,
 }
 
 /// The processor back from the blocking pool, with its batch's results (none after the
@@ -479,7 +519,7 @@ struct InFlight {
     took: Duration,
     produced: Instant,
     /// Not yet acknowledged.
-    deliveries: Vec<(String, DeliveryFuture)>,
+    deliveries: Deliveries,
 }
 
 /// The messages taken for the next batch.
@@ -730,58 +770,34 @@ impl InFlight {
             started: processed.started,
             took: processed.took,
             produced: Instant::now(),
-            deliveries: Vec::new(),
+            deliveries: Deliveries::default(),
         };
         (batch, processed.outputs)
     }
 }
 
-/// Enqueues a batch's outputs; their deliveries, to await.
-async fn produce(
-    producer: &FutureProducer,
-    outputs: Vec<Output>,
-    metrics: &Metrics,
-) -> Result<Vec<(String, DeliveryFuture)>> {
-    let mut deliveries = Vec::with_capacity(outputs.len());
-    let mut emitted: BTreeMap<String, u64> = BTreeMap::new();
+/// Counts a batch's outputs by topic.
+fn count_emitted(outputs: &[Output], metrics: &Metrics) {
+    let mut emitted: BTreeMap<&str, u64> = BTreeMap::new();
     for o in outputs {
-        let rec = FutureRecord::to(&o.topic).key(&o.key).payload(&o.payload);
-        let delivery = enqueue(producer, rec).await?;
-        match emitted.get_mut(&o.topic) {
-            Some(n) => *n += 1,
-            None => {
-                emitted.insert(o.topic.clone(), 1);
-            }
-        }
-        deliveries.push((o.topic, delivery));
+        *emitted.entry(&o.topic).or_default() += 1;
     }
     for (topic, n) in emitted {
-        metrics.emitted.with_label_values(&[&topic]).inc_by(n);
+        metrics.emitted.with_label_values(&[topic]).inc_by(n);
     }
-    Ok(deliveries)
 }
 
-/// Waits until every output of the oldest batch in flight is acknowledged; pending while
-/// none is in flight. Cancel-safe: a delivery is forgotten only once acknowledged.
-async fn front_acked(in_flight: &mut VecDeque<InFlight>) -> Result<()> {
+/// Waits until every output of the oldest batch in flight is acknowledged (sending failed
+/// ones again, see [`deliver`]); pending while none is in flight. Cancel-safe.
+async fn front_acked(
+    in_flight: &mut VecDeque<InFlight>,
+    producer: &FutureProducer,
+    ctx: &BatchContext,
+) -> Result<()> {
     let Some(batch) = in_flight.front_mut() else {
         return std::future::pending().await;
     };
-    while let Some((topic, delivery)) = batch.deliveries.last_mut() {
-        let error = match delivery.await {
-            Ok(Ok(_)) => None,
-            Ok(Err((e, _))) => Some(e.to_string()),
-            Err(_) => Some("producer dropped".to_string()),
-        };
-        if let Some(error) = error {
-            return Err(Error::Delivery {
-                topic: topic.clone(),
-                error,
-            });
-        }
-        batch.deliveries.pop();
-    }
-    Ok(())
+    batch.deliveries.acked(producer, ctx).await
 }
 
 /// Outputs first, then the state: a crash in between re-emits, never loses.
@@ -806,23 +822,6 @@ fn commit<C: ConsumerContext>(
         .observe(batch.started.elapsed().as_secs_f64());
     metrics.batch_size.observe(batch.messages as f64);
     Ok(batch.messages as u64)
-}
-
-/// Enqueues, waiting while librdkafka's local queue is full.
-async fn enqueue<'a>(
-    producer: &FutureProducer,
-    mut rec: FutureRecord<'a, String, Vec<u8>>,
-) -> Result<DeliveryFuture> {
-    loop {
-        match producer.send_result(rec) {
-            Ok(fut) => return Ok(fut),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                rec = r;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err((e, _)) => return Err(e.into()),
-        }
-    }
 }
 
 /// Stops or restarts fetching every assigned partition. Paused, the consumer still polls,

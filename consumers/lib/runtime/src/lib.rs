@@ -13,6 +13,7 @@
 
 pub mod consumer;
 pub mod dead_letter;
+pub mod health;
 pub mod metrics;
 pub mod registry;
 pub mod service;
@@ -34,7 +35,7 @@ pub enum Error {
     Config(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
-    #[error("delivery to {topic} failed: {error}")]
+    #[error("cannot write to topic {topic}: {error}")]
     Delivery { topic: String, error: String },
     #[error(transparent)]
     Cluster(#[from] driftline_kafka::Error),

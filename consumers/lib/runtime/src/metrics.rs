@@ -14,6 +14,8 @@ pub struct Metrics {
     /// Messages emitted, by topic.
     pub emitted: IntCounterVec,
     pub consume_errors: IntCounter,
+    /// Outputs sent again after a transient delivery failure, by topic.
+    pub delivery_retries: IntCounterVec,
     /// Seconds to process and commit one batch.
     pub batch_seconds: Histogram,
     /// Messages per committed batch.
@@ -46,6 +48,14 @@ impl Metrics {
             &["topic"],
         )
         .expect("valid metric");
+        let delivery_retries = IntCounterVec::new(
+            Opts::new(
+                "delivery_retries_total",
+                "Outputs sent again after a transient delivery failure, by topic.",
+            ),
+            &["topic"],
+        )
+        .expect("valid metric");
         let consume_errors =
             IntCounter::new("consume_errors_total", "Errors from the Kafka consumer.")
                 .expect("valid metric");
@@ -67,6 +77,7 @@ impl Metrics {
             Box::new(dead_letters.clone()),
             Box::new(emitted.clone()),
             Box::new(consume_errors.clone()),
+            Box::new(delivery_retries.clone()),
             Box::new(batch_seconds.clone()),
             Box::new(batch_size.clone()),
         ] {
@@ -78,6 +89,7 @@ impl Metrics {
             dead_letters,
             emitted,
             consume_errors,
+            delivery_retries,
             batch_seconds,
             batch_size,
         }

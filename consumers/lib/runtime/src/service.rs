@@ -9,40 +9,13 @@ use std::time::Duration;
 use driftline_kafka::KafkaArgs;
 use driftline_schemas::codec::Codec;
 use rdkafka::producer::FutureProducer;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::registry::{ProductionChange, Registry, SharedRegistry, follow};
 use crate::{Error, Processor, Result, RunOptions, Store};
-
-/// Whether a service is doing its work (its models loaded, its state restored). Whoever
-/// starts the service keeps a clone: `driftline up` waits on the predictor's.
-#[derive(Clone, Debug)]
-pub struct Ready(Arc<watch::Sender<bool>>);
-
-impl Default for Ready {
-    fn default() -> Self {
-        Self(Arc::new(watch::Sender::new(false)))
-    }
-}
-
-impl Ready {
-    pub fn set(&self, ready: bool) {
-        self.0.send_replace(ready);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Returns once the service is ready.
-    pub async fn wait(&self) {
-        let mut rx = self.0.subscribe();
-        let _ = rx.wait_for(|r| *r).await;
-    }
-}
 
 /// A registry being followed: read it through `registry`; `loaded` fires once the models
 /// topic has been read to its end.
@@ -86,7 +59,7 @@ pub struct Service {
     pub producer: FutureProducer,
     pub registry: SharedRegistry,
     pub shutdown: CancellationToken,
-    pub ready: Ready,
+    pub health: Health,
     models_topic: String,
     loaded: CancellationToken,
     follower: Option<JoinHandle<Result<()>>>,
@@ -103,7 +76,7 @@ impl Service {
         models_topic: &str,
         on_change: impl Fn(&ProductionChange, &Registry) + Send + 'static,
         shutdown: CancellationToken,
-        ready: Ready,
+        health: Health,
     ) -> Result<Self> {
         kafka.validate()?;
         kafka.check_connection().await?;
@@ -117,7 +90,7 @@ impl Service {
             producer,
             registry: follower.registry,
             shutdown,
-            ready,
+            health,
             models_topic: models_topic.to_string(),
             loaded: follower.loaded,
             follower: Some(follower.task),
@@ -131,7 +104,7 @@ impl Service {
         metrics: Metrics,
         kafka: &KafkaArgs,
         shutdown: CancellationToken,
-        ready: Ready,
+        health: Health,
     ) -> Result<Self> {
         kafka.validate()?;
         kafka.check_connection().await?;
@@ -144,7 +117,7 @@ impl Service {
             producer: kafka.producer_config().create()?,
             registry: Arc::new(RwLock::new(Registry::default())),
             shutdown,
-            ready,
+            health,
             models_topic: String::new(),
             loaded,
             follower: None,
@@ -152,13 +125,15 @@ impl Service {
         })
     }
 
-    /// Serves `app` on `addr` until shutdown; returns the bound address.
+    /// Serves `app` on `addr` until shutdown, with `/health/live` and `/health/ready`;
+    /// returns the bound address.
     pub async fn serve(
         &mut self,
         what: &str,
         addr: SocketAddr,
         app: axum::Router,
     ) -> Result<SocketAddr> {
+        let app = app.merge(crate::health::router(self.health.clone()));
         let (bound, task) = driftline_process::http::serve(what, addr, app, &self.shutdown).await?;
         self.http.push(task);
         Ok(bound)
@@ -192,10 +167,14 @@ impl Service {
         store: Arc<Store>,
         processor: P,
     ) -> Result<u64> {
-        self.ready.set(true);
+        self.health.set(true);
+        let opts = RunOptions {
+            health: self.health.clone(),
+            ..opts.clone()
+        };
         let result = crate::run(
             &self.kafka,
-            opts,
+            &opts,
             store,
             processor,
             self.producer.clone(),
@@ -204,13 +183,13 @@ impl Service {
             self.shutdown.clone(),
         )
         .await;
-        self.ready.set(false);
+        self.health.set(false);
         result
     }
 
     /// Stops the HTTP servers and the registry follower and waits for them.
     pub async fn stop(self) {
-        self.ready.set(false);
+        self.health.set(false);
         self.shutdown.cancel();
         for task in self.http {
             let _ = task.await;
