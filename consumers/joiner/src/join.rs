@@ -3,13 +3,16 @@
 //!
 //! A half waits (keyed by model and request id) until its other half arrives, whichever
 //! comes first. It is given up on when
-//! - **age**: the *other* topic has moved past it, in event time, by more than
-//!   [`Limits::max_wait_ms`] (a prediction once its model's actuals are that much newer:
-//!   the ground truth has moved on without it). Event time, not the wall clock, so a replay
-//!   of last year ages on its own clock and a stopped stream evicts nothing; the other
-//!   topic's clock, so a joiner catching up on a backlog, which may read the predictions
-//!   far ahead of the actuals, does not evict predictions whose actuals it has not read yet.
-//!   HTTP predictions, stamped with the serve time, move no clock.
+//! - **age** (predictions only): its model's actuals have moved past it, in event time, by
+//!   more than [`Limits::max_wait_ms`]: the ground truth has moved on without it. Event
+//!   time, not the wall clock, so a replay of last year ages on its own clock and a stopped
+//!   stream evicts nothing; the actuals' clock, so a joiner catching up on a backlog, which
+//!   may read the predictions far ahead of the actuals, does not evict predictions whose
+//!   actuals it has not read yet. The predictions' clock evicts no actual: predictions of
+//!   one model come from every partition of the requests, served in parallel, and after a
+//!   predictor restart one partition's predictions can run days of event time ahead of
+//!   another's (the fault suite lost 21,331 of 100,000 pairs that way). A waiting actual
+//!   goes only by the count bound.
 //! - **count**: more than [`Limits::max_waiting`] halves wait in all (the oldest in event
 //!   time goes first), so memory is bounded whatever the input.
 //!
@@ -278,6 +281,10 @@ impl Join {
         }
         *clock = Some(event_time);
         step.clock = Some((model.to_string(), *clocks));
+        if half == Half::Prediction {
+            // See the module's doc: the predictions' clock is no watermark.
+            return;
+        }
         let cutoff = event_time.saturating_sub(self.limits.max_wait_ms);
         let Some(sets) = self.by_model.get_mut(model) else {
             return;
@@ -447,6 +454,15 @@ mod tests {
                 Some(Eviction::Age)
             )]
         );
+    }
+
+    #[test]
+    fn an_actual_waits_however_far_the_predictions_run_ahead() {
+        let mut j = Join::new(limits(24 * HOUR, 100));
+        j.add(actual("slow-partition", 0));
+        let step = j.add(prediction("fast-partition", 100 * 24 * HOUR));
+        assert!(step.removed.is_empty(), "{:?}", step.removed);
+        assert!(j.add(prediction("slow-partition", 0)).joined.is_some());
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! monitor's performance, the trainer's row store and the dashboard read instead of
 //! joining on their own.
 //!
-//! - [`join`]: the pure join and its one eviction rule (age on the other topic's event-time
-//!   clock, a count bound over all waiting halves) and duplicate recognition;
+//! - [`join`]: the pure join and its one eviction rule (a prediction ages on its model's
+//!   actuals' event-time clock; a count bound over all waiting halves) and duplicate
+//!   recognition;
 //! - [`processor`]: the runtime `Processor`, every change of the join committed with the
 //!   offsets that caused it, so kill -9 between two halves loses neither;
 //! - [`service`]: settings, /metrics, start and stop.

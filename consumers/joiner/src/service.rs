@@ -25,8 +25,9 @@ pub struct JoinerArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// How far (event time) a model's actuals may run past a prediction still waiting for
-    /// its actual, or its predictions past a waiting actual, before the half is given up
-    /// on. Keep it well above the label delay. HTTP predictions move no clock.
+    /// its actual before it is given up on. Keep it well above the label delay. A waiting
+    /// actual goes only by --max-waiting (predictions, served from several partitions in
+    /// parallel, are no clock for it).
     #[arg(long, env = "DRIFTLINE_JOINER_MAX_WAIT", default_value = "7d", value_parser = parse_duration_ms)]
     pub max_wait: i64,
     /// Most halves waiting in all (the oldest in event time goes first), and most joined
