@@ -22,3 +22,7 @@ echo "[test] cargo clippy (warnings are errors)" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "[test] cargo test" >&2
 cargo test --workspace --locked --no-fail-fast "$@"
+# The fault suite's short form, on a broker of its own (the full form: infra/faults.sh).
+echo "[test] fault suite (short form)" >&2
+cargo build --locked --bin driftline --bin send_data --bin driftline-faults
+"$CARGO_TARGET_DIR/debug/driftline-faults" --short

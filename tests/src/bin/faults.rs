@@ -1,0 +1,1053 @@
+//! The fault suite: the whole loop on Apache Kafka (a broker of its own), each service its
+//! own process under a small supervisor, a data replay as traffic, and faults injected
+//! while it runs: kill -9 of random services, a broker kill -9 and restart, a broker
+//! outage, a full disk under the monitor's state, and a 10 MB message on every input
+//! topic. Then it waits until every consumer group has read everything and accounts for
+//! every event: each request predicted, each actual joined, each bad message in the
+//! dead-letter topic. It prints the table and exits non-zero on any loss, hang or
+//! unaccounted message.
+//!
+//! `bash infra/faults.sh` runs the full form (100k requests, 20 kills, a 60 s outage);
+//! `--short` is the form CI runs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use driftline_kafka::KafkaArgs;
+use driftline_kafka::topics::TopicSpec;
+use driftline_schemas::codec::Codec;
+use driftline_schemas::duration::parse_duration;
+use driftline_schemas::events::{
+    Actual, DeadLetter, FeatureValue, Labelled, PredictionLogged, PredictionRequest,
+};
+use driftline_schemas::spec::{FeatureSpec, Kind};
+use driftline_schemas::topics;
+use driftline_tests::{OwnBroker, free_port, http, reader_on};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::process::{Child, Command};
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "Run the whole loop on Apache Kafka under kill -9, broker loss, a full disk and \
+             huge messages; account for every event",
+    long_about = None
+)]
+struct Args {
+    /// Requests to replay (each with its actual).
+    #[arg(long, env = "DRIFTLINE_FAULTS_REQUESTS", default_value_t = 100_000)]
+    requests: u64,
+    /// kill -9 of a random service, this many times.
+    #[arg(long, env = "DRIFTLINE_FAULTS_KILLS", default_value_t = 20)]
+    kills: u32,
+    /// How long the broker stays down in the outage.
+    #[arg(long, env = "DRIFTLINE_FAULTS_OUTAGE", default_value = "60s", value_parser = parse_duration)]
+    outage: Duration,
+    /// How long the disk under the monitor's state stays full.
+    #[arg(long, env = "DRIFTLINE_FAULTS_DISK_FULL", default_value = "20s", value_parser = parse_duration)]
+    disk_full: Duration,
+    /// The replay and the faults are spread over about this long.
+    #[arg(long, env = "DRIFTLINE_FAULTS_SPAN", default_value = "5m", value_parser = parse_duration)]
+    span: Duration,
+    /// Bad messages, as a share of the requests, spread over the replay: every kind of
+    /// garbage on the requests, actuals and predictions topics.
+    #[arg(long, env = "DRIFTLINE_FAULTS_GARBAGE", default_value_t = 0.1)]
+    garbage: f64,
+    /// The CI form: 10k requests, 5 kills, a 15 s outage, over about a minute.
+    #[arg(long)]
+    short: bool,
+    /// Seed of the fault schedule (which service, when).
+    #[arg(long, env = "DRIFTLINE_FAULTS_SEED", default_value_t = 1)]
+    seed: u64,
+    /// Keep the broker's data, the services' state and logs here [default: a temporary
+    /// directory, removed at the end].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Replay from this event time; the trainer bootstraps from what comes before.
+    #[arg(long, default_value = "2013-04-01")]
+    from: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    Kill(usize),
+    BrokerKill,
+    BrokerOutage,
+    DiskFull,
+    HugeMessages,
+}
+
+const SERVICES: [&str; 4] = ["predictor", "joiner", "monitor", "trainer"];
+
+/// The groups the services consume in, and what each reads.
+const GROUPS: [(&str, &[&str]); 4] = [
+    ("driftline-predictor", &[topics::REQUESTS]),
+    ("driftline-joiner", &[topics::PREDICTIONS, topics::ACTUALS]),
+    (
+        "driftline-monitor",
+        &[topics::PREDICTIONS, topics::LABELLED],
+    ),
+    ("driftline-trainer", &[topics::LABELLED, topics::RETRAIN]),
+];
+
+/// Input topics that get a 10 MB message, and how many dead letters each makes (one per
+/// group that reads it; the registry followers skip a bad model record without one).
+const HUGE_TARGETS: [(&str, u64); 6] = [
+    (topics::REQUESTS, 1),
+    (topics::PREDICTIONS, 2),
+    (topics::ACTUALS, 1),
+    (topics::LABELLED, 2),
+    (topics::RETRAIN, 1),
+    (topics::MODELS, 0),
+];
+
+const HUGE_BYTES: usize = 10 * 1024 * 1024;
+
+/// One service process, restarted by the supervisor when it exits.
+struct Proc {
+    name: &'static str,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+    /// Exits nobody asked for, with the last line each wrote.
+    exits: Vec<String>,
+    started: Instant,
+    backoff: Duration,
+}
+
+impl Proc {
+    async fn spawn(&mut self, bin: &Path) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(bin)
+            .arg(self.name)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} {}", bin.display(), self.name))?;
+        self.child = Some(child);
+        self.started = Instant::now();
+        Ok(())
+    }
+
+    async fn kill(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.start_kill()?;
+            c.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// Restarts the process if it exited on its own: at once the first time, then with a
+    /// doubling wait (up to 10 s) while it keeps exiting within 30 s of its start.
+    async fn supervise(&mut self, bin: &Path) -> Result<()> {
+        let Some(child) = self.child.as_mut() else {
+            return self.spawn(bin).await;
+        };
+        let Some(status) = child.try_wait()? else {
+            return Ok(());
+        };
+        let last = last_line(&self.log);
+        eprintln!("[faults] the {} exited ({status}): {last}", self.name);
+        self.exits.push(format!("{status}: {last}"));
+        self.backoff = if self.started.elapsed() < Duration::from_secs(30) {
+            (self.backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
+        } else {
+            Duration::from_secs(1)
+        };
+        self.child = None;
+        tokio::time::sleep(self.backoff).await;
+        self.spawn(bin).await
+    }
+}
+
+fn last_line(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(300)
+        .collect()
+}
+
+/// The loop's processes.
+struct Loop {
+    bin: PathBuf,
+    procs: Vec<Proc>,
+}
+
+impl Loop {
+    async fn supervise(&mut self) -> Result<()> {
+        for p in &mut self.procs {
+            p.supervise(&self.bin).await?;
+        }
+        Ok(())
+    }
+
+    async fn kill_and_restart(&mut self, i: usize) -> Result<()> {
+        let p = &mut self.procs[i];
+        p.kill().await?;
+        p.spawn(&self.bin).await
+    }
+
+    async fn stop(&mut self) {
+        for p in &mut self.procs {
+            if let Some(c) = p.child.as_mut() {
+                if let Some(pid) = c.id() {
+                    // SIGTERM: a graceful stop, as an orchestrator would.
+                    let _ = std::process::Command::new("kill")
+                        .arg(pid.to_string())
+                        .status();
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(20), c.wait()).await;
+            }
+            let _ = p.kill().await;
+        }
+    }
+}
+
+/// The monitor's state directory on a small tmpfs, so the suite can fill it.
+struct SmallDisk {
+    dir: PathBuf,
+    mounted: bool,
+}
+
+impl SmallDisk {
+    fn mount(dir: &Path) -> Self {
+        let _ = std::fs::create_dir_all(dir);
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=512m", "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("[faults] cannot mount a tmpfs (needs root): the disk-full fault is skipped");
+        }
+        Self {
+            dir: dir.to_path_buf(),
+            mounted,
+        }
+    }
+
+    /// Fills the disk, holds it full for `hold`, frees it. Returns the bytes written.
+    async fn fill_for(&self, hold: Duration) -> Result<u64> {
+        use std::io::Write;
+        let filler = self.dir.join("filler");
+        let mut f = std::fs::File::create(&filler)?;
+        let chunk = vec![0u8; 1 << 20];
+        let mut written = 0u64;
+        while f.write_all(&chunk).is_ok() {
+            written += chunk.len() as u64;
+        }
+        drop(f);
+        tokio::time::sleep(hold).await;
+        std::fs::remove_file(&filler)?;
+        Ok(written)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.dir)
+                .status();
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let mut args = Args::parse();
+    if args.short {
+        args.requests = 10_000;
+        args.kills = 5;
+        args.outage = Duration::from_secs(15);
+        args.disk_full = Duration::from_secs(10);
+        args.span = Duration::from_secs(60);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let work = args.work_dir.clone().unwrap_or_else(|| temp.path().into());
+    std::fs::create_dir_all(&work)?;
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .context("no directory of the executable")?
+        .to_path_buf();
+    let bin = bin_dir.join("driftline");
+    let send_data = bin_dir.join("send_data");
+    for b in [&bin, &send_data] {
+        if !b.exists() {
+            bail!(
+                "{} is not built; run `cargo build --bin driftline --bin send_data` (infra/faults.sh does)",
+                b.display()
+            );
+        }
+    }
+
+    let broker = OwnBroker::new(&work)?;
+    broker.start()?;
+    let kafka = broker.kafka();
+    eprintln!(
+        "[faults] broker on {}; work in {}",
+        kafka.bootstrap_servers,
+        work.display()
+    );
+    // Every topic takes a 10 MB message, so the huge messages reach the consumers.
+    let mut spec = TopicSpec::load(&repo.join("infra/topics.toml"))?;
+    for t in &mut spec.topics {
+        t.config
+            .insert("max.message.bytes".into(), (16 << 20).to_string());
+    }
+    driftline_kafka::topics::apply(&kafka, &spec).await?;
+
+    let disk = SmallDisk::mount(&work.join("monitor"));
+    let spec_file = repo.join("data/flights.toml");
+    let common = |name: &str| {
+        vec![
+            (
+                "DRIFTLINE_BOOTSTRAP_SERVERS".to_string(),
+                kafka.bootstrap_servers.clone(),
+            ),
+            ("DRIFTLINE_SPEC".into(), spec_file.display().to_string()),
+            (
+                format!("DRIFTLINE_{}_STATE", name.to_uppercase()),
+                work.join(name).display().to_string(),
+            ),
+            // Restarted during an outage, a service waits for the broker this long.
+            ("DRIFTLINE_CONNECT_TIMEOUT_MS".into(), "120000".into()),
+        ]
+    };
+    let port = |var: &str| -> Result<(String, String)> {
+        Ok((var.to_string(), format!("127.0.0.1:{}", free_port()?)))
+    };
+    let predictor_http = port("DRIFTLINE_HTTP_ADDR")?;
+    let predictor_addr: std::net::SocketAddr = predictor_http.1.parse()?;
+    let mut envs = vec![
+        [common("predictor"), vec![predictor_http]].concat(),
+        [common("joiner"), vec![port("DRIFTLINE_JOINER_HTTP_ADDR")?]].concat(),
+        [
+            common("monitor"),
+            vec![
+                port("DRIFTLINE_MONITOR_HTTP_ADDR")?,
+                ("DRIFTLINE_MONITOR_MIN_SAMPLES".into(), "2000".into()),
+            ],
+        ]
+        .concat(),
+        [
+            common("trainer"),
+            vec![
+                port("DRIFTLINE_TRAINER_HTTP_ADDR")?,
+                ("DRIFTLINE_BOOTSTRAP_UNTIL".into(), args.from.clone()),
+            ],
+        ]
+        .concat(),
+    ];
+    let mut procs = Vec::new();
+    for (name, env) in SERVICES.iter().zip(envs.drain(..)) {
+        procs.push(Proc {
+            name,
+            env,
+            log: work.join(format!("{name}.log")),
+            child: None,
+            exits: Vec::new(),
+            started: Instant::now(),
+            backoff: Duration::from_secs(1),
+        });
+    }
+    let mut the_loop = Loop { bin, procs };
+    the_loop.supervise().await?;
+
+    eprintln!("[faults] waiting for the bootstrap model");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Ok((200, _)) = http(predictor_addr, "GET", "/v2/health/ready", None).await {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the predictor was not ready within 10 minutes; logs in {}",
+                work.display()
+            );
+        }
+        the_loop.supervise().await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Traffic: the replay at a rate that spreads it over the span. Its producer waits
+    // through outages (message.timeout.ms=0: never give up a message).
+    let rate = (args.requests as f64 / args.span.as_secs_f64()).max(1.0);
+    eprintln!(
+        "[faults] replaying {} requests at {rate:.0}/s while injecting faults",
+        args.requests
+    );
+    let mut replay = Command::new(&send_data)
+        .args(["--spec", &spec_file.display().to_string()])
+        .args(["--from", &args.from])
+        .args(["--rows", &args.requests.to_string()])
+        .args(["--rate", &format!("{rate}")])
+        .args(["--label-delay", "1h"])
+        .env("DRIFTLINE_BOOTSTRAP_SERVERS", &kafka.bootstrap_servers)
+        .env("DRIFTLINE_KAFKA_OPTIONS", "message.timeout.ms=0")
+        .env("DRIFTLINE_CONNECT_TIMEOUT_MS", "120000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(
+            work.join("send_data.log"),
+        )?))
+        .kill_on_drop(true)
+        .spawn()?;
+
+    let bad_count = (args.requests as f64 * args.garbage).round() as u64;
+    let bad = tokio::spawn(send_garbage(
+        kafka.clone(),
+        FeatureSpec::load(&spec_file)?,
+        bad_count,
+        args.span,
+        args.seed,
+    ));
+
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut schedule: Vec<Fault> = (0..args.kills)
+        .map(|_| Fault::Kill(rng.random_range(0..SERVICES.len())))
+        .chain([Fault::BrokerKill, Fault::BrokerOutage, Fault::HugeMessages])
+        .chain(disk.mounted.then_some(Fault::DiskFull))
+        .collect();
+    for i in (1..schedule.len()).rev() {
+        schedule.swap(i, rng.random_range(0..=i));
+    }
+    let gap = args.span / (schedule.len() as u32 + 1);
+    let mut injected: BTreeMap<String, u32> = BTreeMap::new();
+    for fault in &schedule {
+        let wait = gap.mul_f64(rng.random_range(0.5..1.5));
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            the_loop.supervise().await?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let label = match *fault {
+            Fault::Kill(i) => {
+                the_loop.kill_and_restart(i).await?;
+                format!("kill -9 {}", SERVICES[i])
+            }
+            Fault::BrokerKill => {
+                broker.kill()?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                broker.start()?;
+                "broker kill -9, restarted".into()
+            }
+            Fault::BrokerOutage => {
+                broker.kill()?;
+                let until = Instant::now() + args.outage;
+                while Instant::now() < until {
+                    the_loop.supervise().await?;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                broker.start()?;
+                format!("broker outage {} s", args.outage.as_secs())
+            }
+            Fault::DiskFull => {
+                let bytes = disk.fill_for(args.disk_full).await?;
+                eprintln!("[faults] filled the monitor's disk with {} MB", bytes >> 20);
+                format!("monitor disk full {} s", args.disk_full.as_secs())
+            }
+            Fault::HugeMessages => {
+                huge_messages(&kafka).await?;
+                "10 MB message on each input topic".into()
+            }
+        };
+        eprintln!("[faults] injected: {label}");
+        *injected.entry(label).or_default() += 1;
+    }
+
+    eprintln!("[faults] waiting for the replay to finish");
+    loop {
+        if let Some(status) = replay.try_wait()? {
+            if !status.success() {
+                bail!(
+                    "send_data failed ({status}): {}",
+                    last_line(&work.join("send_data.log"))
+                );
+            }
+            break;
+        }
+        the_loop.supervise().await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let bad_sent = bad.await??;
+    eprintln!("[faults] waiting until every group has read everything");
+    let settle = Instant::now();
+    let mut hung = Vec::new();
+    let drained = loop {
+        the_loop.supervise().await?;
+        let lags = lags(&kafka).await?;
+        if lags.values().all(|l| *l == 0) {
+            break true;
+        }
+        if settle.elapsed() > Duration::from_secs(600) {
+            hung = lags
+                .into_iter()
+                .filter(|(_, l)| *l > 0)
+                .map(|(g, l)| format!("{g} behind by {l}"))
+                .collect();
+            break false;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    // Let the last batches' outputs land before reading them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let exits: Vec<(&str, Vec<String>)> = the_loop
+        .procs
+        .iter()
+        .map(|p| (p.name, p.exits.clone()))
+        .collect();
+    the_loop.stop().await;
+
+    let ledger = Ledger::read(&kafka).await?;
+    let failures = report(&args, &injected, &bad_sent, &ledger, &exits, drained, &hung);
+    drop(disk);
+    drop(broker);
+    if failures.is_empty() {
+        eprintln!("[faults] all accounted for");
+        Ok(())
+    } else {
+        bail!(
+            "{}; logs in {} (use --work-dir to keep them)",
+            failures.join("; "),
+            work.display()
+        )
+    }
+}
+
+/// A 10 MB message of garbage on each input topic.
+async fn huge_messages(kafka: &KafkaArgs) -> Result<()> {
+    let producer: FutureProducer = kafka
+        .producer_config()
+        .set("message.max.bytes", (16 << 20).to_string())
+        .create()?;
+    let garbage: Vec<u8> = (0..HUGE_BYTES).map(|i| (i * 31 % 251) as u8).collect();
+    for (topic, _) in HUGE_TARGETS {
+        producer
+            .send(
+                FutureRecord::to(topic).key("huge").payload(&garbage),
+                Duration::from_secs(60),
+            )
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("producing 10 MB to {topic}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Messages each group has yet to read, by group.
+async fn lags(kafka: &KafkaArgs) -> Result<BTreeMap<String, i64>> {
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = BTreeMap::new();
+        for (group, topics) in GROUPS {
+            let consumer: BaseConsumer = kafka.consumer_config(group).create()?;
+            let mut tpl = TopicPartitionList::new();
+            let mut highs = HashMap::new();
+            for topic in topics {
+                let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+                for t in metadata.topics() {
+                    for p in t.partitions() {
+                        tpl.add_partition(topic, p.id());
+                        let (_, high) =
+                            consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+                        highs.insert((topic.to_string(), p.id()), high);
+                    }
+                }
+            }
+            let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+            let mut lag = 0;
+            for e in committed.elements() {
+                let at = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                };
+                let high = highs
+                    .get(&(e.topic().to_string(), e.partition()))
+                    .copied()
+                    .unwrap_or(0);
+                lag += (high - at).max(0);
+            }
+            out.insert(group.to_string(), lag);
+        }
+        Ok(out)
+    })
+    .await?
+}
+
+/// What the topics hold at the end.
+#[derive(Default)]
+struct Ledger {
+    /// Request ids sent, and how often each was sent.
+    requests: HashMap<String, u32>,
+    actuals: HashMap<String, u32>,
+    /// Predicted request ids, and how many records each has.
+    predictions: HashMap<String, u32>,
+    labelled: HashMap<String, u32>,
+    /// Dead letters by source topic, what was sent (the key's label) and error kind.
+    dead_letters: BTreeMap<(String, String), BTreeMap<String, u64>>,
+}
+
+impl Ledger {
+    async fn read(kafka: &KafkaArgs) -> Result<Self> {
+        let kafka = kafka.clone();
+        tokio::task::spawn_blocking(move || {
+            let codec = Codec::single_object();
+            let mut l = Ledger::default();
+            for_each(&kafka, topics::REQUESTS, |b| {
+                if let Ok(r) = codec.decode::<PredictionRequest>(b) {
+                    *l.requests.entry(r.request_id).or_default() += 1;
+                }
+            })?;
+            for_each(&kafka, topics::ACTUALS, |b| {
+                if let Ok(a) = codec.decode::<Actual>(b) {
+                    *l.actuals.entry(a.request_id).or_default() += 1;
+                }
+            })?;
+            for_each(&kafka, topics::PREDICTIONS, |b| {
+                if let Ok(p) = codec.decode::<PredictionLogged>(b) {
+                    *l.predictions.entry(p.request_id).or_default() += 1;
+                }
+            })?;
+            for_each(&kafka, topics::LABELLED, |b| {
+                if let Ok(p) = codec.decode::<Labelled>(b) {
+                    *l.labelled.entry(p.prediction.request_id).or_default() += 1;
+                }
+            })?;
+            for_each(&kafka, topics::DLQ, |b| {
+                if let Ok(d) = codec.decode::<DeadLetter>(b) {
+                    let key =
+                        String::from_utf8_lossy(d.key.as_deref().unwrap_or_default()).into_owned();
+                    *l.dead_letters
+                        .entry((d.source_topic, label_of(&key).to_string()))
+                        .or_default()
+                        .entry(d.error_kind)
+                        .or_default() += 1;
+                }
+            })?;
+            Ok(l)
+        })
+        .await?
+    }
+}
+
+/// Calls `f` with every message's payload, from the start to the end of every partition.
+fn for_each(kafka: &KafkaArgs, topic: &str, mut f: impl FnMut(&[u8])) -> Result<()> {
+    let consumer = reader_on(kafka, topic)?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut remaining = 0i64;
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+            remaining += high - low;
+        }
+    }
+    let mut idle = Instant::now();
+    while remaining > 0 {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                f(m.payload().unwrap_or_default());
+                remaining -= 1;
+                idle = Instant::now();
+            }
+            Some(Err(e)) => bail!("reading {topic}: {e}"),
+            None if idle.elapsed() > Duration::from_secs(30) => {
+                bail!("reading {topic}: {remaining} messages never arrived")
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Prints the table; returns what failed.
+fn report(
+    args: &Args,
+    injected: &BTreeMap<String, u32>,
+    bad: &BTreeMap<(String, String), u64>,
+    l: &Ledger,
+    exits: &[(&str, Vec<String>)],
+    drained: bool,
+    hung: &[String],
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    println!("\nFaults injected (seed {})", args.seed);
+    for (fault, n) in injected {
+        println!("  {n:>4}  {fault}");
+    }
+    println!("  {:>4}  total\n", injected.values().sum::<u32>());
+
+    let copies = |m: &HashMap<String, u32>| m.values().map(|n| u64::from(n - 1)).sum::<u64>();
+    let lost = |from: &HashMap<String, u32>, to: &HashMap<String, u32>| {
+        from.keys().filter(|id| !to.contains_key(*id)).count() as u64
+    };
+    let stray = |from: &HashMap<String, u32>, to: &HashMap<String, u32>| {
+        to.keys().filter(|id| !from.contains_key(*id)).count() as u64
+    };
+    println!(
+        "{:<34} {:>9} {:>9} {:>6} {:>7} {:>18}",
+        "stage", "in", "out", "lost", "stray", "re-sent copies"
+    );
+    // The replay's events; the bad messages are accounted for below.
+    let real = |m: &HashMap<String, u32>| -> HashMap<String, u32> {
+        m.iter()
+            .filter(|(id, _)| !id.starts_with(GARBAGE))
+            .map(|(id, n)| (id.clone(), *n))
+            .collect()
+    };
+    let (requests, predictions) = (real(&l.requests), real(&l.predictions));
+    let (actuals, labelled) = (real(&l.actuals), real(&l.labelled));
+    let rows = [
+        ("requests -> predictions", &requests, &predictions),
+        ("actuals -> labelled pairs", &actuals, &labelled),
+    ];
+    for (stage, from, to) in rows {
+        let (lost, stray) = (lost(from, to), stray(from, to));
+        println!(
+            "{stage:<34} {:>9} {:>9} {lost:>6} {stray:>7} {:>18}",
+            from.len(),
+            to.len(),
+            copies(to)
+        );
+        if lost > 0 {
+            failures.push(format!("{stage}: {lost} lost"));
+        }
+        if stray > 0 {
+            failures.push(format!("{stage}: {stray} ids never sent"));
+        }
+    }
+    let sent_twice = copies(&requests) + copies(&actuals);
+    println!("{:<34} {:>9}", "replay messages sent twice", sent_twice);
+    if requests.len() as u64 != args.requests {
+        failures.push(format!(
+            "the replay sent {} distinct requests, not {}",
+            requests.len(),
+            args.requests
+        ));
+    }
+    // Bad requests that are valid all the same (an unknown category, a huge value) are
+    // predicted; a bad message is never joined (its actual is never sent, or it is one).
+    let served: u64 = bad
+        .iter()
+        .filter(|((topic, label), _)| {
+            topic == topics::REQUESTS
+                && GARBAGE_KINDS
+                    .iter()
+                    .any(|g| g.topic == topic && g.label == label && g.letters == 0)
+        })
+        .map(|(_, n)| n)
+        .sum();
+    let predicted_bad = (l.predictions.len() - predictions.len()) as u64;
+    let joined_bad = (l.labelled.len() - labelled.len()) as u64;
+    println!(
+        "{:<34} {served:>9} {predicted_bad:>9}",
+        "bad but valid requests -> predicted"
+    );
+    if predicted_bad != served || joined_bad != 0 {
+        failures.push(format!(
+            "{predicted_bad} bad requests predicted (expected {served}), {joined_bad} joined (expected 0)"
+        ));
+    }
+
+    println!("\nDead letters: what was sent, and what came back");
+    println!(
+        "  {:<24} {:<22} {:>6} {:>9} {:>9}  reasons",
+        "topic", "sent", "count", "expected", "letters"
+    );
+    let injected_huge = injected.keys().any(|k| k.starts_with("10 MB"));
+    let mut expected: Vec<(String, String, u64, u64, Option<&str>)> = HUGE_TARGETS
+        .iter()
+        .map(|(t, per)| {
+            let n = u64::from(injected_huge);
+            (
+                t.to_string(),
+                "huge".to_string(),
+                n,
+                n * per,
+                Some("decode"),
+            )
+        })
+        .collect();
+    for ((topic, label), n) in bad {
+        let g = GARBAGE_KINDS
+            .iter()
+            .find(|g| g.label == label && g.topic == topic)
+            .expect("a known kind");
+        expected.push((topic.clone(), label.clone(), *n, n * g.letters, g.reason));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (topic, label, n, want, reason) in &expected {
+        let reasons = l
+            .dead_letters
+            .get(&(topic.clone(), label.clone()))
+            .cloned()
+            .unwrap_or_default();
+        seen.insert((topic.clone(), label.clone()));
+        let got: u64 = reasons.values().sum();
+        let shown: Vec<String> = reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "  {topic:<24} {label:<22} {n:>6} {want:>9} {got:>9}  {}",
+            shown.join(", ")
+        );
+        if got != *want {
+            failures.push(format!(
+                "{got} dead letters for {label} on {topic}, expected {want}"
+            ));
+        }
+        if let Some(r) = reason
+            && reasons.keys().any(|k| k != r)
+        {
+            failures.push(format!(
+                "{label} on {topic}: reasons {shown:?}, expected {r}"
+            ));
+        }
+    }
+    for ((topic, label), reasons) in &l.dead_letters {
+        if !seen.contains(&(topic.clone(), label.clone())) {
+            let n: u64 = reasons.values().sum();
+            println!(
+                "  {topic:<24} {label:<22} {:>6} {:>9} {n:>9}  {reasons:?}",
+                "-", 0
+            );
+            failures.push(format!(
+                "{n} unexpected dead letters ({label}) from {topic}"
+            ));
+        }
+    }
+
+    println!("\nService exits nobody asked for (restarted by the supervisor)");
+    for (name, list) in exits {
+        println!("  {name:<10} {}", list.len());
+        for e in list {
+            println!("             {e}");
+        }
+    }
+    if !drained {
+        failures.push(format!(
+            "not drained within 10 minutes: {}",
+            hung.join(", ")
+        ));
+    }
+    println!();
+    failures
+}
+
+/// The prefix of every bad message's key and id.
+const GARBAGE: &str = "garbage-";
+
+/// What a dead letter's key says was sent: a garbage kind, the 10 MB message, or else.
+fn label_of(key: &str) -> &str {
+    if key == "huge" {
+        return "huge";
+    }
+    key.strip_prefix(GARBAGE)
+        .and_then(|rest| rest.rsplit_once('-'))
+        .map_or("other", |(label, _)| label)
+}
+
+/// A kind of bad message: where it goes, and what driftline must do with it.
+struct GarbageKind {
+    label: &'static str,
+    topic: &'static str,
+    /// Dead letters each makes (one per consumer group that reads the topic; 0: accepted).
+    letters: u64,
+    /// The dead letters' kind.
+    reason: Option<&'static str>,
+}
+
+const fn kind(
+    label: &'static str,
+    topic: &'static str,
+    letters: u64,
+    reason: Option<&'static str>,
+) -> GarbageKind {
+    GarbageKind {
+        label,
+        topic,
+        letters,
+        reason,
+    }
+}
+
+const GARBAGE_KINDS: [GarbageKind; 15] = [
+    kind("random-bytes", topics::REQUESTS, 1, Some("decode")),
+    kind("truncated-avro", topics::REQUESTS, 1, Some("decode")),
+    kind("unknown-fingerprint", topics::REQUESTS, 1, Some("decode")),
+    kind("nan", topics::REQUESTS, 1, Some("validation")),
+    kind("infinity", topics::REQUESTS, 1, Some("validation")),
+    kind("missing-feature", topics::REQUESTS, 1, Some("validation")),
+    kind("extra-feature", topics::REQUESTS, 1, Some("validation")),
+    kind("mistyped-feature", topics::REQUESTS, 1, Some("validation")),
+    kind("unknown-model", topics::REQUESTS, 1, Some("validation")),
+    // Served: a category the model has not seen is a value like any other.
+    kind("unknown-category", topics::REQUESTS, 0, None),
+    kind("huge-value", topics::REQUESTS, 0, None),
+    kind("random-bytes", topics::ACTUALS, 1, Some("decode")),
+    kind("truncated-avro", topics::ACTUALS, 1, Some("decode")),
+    // Waits for a prediction that never comes, and is given up on after --max-wait.
+    kind("unknown-request", topics::ACTUALS, 0, None),
+    // Read by the joiner and the monitor.
+    kind("random-bytes", topics::PREDICTIONS, 2, Some("decode")),
+];
+
+/// The `n`th message of a garbage kind.
+fn garbage(g: &GarbageKind, spec: &FeatureSpec, n: u64, codec: &Codec) -> Result<Vec<u8>> {
+    let id = format!("{GARBAGE}{}-{n}", g.label);
+    // 2013-04-01, where the replay starts.
+    let event_time = 1_364_774_400_000;
+    let mut features: driftline_schemas::events::Features = spec
+        .features
+        .iter()
+        .map(|f| {
+            let v = match f.kind {
+                Kind::Numeric => FeatureValue::Number(1.0),
+                Kind::Categorical => FeatureValue::Category("UA".into()),
+            };
+            (f.name.clone(), v)
+        })
+        .collect();
+    let numeric = spec.features.iter().find(|f| f.kind == Kind::Numeric);
+    let categorical = spec.features.iter().find(|f| f.kind == Kind::Categorical);
+    let required = spec.features.iter().find(|f| !f.nullable);
+    let set = |features: &mut driftline_schemas::events::Features, f: Option<_>, v| {
+        if let Some(f) = f {
+            let f: &driftline_schemas::spec::FeatureDef = f;
+            features.insert(f.name.clone(), v);
+        }
+    };
+    let mut model = spec.model.name.clone();
+    let mut bytes_of_request = true;
+    match (g.topic, g.label) {
+        (_, "random-bytes") => {
+            let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            return Ok((0..64 + n % 200)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect());
+        }
+        (_, "nan") => set(&mut features, numeric, FeatureValue::Number(f64::NAN)),
+        (_, "infinity") => set(&mut features, numeric, FeatureValue::Number(f64::INFINITY)),
+        (_, "missing-feature") => {
+            if let Some(f) = required {
+                features.remove(&f.name);
+            }
+        }
+        (_, "extra-feature") => {
+            features.insert("no_such_feature".into(), FeatureValue::Number(1.0));
+        }
+        (_, "mistyped-feature") => {
+            set(&mut features, numeric, FeatureValue::Category("one".into()))
+        }
+        (_, "unknown-model") => model = "no-such-model".into(),
+        (_, "unknown-category") => set(
+            &mut features,
+            categorical,
+            FeatureValue::Category("never-seen".into()),
+        ),
+        (_, "huge-value") => set(
+            &mut features,
+            categorical,
+            FeatureValue::Category("x".repeat(32 * 1024)),
+        ),
+        (t, _) if t == topics::ACTUALS => bytes_of_request = false,
+        _ => {}
+    }
+    let mut bytes = if bytes_of_request {
+        codec.encode(&PredictionRequest {
+            request_id: id,
+            model,
+            event_time,
+            features,
+        })?
+    } else {
+        codec.encode(&Actual {
+            request_id: id,
+            model,
+            event_time,
+            value: Some(1.0),
+            class: None,
+            observed_at: event_time,
+        })?
+    };
+    match g.label {
+        "truncated-avro" => bytes.truncate(bytes.len() / 2),
+        // The single-object header's schema fingerprint (bytes 2..10) of no known schema.
+        "unknown-fingerprint" => bytes[2..10].iter_mut().for_each(|b| *b ^= 0xa5),
+        _ => {}
+    }
+    Ok(bytes)
+}
+
+/// Sends `count` bad messages, the kinds in turn, spread over `span`; returns how many of
+/// each went where.
+async fn send_garbage(
+    kafka: KafkaArgs,
+    spec: FeatureSpec,
+    count: u64,
+    span: Duration,
+    seed: u64,
+) -> Result<BTreeMap<(String, String), u64>> {
+    let mut producer_config = kafka.producer_config();
+    // Through outages too: a bad message is never given up on.
+    producer_config.set("message.timeout.ms", "0");
+    let producer: FutureProducer = producer_config.create()?;
+    let codec = Codec::single_object();
+    let mut sent = BTreeMap::new();
+    let every = span.div_f64(count.max(1) as f64);
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_add(1));
+    let mut deliveries = Vec::new();
+    for i in 0..count {
+        let g = &GARBAGE_KINDS[rng.random_range(0..GARBAGE_KINDS.len())];
+        let n = sent
+            .entry((g.topic.to_string(), g.label.to_string()))
+            .or_insert(0u64);
+        let key = format!("{GARBAGE}{}-{n}", g.label);
+        let payload = garbage(g, &spec, *n, &codec)?;
+        *n += 1;
+        let record = FutureRecord::to(g.topic).key(&key).payload(&payload);
+        deliveries.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| anyhow::anyhow!("sending garbage: {e}"))?,
+        );
+        if i % 100 == 99 {
+            tokio::time::sleep(every * 100).await;
+        }
+    }
+    for d in deliveries {
+        d.await?
+            .map_err(|(e, _)| anyhow::anyhow!("delivering garbage: {e}"))?;
+    }
+    Ok(sent)
+}
