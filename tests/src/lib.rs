@@ -31,6 +31,13 @@ impl Checksum {
         self.sum_sq = self.sum_sq.wrapping_add(h.wrapping_mul(h));
     }
 
+    /// The checksum of both sets of ids.
+    pub fn merge(&mut self, other: Checksum) {
+        self.count += other.count;
+        self.sum = self.sum.wrapping_add(other.sum);
+        self.sum_sq = self.sum_sq.wrapping_add(other.sum_sq);
+    }
+
     pub fn to_bytes(self) -> Vec<u8> {
         [self.count, self.sum, self.sum_sq]
             .iter()
@@ -57,8 +64,21 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The key under which the counter keeps its checksum.
-pub const CHECKSUM_KEY: &[u8] = b"checksum";
+/// The key under which the counter keeps the checksum of one input partition: state is
+/// kept per partition, so that each partition's moves to its changelog partition.
+pub fn checksum_key(partition: i32) -> Vec<u8> {
+    format!("checksum/{partition}").into_bytes()
+}
+
+/// The counter's checksums of every partition, combined, as its store holds them.
+pub fn stored_checksum(state: &std::path::Path) -> Result<Checksum> {
+    let store = driftline_runtime::Store::open_read_only(state)?;
+    let mut total = Checksum::default();
+    for (_, bytes) in store.scan_prefix(b"checksum/")? {
+        total.merge(Checksum::from_bytes(&bytes).context("bad checksum bytes")?);
+    }
+    Ok(total)
+}
 
 pub fn kafka() -> KafkaArgs {
     let bootstrap =

@@ -5,11 +5,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Result;
-use driftline_runtime::Store;
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{DeadLetter, Event, FeatureValue, PredictionRequest};
 use driftline_tests::{
-    CHECKSUM_KEY, Checksum, create_topics, payload, produce, producer, read_all, unique,
+    Checksum, create_topics, payload, produce, producer, read_all, stored_checksum, unique,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -72,12 +71,7 @@ async fn routes_undecodable_message_to_dlq() -> Result<()> {
         .status()?;
     assert!(status.success());
 
-    let counted = Checksum::from_bytes(
-        &Store::open_read_only(state.path())?
-            .get(CHECKSUM_KEY)?
-            .unwrap(),
-    )
-    .unwrap();
+    let counted = stored_checksum(state.path())?;
     assert_eq!(
         counted, expected,
         "every good message applied once, the bad ones not"

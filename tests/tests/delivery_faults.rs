@@ -1,5 +1,6 @@
 //! What the consumer loop does when producing its outputs fails: a broker that is away
-//! is waited for (not ready meanwhile, never ended), an output the broker refuses goes to
+//! is waited for (not ready meanwhile, never ended; the transaction aborted and its
+//! batches processed again), an output the broker refuses goes to
 //! the dead-letter topic, a missing dead-letter topic is one clear error at start, and a
 //! batch that never finishes makes the service not live.
 //!
@@ -134,7 +135,6 @@ fn start(
     shutdown: &CancellationToken,
 ) -> Result<tokio::task::JoinHandle<driftline_runtime::Result<u64>>> {
     let store = Arc::new(Store::open(state, false)?);
-    let producer: FutureProducer = kafka.producer_config().create()?;
     let (kafka, shutdown) = (kafka.clone(), shutdown.clone());
     Ok(tokio::spawn(async move {
         driftline_runtime::run(
@@ -142,7 +142,6 @@ fn start(
             &opts,
             store,
             processor,
-            producer,
             Codec::single_object(),
             Metrics::new("test"),
             shutdown,
@@ -170,7 +169,7 @@ async fn outputs_produced_while_the_broker_is_down_are_delivered_once_it_is_back
     let broker = OwnBroker::new(dir.path())?;
     broker.start()?;
     let mut kafka = broker.kafka();
-    // Deliveries give up after 2 s instead of 30, so the outage is short.
+    // Deliveries give up after 10 s instead of 30, so the outage is short.
     kafka.options = vec!["message.timeout.ms=10000".into()];
     let t = topics(&kafka).await?;
     let ids: Vec<String> = (0..300).map(|i| format!("m-{i}")).collect();

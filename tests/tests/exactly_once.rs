@@ -1,6 +1,7 @@
-//! The consumer runtime applies every event exactly once across SIGKILLs: state and
-//! offsets are committed in one RocksDB WriteBatch and the consumer seeks to the stored
-//! offsets on assignment.
+//! The consumer runtime applies every event exactly once across SIGKILLs: outputs, the
+//! state's changelog records and the offsets commit in one Kafka transaction, and an
+//! instance restores its partitions' state from the changelog, on its own disk or on a
+//! new one.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -8,16 +9,22 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use driftline_runtime::Store;
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{Event, FeatureValue, PredictionRequest};
-use driftline_tests::{CHECKSUM_KEY, Checksum, create_topics, producer, unique};
+use driftline_tests::{Checksum, create_topics, producer, read_all, stored_checksum, unique};
 use rand::Rng;
 use rdkafka::producer::FutureRecord;
 
 const EVENTS: usize = 100_000;
 
-fn counter(topic: &str, group: &str, dlq: &str, state: &Path, pause_ms: u64) -> Result<Child> {
+fn counter(
+    topic: &str,
+    group: &str,
+    dlq: &str,
+    echo: &str,
+    state: &Path,
+    pause_ms: u64,
+) -> Result<Child> {
     Ok(Command::new(env!("CARGO_BIN_EXE_driftline-counter"))
         .args([
             "--topic",
@@ -26,6 +33,8 @@ fn counter(topic: &str, group: &str, dlq: &str, state: &Path, pause_ms: u64) -> 
             group,
             "--dlq-topic",
             dlq,
+            "--echo-topic",
+            echo,
             "--exit-on-eof",
         ])
         .arg("--state-dir")
@@ -76,17 +85,23 @@ fn finish(mut child: Child) -> Result<()> {
     Ok(())
 }
 
-fn stored_checksum(state: &Path) -> Result<Checksum> {
-    let store = Store::open_read_only(state)?;
-    let bytes = store.get(CHECKSUM_KEY)?.context("no checksum stored")?;
-    Checksum::from_bytes(&bytes).context("bad checksum bytes")
+/// How many ids the echo topic holds more than once, as a read_committed reader sees it.
+fn echoed_twice(echo: &str) -> Result<(usize, usize)> {
+    let messages = read_all(echo, EVENTS, Duration::from_secs(120))?;
+    let mut seen = std::collections::HashSet::new();
+    let twice = messages
+        .iter()
+        .filter(|m| !seen.insert(rdkafka::message::Message::key(*m).map(<[u8]>::to_vec)))
+        .count();
+    Ok((seen.len(), twice))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn resumes_without_double_counting_after_kill() -> Result<()> {
     let topic = unique("exactly-once");
     let dlq = unique("exactly-once-dlq");
-    create_topics(&[(&topic, 3), (&dlq, 1)]).await?;
+    let (clean_echo, crash_echo) = (unique("echo-clean"), unique("echo-crash"));
+    create_topics(&[(&topic, 3), (&dlq, 1), (&clean_echo, 3), (&crash_echo, 3)]).await?;
 
     // 100k requests spread over 3 partitions.
     let codec = Codec::single_object();
@@ -121,7 +136,14 @@ async fn resumes_without_double_counting_after_kill() -> Result<()> {
     let (clean_state, crash_state) = (dir.path().join("clean"), dir.path().join("crash"));
 
     // The uninterrupted run.
-    finish(counter(&topic, &unique("clean"), &dlq, &clean_state, 0)?)?;
+    finish(counter(
+        &topic,
+        &unique("clean"),
+        &dlq,
+        &clean_echo,
+        &clean_state,
+        0,
+    )?)?;
     let clean = stored_checksum(&clean_state)?;
     assert_eq!(
         clean, expected,
@@ -134,24 +156,41 @@ async fn resumes_without_double_counting_after_kill() -> Result<()> {
     let group = unique("crash");
     let mut rng = rand::rng();
     let first = kill_after(
-        counter(&topic, &group, &dlq, &crash_state, 10)?,
+        counter(&topic, &group, &dlq, &crash_echo, &crash_state, 10)?,
         rng.random_range(5_000..40_000),
     )?;
     let second = kill_after(
-        counter(&topic, &group, &dlq, &crash_state, 10)?,
-        rng.random_range(first + 5_000..80_000),
+        counter(&topic, &group, &dlq, &crash_echo, &crash_state, 10)?,
+        rng.random_range(first + 5_000..60_000),
     )?;
     assert!(
         second > first,
         "the restarted counter resumed ({first} then {second})"
     );
-    finish(counter(&topic, &group, &dlq, &crash_state, 0)?)?;
-    let crashed = stored_checksum(&crash_state)?;
+    // Killed a third time, then finished by an instance on a new, empty disk: the state
+    // follows the partitions through the changelog.
+    let third = kill_after(
+        counter(&topic, &group, &dlq, &crash_echo, &crash_state, 10)?,
+        rng.random_range(second + 5_000..90_000),
+    )?;
+    let moved_state = dir.path().join("moved");
+    finish(counter(&topic, &group, &dlq, &crash_echo, &moved_state, 0)?)?;
+    let crashed = stored_checksum(&moved_state)?;
 
+    assert!(third > second, "resumed again ({second} then {third})");
     assert_eq!(
         crashed.count, EVENTS as u64,
         "no event lost or counted twice"
     );
-    assert_eq!(crashed, clean, "killed run equals the uninterrupted run");
+    assert_eq!(
+        crashed, clean,
+        "killed and moved run equals the uninterrupted run"
+    );
+    assert_eq!(echoed_twice(&clean_echo)?, (EVENTS, 0));
+    assert_eq!(
+        echoed_twice(&crash_echo)?,
+        (EVENTS, 0),
+        "a read_committed reader sees every output once, across three kills"
+    );
     Ok(())
 }

@@ -217,6 +217,10 @@ impl JoinProcessor {
 }
 
 impl Processor for JoinProcessor {
+    fn reload(&mut self, store: &Store) -> std::result::Result<(), String> {
+        self.restore(store).map_err(|e| e.to_string())
+    }
+
     fn process(
         &mut self,
         record: &Record<'_>,

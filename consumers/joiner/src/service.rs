@@ -106,13 +106,8 @@ async fn consume(
         actuals: args.actuals_topic.clone(),
         labelled: args.labelled_topic.clone(),
     };
-    let mut processor = JoinProcessor::new(service.codec.clone(), topics, limits, metrics);
-    let processor = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || processor.restore(&store).map(|_| processor))
-            .await
-            .map_err(|e| Error::State(format!("restore task: {e}")))??
-    };
+    // The runtime restores the join from the store on every assignment (`reload`).
+    let processor = JoinProcessor::new(service.codec.clone(), topics, limits, metrics);
     info!(
         max_wait_ms = limits.max_wait_ms,
         max_waiting = limits.max_waiting,

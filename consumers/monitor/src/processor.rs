@@ -110,6 +110,7 @@ impl MonitorProcessor {
 
     /// Rebuilds every monitor from the store (call once the registry is loaded).
     pub fn restore(&mut self, store: &Store) -> Result<()> {
+        self.monitors.clear();
         for (_, bytes) in store.scan_prefix(&prefix(b'm', None))? {
             let meta = state::decode_meta(&bytes)?;
             let published = self.published(&meta.model, meta.version).ok_or_else(|| {
@@ -289,6 +290,10 @@ impl MonitorProcessor {
 }
 
 impl Processor for MonitorProcessor {
+    fn reload(&mut self, store: &Store) -> std::result::Result<(), String> {
+        self.restore(store).map_err(|e| e.to_string())
+    }
+
     fn process(
         &mut self,
         record: &Record<'_>,

@@ -14,11 +14,11 @@ use driftline_runtime::{RunOptions, Store};
 use driftline_schemas::topics;
 use tokio_util::sync::CancellationToken;
 
+use crate::Result;
 use crate::cli::PolicyArgs;
 use crate::metrics::MonitorMetrics;
 use crate::monitor::MonitorConfig;
 use crate::processor::{LatestReports, MonitorProcessor, Topics};
-use crate::{Error, Result};
 
 #[derive(Debug, Clone, Args)]
 pub struct MonitorArgs {
@@ -104,7 +104,8 @@ async fn consume(
             drift: args.drift_topic.clone(),
             retrain: args.retrain_topic.clone(),
         };
-        let mut processor = MonitorProcessor::new(
+        // The runtime restores the windows from the store on every assignment (`reload`).
+        let processor = MonitorProcessor::new(
             service.codec.clone(),
             service.registry.clone(),
             config,
@@ -112,13 +113,6 @@ async fn consume(
             latest,
             metrics,
         );
-        // Restoring reads the whole window: blocking work, off the async workers.
-        let processor = {
-            let store = store.clone();
-            tokio::task::spawn_blocking(move || processor.restore(&store).map(|_| processor))
-                .await
-                .map_err(|e| Error::State(format!("restore task: {e}")))??
-        };
         let mut opts = RunOptions::new(
             args.group.clone(),
             vec![args.predictions_topic.clone(), args.labelled_topic.clone()],

@@ -313,13 +313,11 @@ async fn runtime_passthrough(bench: &Bench, n: usize) -> Result<f64, BoxError> {
     opts.pipeline = driftline_predictor::service::PIPELINE;
     let state = tempfile::tempdir()?;
     let store = std::sync::Arc::new(driftline_runtime::Store::open(state.path(), false)?);
-    let producer: FutureProducer = bench.kafka.producer_config().create()?;
     let applied = driftline_runtime::run(
         &bench.kafka,
         &opts,
         store,
         processor,
-        producer,
         Codec::single_object(),
         driftline_runtime::metrics::Metrics::new("bench"),
         CancellationToken::new(),

@@ -120,12 +120,13 @@ async fn retrain_event_publishes_a_version_the_predictor_serves_and_a_worse_one_
         v2.trigger, "drift:report-r1",
         "the trigger names the drift report"
     );
-    // The window reflects predictions 1..=300 (offset 0 is the first probe, never
-    // labelled) and actuals 0..300.
+    // The window reflects predictions 2..=301 (offset 0 is the first probe, never
+    // labelled, and offset 1 the commit marker of the predictor's transaction) and
+    // actuals 0..300.
     assert_eq!(
         v2.training_window.end_offsets,
         [
-            (format!("{}/0", w.predictions), 301),
+            (format!("{}/0", w.predictions), 302),
             (format!("{}/0", w.actuals), 300)
         ]
         .into()

@@ -1,5 +1,5 @@
 //! A consumer built on the runtime that counts PredictionRequests and keeps a checksum of
-//! their ids in RocksDB. The crash tests kill it with SIGKILL and restart it; exactly-once
+//! their ids per partition in its state (optionally echoing each id to a topic). The crash tests kill it with SIGKILL and restart it; exactly-once
 //! application shows as a final checksum equal to the input's. Undecodable messages go to
 //! the dead-letter topic.
 
@@ -14,8 +14,7 @@ use driftline_runtime::metrics::Metrics;
 use driftline_runtime::{Output, Processor, Record, Rejection, RunOptions, Store, Txn};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::PredictionRequest;
-use driftline_tests::{CHECKSUM_KEY, Checksum};
-use rdkafka::producer::FutureProducer;
+use driftline_tests::{Checksum, checksum_key};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +36,9 @@ struct Args {
     /// Stop once every partition is read to its end.
     #[arg(long)]
     exit_on_eof: bool,
+    /// Echo each request id to this topic (in the same transaction as the count).
+    #[arg(long)]
+    echo_topic: Option<String>,
     /// Sleep this long after each batch, so a test can kill it mid-stream.
     #[arg(long, default_value_t = 0)]
     pause_ms: u64,
@@ -44,7 +46,9 @@ struct Args {
 
 struct Counter {
     codec: Codec,
-    last: Checksum,
+    store: Arc<Store>,
+    /// Where each request id is echoed, if anywhere.
+    echo: Option<String>,
     pause: Duration,
 }
 
@@ -58,8 +62,9 @@ impl Processor for Counter {
             .codec
             .decode(record.payload.unwrap_or_default())
             .map_err(Rejection::decode)?;
+        let key = checksum_key(record.partition);
         let current = txn
-            .get(CHECKSUM_KEY)
+            .get(&key)
             .map_err(|e| Rejection {
                 kind: "state",
                 error: e.to_string(),
@@ -68,14 +73,25 @@ impl Processor for Counter {
             .unwrap_or_default();
         let mut next = current;
         next.add(request.request_id.as_bytes());
-        txn.put(CHECKSUM_KEY.to_vec(), next.to_bytes());
-        self.last = next;
-        Ok(Vec::new())
+        txn.put(key, next.to_bytes());
+        Ok(self
+            .echo
+            .iter()
+            .map(|topic| Output {
+                topic: topic.clone(),
+                key: request.request_id.clone(),
+                payload: request.request_id.clone().into_bytes(),
+            })
+            .collect())
     }
 
     fn committed(&mut self) {
         // The test reads these lines to know how far a run got before it kills it.
-        println!("committed count={}", self.last.count);
+        let mut total = Checksum::default();
+        for (_, bytes) in self.store.scan_prefix(b"checksum/").unwrap_or_default() {
+            total.merge(Checksum::from_bytes(&bytes).unwrap_or_default());
+        }
+        println!("committed count={}", total.count);
         if !self.pause.is_zero() {
             std::thread::sleep(self.pause);
         }
@@ -88,14 +104,14 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let store = Arc::new(Store::open(&args.state_dir, false).context("opening state")?);
     let codec = Codec::single_object();
-    let producer: FutureProducer = args.kafka.producer_config().create()?;
     let mut opts = RunOptions::new(args.group.clone(), vec![args.topic.clone()]);
     opts.dlq_topic = args.dlq_topic.clone();
     opts.max_batch = args.max_batch;
     opts.exit_on_eof = args.exit_on_eof;
     let counter = Counter {
         codec: codec.clone(),
-        last: Checksum::default(),
+        store: store.clone(),
+        echo: args.echo_topic.clone(),
         pause: Duration::from_millis(args.pause_ms),
     };
     let shutdown = driftline_process::shutdown::on_signal();
@@ -104,7 +120,6 @@ async fn main() -> Result<()> {
         &opts,
         store,
         counter,
-        producer,
         codec,
         Metrics::new("counter"),
         shutdown,

@@ -85,7 +85,8 @@ pub fn up_command(dir: &Path, state: &Path, bootstrap: &str, from: &str) -> Resu
         .env("DRIFTLINE_MONITOR_HTTP_ADDR", addr(free()?))
         .env("DRIFTLINE_TRAINER_HTTP_ADDR", addr(free()?))
         .env("DRIFTLINE_JOINER_HTTP_ADDR", addr(free()?))
-        .env("RUST_LOG", "warn")
+        // Warnings, and the runtime's assignments, restores and transactions.
+        .env("RUST_LOG", "warn,driftline_runtime=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     Ok(command)

@@ -111,25 +111,47 @@ pub async fn apply(kafka: &KafkaArgs, spec: &TopicSpec) -> Result<Vec<String>> {
 /// Which of `topics` the cluster does not have, so that a service can refuse to start with
 /// one clear line rather than fail on its first message for them.
 pub async fn missing(kafka: &KafkaArgs, topics: &[String]) -> Result<Vec<String>> {
+    let known = partition_counts(kafka, topics).await?;
+    Ok(topics
+        .iter()
+        .filter(|t| !known.contains_key(*t))
+        .cloned()
+        .collect())
+}
+
+/// The partition count of each of `topics` that exists.
+pub async fn partition_counts(
+    kafka: &KafkaArgs,
+    topics: &[String],
+) -> Result<BTreeMap<String, i32>> {
     let (kafka, topics) = (kafka.clone(), topics.to_vec());
     tokio::task::spawn_blocking(move || {
         let client: BaseProducer = kafka.client_config().create()?;
         let metadata = client
             .client()
             .fetch_metadata(None, Duration::from_millis(kafka.connect_timeout_ms))?;
-        let known: Vec<&str> = metadata
+        Ok(metadata
             .topics()
             .iter()
-            .filter(|t| t.error().is_none())
-            .map(|t| t.name())
-            .collect();
-        Ok(topics
-            .into_iter()
-            .filter(|t| !known.contains(&t.as_str()))
+            .filter(|t| t.error().is_none() && topics.iter().any(|n| n == t.name()))
+            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
             .collect())
     })
     .await
     .map_err(|e| Error::Config(format!("topic check panicked: {e}")))?
+}
+
+/// A compacted topic of `partitions`, for a service's changelog: the latest value of every
+/// key is kept for ever.
+pub fn changelog(name: &str, partitions: i32) -> TopicSpec {
+    TopicSpec {
+        topics: vec![TopicDef {
+            name: name.to_string(),
+            partitions,
+            replication: BROKER_DEFAULT_REPLICATION,
+            config: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+        }],
+    }
 }
 
 #[cfg(test)]

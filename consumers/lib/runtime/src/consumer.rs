@@ -1,23 +1,36 @@
-//! The consume → process → produce → commit loop.
+//! The consume → process → produce → commit loop, exactly once through Kafka transactions.
 //!
-//! One async task polls the consumer, produces, awaits acknowledgements and commits; the
-//! processor runs beside it on tokio's blocking pool, one batch at a time, so a slow model
-//! stalls neither polling (rebalances, group membership) nor delivery handling, shutdown
-//! or the service's HTTP. At most one batch waits, collected, for the processor; when it
-//! has waited full for a quarter of `max.poll.interval.ms` the consumer pauses fetching
-//! and goes on polling. With [`RunOptions::pipeline`] above 1 the next batches are
-//! processed while earlier ones wait for their acknowledgements.
+//! One async task polls the consumer, produces and commits; the processor runs beside it
+//! on tokio's blocking pool, one batch at a time, so a slow model stalls neither polling
+//! (rebalances, group membership) nor commits, shutdown or the service's HTTP. At most one
+//! batch waits, collected, for the processor; when it has waited full for a quarter of
+//! `max.poll.interval.ms` the consumer pauses fetching and goes on polling.
+//!
+//! **Exactly once.** The outputs of processed batches, a changelog record for every state
+//! change (topic `<group>-changelog`, partition for partition with the input) and the
+//! consumed offsets commit in one Kafka transaction of the instance's transactional
+//! producer (KIP-447: offsets go through `send_offsets_to_transaction` with the group's
+//! metadata, so a zombie of an older generation is fenced). While one transaction commits
+//! the next batches are processed, reading the uncommitted state, and go into the next
+//! transaction together. Only after the commit is the state written to RocksDB, which is a
+//! local copy of the changelog with its own restore position ([`crate::store`]).
+//!
+//! **Assignment and failure** take one path ([`resync`]): whatever is uncommitted is
+//! dropped (an open transaction is aborted), each assigned partition's state is restored
+//! from the changelog from the local position on, the processor reloads its memory from
+//! the store, and every assigned partition is read again from the group's committed offset.
+//! A rebalance, a crash and an aborted transaction therefore all end in the state and
+//! position of the last committed transaction.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{DeadLetter, Event};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
-use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::task::{JoinError, JoinHandle};
@@ -33,9 +46,11 @@ use crate::{Error, Result, now_ms};
 
 mod deliver;
 mod positions;
+mod restore;
+mod transaction;
 
-use deliver::Deliveries;
 use positions::Positions;
+use transaction::{Committed, Transactions};
 
 /// One consumed message, without Kafka types, so processors are plain logic.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +78,7 @@ impl<'a> Record<'a> {
     }
 }
 
-/// A message to emit. Emitted before the batch's state commits.
+/// A message to emit, in the same transaction as the batch's state and offsets.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Output {
     pub topic: String,
@@ -106,7 +121,11 @@ impl Rejection {
 }
 
 /// The logic of one consumer. It stages state changes in the transaction; the runtime
-/// commits them with the offsets once the batch's outputs are acknowledged.
+/// commits them with the outputs and the offsets in one Kafka transaction.
+///
+/// A key belongs to the input partition of the message that writes it (its changelog
+/// partition): state must be keyed by what the input is keyed by (driftline keys by
+/// model), so that no key is written from two partitions.
 ///
 /// Its methods run on tokio's blocking pool, one call at a time: they may take long or
 /// block without stalling the consumer loop.
@@ -121,6 +140,13 @@ pub trait Processor: Send {
     /// to wake a worker that reads the committed state). With [`RunOptions::pipeline`] at 1
     /// that is after every batch.
     fn committed(&mut self) {}
+
+    /// Rebuilds whatever the processor keeps in memory from the committed state in
+    /// `store`: after each (re)assignment and after an aborted transaction, whose
+    /// processed batches are dropped and read again.
+    fn reload(&mut self, _store: &Store) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -136,7 +162,7 @@ pub struct RunOptions {
     pub exit_on_eof: bool,
     /// Most batches processed but not yet committed. At 1 a batch is processed once the
     /// previous one has committed. Above 1 the next batches are processed while earlier
-    /// ones wait for their outputs' acknowledgements (seeing their uncommitted state), and
+    /// ones are in a committing transaction (seeing their uncommitted state), and
     /// [`Processor::committed`] waits until a commit leaves none behind.
     pub pipeline: usize,
     /// Where the loop reports that it turns (liveness) and that deliveries fail
@@ -158,6 +184,12 @@ impl RunOptions {
         }
     }
 
+    /// The compacted topic the state's changes go to, partition for partition with the
+    /// input (Kafka Streams names its changelogs the same way).
+    pub fn changelog_topic(&self) -> String {
+        format!("{}-changelog", self.group_id)
+    }
+
     fn validate(&self) -> Result<()> {
         if self.max_batch == 0 || self.pipeline == 0 {
             return Err(Error::Config(format!(
@@ -169,13 +201,26 @@ impl RunOptions {
     }
 }
 
-/// Seeks every newly assigned partition to the offset stored beside the state.
-struct SeekOnAssign {
-    store: Arc<Store>,
-    assigned: Arc<Mutex<HashSet<TopicPartition>>>,
+/// What the rebalance callback tells the loop: the current assignment, and that it changed.
+#[derive(Default)]
+struct Assignment {
+    partitions: HashSet<TopicPartition>,
+    changed: bool,
 }
 
-impl ClientContext for SeekOnAssign {
+type SharedAssignment = Arc<Mutex<Assignment>>;
+
+fn lock(a: &SharedAssignment) -> std::sync::MutexGuard<'_, Assignment> {
+    a.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Takes the group's assignments paused: the loop restores their state first and then
+/// seeks them to the committed offsets ([`resync`]).
+struct PauseOnAssign {
+    assignment: SharedAssignment,
+}
+
+impl ClientContext for PauseOnAssign {
     fn error(&self, error: KafkaError, reason: &str) {
         log_client_error(error, reason);
     }
@@ -203,44 +248,31 @@ impl ClientContext for QuietContext {
 
 impl ConsumerContext for QuietContext {}
 
-impl ConsumerContext for SeekOnAssign {
+impl ConsumerContext for PauseOnAssign {
     fn rebalance(
         &self,
         base: &BaseConsumer<Self>,
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        let mut assignment = lock(&self.assignment);
+        assignment.changed = true;
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let stored = match self.store.offsets() {
-                    Ok(o) => o,
-                    Err(e) => {
-                        // Without our offsets we must not start at the group's: stay idle.
-                        warn!(error = %e, "cannot read stored offsets; not assigning");
-                        return;
-                    }
-                };
                 let parts: Vec<TopicPartition> = tpl
                     .elements()
                     .iter()
                     .map(|e| (e.topic().to_string(), e.partition()))
                     .collect();
-                for (topic, partition) in &parts {
-                    if let Some(next) = stored.get(&(topic.clone(), *partition)) {
-                        let _ = tpl.set_partition_offset(topic, *partition, Offset::Offset(*next));
-                    }
-                }
-                info!(partitions = ?parts, "assigned; resuming from stored offsets");
-                assigned.clear();
-                assigned.extend(parts);
-                if let Err(e) = base.assign(tpl) {
+                info!(partitions = ?parts, "assigned; restoring state before reading");
+                assignment.partitions = parts.into_iter().collect();
+                if let Err(e) = base.assign(tpl).and_then(|()| base.pause(tpl)) {
                     warn!(error = %e, "assign failed");
                 }
             }
             _ => {
-                info!("partitions revoked");
-                assigned.clear();
+                info!("partitions revoked; what is not committed is dropped");
+                assignment.partitions.clear();
                 if let Err(e) = base.unassign() {
                     warn!(error = %e, "unassign failed");
                 }
@@ -253,19 +285,14 @@ impl ConsumerContext for SeekOnAssign {
 /// Returns the number of messages applied.
 ///
 /// The processor runs on tokio's blocking pool, one batch at a time, while this task goes
-/// on polling the consumer, collecting the next batch, awaiting acknowledgements and
-/// committing. Batches commit in order, each once all its outputs are acknowledged. On
-/// shutdown the batch being processed is abandoned (it is read again on restart); batches
-/// already produced are acknowledged and committed.
-// Each argument is a separately owned piece a service builds (and tests swap); bundling
-// them would only move the list into a struct literal at every call site.
-#[allow(clippy::too_many_arguments)]
+/// on polling the consumer, collecting the next batch and committing transactions. On
+/// shutdown the batch being processed and the transaction not yet committing are dropped
+/// (read again on restart); a committing one is awaited.
 pub async fn run<P: Processor + 'static>(
     kafka: &KafkaArgs,
     opts: &RunOptions,
     store: Arc<Store>,
     processor: P,
-    producer: FutureProducer,
     codec: Codec,
     metrics: Metrics,
     shutdown: CancellationToken,
@@ -277,104 +304,133 @@ pub async fn run<P: Processor + 'static>(
         config.set("enable.partition.eof", "true");
     }
     let pause_after = pause_after(&config);
-    let mut needed = opts.topics.clone();
-    needed.push(opts.dlq_topic.clone());
-    let missing = driftline_kafka::topics::missing(kafka, &needed).await?;
-    if !missing.is_empty() {
-        return Err(Error::Config(format!(
-            "topic(s) {} do not exist; create them first (`driftline topics apply`)",
-            missing.join(", ")
-        )));
-    }
-    let assigned = Arc::new(Mutex::new(HashSet::new()));
-    let context = SeekOnAssign {
-        store: store.clone(),
-        assigned: assigned.clone(),
+    let changelog = opts.changelog_topic();
+    prepare_topics(kafka, opts, &changelog).await?;
+    let mut txns = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(0),
+        t = Transactions::start(kafka, opts, &store, &changelog, &metrics) => t?,
     };
-    let consumer: StreamConsumer<SeekOnAssign> = config.create_with_context(context)?;
+
+    let assignment: SharedAssignment = Arc::default();
+    let context = PauseOnAssign {
+        assignment: assignment.clone(),
+    };
+    let consumer: StreamConsumer<PauseOnAssign> = config.create_with_context(context)?;
     let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    info!(group = %opts.group_id, topics = ?opts.topics, pipeline = opts.pipeline, "consuming");
+    info!(group = %opts.group_id, topics = ?opts.topics, %changelog, pipeline = opts.pipeline, "consuming");
 
     let ctx = Arc::new(BatchContext {
         group_id: opts.group_id.clone(),
         dlq_topic: opts.dlq_topic.clone(),
         codec,
         metrics: metrics.clone(),
-        health: opts.health.clone(),
     });
     let health = &opts.health;
     // The loop turns at least this often, idle or not, so liveness sees it alive.
     let mut beat = tokio::time::interval(Duration::from_secs(1));
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The processor is either here (idle) or on the blocking pool (busy).
-    let mut idle = Some(processor);
-    let mut busy: Option<JoinHandle<Job<P>>> = None;
-    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-    let mut hook_owed = false;
-    // Outputs of the newest batch in flight, not yet handed to the producer.
-    let mut unproduced: Option<Vec<Output>> = None;
-    let mut next = Next::default();
-    let mut paused = false;
-    let mut taken = Positions::default();
-    let mut at_eof: HashSet<TopicPartition> = HashSet::new();
-    let mut applied = 0u64;
+    let mut looped = Looped {
+        idle: Some(processor),
+        busy: None,
+        pending: VecDeque::new(),
+        next: Next::default(),
+        taken: Positions::default(),
+        at_eof: HashSet::new(),
+        committed: HashMap::new(),
+        paused: false,
+        hook_owed: false,
+        applied: 0,
+    };
 
     let stopped: Result<()> = loop {
         health.beat(true);
-        if let Some(mut p) = idle.take() {
-            if hook_owed && in_flight.is_empty() {
-                hook_owed = false;
-                busy = Some(tokio::task::spawn_blocking(move || {
+        if std::mem::take(&mut lock(&assignment).changed) || txns.must_resync() {
+            let parts = lock(&assignment).partitions.clone();
+            let s = Resync {
+                kafka,
+                consumer: &consumer,
+                store: &store,
+                changelog: &changelog,
+                metrics: &metrics,
+                shutdown: &shutdown,
+            };
+            // The broker can be away for as long as it likes; a stop is not kept waiting.
+            tokio::select! {
+                _ = shutdown.cancelled() => break Ok(()),
+                resynced = s.run(&mut looped, &mut txns, &parts) => {
+                    if let Err(e) = resynced {
+                        break Err(e);
+                    }
+                }
+            }
+            // A rebalance during the resync (its own polls) starts another.
+            continue;
+        }
+        if let Some(mut p) = looped.idle.take() {
+            if looped.hook_owed && txns.is_idle() && looped.pending.is_empty() {
+                looped.hook_owed = false;
+                looped.busy = Some(tokio::task::spawn_blocking(move || {
                     p.committed();
                     (p, None)
                 }));
-            } else if in_flight.len() < opts.pipeline && next.ready(opts) {
-                let batch = next.take(opts.max_batch);
-                if paused && !next.is_full(opts.max_batch) {
+            } else if txns.uncommitted() + looped.pending.len() < opts.pipeline
+                && looped.next.ready(opts)
+            {
+                let batch = looped.next.take(opts.max_batch);
+                if looped.paused && !looped.next.is_full(opts.max_batch) {
                     set_paused(&consumer, false);
-                    paused = false;
+                    looped.paused = false;
                 }
                 health.busy(true);
-                busy = Some(spawn_process(p, batch, &store, &in_flight, &ctx));
+                let uncommitted = txns
+                    .writes()
+                    .chain(looped.pending.iter().map(|b| b.writes.clone()))
+                    .collect();
+                looped.busy = Some(spawn_process(p, batch, &store, uncommitted, &ctx));
             } else {
-                idle = Some(p);
+                looped.idle = Some(p);
             }
         }
-        // The batch that just came back is produced only now, while the processor already
-        // works on the next one: producing 2,000 outputs takes a few milliseconds.
-        if let Some(outputs) = unproduced.take() {
-            let Some(batch) = in_flight.back_mut() else {
-                unreachable!("a processed batch is in flight before it is produced")
-            };
-            count_emitted(&outputs, &metrics);
-            match batch.deliveries.send(&producer, outputs, &ctx).await {
-                Ok(()) => batch.produced = Instant::now(),
-                Err(e) => break Err(e),
+        // Processed batches go into the next transaction as soon as none is committing.
+        if txns.can_begin() && !looped.pending.is_empty() {
+            let batches: Vec<Processed> = looped.pending.drain(..).collect();
+            let offsets = offsets_to_commit(&consumer, &batches, &looped.taken);
+            if let Err(e) = txns.begin(batches, offsets, &consumer, &ctx).await {
+                break Err(e);
             }
         }
         if opts.exit_on_eof
-            && idle.is_some()
-            && !hook_owed
-            && in_flight.is_empty()
-            && next.messages.is_empty()
-            && all_at_eof(&assigned, &at_eof)
-            && read_to_end(&consumer, &store, &taken, &assigned, &mut at_eof)
+            && looped.idle.is_some()
+            && !looped.hook_owed
+            && txns.is_idle()
+            && looped.pending.is_empty()
+            && looped.next.messages.is_empty()
+            && all_at_eof(&assignment, &looped.at_eof)
+            && read_to_end(
+                &consumer,
+                &looped.committed,
+                &looped.taken,
+                &assignment,
+                &mut looped.at_eof,
+            )
         {
-            info!(applied, "all partitions read to the end");
+            info!(applied = looped.applied, "all partitions read to the end");
             break Ok(());
         }
 
-        let full = next.is_full(opts.max_batch);
-        let can_start = idle.is_some() && in_flight.len() < opts.pipeline;
+        let full = looped.next.is_full(opts.max_batch);
+        let can_start =
+            looped.idle.is_some() && txns.uncommitted() + looped.pending.len() < opts.pipeline;
         let now = tokio::time::Instant::now();
-        let linger_at = next.since.map_or(now, |t| t + opts.linger);
-        let pause_at = next.full_since.map_or(now, |t| t + pause_after);
+        let linger_at = looped.next.since.map_or(now, |t| t + opts.linger);
+        let pause_at = looped.next.full_since.map_or(now, |t| t + pause_after);
+        let retry_at = txns.retry_at();
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Ok(()),
-            job = finished(&mut busy) => {
-                busy = None;
+            job = finished(&mut looped.busy) => {
+                looped.busy = None;
                 health.busy(false);
                 let (p, processed) = match job {
                     Ok(done) => done,
@@ -384,29 +440,29 @@ pub async fn run<P: Processor + 'static>(
                         Err(_) => break Ok(()),
                     },
                 };
-                idle = Some(p);
+                looped.idle = Some(p);
                 if let Some(processed) = processed {
-                    // In flight at once, so the next batch reads its state; produced at the
-                    // top of the loop, once the processor has its next batch.
-                    let (batch, outputs) = InFlight::new(processed);
-                    in_flight.push_back(batch);
-                    unproduced = Some(outputs);
+                    count_emitted(&processed.outputs, &metrics);
+                    looped.pending.push_back(processed);
                 }
             }
-            acked = front_acked(&mut in_flight, &producer, &ctx) => {
-                let Some(batch) = in_flight.pop_front() else { continue };
-                match acked.and_then(|()| commit(&store, &consumer, batch, &metrics)) {
-                    Ok(n) => applied += n,
-                    Err(e) => break Err(e),
+            done = txns.finished() => {
+                let committed = match done {
+                    Ok(Some(c)) => looped.commit_locally(&store, c, &metrics),
+                    // Aborted: the next turn resyncs.
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = committed {
+                    break Err(e);
                 }
-                hook_owed = true;
             }
-            m = consumer.recv(), if !full || paused => {
+            m = consumer.recv(), if !full || looped.paused => {
                 let mut intake = Intake {
-                    next: &mut next,
-                    taken: &mut taken,
-                    at_eof: &mut at_eof,
-                    assigned: &assigned,
+                    next: &mut looped.next,
+                    taken: &mut looped.taken,
+                    at_eof: &mut looped.at_eof,
+                    assignment: &assignment,
                     metrics: &metrics,
                     max_batch: opts.max_batch,
                 };
@@ -420,16 +476,17 @@ pub async fn run<P: Processor + 'static>(
                     }
                 }
                 // Only while paused: a partition assigned since the pause fetches again.
-                if paused && next.is_full(opts.max_batch) {
+                if looped.paused && looped.next.is_full(opts.max_batch) {
                     set_paused(&consumer, true);
                 }
             }
-            _ = tokio::time::sleep_until(linger_at), if can_start && !full && next.since.is_some() => {}
+            _ = tokio::time::sleep_until(linger_at), if can_start && !full && looped.next.since.is_some() => {}
+            _ = tokio::time::sleep_until(retry_at.unwrap_or(now)), if retry_at.is_some() => {}
             _ = beat.tick() => {}
-            _ = tokio::time::sleep_until(pause_at), if full && !paused => {
-                debug!(buffered = next.messages.len(), "next batch full: pausing fetch, still polling");
+            _ = tokio::time::sleep_until(pause_at), if full && !looped.paused => {
+                debug!(buffered = looped.next.messages.len(), "next batch full: pausing fetch, still polling");
                 set_paused(&consumer, true);
-                paused = true;
+                looped.paused = true;
             }
         }
     };
@@ -437,39 +494,255 @@ pub async fn run<P: Processor + 'static>(
     health.busy(false);
     stopped?;
 
-    if busy.take().is_some() {
-        // A batch it is processing has neither outputs produced nor state committed: a
-        // restart reads it again.
+    if looped.busy.take().is_some() {
+        // A batch being processed has nothing produced and nothing committed: a restart
+        // reads it again.
         info!("shutting down without waiting for the processor");
     }
-    // Outputs already produced: acknowledged and committed, so a restart does not re-emit
-    // them; unless the broker cannot take them in time, and then a restart sends them again.
-    let drain = async {
-        while !in_flight.is_empty() {
-            let acked = front_acked(&mut in_flight, &producer, &ctx).await;
-            let Some(batch) = in_flight.pop_front() else {
-                break;
-            };
-            applied += acked.and_then(|()| commit(&store, &consumer, batch, &metrics))?;
-            hook_owed = true;
+    // A committing transaction is awaited, so that a restart does not process it again;
+    // unless the broker cannot finish it in time, and then it is aborted (by this
+    // instance's successor, which fences it).
+    match tokio::time::timeout(SHUTDOWN_DRAIN, txns.finish()).await {
+        Ok(Ok(Some(c))) => looped.commit_locally(&store, c, &metrics)?,
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => {
+            warn!(error = %e, "the last transaction did not commit; a restart reads its batches again")
         }
-        Ok::<_, Error>(())
-    };
-    match tokio::time::timeout(SHUTDOWN_DRAIN, drain).await {
-        Ok(drained) => drained?,
         Err(_) => warn!(
-            "outputs still unacknowledged after {} s; stopping without committing them (a restart processes their batches again)",
+            "the last transaction did not commit within {} s; a restart reads its batches again",
             SHUTDOWN_DRAIN.as_secs()
         ),
     }
-    if let Some(mut p) = idle.take().filter(|_| hook_owed) {
+    if let Some(mut p) = looped.idle.take().filter(|_| looped.hook_owed) {
         let _ = tokio::task::spawn_blocking(move || p.committed()).await;
     }
-    let _ = producer.flush(Duration::from_secs(5));
-    info!(applied, "consumer stopped");
-    Ok(applied)
+    info!(applied = looped.applied, "consumer stopped");
+    Ok(looped.applied)
 }
 
+/// Refuses to start without the input and dead-letter topics; creates the changelog (as
+/// many partitions as the widest input) if it is missing.
+async fn prepare_topics(kafka: &KafkaArgs, opts: &RunOptions, changelog: &str) -> Result<()> {
+    let mut needed = opts.topics.clone();
+    needed.push(opts.dlq_topic.clone());
+    let missing = driftline_kafka::topics::missing(kafka, &needed).await?;
+    if !missing.is_empty() {
+        return Err(Error::Config(format!(
+            "topic(s) {} do not exist; create them first (`driftline topics apply`)",
+            missing.join(", ")
+        )));
+    }
+    let counts = driftline_kafka::topics::partition_counts(kafka, &opts.topics).await?;
+    let widest = counts.values().copied().max().unwrap_or(1);
+    let spec = driftline_kafka::topics::changelog(changelog, widest);
+    driftline_kafka::topics::apply(kafka, &spec).await?;
+    let have = driftline_kafka::topics::partition_counts(kafka, &[changelog.to_string()]).await?;
+    match have.get(changelog) {
+        Some(n) if *n >= widest => Ok(()),
+        n => Err(Error::Config(format!(
+            "changelog topic {changelog} has {n:?} partitions; it needs {widest}, as many as the widest input"
+        ))),
+    }
+}
+
+/// Everything the loop keeps between turns besides the consumer and the transactions.
+struct Looped<P> {
+    /// The processor is either here (idle) or on the blocking pool (busy).
+    idle: Option<P>,
+    busy: Option<JoinHandle<Job<P>>>,
+    /// Processed, waiting for the next transaction.
+    pending: VecDeque<Processed>,
+    next: Next,
+    taken: Positions,
+    at_eof: HashSet<TopicPartition>,
+    /// The group's committed offsets as this instance last committed or read them.
+    committed: HashMap<TopicPartition, i64>,
+    paused: bool,
+    hook_owed: bool,
+    applied: u64,
+}
+
+impl<P> Looped<P> {
+    /// Writes a committed transaction's state and changelog positions to RocksDB.
+    fn commit_locally(&mut self, store: &Store, c: Committed, metrics: &Metrics) -> Result<()> {
+        for b in &c.batches {
+            store.commit_writes(&b.writes, &BTreeMap::new())?;
+        }
+        store.commit_writes(&Writes::new(), &c.positions)?;
+        for ((t, p), o) in &c.offsets {
+            self.committed.insert((t.clone(), *p), *o);
+        }
+        for b in &c.batches {
+            debug!(
+                messages = b.messages,
+                process_ms = b.took.as_secs_f64() * 1e3,
+                total_ms = b.started.elapsed().as_secs_f64() * 1e3,
+                "batch committed"
+            );
+            metrics
+                .batch_seconds
+                .observe(b.started.elapsed().as_secs_f64());
+            metrics.batch_size.observe(b.messages as f64);
+            self.applied += b.messages as u64;
+        }
+        debug!(batches = c.batches.len(), "transaction committed");
+        self.hook_owed = true;
+        Ok(())
+    }
+}
+
+/// The offsets a transaction commits for its batches: the next offset after each
+/// partition's last message, or the consumer's position when nothing newer was taken and
+/// the position is further on (past transaction markers, which take offsets but are never
+/// handed out, so that a group's lag can reach 0).
+fn offsets_to_commit<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    batches: &[Processed],
+    taken: &Positions,
+) -> BTreeMap<TopicPartition, i64> {
+    let mut offsets = BTreeMap::new();
+    for b in batches {
+        for (tp, o) in &b.offsets {
+            offsets.insert(tp.clone(), *o);
+        }
+    }
+    if let Ok(position) = consumer.position() {
+        for e in position.elements() {
+            let tp = (e.topic().to_string(), e.partition());
+            if let (Some(next), Offset::Offset(at)) = (offsets.get_mut(&tp), e.offset())
+                && taken.next(&tp.0, tp.1) == Some(*next)
+                && at > *next
+            {
+                *next = at;
+            }
+        }
+    }
+    offsets
+}
+
+/// The one way the loop gets to a consistent start: after an assignment, a revocation or
+/// an aborted transaction.
+struct Resync<'a, C: ConsumerContext + 'static> {
+    kafka: &'a KafkaArgs,
+    consumer: &'a StreamConsumer<C>,
+    store: &'a Arc<Store>,
+    changelog: &'a str,
+    metrics: &'a Metrics,
+    shutdown: &'a CancellationToken,
+}
+
+impl<C: ConsumerContext + 'static> Resync<'_, C> {
+    async fn run<P: Processor + 'static>(
+        &self,
+        looped: &mut Looped<P>,
+        txns: &mut Transactions,
+        parts: &HashSet<TopicPartition>,
+    ) -> Result<()> {
+        // 1. Nothing uncommitted survives: the batch being processed, those waiting, the
+        //    next one. A committing transaction is awaited (committed, it counts).
+        if let Some(job) = looped.busy.take() {
+            match job.await {
+                Ok((p, _)) => looped.idle = Some(p),
+                Err(e) => match e.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    Err(_) => return Err(Error::Config("runtime shutting down".into())),
+                },
+            }
+        }
+        if let Some(c) = txns.settle().await? {
+            looped.commit_locally(self.store, c, self.metrics)?;
+        }
+        looped.pending.clear();
+        looped.next = Next::default();
+        looped.taken = Positions::default();
+        looped.at_eof.clear();
+        if parts.is_empty() {
+            return Ok(());
+        }
+        // 2. Where the group stands. With read_committed this waits for a transaction
+        //    still open on these partitions (KIP-447's stable offsets), so the changelog
+        //    read next holds everything those offsets count.
+        let committed = committed_offsets(self.consumer, parts).await?;
+        // 3. The state of these partitions, from the changelog.
+        let partitions: BTreeSet<i32> = parts.iter().map(|(_, p)| *p).collect();
+        let restored = restore::restore(
+            self.kafka,
+            self.store,
+            self.changelog,
+            &partitions,
+            self.metrics,
+            self.shutdown,
+        )
+        .await?;
+        // 4. The processor's memory from the store.
+        if let Some(mut p) = looped.idle.take() {
+            let store = self.store.clone();
+            let (p, reloaded) = tokio::task::spawn_blocking(move || {
+                let r = p.reload(&store);
+                (p, r)
+            })
+            .await
+            .map_err(|e| Error::Config(format!("reload panicked: {e}")))?;
+            looped.idle = Some(p);
+            reloaded
+                .map_err(|e| Error::Config(format!("cannot reload the processor's state: {e}")))?;
+        }
+        // 5. Read again from the committed offsets.
+        for tp in parts {
+            let offset = match committed.get(tp) {
+                Some(o) => {
+                    looped.committed.insert(tp.clone(), *o);
+                    Offset::Offset(*o)
+                }
+                None => Offset::Beginning,
+            };
+            if let Err(e) = self
+                .consumer
+                .seek(&tp.0, tp.1, offset, Duration::from_secs(10))
+            {
+                warn!(topic = %tp.0, partition = tp.1, error = %e, "seek failed");
+            }
+        }
+        set_paused(self.consumer, false);
+        looped.paused = false;
+        info!(
+            partitions = parts.len(),
+            restored, "state restored; reading from the committed offsets"
+        );
+        Ok(())
+    }
+}
+
+/// The group's committed offsets for `parts` (absent: none committed yet).
+async fn committed_offsets<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    parts: &HashSet<TopicPartition>,
+) -> Result<HashMap<TopicPartition, i64>> {
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in parts {
+        tpl.add_partition(t, *p);
+    }
+    let mut attempt = 0;
+    let got = loop {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(got) => break got,
+            Err(e) => {
+                attempt += 1;
+                let wait = deliver::backoff(attempt);
+                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot read the committed offsets; trying again");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    };
+    Ok(got
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+            _ => None,
+        })
+        .collect())
+}
 /// How long the next batch may wait, full, before the consumer pauses fetching to go back
 /// to polling: a quarter of `max.poll.interval.ms`, so that it polls in time to stay in its
 /// group and to join a rebalance. Not sooner: a pause drops what librdkafka has prefetched,
@@ -482,7 +755,7 @@ fn pause_after(config: &ClientConfig) -> Duration {
     Duration::from_millis(max_poll_ms / 4)
 }
 
-/// How long a stopping loop waits for the outputs it has produced.
+/// How long a stopping loop waits for its committing transaction.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
 /// What every batch shares besides the processor.
@@ -491,7 +764,6 @@ struct BatchContext {
     dlq_topic: String,
     codec: Codec,
     metrics: Metrics,
-    health: Health,
 }
 
 /// The processor back from the blocking pool, with its batch's results (none after the
@@ -499,27 +771,14 @@ struct BatchContext {
 type Job<P> = (P, Option<Processed>);
 
 /// A batch's results, computed on the blocking pool.
-struct Processed {
-    writes: Writes,
+pub(crate) struct Processed {
+    /// Also read by later batches until this one commits.
+    writes: Arc<Writes>,
     outputs: Vec<Output>,
     offsets: BTreeMap<TopicPartition, i64>,
     messages: usize,
     started: Instant,
     took: Duration,
-}
-
-/// A processed batch whose outputs are enqueued; its state and offsets commit once they
-/// are all acknowledged.
-struct InFlight {
-    /// Also read by later batches until this one commits.
-    writes: Arc<Writes>,
-    offsets: BTreeMap<TopicPartition, i64>,
-    messages: usize,
-    started: Instant,
-    took: Duration,
-    produced: Instant,
-    /// Not yet acknowledged.
-    deliveries: Deliveries,
 }
 
 /// The messages taken for the next batch.
@@ -569,7 +828,7 @@ struct Intake<'a> {
     next: &'a mut Next,
     taken: &'a mut Positions,
     at_eof: &'a mut HashSet<TopicPartition>,
-    assigned: &'a Mutex<HashSet<TopicPartition>>,
+    assignment: &'a SharedAssignment,
     metrics: &'a Metrics,
     max_batch: usize,
 }
@@ -597,12 +856,7 @@ impl Intake<'_> {
                 // rdkafka names only the partition, not its topic: every assigned topic's
                 // partition `p` becomes a candidate, which `read_to_end` then checks.
                 debug!(partition = p, "end of partition");
-                for (t, part) in self
-                    .assigned
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                {
+                for (t, part) in lock(self.assignment).partitions.iter() {
                     if *part == p {
                         self.at_eof.insert((t.clone(), p));
                     }
@@ -626,16 +880,15 @@ fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
     }
 }
 
-/// Processes `batch` on the blocking pool, reading the state of the batches still in
-/// flight as if committed.
+/// Processes `batch` on the blocking pool, reading the state of the batches not yet
+/// committed (oldest first) as if committed.
 fn spawn_process<P: Processor + 'static>(
     mut processor: P,
     batch: Vec<OwnedMessage>,
     store: &Arc<Store>,
-    in_flight: &VecDeque<InFlight>,
+    uncommitted: Vec<Arc<Writes>>,
     ctx: &Arc<BatchContext>,
 ) -> JoinHandle<Job<P>> {
-    let uncommitted: Vec<Arc<Writes>> = in_flight.iter().map(|b| b.writes.clone()).collect();
     let (store, ctx) = (store.clone(), ctx.clone());
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
@@ -673,6 +926,7 @@ fn process_batch<P: Processor>(
             offset = m.offset()
         );
         let record = Record::of(m);
+        txn.set_partition(m.partition());
         let emitted = span.in_scope(|| match processor.process(&record, &mut txn) {
             Ok(emitted) => {
                 *applied.entry(m.topic()).or_default() += 1;
@@ -690,7 +944,7 @@ fn process_batch<P: Processor>(
             .inc_by(n);
     }
     Processed {
-        writes: txn.into_writes(),
+        writes: Arc::new(txn.into_writes()),
         outputs,
         offsets,
         messages: batch.len(),
@@ -760,22 +1014,6 @@ fn dead_letter(m: &OwnedMessage, rejection: Rejection, ctx: &BatchContext) -> Op
         .ok()
 }
 
-impl InFlight {
-    /// A processed batch, its outputs apart: they are produced next.
-    fn new(processed: Processed) -> (Self, Vec<Output>) {
-        let batch = Self {
-            writes: Arc::new(processed.writes),
-            offsets: processed.offsets,
-            messages: processed.messages,
-            started: processed.started,
-            took: processed.took,
-            produced: Instant::now(),
-            deliveries: Deliveries::default(),
-        };
-        (batch, processed.outputs)
-    }
-}
-
 /// Counts a batch's outputs by topic.
 fn count_emitted(outputs: &[Output], metrics: &Metrics) {
     let mut emitted: BTreeMap<&str, u64> = BTreeMap::new();
@@ -785,43 +1023,6 @@ fn count_emitted(outputs: &[Output], metrics: &Metrics) {
     for (topic, n) in emitted {
         metrics.emitted.with_label_values(&[topic]).inc_by(n);
     }
-}
-
-/// Waits until every output of the oldest batch in flight is acknowledged (sending failed
-/// ones again, see [`deliver`]); pending while none is in flight. Cancel-safe.
-async fn front_acked(
-    in_flight: &mut VecDeque<InFlight>,
-    producer: &FutureProducer,
-    ctx: &BatchContext,
-) -> Result<()> {
-    let Some(batch) = in_flight.front_mut() else {
-        return std::future::pending().await;
-    };
-    batch.deliveries.acked(producer, ctx).await
-}
-
-/// Outputs first, then the state: a crash in between re-emits, never loses.
-fn commit<C: ConsumerContext>(
-    store: &Store,
-    consumer: &StreamConsumer<C>,
-    batch: InFlight,
-    metrics: &Metrics,
-) -> Result<u64> {
-    let acked = Instant::now();
-    store.commit_writes(&batch.writes, &batch.offsets)?;
-    report_progress(consumer, &batch.offsets);
-    debug!(
-        messages = batch.messages,
-        process_ms = batch.took.as_secs_f64() * 1e3,
-        deliver_ms = (acked - batch.produced).as_secs_f64() * 1e3,
-        commit_ms = acked.elapsed().as_secs_f64() * 1e3,
-        "batch committed"
-    );
-    metrics
-        .batch_seconds
-        .observe(batch.started.elapsed().as_secs_f64());
-    metrics.batch_size.observe(batch.messages as f64);
-    Ok(batch.messages as u64)
 }
 
 /// Stops or restarts fetching every assigned partition. Paused, the consumer still polls,
@@ -839,24 +1040,42 @@ fn set_paused<C: ConsumerContext>(consumer: &StreamConsumer<C>, pause: bool) {
     }
 }
 
-/// Whether every partition marked at its end really is: the offset after the last message
-/// taken (or the stored one, before any was) reaches the broker's high watermark. A
-/// partition still behind loses its mark; its own end of partition marks it again. Asks
-/// the broker, so only for `exit_on_eof`, once the marks say everything is read.
+/// Whether every partition marked at its end really is: the consumer's position (past
+/// transaction markers), the offset after the last message taken, or the committed one
+/// before any was, reaches the broker's high watermark. A partition still behind loses
+/// its mark; its own end of partition marks it again. Asks the broker, so only for
+/// `exit_on_eof`, once the marks say everything is read.
 fn read_to_end(
-    consumer: &impl Consumer<SeekOnAssign>,
-    store: &Store,
+    consumer: &impl Consumer<PauseOnAssign>,
+    committed: &HashMap<TopicPartition, i64>,
     taken: &Positions,
-    assigned: &Mutex<HashSet<TopicPartition>>,
+    assignment: &SharedAssignment,
     at_eof: &mut HashSet<TopicPartition>,
 ) -> bool {
-    let stored = store.offsets().unwrap_or_default();
-    let assigned = assigned.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let assigned = lock(assignment).partitions.clone();
+    let position: HashMap<TopicPartition, i64> = consumer
+        .position()
+        .map(|tpl| {
+            tpl.elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let mut all = true;
     for (topic, partition) in assigned {
-        let next = taken
-            .next(&topic, partition)
-            .or_else(|| stored.get(&(topic.clone(), partition)).copied());
+        let tp = (topic.clone(), partition);
+        let next = [
+            taken.next(&topic, partition),
+            committed.get(&tp).copied(),
+            position.get(&tp).copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
         let at_end = match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)) {
             Ok((low, high)) => next.unwrap_or(low) >= high,
             Err(e) => {
@@ -872,21 +1091,7 @@ fn read_to_end(
     all
 }
 
-fn all_at_eof(assigned: &Mutex<HashSet<TopicPartition>>, at_eof: &HashSet<TopicPartition>) -> bool {
-    let assigned = assigned.lock().unwrap_or_else(|e| e.into_inner());
-    !assigned.is_empty() && assigned.iter().all(|tp| at_eof.contains(tp))
-}
-
-/// Tells the group how far we are (monitoring only: the truth is in RocksDB).
-fn report_progress<C: ConsumerContext>(
-    consumer: &StreamConsumer<C>,
-    offsets: &BTreeMap<TopicPartition, i64>,
-) {
-    let mut tpl = TopicPartitionList::new();
-    for ((t, p), o) in offsets {
-        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
-    }
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-        debug!(error = %e, "progress commit failed (harmless)");
-    }
+fn all_at_eof(assignment: &SharedAssignment, at_eof: &HashSet<TopicPartition>) -> bool {
+    let a = lock(assignment);
+    !a.partitions.is_empty() && a.partitions.iter().all(|tp| at_eof.contains(tp))
 }

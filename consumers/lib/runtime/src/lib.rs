@@ -1,12 +1,12 @@
 //! The runtime every driftline consumer is built on.
 //!
 //! It reads topics with an rdkafka consumer group, hands each message to a [`Processor`]
-//! (pure logic: bytes and a state transaction in, messages to emit out), and writes the
-//! processor's state changes *and* the consumed offsets in one RocksDB `WriteBatch`. On
-//! every partition assignment it seeks to the offsets stored there; the Kafka commit is
-//! only progress reporting. A kill -9 at any point therefore neither loses nor
-//! double-applies a message. Emitted messages are produced and acknowledged before the
-//! batch commits, so a crash can only re-emit them; they carry deterministic ids.
+//! (pure logic: bytes and a state transaction in, messages to emit out), and commits the
+//! emitted messages, a changelog record per state change and the consumed offsets in one
+//! Kafka transaction. RocksDB is a local copy of the changelog; on every assignment the
+//! partitions' state is restored from the changelog before a message is read. A kill -9
+//! at any point, a rebalance or a move to another machine therefore neither loses nor
+//! double-applies a message, and a read_committed reader sees each output once.
 //!
 //! A message that can never be processed goes to the dead-letter topic with its reason,
 //! is counted, and its offset is committed like any other.

@@ -14,8 +14,10 @@ pub struct Metrics {
     /// Messages emitted, by topic.
     pub emitted: IntCounterVec,
     pub consume_errors: IntCounter,
-    /// Outputs sent again after a transient delivery failure, by topic.
-    pub delivery_retries: IntCounterVec,
+    /// Kafka transactions, by outcome (committed, aborted).
+    pub transactions: IntCounterVec,
+    /// Changelog records read back into the local store, by changelog topic.
+    pub restored: IntCounterVec,
     /// Seconds to process and commit one batch.
     pub batch_seconds: Histogram,
     /// Messages per committed batch.
@@ -48,10 +50,15 @@ impl Metrics {
             &["topic"],
         )
         .expect("valid metric");
-        let delivery_retries = IntCounterVec::new(
+        let transactions = IntCounterVec::new(
+            Opts::new("transactions_total", "Kafka transactions, by outcome."),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let restored = IntCounterVec::new(
             Opts::new(
-                "delivery_retries_total",
-                "Outputs sent again after a transient delivery failure, by topic.",
+                "restored_records_total",
+                "Changelog records read back into the local store.",
             ),
             &["topic"],
         )
@@ -77,7 +84,8 @@ impl Metrics {
             Box::new(dead_letters.clone()),
             Box::new(emitted.clone()),
             Box::new(consume_errors.clone()),
-            Box::new(delivery_retries.clone()),
+            Box::new(transactions.clone()),
+            Box::new(restored.clone()),
             Box::new(batch_seconds.clone()),
             Box::new(batch_size.clone()),
         ] {
@@ -89,7 +97,8 @@ impl Metrics {
             dead_letters,
             emitted,
             consume_errors,
-            delivery_retries,
+            transactions,
+            restored,
             batch_seconds,
             batch_size,
         }

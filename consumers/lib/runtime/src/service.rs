@@ -177,7 +177,6 @@ impl Service {
             &opts,
             store,
             processor,
-            self.producer.clone(),
             self.codec.clone(),
             self.metrics.clone(),
             self.shutdown.clone(),

@@ -1,9 +1,14 @@
-//! RocksDB state with the consumed offsets beside it.
+//! RocksDB state: a local copy of the service's changelog topic.
 //!
 //! Two column families: `state` (the processor's keys) and `offsets`
-//! (`topic\0partition` -> next offset to read). [`Store::commit`] writes a transaction's
-//! state changes and its offsets in one `WriteBatch`, so they are durable together or not
-//! at all.
+//! (`topic\0partition` -> the next changelog offset the local copy does not hold yet, its
+//! restore position). [`Store::commit_writes`] writes a transaction's state changes and
+//! those positions in one `WriteBatch`, so they are durable together or not at all. The
+//! consumed offsets live in Kafka, committed in the same Kafka transaction as the outputs
+//! and the changelog records (see [`crate::consumer`]).
+//!
+//! Each staged change remembers the input partition whose message made it: that is the
+//! changelog partition it is written to, so a partition's state moves with it.
 //!
 //! A [`Txn`] can also read through the changes of earlier batches that are not committed
 //! yet ([`Store::txn_after`]), so the consumer can process the next batch while the last
@@ -22,8 +27,19 @@ const OFFSETS: &str = "offsets";
 
 pub type TopicPartition = (String, i32);
 
-/// State changes staged by one transaction, by key; `None` deletes.
-pub type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// A staged change to one key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Staged {
+    /// The new value; `None` deletes.
+    pub value: Option<Vec<u8>>,
+    /// The input partition of the message that made the change, which is the changelog
+    /// partition it goes to; `None` for a change made outside the consumer loop (it stays
+    /// local).
+    pub partition: Option<i32>,
+}
+
+/// State changes staged by one transaction, by key.
+pub type Writes = BTreeMap<Vec<u8>, Staged>;
 
 pub struct Store {
     db: DB,
@@ -64,6 +80,11 @@ impl Store {
             .ok_or_else(|| Error::Config(format!("column family {name} is missing")))
     }
 
+    /// Where the store is on disk.
+    pub fn path(&self) -> &Path {
+        self.db.path()
+    }
+
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.db.get_cf(self.cf(STATE)?, key)?)
     }
@@ -81,8 +102,8 @@ impl Store {
         Ok(out)
     }
 
-    /// The next offset to read, per topic and partition, as last committed.
-    pub fn offsets(&self) -> Result<HashMap<TopicPartition, i64>> {
+    /// Per changelog topic and partition, the next offset the local copy does not hold.
+    pub fn positions(&self) -> Result<HashMap<TopicPartition, i64>> {
         let mut out = HashMap::new();
         for item in self
             .db
@@ -111,30 +132,46 @@ impl Store {
             store: self,
             uncommitted,
             pending: Writes::new(),
+            partition: None,
         }
     }
 
-    /// Writes the transaction's state and the offsets in one atomic batch.
-    pub fn commit(&self, txn: Txn<'_>, offsets: &BTreeMap<TopicPartition, i64>) -> Result<()> {
-        self.commit_writes(&txn.pending, offsets)
+    /// Writes the transaction's state and the positions in one atomic batch.
+    pub fn commit(&self, txn: Txn<'_>, positions: &BTreeMap<TopicPartition, i64>) -> Result<()> {
+        self.commit_writes(&txn.pending, positions)
     }
 
-    /// Writes staged state changes and the offsets in one atomic batch.
+    /// Writes staged state changes and the positions in one atomic batch.
     pub fn commit_writes(
         &self,
         writes: &Writes,
-        offsets: &BTreeMap<TopicPartition, i64>,
+        positions: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<()> {
+        self.write(
+            writes
+                .iter()
+                .map(|(k, s)| (k.as_slice(), s.value.as_deref())),
+            positions,
+        )
+    }
+
+    /// Writes changes (`None` deletes) and positions in one atomic batch: a restore from the
+    /// changelog.
+    pub fn write<'k>(
+        &self,
+        changes: impl IntoIterator<Item = (&'k [u8], Option<&'k [u8]>)>,
+        positions: &BTreeMap<TopicPartition, i64>,
     ) -> Result<()> {
         let mut batch = WriteBatch::default();
         let state = self.cf(STATE)?;
-        for (k, v) in writes {
+        for (k, v) in changes {
             match v {
                 Some(v) => batch.put_cf(state, k, v),
                 None => batch.delete_cf(state, k),
             }
         }
         let off = self.cf(OFFSETS)?;
-        for ((topic, partition), next) in offsets {
+        for ((topic, partition), next) in positions {
             batch.put_cf(off, encode_tp(topic, *partition), next.to_be_bytes());
         }
         let mut wo = WriteOptions::default();
@@ -164,6 +201,8 @@ pub struct Txn<'a> {
     store: &'a Store,
     uncommitted: &'a [Arc<Writes>],
     pending: Writes,
+    /// The input partition of the message being processed.
+    partition: Option<i32>,
 }
 
 impl Txn<'_> {
@@ -172,17 +211,27 @@ impl Txn<'_> {
             .chain(self.uncommitted.iter().rev().map(|w| &**w))
             .find_map(|w| w.get(key));
         match staged {
-            Some(v) => Ok(v.clone()),
+            Some(s) => Ok(s.value.clone()),
             None => self.store.get(key),
         }
     }
 
     pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.pending.insert(key.into(), Some(value.into()));
+        self.stage(key.into(), Some(value.into()));
     }
 
     pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
-        self.pending.insert(key.into(), None);
+        self.stage(key.into(), None);
+    }
+
+    fn stage(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let partition = self.partition;
+        self.pending.insert(key, Staged { value, partition });
+    }
+
+    /// Changes staged from now on belong to input partition `partition`.
+    pub(crate) fn set_partition(&mut self, partition: i32) {
+        self.partition = Some(partition);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -200,7 +249,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn state_and_offsets_survive_reopen_together() {
+    fn state_and_positions_survive_reopen_together() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path(), false).unwrap();
@@ -219,7 +268,7 @@ mod tests {
             Some(7u64.to_be_bytes().to_vec())
         );
         assert_eq!(
-            store.offsets().unwrap().get(&("t".to_string(), 3)),
+            store.positions().unwrap().get(&("t".to_string(), 3)),
             Some(&42)
         );
     }
@@ -232,7 +281,7 @@ mod tests {
         txn.put(b"k".to_vec(), b"v".to_vec());
         drop(txn);
         assert_eq!(store.get(b"k").unwrap(), None);
-        assert!(store.offsets().unwrap().is_empty());
+        assert!(store.positions().unwrap().is_empty());
     }
 
     #[test]

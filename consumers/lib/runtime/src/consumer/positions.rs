@@ -5,9 +5,9 @@ use std::collections::HashMap;
 /// The next offset per topic and partition that the loop has taken for processing,
 /// committed or not.
 ///
-/// A rebalance that hands a partition back seeks it to the offset stored beside the state,
-/// which lags behind batches still being processed or acknowledged; librdkafka then
-/// delivers those messages again. They are dropped here rather than applied twice.
+/// Guards against librdkafka handing out a message twice between two resyncs (each
+/// resync starts afresh from the committed offsets): such a message is dropped here
+/// rather than applied twice.
 #[derive(Debug, Default)]
 pub(crate) struct Positions(HashMap<String, HashMap<i32, i64>>);
 

@@ -1,0 +1,137 @@
+//! Bringing the local store up to the changelog's end for the partitions just assigned.
+//!
+//! The store knows, per changelog partition, the next offset it does not hold; reading
+//! from there to the end (read_committed: aborted changes are skipped) and writing each
+//! chunk with its new position makes the local copy equal to the committed state. A new
+//! instance on an empty disk reads the whole partition; one that restarts on its own disk
+//! reads only what others (or its last transaction) wrote since. Applying a suffix again is
+//! harmless: every record is the key's latest value or its deletion.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::QuietContext;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::{Error, Result};
+use driftline_kafka::KafkaArgs;
+
+/// Records written to RocksDB in one batch while restoring.
+const CHUNK: usize = 10_000;
+
+/// Restores `partitions` of `changelog` into `store`; returns the records applied.
+pub(crate) async fn restore(
+    kafka: &KafkaArgs,
+    store: &Arc<Store>,
+    changelog: &str,
+    partitions: &BTreeSet<i32>,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Result<u64> {
+    let (kafka, store, changelog, partitions, metrics, shutdown) = (
+        kafka.clone(),
+        store.clone(),
+        changelog.to_string(),
+        partitions.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        restore_blocking(&kafka, &store, &changelog, &partitions, &metrics, &shutdown)
+    })
+    .await
+    .map_err(|e| Error::Config(format!("restore panicked: {e}")))?
+}
+
+fn restore_blocking(
+    kafka: &KafkaArgs,
+    store: &Store,
+    changelog: &str,
+    partitions: &BTreeSet<i32>,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Result<u64> {
+    let positions = store.positions()?;
+    let mut config = kafka.consumer_config(&format!("{changelog}-restore"));
+    config.set("enable.partition.eof", "true");
+    let consumer: BaseConsumer<QuietContext> = config.create_with_context(QuietContext)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut behind: HashSet<i32> = HashSet::new();
+    for p in partitions {
+        let from = positions.get(&(changelog.to_string(), *p)).copied();
+        let (low, high) = consumer.fetch_watermarks(changelog, *p, Duration::from_secs(30))?;
+        if from.unwrap_or(low).max(low) >= high {
+            continue;
+        }
+        let offset = from.map_or(Offset::Beginning, Offset::Offset);
+        tpl.add_partition_offset(changelog, *p, offset)?;
+        behind.insert(*p);
+    }
+    if behind.is_empty() {
+        return Ok(0);
+    }
+    info!(%changelog, partitions = ?behind, "restoring state from the changelog");
+    consumer.assign(&tpl)?;
+    let counter = metrics.restored.with_label_values(&[changelog]);
+    let started = Instant::now();
+    let mut last_log = Instant::now();
+    let mut chunk: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut total = 0u64;
+    let flush = |chunk: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
+                 next: &BTreeMap<(String, i32), i64>|
+     -> Result<()> {
+        store.write(
+            chunk.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
+            next,
+        )?;
+        counter.inc_by(chunk.len() as u64);
+        chunk.clear();
+        Ok(())
+    };
+    while !behind.is_empty() {
+        if shutdown.is_cancelled() {
+            return Err(Error::Config("stopped while restoring".into()));
+        }
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                let Some(key) = m.key() else { continue };
+                chunk.push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
+                next.insert((changelog.to_string(), m.partition()), m.offset() + 1);
+                total += 1;
+                if chunk.len() >= CHUNK {
+                    flush(&mut chunk, &next)?;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                // Past the transaction markers after the last record too, so the next
+                // assignment finds nothing left to read.
+                if let Ok(position) = consumer.position()
+                    && let Some(Offset::Offset(at)) =
+                        position.find_partition(changelog, p).map(|e| e.offset())
+                {
+                    let e = next.entry((changelog.to_string(), p)).or_insert(at);
+                    *e = (*e).max(at);
+                }
+                behind.remove(&p);
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "restore: consume error"),
+            None => {}
+        }
+        if last_log.elapsed() >= Duration::from_secs(5) {
+            info!(%changelog, records = total, "restoring");
+            last_log = Instant::now();
+        }
+    }
+    flush(&mut chunk, &next)?;
+    info!(%changelog, records = total, seconds = started.elapsed().as_secs_f64(), "restored");
+    Ok(total)
+}
