@@ -238,8 +238,8 @@ impl Job {
     }
 }
 
-/// The in-memory index of row keys per model, loaded once from the store and kept in step
-/// by the processor (it is the only writer), so eviction needs no scan.
+/// The in-memory index of row keys per model, loaded from the store (at every assignment)
+/// and kept in step by the processor (it is the only writer), so eviction needs no scan.
 #[derive(Debug, Default)]
 pub struct RowIndex {
     keys: HashMap<String, BTreeSet<Vec<u8>>>,
@@ -270,6 +270,11 @@ impl RowIndex {
 
     pub fn rows(&self, model: &str) -> usize {
         self.keys.get(model).map_or(0, BTreeSet::len)
+    }
+
+    /// The same index read again from `store` (after a restore or an aborted transaction).
+    pub fn reloaded(&self, store: &Store) -> Result<Self> {
+        Self::load(store, self.keys.keys().cloned(), self.max_rows)
     }
 
     /// Stores `row` of `model` (read from the two positions); false when this request's

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use driftline_model::{LabelledRow, Target};
 use driftline_runtime::registry::SharedRegistry;
-use driftline_runtime::{Output, Processor, Record, Rejection, Txn};
+use driftline_runtime::{Output, Processor, Record, Rejection, Store, Txn};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{Labelled, RetrainRequested, RetrainTrigger};
 use driftline_schemas::spec::{FeatureSpec, TargetKind};
@@ -270,6 +270,14 @@ fn legacy_trigger_of(event: &RetrainRequested) -> Option<String> {
 }
 
 impl Processor for TrainerProcessor {
+    fn reload(&mut self, store: &Store) -> Result<(), String> {
+        self.index = self.index.reloaded(store).map_err(|e| e.to_string())?;
+        // A restore can bring jobs with it: the runner looks at the store again.
+        self.queued = false;
+        self.wake.notify_one();
+        Ok(())
+    }
+
     fn process(
         &mut self,
         record: &Record<'_>,

@@ -2,7 +2,8 @@
 //! outputs of some processed batches, a changelog record per state change and the
 //! consumed offsets.
 //!
-//! A failed transaction is aborted and the loop resyncs ([`super::Resync`]): its batches
+//! A failed transaction is aborted (by a new producer with the same transactional id,
+//! which fences the old one) and the loop resyncs ([`super::Resync`]): its batches
 //! are read and processed again. What a failure means is decided by its kind
 //! ([`deliver::classify`]): a transient one (broker away, leader moving) backs off, doubling
 //! up to 30 s, with the service not ready meanwhile; an output the broker refuses is
@@ -18,7 +19,7 @@ use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -31,8 +32,13 @@ use crate::store::{Store, TopicPartition, Writes};
 use crate::{Error, Result};
 use driftline_kafka::KafkaArgs;
 
-/// How long one transactional call may take before it counts as failed.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one transactional call may take before it counts as failed (and the
+/// transaction is aborted and tried again). Short, so that a stop is not held up by a
+/// call in flight either.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A transaction that takes longer is logged with where the time went.
+const SLOW: Duration = Duration::from_secs(1);
 
 /// Most refused outputs remembered.
 const MAX_REFUSED: usize = 10_000;
@@ -64,6 +70,9 @@ struct Open {
 
 pub(crate) struct Transactions {
     producer: FutureProducer,
+    /// To make the producer again, with the same transactional id, after a failure.
+    config: ClientConfig,
+    id: String,
     changelog: String,
     open: Option<Open>,
     /// A transaction failed: the loop must resync before anything else.
@@ -98,34 +107,13 @@ impl Transactions {
                 .unwrap_or("60000")
                 .to_string(),
         );
-        let producer: FutureProducer = config.create()?;
-        let p = producer.clone();
-        let mut attempt = 0;
-        loop {
-            let p = p.clone();
-            match tokio::task::spawn_blocking(move || p.init_transactions(CALL_TIMEOUT)).await {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) if is_fatal(&e) => {
-                    return Err(Error::Delivery {
-                        topic: changelog.to_string(),
-                        error: format!("cannot start transactions as {id}: {e}"),
-                    });
-                }
-                Ok(Err(e)) => {
-                    attempt += 1;
-                    let wait = deliver::backoff(attempt);
-                    warn!(transactional_id = %id, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot start transactions yet");
-                    opts.health
-                        .problem(HEALTH_KEY, Some(format!("cannot start transactions: {e}")));
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => return Err(Error::Config(format!("init_transactions panicked: {e}"))),
-            }
-        }
+        let producer = start_producer(&config, &id, &opts.health).await?;
         opts.health.problem(HEALTH_KEY, None);
         info!(transactional_id = %id, "transactions started");
         Ok(Self {
             producer,
+            config,
+            id,
             changelog: changelog.to_string(),
             open: None,
             failed: false,
@@ -234,6 +222,7 @@ impl Transactions {
         let changelog = self.changelog.clone();
         let dlq = ctx.dlq_topic.clone();
         let tpl = offsets_tpl(&offsets);
+        let started = std::time::Instant::now();
         let task = tokio::spawn(async move {
             if let Some(f) = failure {
                 return Err(f);
@@ -275,14 +264,25 @@ impl Transactions {
                     }
                 }
             }
-            let committed = tokio::task::spawn_blocking(move || {
+            let delivered = started.elapsed();
+            let committed = off_thread(2 * CALL_TIMEOUT, move || {
                 producer.send_offsets_to_transaction(&tpl, &group, CALL_TIMEOUT)?;
-                producer.commit_transaction(CALL_TIMEOUT)
+                let offsets_sent = started.elapsed();
+                producer.commit_transaction(CALL_TIMEOUT)?;
+                if started.elapsed() > SLOW {
+                    info!(
+                        delivered_ms = delivered.as_millis() as u64,
+                        offsets_sent_ms = offsets_sent.as_millis() as u64,
+                        committed_ms = started.elapsed().as_millis() as u64,
+                        "slow transaction"
+                    );
+                }
+                Ok(())
             })
             .await;
             match committed {
-                Ok(Ok(())) => Ok(positions),
-                Ok(Err(e)) => Err(Failure {
+                Some(Ok(())) => Ok(positions),
+                Some(Err(e)) => Err(Failure {
                     fault: if is_fatal(&e) {
                         Fault::Fatal
                     } else {
@@ -291,9 +291,12 @@ impl Transactions {
                     error: format!("commit: {e}"),
                     refused: None,
                 }),
-                Err(e) => Err(Failure {
-                    fault: Fault::Fatal,
-                    error: format!("commit panicked: {e}"),
+                None => Err(Failure {
+                    fault: Fault::Transient,
+                    error: format!(
+                        "commit: no answer within {} s",
+                        (2 * CALL_TIMEOUT).as_secs()
+                    ),
                     refused: None,
                 }),
             }
@@ -433,34 +436,74 @@ impl Transactions {
             self.health
                 .problem(HEALTH_KEY, Some(format!("transactions fail: {}", f.error)));
         }
-        self.abort().await?;
+        self.replace_producer().await?;
         self.failed = true;
         Ok(())
     }
 
-    /// Aborts the open transaction, trying again while the broker is away.
-    async fn abort(&self) -> Result<()> {
-        let mut attempt = 0;
-        loop {
-            let p = self.producer.clone();
-            match tokio::task::spawn_blocking(move || p.abort_transaction(CALL_TIMEOUT)).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) if is_fatal(&e) => {
+    /// Ends the failed transaction by making the producer again with the same
+    /// transactional id: `init_transactions` aborts whatever the old one left open and
+    /// fences it. Unlike `abort_transaction`, this works also when a call of the old
+    /// producer never returns (seen in librdkafka's `send_offsets_to_transaction` while
+    /// a cluster's coordinator moves).
+    async fn replace_producer(&mut self) -> Result<()> {
+        let new = start_producer(&self.config, &self.id, &self.health).await?;
+        let old = std::mem::replace(&mut self.producer, new);
+        // Dropping purges and flushes: not on the loop, and not on tokio's blocking pool,
+        // whose threads a stopping runtime waits for.
+        std::thread::spawn(move || drop(old));
+        Ok(())
+    }
+}
+
+/// Makes a transactional producer and registers its id, trying again while the cluster
+/// cannot answer.
+async fn start_producer(
+    config: &ClientConfig,
+    id: &str,
+    health: &Health,
+) -> Result<FutureProducer> {
+    let producer: FutureProducer = config.create()?;
+    let mut attempt = 0;
+    loop {
+        let p = producer.clone();
+        let error =
+            match off_thread(2 * CALL_TIMEOUT, move || p.init_transactions(CALL_TIMEOUT)).await {
+                Some(Ok(())) => break,
+                Some(Err(e)) if is_fatal(&e) => {
                     return Err(Error::Delivery {
-                        topic: self.changelog.clone(),
-                        error: format!("cannot abort a transaction: {e}"),
+                        topic: id.to_string(),
+                        error: format!("cannot start transactions as {id}: {e}"),
                     });
                 }
-                Ok(Err(e)) => {
-                    attempt += 1;
-                    let wait = deliver::backoff(attempt);
-                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot abort the transaction yet");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => return Err(Error::Config(format!("abort panicked: {e}"))),
-            }
-        }
+                Some(Err(e)) => e.to_string(),
+                None => "no answer".to_string(),
+            };
+        attempt += 1;
+        let wait = deliver::backoff(attempt);
+        warn!(transactional_id = %id, %error, retry_in_ms = wait.as_millis() as u64, "cannot start transactions yet");
+        health.problem(
+            HEALTH_KEY,
+            Some(format!("cannot start transactions: {error}")),
+        );
+        tokio::time::sleep(wait).await;
     }
+    health.problem(HEALTH_KEY, None);
+    Ok(producer)
+}
+
+/// Runs a blocking librdkafka call on a thread of its own and waits for it at most
+/// `limit`: `None` when it has not returned by then (the thread is left to finish, and a
+/// stopping process does not wait for it).
+async fn off_thread<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    tokio::time::timeout(limit, rx).await.ok()?.ok()
 }
 
 /// Hands a record to the producer, waiting while its local queue is full.
