@@ -248,6 +248,7 @@ async fn outputs_produced_while_the_broker_is_down_are_delivered_once_it_is_back
 #[tokio::test(flavor = "multi_thread")]
 async fn an_output_the_broker_refuses_goes_to_the_dead_letter_topic_and_the_loop_goes_on()
 -> Result<()> {
+    let _t = driftline_process::telemetry::init_from_env()?;
     let kafka = kafka();
     let t = topics(&kafka).await?;
     let ids: Vec<String> = ["a", "big", "wide", "b"].map(String::from).to_vec();

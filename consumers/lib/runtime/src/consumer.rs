@@ -1040,9 +1040,9 @@ fn set_paused<C: ConsumerContext>(consumer: &StreamConsumer<C>, pause: bool) {
     }
 }
 
-/// Whether every partition marked at its end really is: the consumer's position (past
-/// transaction markers), the offset after the last message taken, or the committed one
-/// before any was, reaches the broker's high watermark. A partition still behind loses
+/// Whether every partition marked at its end really is: the offset after the last message
+/// taken (or the consumer's position past transaction markers after it), or the committed
+/// one before any was, reaches the broker's high watermark. A partition still behind loses
 /// its mark; its own end of partition marks it again. Asks the broker, so only for
 /// `exit_on_eof`, once the marks say everything is read.
 fn read_to_end(
@@ -1068,14 +1068,16 @@ fn read_to_end(
     let mut all = true;
     for (topic, partition) in assigned {
         let tp = (topic.clone(), partition);
-        let next = [
-            taken.next(&topic, partition),
-            committed.get(&tp).copied(),
-            position.get(&tp).copied(),
-        ]
-        .into_iter()
-        .flatten()
-        .max();
+        // The position steps over transaction markers. Before a message is taken after a
+        // resync it can still be where the consumer was before it sought back to the
+        // committed offset, so then it only counts when there is a committed offset to
+        // step on from (markers after it).
+        let at = position.get(&tp).copied();
+        let next = match (taken.next(&topic, partition), committed.get(&tp)) {
+            (Some(t), _) => Some(at.map_or(t, |p| t.max(p))),
+            (None, Some(c)) => Some(at.map_or(*c, |p| (*c).max(p))),
+            (None, None) => None,
+        };
         let at_end = match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)) {
             Ok((low, high)) => next.unwrap_or(low) >= high,
             Err(e) => {

@@ -274,6 +274,24 @@ mod tests {
     }
 
     #[test]
+    fn each_change_remembers_the_input_partition_that_made_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let mut txn = store.txn();
+        txn.put(b"outside".to_vec(), b"v".to_vec());
+        txn.set_partition(2);
+        txn.put(b"a".to_vec(), b"v".to_vec());
+        txn.set_partition(0);
+        txn.delete(b"b".to_vec());
+        let writes = txn.into_writes();
+        let partition = |k: &[u8]| writes[k].partition;
+        assert_eq!(partition(b"outside"), None, "not on the changelog");
+        assert_eq!(partition(b"a"), Some(2));
+        assert_eq!(partition(b"b"), Some(0));
+        assert_eq!(writes[&b"b"[..]].value, None);
+    }
+
+    #[test]
     fn an_uncommitted_transaction_leaves_no_trace() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), false).unwrap();

@@ -389,30 +389,39 @@ impl Transactions {
                     .transactions
                     .with_label_values(&["aborted"])
                     .inc();
-                self.fail(f).await?;
+                self.fail(f)?;
                 Ok(None)
             }
         }
     }
 
-    /// Awaits the committing transaction if there is one, aborting it if it failed.
+    /// Awaits the committing transaction if there is one; after a failure, ends it with a
+    /// new producer. The loop's resync starts here.
     pub(crate) async fn settle(&mut self) -> Result<Option<Committed>> {
-        if self.open.is_none() {
+        let c = if self.open.is_some() {
+            self.finished().await?
+        } else {
+            None
+        };
+        if self.failed {
+            self.replace_producer().await?;
             self.failed = false;
-            return Ok(None);
         }
-        let c = self.finished().await?;
-        self.failed = false;
         Ok(c)
     }
 
     /// The committing transaction's outcome, at shutdown.
+    /// (A failed one is left to the next instance, which fences it.)
     pub(crate) async fn finish(&mut self) -> Result<Option<Committed>> {
-        self.settle().await
+        if self.open.is_none() {
+            return Ok(None);
+        }
+        self.finished().await
     }
 
-    /// Aborts after a failure, sets the backoff, and asks for a resync.
-    async fn fail(&mut self, f: Failure) -> Result<()> {
+    /// Notes a failure: sets the backoff and asks for a resync, which ends the transaction
+    /// ([`Self::settle`]). Nothing here awaits, so [`Self::finished`] stays cancel-safe.
+    fn fail(&mut self, f: Failure) -> Result<()> {
         if f.fault == Fault::Fatal {
             return Err(Error::Delivery {
                 topic: f.error.split(':').next().unwrap_or_default().to_string(),
@@ -436,7 +445,6 @@ impl Transactions {
             self.health
                 .problem(HEALTH_KEY, Some(format!("transactions fail: {}", f.error)));
         }
-        self.replace_producer().await?;
         self.failed = true;
         Ok(())
     }
