@@ -563,12 +563,15 @@ struct Looped<P> {
 }
 
 impl<P> Looped<P> {
-    /// Writes a committed transaction's state and changelog positions to RocksDB.
+    /// Writes a committed transaction's state and changelog positions to RocksDB, in one
+    /// write: the batches' changes in order, so a later batch's value of a key wins.
     fn commit_locally(&mut self, store: &Store, c: Committed, metrics: &Metrics) -> Result<()> {
-        for b in &c.batches {
-            store.commit_writes(&b.writes, &BTreeMap::new())?;
-        }
-        store.commit_writes(&Writes::new(), &c.positions)?;
+        let changes = c.batches.iter().flat_map(|b| {
+            b.writes
+                .iter()
+                .map(|(k, s)| (k.as_slice(), s.value.as_deref()))
+        });
+        store.write(changes, &c.positions)?;
         for ((t, p), o) in &c.offsets {
             self.committed.insert((t.clone(), *p), *o);
         }

@@ -183,7 +183,12 @@ impl Transactions {
         let mut failure = None;
         'produce: for b in &mut batches {
             for o in std::mem::take(&mut b.outputs) {
-                let o = match self.refused.get(&fingerprint(&o)) {
+                // Hashing every output costs; only worth it once something was refused.
+                let refused = match self.refused.is_empty() {
+                    true => None,
+                    false => self.refused.get(&fingerprint(&o)),
+                };
+                let o = match refused {
                     Some(reason) => deliver::undeliverable(o, reason, ctx)?,
                     None => o,
                 };
@@ -314,7 +319,6 @@ impl Transactions {
         o: Output,
         ctx: &BatchContext,
     ) -> std::result::Result<(String, DeliveryFuture), Failure> {
-        let print = fingerprint(&o);
         let rec = FutureRecord::to(&o.topic)
             .key(o.key.as_bytes())
             .payload(o.payload.as_slice());
@@ -342,10 +346,16 @@ impl Transactions {
                             refused: None,
                         })
                 }
+                // The dead-letter topic has nowhere else to go, as in a delivery report.
+                Fault::Poison => Err(Failure {
+                    fault: Fault::Fatal,
+                    error: format!("{}: {e}", o.topic),
+                    refused: None,
+                }),
                 fault => Err(Failure {
                     fault,
                     error: format!("{}: {e}", o.topic),
-                    refused: (fault == Fault::Poison).then_some(print),
+                    refused: None,
                 }),
             },
         }
