@@ -202,6 +202,48 @@ pub fn read_all_on(
     Ok(out)
 }
 
+/// Calls `f` with every message of `topic`, from the start to the end of every partition,
+/// as a read_committed reader sees them. Reads until each partition reports its end: with
+/// transactions, offsets also count commit markers and aborted records, which are never
+/// handed out, so a count of offsets is not a count of messages.
+pub fn read_committed(
+    kafka: &KafkaArgs,
+    topic: &str,
+    mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Result<()> {
+    let mut config = kafka.consumer_config(&unique("reader"));
+    config.set("enable.partition.eof", "true");
+    let consumer: BaseConsumer = config.create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut open = std::collections::HashSet::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            open.insert(p.id());
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut idle = std::time::Instant::now();
+    while !open.is_empty() {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                f(&m);
+                idle = std::time::Instant::now();
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            Some(Err(e)) => bail!("reading {topic}: {e}"),
+            None if idle.elapsed() > Duration::from_secs(30) => {
+                bail!("reading {topic}: partitions {open:?} never reached their end")
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
 pub fn payload(m: &OwnedMessage) -> &[u8] {
     m.payload().unwrap_or_default()
 }

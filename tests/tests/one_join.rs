@@ -251,6 +251,7 @@ async fn monitor_trainer_and_dashboard_give_the_same_error_per_day_from_the_one_
         Schedule::default(),
         Default::default(),
         TrainerMetrics::new(&prometheus::Registry::new()),
+        Default::default(),
     );
     for m in &records {
         let mut txn = store.txn();

@@ -8,12 +8,32 @@ use std::path::{Path, PathBuf};
 use driftline_dataset::csv_reader;
 use driftline_dataset::rows::RowMapper;
 use driftline_model::{LabelledRow, Target};
+use driftline_schemas::events::{RetrainRequested, RetrainTrigger};
 use driftline_schemas::spec::{FeatureSpec, format_time, parse_time};
 
 use crate::{Error, Result};
 
 /// The trigger of every bootstrap version.
 pub const TRIGGER: &str = "bootstrap";
+
+/// The event that asks for a model's first version: a `BOOTSTRAP` retrain, keyed by the
+/// model like its labelled rows, so the owner of the model's partition runs it (and
+/// numbers it). The cut-off travels as the window's end (`i64::MAX`: the default, three
+/// months). Trainers that start together each ask; the trigger makes it one version.
+pub fn request(model: &str, path: &Path, until: Option<i64>, now: i64) -> RetrainRequested {
+    RetrainRequested {
+        retrain_id: TRIGGER.to_string(),
+        model: model.to_string(),
+        model_version: 0,
+        trigger: RetrainTrigger::Bootstrap,
+        reason: format!("bootstrap from {}", path.display()),
+        report_id: None,
+        drifted_features: Vec::new(),
+        window_start: i64::MIN,
+        window_end: until.unwrap_or(i64::MAX),
+        requested_at: now,
+    }
+}
 
 /// The data set a spec names, resolved against the spec file's folder.
 pub fn dataset_path(spec: &FeatureSpec, spec_path: &Path) -> Option<PathBuf> {

@@ -50,6 +50,7 @@ pub async fn load_registry(kafka: &KafkaArgs, topic: &str) -> Result<Registry> {
         Codec::single_object(),
         |_, _| {},
         loaded.clone(),
+        tokio::sync::mpsc::unbounded_channel().1,
         stop.clone(),
     ));
     let waited = tokio::time::timeout(Duration::from_secs(30), loaded.cancelled()).await;

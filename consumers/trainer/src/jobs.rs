@@ -1,33 +1,38 @@
 //! Runs the training jobs the processor leaves in the store, off the consume path.
 //!
-//! A job is trained in `spawn_blocking` from a snapshot of the committed rows, published,
-//! and removed from the store only once the registry (the models topic read back) shows
-//! the version. Several jobs for one model are coalesced: the newest request is trained
-//! and the others are marked done, so a retrain arriving while one runs is folded into the
-//! next run instead of queueing a fit per event. A run that fails drops only its own job;
-//! the others are tried next, the newest first.
+//! A job belongs to the partition of the event that asked for it (a model's labelled rows
+//! and retrain events share a partition number), and only the instance that owns that
+//! partition runs it, so with several trainers each model is trained and numbered by one.
+//! A job is trained in `spawn_blocking` from a snapshot of the committed rows (a bootstrap
+//! job from the spec's data set). Several jobs for one model are coalesced: the newest
+//! request is trained and the others are marked done, so a retrain arriving while one runs
+//! is folded into the next run instead of queueing a fit per event. A run that fails drops
+//! only its own job; the others are tried next, the newest first.
 //!
-//! Exactly one version per trigger, across kill -9 at any point:
-//! - before the retrain event's batch commits: the event is consumed again, the job is
-//!   written once (the key is the trigger);
-//! - during training: the job is still in the store; on restart the registry (read to
-//!   its end before any job runs) has no version with this trigger, so it trains again
-//!   and publishes once;
-//! - after publishing, before the job is removed: on restart the registry has the trigger
-//!   (`Registry::by_trigger`), so the job is dropped without training;
-//! - a record the broker never acknowledged is not in the topic, so the retry is the only
-//!   version. The version number is read from the registry just before training, and this
-//!   runner is the only writer of new versions, so numbers stay monotonic.
-//!
-//! The same event delivered twice (a monitor re-emitting after its own crash) meets the
-//! same check in the processor: a trigger already published or coalesced is ignored.
+//! Publishing goes through the partition's [`FencedWriter`] (transactional id
+//! `<group>-publish-<partition>`): one transaction holds the model version and the
+//! changelog records that clear its jobs. Exactly one version per trigger, and no version
+//! number twice, across kill -9 at any point and across rebalances:
+//! - a new owner makes the writer first, which fences the previous owner (its open
+//!   transaction is aborted, its next commit fails), then catches the registry up with
+//!   the models topic ([`RegistrySync`]): every version the previous owner committed is
+//!   known before a number is chosen, and nobody else can commit one after;
+//! - killed before the commit: nothing of the run is visible, the job is still in the
+//!   changelog, and the next owner trains it again;
+//! - after the commit: the version and the cleared jobs are visible together; a copy of
+//!   the request delivered again meets the registry's record of the trigger
+//!   (`Registry::by_trigger`) in the processor, or here, and trains nothing;
+//! - a trainer that lost its partition during a fit drops the result unpublished.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftline_runtime::registry::SharedRegistry;
+use driftline_kafka::KafkaArgs;
+use driftline_runtime::fenced::{FencedWriter, Write, WriteError, writer_id};
+use driftline_runtime::health::Health;
+use driftline_runtime::registry::{RegistrySync, SharedRegistry};
 use driftline_runtime::{Store, now_ms};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{Event, ModelPublished};
@@ -119,11 +124,38 @@ pub struct Owned {
     pub spec_path: PathBuf,
 }
 
+/// The partitions this instance owns, each with the term it was taken in: a partition
+/// given up and taken back is a new term (another instance may have published meanwhile),
+/// so its writer is made again.
 #[derive(Debug, Clone, Default)]
-pub struct BootstrapOptions {
-    pub enabled: bool,
-    /// Train on rows before this event time (default: three months after the first row).
-    pub until: Option<i64>,
+pub struct Ownership(Arc<std::sync::Mutex<Terms>>);
+
+#[derive(Debug, Default)]
+struct Terms {
+    last: u64,
+    of: BTreeMap<i32, u64>,
+}
+
+impl Ownership {
+    /// The partitions owned from now on.
+    pub fn set(&self, partitions: impl IntoIterator<Item = i32>) {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now: BTreeSet<i32> = partitions.into_iter().collect();
+        t.of.retain(|p, _| now.contains(p));
+        for p in now {
+            if !t.of.contains_key(&p) {
+                t.last += 1;
+                let term = t.last;
+                t.of.insert(p, term);
+            }
+        }
+    }
+
+    /// The term `partition` is owned in, if it is.
+    pub fn term(&self, partition: i32) -> Option<u64> {
+        let t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        t.of.get(&partition).copied()
+    }
 }
 
 /// The rows a job trains on, and the source offsets they reflect.
@@ -138,12 +170,17 @@ type Loader = Box<dyn FnOnce() -> Result<TrainingSet> + Send>;
 pub struct Runner {
     pub store: Arc<Store>,
     pub registry: SharedRegistry,
+    pub registry_sync: RegistrySync,
     pub models: HashMap<String, Owned>,
-    pub producer: FutureProducer,
+    pub kafka: KafkaArgs,
+    /// The consumer group: writers are named after it, one per partition.
+    pub group: String,
+    /// The group's changelog, where clearing a job is written.
+    pub changelog: String,
+    pub ownership: Ownership,
     pub codec: Codec,
     pub models_topic: String,
     pub options: TrainOptions,
-    pub bootstrap: BootstrapOptions,
     pub metrics: TrainerMetrics,
     pub wake: Arc<Notify>,
     /// Test hook: print each phase on stdout and pause this long in it (0 = off), so a
@@ -153,33 +190,46 @@ pub struct Runner {
     /// the consumer has stored more (after a restart the job can run before the consumer
     /// has its partitions back; a retrain request can be read before the rows behind it).
     pub waiting_for_rows: std::sync::Mutex<HashMap<String, i64>>,
+    /// The writer of each owned partition, with the term it was made in.
+    pub writers: std::sync::Mutex<HashMap<i32, (u64, Arc<FencedWriter>)>>,
 }
 
+/// What a run came to.
 enum Outcome {
+    /// A new version, and its record as it goes on the models topic.
+    Trained {
+        record: Box<ModelPublished>,
+        payload: Vec<u8>,
+        promoted: bool,
+        metric: &'static str,
+    },
+    /// The trigger has a version already: nothing to publish, the jobs are cleared.
     Published,
+    /// Not run to the end (shutdown, the partition moved): the jobs stay.
     Skipped,
 }
 
-impl Runner {
-    /// Bootstraps models without a version, then runs jobs until shutdown. Start it once the
-    /// registry has read the models topic to its end.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        if self.bootstrap.enabled {
-            let mut names: Vec<String> = self.models.keys().cloned().collect();
-            names.sort();
-            for model in names {
-                if shutdown.is_cancelled() {
-                    return Ok(());
-                }
-                if let Err(e) = self.bootstrap_model(&model, &shutdown).await {
-                    if !e.is_retryable() {
-                        error!(%model, error = %e, "bootstrap failed");
-                    } else {
-                        return Err(e);
-                    }
-                }
-            }
+/// The state changes that clear `jobs` after the run of `ran`: each job removed, and
+/// those coalesced into the run marked done, so a re-delivered copy does not queue them
+/// again.
+fn clearing(jobs: &[(Vec<u8>, Job)], ran: &str) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut changes = Vec::new();
+    for (key, job) in jobs {
+        changes.push((key.clone(), None));
+        if job.trigger != ran {
+            changes.push((
+                done_key(&job.model, &job.trigger),
+                Some(ran.as_bytes().to_vec()),
+            ));
         }
+    }
+    changes
+}
+
+impl Runner {
+    /// Runs the jobs of the partitions this instance owns until shutdown. Start it once
+    /// the registry has read the models topic to its end.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         loop {
             self.run_pending(&shutdown).await?;
             tokio::select! {
@@ -198,55 +248,55 @@ impl Runner {
         }
     }
 
-    async fn bootstrap_model(&self, model: &str, shutdown: &CancellationToken) -> Result<()> {
-        let owned = &self.models[model];
-        let has_version = {
-            let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
-            reg.latest_version(model) > 0
+    /// The writer of `partition` for `term`: made (fencing the previous owner's) when the
+    /// term is new, and then the registry is caught up, so that it holds every version the
+    /// previous owner committed before a version number is chosen. `None` on shutdown.
+    async fn writer(
+        &self,
+        partition: i32,
+        term: u64,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Arc<FencedWriter>>> {
+        let cached = {
+            let writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+            writers.get(&partition).cloned()
         };
-        if has_version {
-            return Ok(());
+        if let Some((t, w)) = cached
+            && t == term
+        {
+            return Ok(Some(w));
         }
-        let Some(path) = bootstrap::dataset_path(&owned.spec, &owned.spec_path) else {
-            warn!(%model, "no version and no dataset.path in the spec: waiting for a retrain event");
-            return Ok(());
+        let id = writer_id(&self.group, "publish", partition);
+        let health = Health::default();
+        let started = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            w = FencedWriter::start(&self.kafka, &id, &health) => w?,
         };
-        info!(%model, path = %path.display(), "bootstrapping the first version");
-        let spec = owned.spec.clone();
-        let until = self.bootstrap.until;
-        let job = Job {
-            model: model.to_string(),
-            trigger: bootstrap::TRIGGER.to_string(),
-            window_start: i64::MIN,
-            window_end: i64::MAX,
-            requested_at: now_ms(),
-            reason: format!("bootstrap from {}", path.display()),
-        };
-        let load = move || {
-            let (rows, skipped) = bootstrap::read_rows(&spec, &path, None, until)?;
-            info!(model = %spec.model.name, rows = rows.len(), skipped, "bootstrap rows read");
-            // From a file: no topic offsets to name.
-            Ok(TrainingSet {
-                rows,
-                end_offsets: BTreeMap::new(),
-            })
-        };
-        self.train_and_publish(&job, Box::new(load), shutdown)
-            .await?;
-        Ok(())
+        let writer = Arc::new(started);
+        self.registry_sync.wait(REGISTRY_PATIENCE).await?;
+        self.writers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(partition, (term, writer.clone()));
+        Ok(Some(writer))
     }
 
-    /// Runs one coalesced job per model with pending jobs.
+    /// Runs one coalesced job per model with pending jobs in an owned partition.
     async fn run_pending(&self, shutdown: &CancellationToken) -> Result<()> {
-        let pending = pending_jobs(&self.store)?;
-        self.metrics.pending_jobs.set(pending.len() as i64);
         let mut by_model: BTreeMap<String, Vec<(Vec<u8>, Job)>> = BTreeMap::new();
-        for (key, job) in pending {
-            by_model
-                .entry(job.model.clone())
-                .or_default()
-                .push((key, job));
+        for (key, job) in pending_jobs(&self.store)? {
+            // A job belongs to the partition of the event that asked for it; jobs written
+            // before jobs named one are taken as partition 0's.
+            if self.ownership.term(job.partition.unwrap_or(0)).is_some() {
+                by_model
+                    .entry(job.model.clone())
+                    .or_default()
+                    .push((key, job));
+            }
         }
+        self.metrics
+            .pending_jobs
+            .set(by_model.values().map(Vec::len).sum::<usize>() as i64);
         for (model, jobs) in by_model {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -273,28 +323,33 @@ impl Runner {
                 continue;
             };
             let job = job.clone();
+            let partition = job.partition.unwrap_or(0);
+            let Some(term) = self.ownership.term(partition) else {
+                continue;
+            };
             if jobs.len() > 1 {
                 info!(%model, trigger = %job.trigger, coalesced = jobs.len() - 1, "coalescing retrain requests into one run");
             }
-            let store = self.store.clone();
-            let (m, start, end, min) = (
-                model.clone(),
-                job.window_start,
-                job.window_end,
-                self.options.min_rows,
-            );
-            let load = move || {
-                let rows = select_window(snapshot(&store, &m)?, start, end, min);
-                Ok(TrainingSet {
-                    end_offsets: end_offsets(&rows),
-                    rows: rows.into_iter().map(|r| r.row).collect(),
+            // Too few rows stored for any window: known without the broker.
+            let needed = self.options.min_rows.max(2);
+            let trained = if job.trigger != bootstrap::TRIGGER && (rows_now as usize) < needed {
+                Err(Error::NotEnoughRows {
+                    model: model.clone(),
+                    rows: rows_now as usize,
+                    needed,
                 })
+            } else {
+                match self.loader(&job) {
+                    Ok(load) => self.train(&job, load, partition, term, shutdown).await,
+                    Err(e) => Err(e),
+                }
             };
-            let ran = match self.train_and_publish(&job, Box::new(load), shutdown).await {
+            let (ran, outcome) = match trained {
                 Ok(Outcome::Skipped) if shutdown.is_cancelled() => return Ok(()),
-                Ok(_) => jobs.as_slice(),
-                // Broker trouble, or a registry that does not show what we published: stop
-                // rather than number the next version from a stale registry.
+                Ok(Outcome::Skipped) => continue,
+                Ok(outcome) => (jobs.as_slice(), outcome),
+                // Broker trouble, or a registry that does not catch up: stop rather than
+                // number the next version from a stale registry.
                 Err(e @ Error::State(_)) => return Err(e),
                 Err(e) if e.is_retryable() && !matches!(e, Error::NotEnoughRows { .. }) => {
                     return Err(e);
@@ -309,17 +364,17 @@ impl Runner {
                     continue;
                 }
                 Err(e) => {
-                    // The inputs cannot make a model (too few rows, a fit error): drop the
-                    // job so it does not spin; the next retrain event tries again. The
-                    // jobs coalesced into it did not run: they stay, and the next round
-                    // runs the newest of them on its own window.
+                    // The inputs cannot make a model (a fit error, a record too large):
+                    // drop the job so it does not spin; the next retrain event tries
+                    // again. The jobs coalesced into it did not run: they stay, and the
+                    // next round runs the newest of them on its own window.
                     self.metrics.trainings.with_label_values(&["failed"]).inc();
                     error!(%model, trigger = %job.trigger, error = %e, waiting = jobs.len() - 1, "training failed; job dropped");
                     let newest = jobs
                         .iter()
                         .position(|(_, j)| j.trigger == job.trigger)
                         .unwrap_or_default();
-                    &jobs[newest..=newest]
+                    (&jobs[newest..=newest], Outcome::Published)
                 }
             };
             self.waiting_for_rows
@@ -327,38 +382,176 @@ impl Runner {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&model);
             if !shutdown.is_cancelled() {
-                self.clear(ran, &job.trigger)?;
+                self.commit(&job, partition, term, ran, outcome, shutdown)
+                    .await?;
             }
         }
         Ok(())
     }
 
-    /// Removes jobs in one write: the one that ran, and those coalesced into its run, marked
-    /// done so a re-delivered copy does not queue them again.
-    fn clear(&self, jobs: &[(Vec<u8>, Job)], ran: &str) -> Result<()> {
-        let mut txn = self.store.txn();
-        for (key, job) in jobs {
-            txn.delete(key.clone());
-            if job.trigger != ran {
-                txn.put(done_key(&job.model, &job.trigger), ran.as_bytes().to_vec());
+    /// What a job trains on: the bootstrap's data set, or the committed rows of its window.
+    fn loader(&self, job: &Job) -> Result<Loader> {
+        let owned = &self.models[&job.model];
+        if job.trigger == bootstrap::TRIGGER {
+            let path = bootstrap::dataset_path(&owned.spec, &owned.spec_path).ok_or_else(|| {
+                Error::Config(format!(
+                    "{}: a bootstrap needs the spec's dataset.path",
+                    job.model
+                ))
+            })?;
+            let spec = owned.spec.clone();
+            // The request carries its cut-off as the window's end.
+            let until = (job.window_end != i64::MAX).then_some(job.window_end);
+            return Ok(Box::new(move || {
+                let (rows, skipped) = bootstrap::read_rows(&spec, &path, None, until)?;
+                info!(model = %spec.model.name, path = %path.display(), rows = rows.len(), skipped, "bootstrap rows read");
+                // From a file: no topic offsets to name.
+                Ok(TrainingSet {
+                    rows,
+                    end_offsets: BTreeMap::new(),
+                })
+            }));
+        }
+        let store = self.store.clone();
+        let (m, start, end, min) = (
+            job.model.clone(),
+            job.window_start,
+            job.window_end,
+            self.options.min_rows,
+        );
+        Ok(Box::new(move || {
+            let rows = select_window(snapshot(&store, &m)?, start, end, min);
+            Ok(TrainingSet {
+                end_offsets: end_offsets(&rows),
+                rows: rows.into_iter().map(|r| r.row).collect(),
+            })
+        }))
+    }
+
+    /// Publishes what a run came to and clears its jobs, in one transaction of the
+    /// partition's writer; then the same changes go to the local store.
+    async fn commit(
+        &self,
+        job: &Job,
+        partition: i32,
+        term: u64,
+        jobs: &[(Vec<u8>, Job)],
+        outcome: Outcome,
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
+        let (model, trigger) = (&job.model, &job.trigger);
+        if self.ownership.term(partition) != Some(term) {
+            info!(%model, %trigger, partition, "the partition moved during training; its new owner runs the job");
+            return Ok(());
+        }
+        let Some(writer) = self.writer(partition, term, shutdown).await? else {
+            return Ok(());
+        };
+        let changes = clearing(jobs, trigger);
+        let mut writes: Vec<Write> = changes
+            .iter()
+            .map(|(key, value)| Write {
+                topic: self.changelog.clone(),
+                partition: Some(partition),
+                key: key.clone(),
+                payload: value.clone(),
+            })
+            .collect();
+        if let Outcome::Trained {
+            record, payload, ..
+        } = &outcome
+        {
+            writes.push(Write {
+                topic: self.models_topic.clone(),
+                partition: None,
+                key: record.key().into_bytes(),
+                payload: Some(payload.clone()),
+            });
+        }
+        match writer.commit(&writes).await {
+            Ok(()) => {}
+            Err(e) => {
+                self.writers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&partition);
+                if let WriteError::Fenced { .. } = e {
+                    warn!(%model, %trigger, partition, error = %e, "another trainer owns the partition now; it runs the job");
+                    return Ok(());
+                }
+                return Err(driftline_runtime::Error::Delivery {
+                    topic: self.models_topic.clone(),
+                    error: e.to_string(),
+                }
+                .into());
             }
         }
-        self.store.commit(txn, &BTreeMap::new())?;
+        self.store.write(
+            changes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
+            &BTreeMap::new(),
+        )?;
+        let Outcome::Trained {
+            record,
+            promoted,
+            metric,
+            ..
+        } = outcome
+        else {
+            return Ok(());
+        };
+        let outcome = if promoted { "promoted" } else { "rejected" };
+        self.metrics.trainings.with_label_values(&[outcome]).inc();
+        info!(
+            %model, %trigger, version = record.version, outcome, partition,
+            metric,
+            candidate = ?record.metrics.get(metric),
+            incumbent = ?record.incumbent_metrics.get(metric),
+            "version published"
+        );
+        self.phase("published", model, trigger).await;
+        // The next version number comes from the registry: wait until it has this one.
+        self.registry_sync.wait(REGISTRY_PATIENCE).await?;
+        let seen = self
+            .registry
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_trigger(model, trigger)
+            .is_some();
+        if !seen {
+            return Err(Error::State(format!(
+                "{model} v{} was committed but the registry does not show it",
+                record.version
+            )));
+        }
         Ok(())
     }
 
-    async fn train_and_publish(
+    async fn train(
         &self,
         job: &Job,
         load: Loader,
+        partition: i32,
+        term: u64,
         shutdown: &CancellationToken,
     ) -> Result<Outcome> {
         let model = job.model.clone();
         let trigger = job.trigger.clone();
+        // Fenced and caught up before the version number is read.
+        if self.writer(partition, term, shutdown).await?.is_none() {
+            return Ok(Outcome::Skipped);
+        }
         let (incumbent, version, published_at) = {
             let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(done) = reg.by_trigger(&model, &trigger) {
-                info!(%model, %trigger, version = done.version, "already published; nothing to train");
+            let done = reg
+                .by_trigger(&model, &trigger)
+                .map(|m| m.version)
+                .or_else(|| {
+                    // A model with versions needs no bootstrap, whoever published them.
+                    (trigger == bootstrap::TRIGGER && reg.latest_version(&model) > 0)
+                        .then(|| reg.latest_version(&model))
+                });
+            if let Some(version) = done {
+                info!(%model, %trigger, version, "already published; nothing to train");
                 self.metrics
                     .trainings
                     .with_label_values(&["already_published"])
@@ -379,7 +572,7 @@ impl Runner {
         let spec = self.models[&model].spec.clone();
         let options = self.options;
         let started = Instant::now();
-        info!(%model, %trigger, version, reason = %job.reason, "training started");
+        info!(%model, %trigger, version, partition, reason = %job.reason, "training started");
         let (m, t) = (model.clone(), trigger.clone());
         let pause = self.phase_pause;
         let mut handle = tokio::task::spawn_blocking(move || -> Result<Trained> {
@@ -431,51 +624,18 @@ impl Runner {
         self.metrics
             .training_seconds
             .observe(started.elapsed().as_secs_f64());
-        let record = trained.record;
-        publish(
-            &self.producer,
-            &self.models_topic,
-            &self.codec,
-            std::slice::from_ref(&record),
-        )
-        .await?;
-        let outcome = if trained.promoted {
-            "promoted"
-        } else {
-            "rejected"
-        };
-        self.metrics.trainings.with_label_values(&[outcome]).inc();
-        info!(
-            %model, %trigger, version, outcome,
-            metric = trained.metric,
-            candidate = ?record.metrics.get(trained.metric),
-            incumbent = ?record.incumbent_metrics.get(trained.metric),
-            seconds = started.elapsed().as_secs_f64(),
-            "version published"
-        );
-        self.phase("published", &model, &trigger).await;
-        // The next version number comes from the registry: wait until it has this one.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let seen = self
-                .registry
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .by_trigger(&model, &trigger)
-                .is_some();
-            if seen {
-                break;
-            }
-            if Instant::now() > deadline || shutdown.is_cancelled() {
-                return Err(Error::State(format!(
-                    "{model} v{version} was acknowledged but the registry has not shown it"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(Outcome::Published)
+        let payload = fit_to_message(&self.codec, &trained.record)?;
+        Ok(Outcome::Trained {
+            record: Box::new(trained.record),
+            payload,
+            promoted: trained.promoted,
+            metric: trained.metric,
+        })
     }
 }
+
+/// How long the registry may take to catch up with the models topic.
+const REGISTRY_PATIENCE: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
@@ -483,11 +643,12 @@ mod tests {
     use std::sync::RwLock;
 
     use driftline_runtime::registry::Registry;
-    use rdkafka::ClientConfig;
 
     use crate::labelled::job_key;
 
     fn runner(store: Arc<Store>) -> Runner {
+        let ownership = Ownership::default();
+        ownership.set([0]);
         let mut spec =
             FeatureSpec::from_toml(include_str!("../../../tests/fixtures/toy.toml")).unwrap();
         spec.model.name = "m".into();
@@ -502,19 +663,20 @@ mod tests {
                 },
             )]
             .into(),
-            // Never reached: no run gets as far as publishing.
-            producer: ClientConfig::new()
-                .set("bootstrap.servers", "127.0.0.1:1")
-                .create()
-                .unwrap(),
+            registry_sync: RegistrySync::none(),
+            // Never reached: no run gets as far as making a writer.
+            kafka: KafkaArgs::default(),
+            group: "g".into(),
+            changelog: "g-changelog".into(),
+            ownership,
             codec: Codec::single_object(),
             models_topic: "models".into(),
             options: TrainOptions::default(),
-            bootstrap: BootstrapOptions::default(),
             metrics: TrainerMetrics::new(&prometheus::Registry::new()),
             wake: Arc::new(Notify::new()),
             phase_pause: Duration::ZERO,
             waiting_for_rows: Default::default(),
+            writers: Default::default(),
         }
     }
 
@@ -531,6 +693,7 @@ mod tests {
                 window_end: i64::MAX,
                 requested_at: at,
                 reason: "test".into(),
+                partition: Some(0),
             };
             txn.put(job_key("m", trigger), job.encode());
         }

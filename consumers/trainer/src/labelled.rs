@@ -226,6 +226,10 @@ pub struct Job {
     pub window_end: i64,
     pub requested_at: i64,
     pub reason: String,
+    /// The input partition of the event that asked for it: only that partition's owner
+    /// runs it (absent in jobs written before jobs named one).
+    #[serde(default)]
+    pub partition: Option<i32>,
 }
 
 impl Job {

@@ -3,11 +3,12 @@
 //! key in the store, committed with the offset of the event that asked for it, and the
 //! [`crate::jobs`] runner picks it up. Consuming therefore never waits for a fit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use driftline_model::{LabelledRow, Target};
 use driftline_runtime::registry::SharedRegistry;
+use driftline_runtime::store::TopicPartition;
 use driftline_runtime::{Output, Processor, Record, Rejection, Store, Txn};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{Labelled, RetrainRequested, RetrainTrigger};
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tracing::{debug, info};
 
+use crate::jobs::Ownership;
 use crate::labelled::{Job, RowIndex, done_key, job_key, sched_key};
 use crate::metrics::TrainerMetrics;
 
@@ -96,6 +98,8 @@ pub struct TrainerProcessor {
     /// Woken after each commit that queued a job.
     pub wake: Arc<Notify>,
     pub metrics: TrainerMetrics,
+    /// Tells the job runner which partitions' jobs are this instance's to run.
+    pub ownership: Ownership,
     queued: bool,
 }
 
@@ -110,6 +114,7 @@ impl TrainerProcessor {
         schedule: Schedule,
         wake: Arc<Notify>,
         metrics: TrainerMetrics,
+        ownership: Ownership,
     ) -> Self {
         Self {
             specs,
@@ -120,6 +125,7 @@ impl TrainerProcessor {
             schedule,
             wake,
             metrics,
+            ownership,
             queued: false,
         }
     }
@@ -130,6 +136,7 @@ impl TrainerProcessor {
         txn: &mut Txn<'_>,
         model: &str,
         event_time: i64,
+        partition: i32,
     ) -> Result<(), Rejection> {
         self.metrics
             .labelled_rows
@@ -151,6 +158,7 @@ impl TrainerProcessor {
                 window_end: i64::MAX,
                 requested_at: event_time,
                 reason: due.reason,
+                partition: Some(partition),
             };
             self.queue(txn, job, None)?;
         }
@@ -272,6 +280,13 @@ fn legacy_trigger_of(event: &RetrainRequested) -> Option<String> {
 impl Processor for TrainerProcessor {
     fn reload(&mut self, store: &Store) -> Result<(), String> {
         self.index = self.index.reloaded(store).map_err(|e| e.to_string())?;
+        // The runner reads the row counts from the gauge: restored rows count too.
+        for model in self.specs.keys() {
+            self.metrics
+                .labelled_rows
+                .with_label_values(&[model])
+                .set(self.index.rows(model) as i64);
+        }
         // A restore can bring jobs with it: the runner looks at the store again.
         self.queued = false;
         self.wake.notify_one();
@@ -296,7 +311,7 @@ impl Processor for TrainerProcessor {
                 .index
                 .add(txn, &model, &l.prediction.request_id, &row, read_at)
             {
-                self.row_added(txn, &model, row.event_time)?;
+                self.row_added(txn, &model, row.event_time, record.partition)?;
             }
         } else if record.topic == self.topics.retrain {
             let r: RetrainRequested = self.codec.decode(payload).map_err(Rejection::decode)?;
@@ -311,6 +326,7 @@ impl Processor for TrainerProcessor {
                 window_end: r.window_end,
                 requested_at: r.requested_at,
                 reason: r.reason.clone(),
+                partition: Some(record.partition),
             };
             self.queue(txn, job, legacy_trigger_of(&r))?;
         }
@@ -321,6 +337,13 @@ impl Processor for TrainerProcessor {
         if std::mem::take(&mut self.queued) {
             self.wake.notify_one();
         }
+    }
+
+    fn assigned(&mut self, partitions: &HashSet<TopicPartition>) {
+        // Labelled rows and retrain events of a model share a partition number (the
+        // topics are co-partitioned), so the number is what is owned.
+        self.ownership.set(partitions.iter().map(|(_, p)| *p));
+        self.wake.notify_one();
     }
 }
 
@@ -377,6 +400,7 @@ mod tests {
                 schedule,
                 Arc::new(Notify::new()),
                 TrainerMetrics::new(&prometheus::Registry::new()),
+                Ownership::default(),
             );
             Self {
                 _dir: dir,

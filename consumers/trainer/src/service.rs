@@ -11,16 +11,20 @@ use std::time::Duration;
 use clap::Args;
 use driftline_kafka::KafkaArgs;
 use driftline_runtime::metrics::Metrics;
+use driftline_runtime::now_ms;
 use driftline_runtime::service::{Health, Service};
 use driftline_runtime::{RunOptions, Store};
+use driftline_schemas::events::Event;
 use driftline_schemas::spec::{FeatureSpec, parse_time};
 use driftline_schemas::topics;
+use rdkafka::producer::FutureRecord;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
+use crate::bootstrap;
 use crate::http::{self, RegistryApi};
-use crate::jobs::{BootstrapOptions, Owned, Runner};
+use crate::jobs::{Owned, Ownership, Runner};
 use crate::labelled::RowIndex;
 use crate::metrics::TrainerMetrics;
 use crate::processor::{Schedule, Topics, TrainerProcessor};
@@ -178,6 +182,65 @@ pub async fn run(args: TrainerArgs, shutdown: CancellationToken, health: Health)
     result
 }
 
+/// A model's labelled rows and its retrain events must be in the same partition number,
+/// owned by one instance: its jobs, its rows and its version numbers are that partition's.
+async fn check_copartitioned(args: &TrainerArgs) -> Result<()> {
+    let topics = [args.labelled_topic.clone(), args.retrain_topic.clone()];
+    let counts = driftline_kafka::topics::partition_counts(&args.kafka, &topics).await?;
+    let (labelled, retrain) = (counts.get(&topics[0]), counts.get(&topics[1]));
+    if let (Some(l), Some(r)) = (labelled, retrain)
+        && l != r
+    {
+        return Err(Error::Config(format!(
+            "{} has {l} partitions and {} has {r}: they must have as many (a model's rows and its retrain events in one partition number; see infra/topics.toml)",
+            topics[0], topics[1]
+        )));
+    }
+    Ok(())
+}
+
+/// Asks for the first version of every owned model that has none ([`bootstrap::request`]).
+async fn request_bootstraps(
+    service: &Service,
+    args: &TrainerArgs,
+    owned: &HashMap<String, Owned>,
+    until: Option<i64>,
+) -> Result<()> {
+    let mut models: Vec<&String> = owned.keys().collect();
+    models.sort();
+    for model in models {
+        let versions = {
+            let reg = service.registry.read().unwrap_or_else(|e| e.into_inner());
+            reg.latest_version(model)
+        };
+        if versions > 0 {
+            continue;
+        }
+        let o = &owned[model];
+        let Some(path) = bootstrap::dataset_path(&o.spec, &o.spec_path) else {
+            warn!(%model, "no version and no dataset.path in the spec: waiting for a retrain event");
+            continue;
+        };
+        let event = bootstrap::request(model, &path, until, now_ms());
+        let payload = service.codec.encode(&event)?;
+        service
+            .producer
+            .send(
+                FutureRecord::to(&args.retrain_topic)
+                    .key(&event.key())
+                    .payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| driftline_runtime::Error::Delivery {
+                topic: args.retrain_topic.clone(),
+                error: e.to_string(),
+            })?;
+        info!(%model, path = %path.display(), "first version requested from the data set");
+    }
+    Ok(())
+}
+
 /// Runs the job runner and the consumer until shutdown or until either fails.
 async fn consume(
     args: &TrainerArgs,
@@ -192,12 +255,26 @@ async fn consume(
         return Ok(());
     }
     let shutdown = &service.shutdown;
+    check_copartitioned(args).await?;
+    if !args.no_bootstrap {
+        request_bootstraps(service, args, &owned, until).await?;
+    }
+    let mut opts = RunOptions::new(
+        args.group.clone(),
+        vec![args.labelled_topic.clone(), args.retrain_topic.clone()],
+    );
+    opts.dlq_topic = args.dlq_topic.clone();
     let wake = Arc::new(Notify::new());
+    let ownership = Ownership::default();
     let runner = Runner {
         store: store.clone(),
         registry: service.registry.clone(),
+        registry_sync: service.registry_sync.clone(),
         models: owned.clone(),
-        producer: service.producer.clone(),
+        kafka: args.kafka.clone(),
+        group: args.group.clone(),
+        changelog: opts.changelog_topic(),
+        ownership: ownership.clone(),
         codec: service.codec.clone(),
         models_topic: args.models_topic.clone(),
         options: TrainOptions {
@@ -205,14 +282,11 @@ async fn consume(
             promotion_margin: args.promotion_margin,
             min_rows: args.min_rows,
         },
-        bootstrap: BootstrapOptions {
-            enabled: !args.no_bootstrap,
-            until,
-        },
         metrics: metrics.clone(),
         wake: wake.clone(),
         phase_pause: Duration::from_millis(args.phase_pause_ms),
         waiting_for_rows: Default::default(),
+        writers: Default::default(),
     };
     let mut runner_task = tokio::spawn(runner.run(shutdown.clone()));
 
@@ -242,12 +316,8 @@ async fn consume(
         },
         wake,
         metrics,
+        ownership,
     );
-    let mut opts = RunOptions::new(
-        args.group.clone(),
-        vec![args.labelled_topic.clone(), args.retrain_topic.clone()],
-    );
-    opts.dlq_topic = args.dlq_topic.clone();
     // Whichever of the consumer and the runner stops first (an error) stops the other.
     let result = tokio::select! {
         r = service.consume(&opts, store, processor) => r.map(|_| ()).map_err(Error::from),

@@ -30,7 +30,6 @@ use driftline_tests::{OwnBroker, free_port, http};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -659,42 +658,10 @@ impl Ledger {
     }
 }
 
-/// Calls `f` with every message's payload, from the start to the end of every partition,
-/// as a read_committed reader sees them. Read until each partition reports its end: with
-/// transactions, offsets also count commit markers and aborted records, which are never
-/// handed out.
+/// Calls `f` with every message's payload as a read_committed reader sees them
+/// ([`driftline_tests::read_committed`]).
 fn for_each(kafka: &KafkaArgs, topic: &str, mut f: impl FnMut(&[u8])) -> Result<()> {
-    let mut config = kafka.consumer_config(&format!("faults-reader-{}", std::process::id()));
-    config.set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = config.create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    let mut open = std::collections::HashSet::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-            open.insert(p.id());
-        }
-    }
-    consumer.assign(&tpl)?;
-    let mut idle = Instant::now();
-    while !open.is_empty() {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                f(m.payload().unwrap_or_default());
-                idle = Instant::now();
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                open.remove(&p);
-            }
-            Some(Err(e)) => bail!("reading {topic}: {e}"),
-            None if idle.elapsed() > Duration::from_secs(30) => {
-                bail!("reading {topic}: partitions {open:?} never reached their end")
-            }
-            None => {}
-        }
-    }
-    Ok(())
+    driftline_tests::read_committed(kafka, topic, |m| f(m.payload().unwrap_or_default()))
 }
 
 /// Prints the table; returns what failed.

@@ -176,8 +176,15 @@ mod tests {
             models.config.get("cleanup.policy").map(String::as_str),
             Some("compact")
         );
-        // Co-partitioning: the monitor joins predictions and actuals locally.
+        // Co-partitioning: the joiner pairs predictions and actuals locally, the monitor
+        // reads predictions beside labelled, the trainer labelled beside retrain.
         let parts = |n: &str| spec.topics.iter().find(|t| t.name == n).unwrap().partitions;
-        assert_eq!(parts("driftline.predictions"), parts("driftline.actuals"));
+        for n in [
+            "driftline.actuals",
+            "driftline.labelled",
+            "driftline.retrain",
+        ] {
+            assert_eq!(parts("driftline.predictions"), parts(n), "{n}");
+        }
     }
 }

@@ -49,6 +49,8 @@ mod positions;
 mod restore;
 mod transaction;
 
+pub(crate) use transaction::{CALL_TIMEOUT, off_thread, send, start_producer};
+
 use positions::Positions;
 use transaction::{Committed, Transactions};
 
@@ -147,6 +149,10 @@ pub trait Processor: Send {
     fn reload(&mut self, _store: &Store) -> std::result::Result<(), String> {
         Ok(())
     }
+
+    /// The partitions this instance now owns, once their state is restored and reloaded
+    /// (empty after a revocation), for work that only the owner of a partition may do.
+    fn assigned(&mut self, _partitions: &HashSet<TopicPartition>) {}
 }
 
 #[derive(Debug, Clone)]
@@ -660,6 +666,9 @@ impl<C: ConsumerContext + 'static> Resync<'_, C> {
         looped.taken = Positions::default();
         looped.at_eof.clear();
         if parts.is_empty() {
+            if let Some(p) = looped.idle.as_mut() {
+                p.assigned(parts);
+            }
             return Ok(());
         }
         // 2. Where the group stands. With read_committed this waits for a transaction
@@ -689,6 +698,9 @@ impl<C: ConsumerContext + 'static> Resync<'_, C> {
             looped.idle = Some(p);
             reloaded
                 .map_err(|e| Error::Config(format!("cannot reload the processor's state: {e}")))?;
+        }
+        if let Some(p) = looped.idle.as_mut() {
+            p.assigned(parts);
         }
         // 5. Read again from the committed offsets.
         for tp in parts {

@@ -13,6 +13,7 @@
 
 pub mod consumer;
 pub mod dead_letter;
+pub mod fenced;
 pub mod health;
 pub mod metrics;
 pub mod registry;

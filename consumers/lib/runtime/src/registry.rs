@@ -13,12 +13,13 @@ use driftline_schemas::events::{ModelPublished, ModelStatus};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use driftline_kafka::KafkaArgs;
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// Every version of every model, by its latest record.
 #[derive(Debug, Default, Clone)]
@@ -94,6 +95,106 @@ impl Registry {
 
 pub type SharedRegistry = Arc<RwLock<Registry>>;
 
+/// Asks a registry follower to catch up: [`RegistrySync::wait`] returns once the registry
+/// holds every record committed to the models topic before the call (the follower has
+/// read past the end the topic had then).
+#[derive(Debug, Clone)]
+pub struct RegistrySync(Option<mpsc::UnboundedSender<oneshot::Sender<()>>>);
+
+impl RegistrySync {
+    /// A registry with no follower (a service that needs none): always in step.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    pub(crate) fn new(requests: mpsc::UnboundedSender<oneshot::Sender<()>>) -> Self {
+        Self(Some(requests))
+    }
+
+    /// Waits until the registry has caught up, or `patience` runs out (an error: the
+    /// models topic cannot be read to its end now).
+    pub async fn wait(&self, patience: Duration) -> Result<()> {
+        let Some(tx) = &self.0 else { return Ok(()) };
+        let (done, caught_up) = oneshot::channel();
+        let behind = || {
+            Error::Config(format!(
+                "the model registry did not catch up within {patience:?}"
+            ))
+        };
+        tx.send(done).map_err(|_| behind())?;
+        match tokio::time::timeout(patience, caught_up).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(behind()),
+        }
+    }
+}
+
+type Ends = Vec<(i32, i64)>;
+
+/// Catch-up requests waiting for the follower to reach the end the topic had when each
+/// was made.
+#[derive(Default)]
+struct Syncs {
+    /// Per request: where each partition ended, and whom to tell.
+    waiting: Vec<(Ends, oneshot::Sender<()>)>,
+}
+
+impl Syncs {
+    /// Notes where the topic ends now for `done` (it is answered when the follower gets
+    /// there); a request whose end cannot be read is dropped (its waiter sees an error).
+    fn add(
+        &mut self,
+        consumer: &StreamConsumer<crate::consumer::QuietContext>,
+        topic: &str,
+        partitions: usize,
+        done: oneshot::Sender<()>,
+    ) {
+        let mut ends = Vec::with_capacity(partitions);
+        for p in 0..partitions as i32 {
+            match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
+                Ok((_, high)) => ends.push((p, high)),
+                Err(e) => {
+                    warn!(error = %e, "cannot read where the models topic ends");
+                    return;
+                }
+            }
+        }
+        self.waiting.push((ends, done));
+    }
+
+    /// Answers every request whose end the consumer has reached (its position steps past
+    /// transaction markers too).
+    fn answer(&mut self, consumer: &StreamConsumer<crate::consumer::QuietContext>) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let Ok(position) = consumer.position() else {
+            return;
+        };
+        let at = |p: i32| {
+            position
+                .elements()
+                .iter()
+                .find(|e| e.partition() == p)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+        };
+        let reached = |ends: &[(i32, i64)]| {
+            ends.iter()
+                .all(|(p, end)| *end == 0 || at(*p).is_some_and(|o| o >= *end))
+        };
+        let (done, waiting) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(ends, _)| reached(ends));
+        self.waiting = waiting;
+        for (_, tx) in done {
+            let _ = tx.send(());
+        }
+    }
+}
+
 /// The longest wait between two attempts to reach the models topic.
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
 
@@ -124,7 +225,10 @@ fn assign_from_start(
 
 /// Follows the models topic from its beginning, applying every record to `registry` and
 /// calling `on_change` when a production version changes. `ready` fires once the topic
-/// has been read to its end at start-up, so callers can wait for the registry to be whole.
+/// has been read to its end at start-up, so callers can wait for the registry to be whole;
+/// each request on `sync` is answered once the follower has read past where the topic
+/// ended when it came ([`RegistrySync`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn follow(
     kafka: KafkaArgs,
     topic: String,
@@ -132,6 +236,7 @@ pub async fn follow(
     codec: Codec,
     on_change: impl Fn(&ProductionChange, &Registry) + Send + 'static,
     ready: CancellationToken,
+    mut sync: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     // A broker that cannot be reached yet (down, restarting, not started) is waited for:
@@ -151,10 +256,19 @@ pub async fn follow(
         }
     };
     let mut at_end = std::collections::HashSet::new();
+    let mut syncs = Syncs::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
+        syncs.answer(&consumer);
         let m = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             m = consumer.recv() => m,
+            Some(done) = sync.recv() => {
+                syncs.add(&consumer, &topic, partitions, done);
+                continue;
+            }
+            // Idle at the end, nothing arrives: look again at where the consumer is.
+            _ = tick.tick(), if !syncs.waiting.is_empty() => continue,
         };
         match m {
             Ok(m) => {

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::registry::{ProductionChange, Registry, SharedRegistry, follow};
+use crate::registry::{ProductionChange, Registry, RegistrySync, SharedRegistry, follow};
 use crate::{Error, Processor, Result, RunOptions, Store};
 
 /// A registry being followed: read it through `registry`; `loaded` fires once the models
@@ -22,6 +22,7 @@ use crate::{Error, Processor, Result, RunOptions, Store};
 pub struct Follower {
     pub registry: SharedRegistry,
     pub loaded: CancellationToken,
+    pub sync: RegistrySync,
     pub task: JoinHandle<Result<()>>,
 }
 
@@ -35,6 +36,7 @@ pub fn follow_registry(
 ) -> Follower {
     let registry: SharedRegistry = Arc::new(RwLock::new(Registry::default()));
     let loaded = CancellationToken::new();
+    let (sync, requests) = tokio::sync::mpsc::unbounded_channel();
     let task = tokio::spawn(follow(
         kafka.clone(),
         topic.to_string(),
@@ -42,11 +44,13 @@ pub fn follow_registry(
         codec.clone(),
         on_change,
         loaded.clone(),
+        requests,
         shutdown.clone(),
     ));
     Follower {
         registry,
         loaded,
+        sync: RegistrySync::new(sync),
         task,
     }
 }
@@ -58,6 +62,8 @@ pub struct Service {
     pub metrics: Metrics,
     pub producer: FutureProducer,
     pub registry: SharedRegistry,
+    /// Catches the registry up with the models topic.
+    pub registry_sync: RegistrySync,
     pub shutdown: CancellationToken,
     pub health: Health,
     models_topic: String,
@@ -89,6 +95,7 @@ impl Service {
             metrics,
             producer,
             registry: follower.registry,
+            registry_sync: follower.sync,
             shutdown,
             health,
             models_topic: models_topic.to_string(),
@@ -116,6 +123,7 @@ impl Service {
             metrics,
             producer: kafka.producer_config().create()?,
             registry: Arc::new(RwLock::new(Registry::default())),
+            registry_sync: RegistrySync::none(),
             shutdown,
             health,
             models_topic: String::new(),

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
 use driftline_joiner::service::JoinerArgs;
 use driftline_runtime::registry::Registry;
 use driftline_schemas::codec::Codec;
@@ -31,8 +31,11 @@ const TOY_SPEC: &str = include_str!("../../../../tests/fixtures/toy.toml");
 
 pub struct World {
     pub dir: tempfile::TempDir,
+    /// The first model and its spec (the only one of [`World::new`]).
     pub spec_path: PathBuf,
     pub model: String,
+    /// Every model and its spec.
+    pub specs: Vec<(String, PathBuf)>,
     pub requests: String,
     pub predictions: String,
     pub actuals: String,
@@ -48,8 +51,15 @@ pub fn x_of(i: i64) -> f64 {
 
 impl World {
     pub async fn new() -> Result<Self> {
+        Self::with_models(1, 1).await
+    }
+
+    /// `models` toy models (each with its spec, all on one data set) on topics of
+    /// `partitions` partitions; with several partitions the models are named so that they
+    /// spread over all of them (one per partition as far as they go), as the producers'
+    /// partitioner places their keys.
+    pub async fn with_models(models: usize, partitions: i32) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let model = unique("toy");
         // One row every 6 hours through the first half of the year; the trainer must read
         // only those before April.
         let mut csv = String::from("t,x,y\n");
@@ -60,29 +70,35 @@ impl World {
             i += 1;
         }
         std::fs::write(dir.path().join("toy.csv"), csv)?;
-        // The shared toy spec, for this test's model and data set, without its last
-        // feature (the categorical `colour`): only `x` is in the data.
-        let (spec, _colour) = TOY_SPEC.rsplit_once("[[features]]").unwrap();
-        let spec = spec
-            .replacen("[dataset]\n", "[dataset]\npath = \"toy.csv\"\n", 1)
-            .replacen(
-                "[model]\nname = \"toy\"",
-                &format!("[model]\nname = \"{model}\""),
-                1,
+        let names = spread_names(models, partitions).await?;
+        let mut specs = Vec::new();
+        for model in names {
+            // The shared toy spec, for this test's model and data set, without its last
+            // feature (the categorical `colour`): only `x` is in the data.
+            let (spec, _colour) = TOY_SPEC.rsplit_once("[[features]]").unwrap();
+            let spec = spec
+                .replacen("[dataset]\n", "[dataset]\npath = \"toy.csv\"\n", 1)
+                .replacen(
+                    "[model]\nname = \"toy\"",
+                    &format!("[model]\nname = \"{model}\""),
+                    1,
+                );
+            let parsed = FeatureSpec::from_toml(&spec)?;
+            ensure!(
+                parsed.model.name == model
+                    && parsed.dataset.path.as_deref() == Some("toy.csv")
+                    && parsed.features.len() == 1,
+                "the toy spec did not take this test's changes: {parsed:?}"
             );
-        let parsed = FeatureSpec::from_toml(&spec)?;
-        ensure!(
-            parsed.model.name == model
-                && parsed.dataset.path.as_deref() == Some("toy.csv")
-                && parsed.features.len() == 1,
-            "the toy spec did not take this test's changes: {parsed:?}"
-        );
-        let spec_path = dir.path().join("toy.toml");
-        std::fs::write(&spec_path, spec)?;
+            let spec_path = dir.path().join(format!("{model}.toml"));
+            std::fs::write(&spec_path, spec)?;
+            specs.push((model, spec_path));
+        }
         let w = Self {
             dir,
-            spec_path,
-            model,
+            spec_path: specs[0].1.clone(),
+            model: specs[0].0.clone(),
+            specs,
             requests: unique("requests"),
             predictions: unique("predictions"),
             actuals: unique("actuals"),
@@ -92,11 +108,11 @@ impl World {
             dlq: unique("dlq"),
         };
         create_topics(&[
-            (&w.requests, 1),
-            (&w.predictions, 1),
-            (&w.actuals, 1),
-            (&w.labelled, 1),
-            (&w.retrain, 1),
+            (&w.requests, partitions),
+            (&w.predictions, partitions),
+            (&w.actuals, partitions),
+            (&w.labelled, partitions),
+            (&w.retrain, partitions),
             (&w.models, 1),
             (&w.dlq, 1),
         ])
@@ -250,9 +266,21 @@ impl World {
         from: i64,
         to: i64,
     ) -> Result<()> {
+        self.send_retrain_for(p, &self.model, id, from, to).await
+    }
+
+    /// A drift retrain of `model` (report `report-<id>`) over rows `from..to`.
+    pub async fn send_retrain_for(
+        &self,
+        p: &FutureProducer,
+        model: &str,
+        id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<()> {
         let r = RetrainRequested {
             retrain_id: id.to_string(),
-            model: self.model.clone(),
+            model: model.to_string(),
             model_version: 1,
             trigger: RetrainTrigger::Drift,
             reason: "test".into(),
@@ -271,30 +299,64 @@ impl World {
         .await
     }
 
-    /// Every record on the models topic (not just the latest per key).
+    /// Every record on the models topic (not just the latest per key), as a
+    /// read_committed reader sees them.
     pub fn model_records(&self) -> Result<Vec<ModelPublished>> {
         let codec = Codec::single_object();
-        let reader: rdkafka::consumer::BaseConsumer =
-            kafka().consumer_config(&unique("reader")).create()?;
-        use rdkafka::consumer::Consumer;
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        tpl.add_partition_offset(&self.models, 0, rdkafka::Offset::Beginning)?;
-        reader.assign(&tpl)?;
-        let (_, high) = reader.fetch_watermarks(&self.models, 0, Duration::from_secs(10))?;
         let mut out = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while (out.len() as i64) < high {
-            if Instant::now() > deadline {
-                bail!("read {} of {high} model records", out.len());
+        let mut bad = None;
+        driftline_tests::read_committed(&kafka(), &self.models, |m| {
+            use rdkafka::Message;
+            match codec.decode(m.payload().unwrap_or_default()) {
+                Ok(r) => out.push(r),
+                Err(e) => bad = Some(e),
             }
-            if let Some(m) = reader.poll(Duration::from_millis(200)) {
-                let m = m?;
-                use rdkafka::Message;
-                out.push(codec.decode(m.payload().context("empty model record")?)?);
-            }
+        })?;
+        if let Some(e) = bad {
+            bail!("undecodable model record: {e}");
         }
         Ok(out)
     }
+}
+
+/// `n` fresh toy model names that the producers' partitioner puts on distinct partitions
+/// of a `partitions`-partition topic, as far as they go (probed on a topic of its own).
+async fn spread_names(n: usize, partitions: i32) -> Result<Vec<String>> {
+    if partitions <= 1 {
+        return Ok((0..n).map(|_| unique("toy")).collect());
+    }
+    let probe = unique("probe");
+    create_topics(&[(&probe, partitions)]).await?;
+    let p = driftline_tests::producer()?;
+    let mut names: Vec<(i32, String)> = Vec::new();
+    for _ in 0..200 {
+        if names.len() == n {
+            break;
+        }
+        let name = unique("toy");
+        let delivery = p
+            .send(
+                rdkafka::producer::FutureRecord::to(&probe)
+                    .key(&name)
+                    .payload("probe"),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("probe: {e}"))?;
+        let taken = names
+            .iter()
+            .filter(|(q, _)| *q == delivery.partition)
+            .count();
+        // Fill every partition once before any gets a second model.
+        if taken * partitions as usize <= names.len() {
+            names.push((delivery.partition, name));
+        }
+    }
+    ensure!(
+        names.len() == n,
+        "could not spread {n} names over {partitions} partitions"
+    );
+    Ok(names.into_iter().map(|(_, name)| name).collect())
 }
 
 pub fn summary(reg: &Registry, model: &str) -> Vec<(i64, String, String)> {

@@ -35,7 +35,7 @@ use driftline_kafka::KafkaArgs;
 /// How long one transactional call may take before it counts as failed (and the
 /// transaction is aborted and tried again). Short, so that a stop is not held up by a
 /// call in flight either.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A transaction that takes longer is logged with where the time went.
 const SLOW: Duration = Duration::from_secs(1);
@@ -476,7 +476,7 @@ impl Transactions {
 
 /// Makes a transactional producer and registers its id, trying again while the cluster
 /// cannot answer.
-async fn start_producer(
+pub(crate) async fn start_producer(
     config: &ClientConfig,
     id: &str,
     health: &Health,
@@ -513,7 +513,7 @@ async fn start_producer(
 /// Runs a blocking librdkafka call on a thread of its own and waits for it at most
 /// `limit`: `None` when it has not returned by then (the thread is left to finish, and a
 /// stopping process does not wait for it).
-async fn off_thread<T: Send + 'static>(
+pub(crate) async fn off_thread<T: Send + 'static>(
     limit: Duration,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
@@ -525,7 +525,7 @@ async fn off_thread<T: Send + 'static>(
 }
 
 /// Hands a record to the producer, waiting while its local queue is full.
-async fn send(
+pub(crate) async fn send(
     producer: &FutureProducer,
     rec: FutureRecord<
         '_,
@@ -546,7 +546,7 @@ async fn send(
     }
 }
 
-fn is_fatal(e: &KafkaError) -> bool {
+pub(crate) fn is_fatal(e: &KafkaError) -> bool {
     match e {
         KafkaError::Transaction(t) => t.is_fatal(),
         other => deliver::classify(other) == Fault::Fatal,
