@@ -224,6 +224,8 @@ fn lock(a: &SharedAssignment) -> std::sync::MutexGuard<'_, Assignment> {
 /// seeks them to the committed offsets ([`resync`]).
 struct PauseOnAssign {
     assignment: SharedAssignment,
+    /// Wakes the loop: with the new partitions paused, no message would.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl ClientContext for PauseOnAssign {
@@ -263,6 +265,7 @@ impl ConsumerContext for PauseOnAssign {
     ) {
         let mut assignment = lock(&self.assignment);
         assignment.changed = true;
+        self.changed.notify_one();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let parts: Vec<TopicPartition> = tpl
@@ -318,8 +321,10 @@ pub async fn run<P: Processor + 'static>(
     };
 
     let assignment: SharedAssignment = Arc::default();
+    let changed = Arc::new(tokio::sync::Notify::new());
     let context = PauseOnAssign {
         assignment: assignment.clone(),
+        changed: changed.clone(),
     };
     let consumer: StreamConsumer<PauseOnAssign> = config.create_with_context(context)?;
     let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
@@ -489,6 +494,7 @@ pub async fn run<P: Processor + 'static>(
             _ = tokio::time::sleep_until(linger_at), if can_start && !full && looped.next.since.is_some() => {}
             _ = tokio::time::sleep_until(retry_at.unwrap_or(now)), if retry_at.is_some() => {}
             _ = beat.tick() => {}
+            _ = changed.notified() => {}
             _ = tokio::time::sleep_until(pause_at), if full && !looped.paused => {
                 debug!(buffered = looped.next.messages.len(), "next batch full: pausing fetch, still polling");
                 set_paused(&consumer, true);

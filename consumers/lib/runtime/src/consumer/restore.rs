@@ -62,6 +62,9 @@ fn restore_blocking(
     let positions = store.positions()?;
     let mut config = kafka.consumer_config(&format!("{changelog}-restore"));
     config.set("enable.partition.eof", "true");
+    // At the end the broker would hold the empty fetch for fetch.wait.max.ms (500 ms)
+    // before the end is known; nothing more is coming, so ask it not to wait.
+    config.set("fetch.wait.max.ms", "10");
     let consumer: BaseConsumer<QuietContext> = config.create_with_context(QuietContext)?;
     let mut tpl = TopicPartitionList::new();
     let mut behind: HashSet<i32> = HashSet::new();
