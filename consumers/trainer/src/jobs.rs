@@ -283,6 +283,11 @@ impl Runner {
 
     /// Runs one coalesced job per model with pending jobs in an owned partition.
     async fn run_pending(&self, shutdown: &CancellationToken) -> Result<()> {
+        // Writers of partitions given up since are closed.
+        self.writers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p, (term, _)| self.ownership.term(*p) == Some(*term));
         let mut by_model: BTreeMap<String, Vec<(Vec<u8>, Job)>> = BTreeMap::new();
         for (key, job) in pending_jobs(&self.store)? {
             // A job belongs to the partition of the event that asked for it; jobs written
@@ -678,6 +683,21 @@ mod tests {
             waiting_for_rows: Default::default(),
             writers: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_partition_taken_back_is_a_new_term_and_one_kept_is_not() {
+        let o = Ownership::default();
+        o.set([0, 1]);
+        let (zero, one) = (o.term(0).unwrap(), o.term(1).unwrap());
+        assert_ne!(zero, one);
+        o.set([1]);
+        assert_eq!((o.term(0), o.term(1)), (None, Some(one)));
+        o.set([0, 1]);
+        assert_eq!(o.term(1), Some(one), "kept through the rebalance");
+        assert!(o.term(0).unwrap() > zero, "given up and taken back");
+        o.set([]);
+        assert_eq!((o.term(0), o.term(1)), (None, None));
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{ModelPublished, ModelStatus};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
@@ -142,16 +142,19 @@ struct Syncs {
 impl Syncs {
     /// Notes where the topic ends now for `done` (it is answered when the follower gets
     /// there); a request whose end cannot be read is dropped (its waiter sees an error).
+    /// The end is the high watermark, asked by a read_uncommitted client: a read_committed
+    /// one is told the last stable offset, which stays before a transaction that has
+    /// committed until the broker has written its markers.
     fn add(
         &mut self,
-        consumer: &StreamConsumer<crate::consumer::QuietContext>,
+        watermarks: &BaseConsumer<crate::consumer::QuietContext>,
         topic: &str,
         partitions: usize,
         done: oneshot::Sender<()>,
     ) {
         let mut ends = Vec::with_capacity(partitions);
         for p in 0..partitions as i32 {
-            match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
+            match watermarks.fetch_watermarks(topic, p, Duration::from_secs(5)) {
                 Ok((_, high)) => ends.push((p, high)),
                 Err(e) => {
                     warn!(error = %e, "cannot read where the models topic ends");
@@ -257,6 +260,10 @@ pub async fn follow(
     };
     let mut at_end = std::collections::HashSet::new();
     let mut syncs = Syncs::default();
+    let mut config = kafka.consumer_config(&format!("driftline-registry-{}", std::process::id()));
+    config.set("isolation.level", "read_uncommitted");
+    let watermarks: BaseConsumer<crate::consumer::QuietContext> =
+        config.create_with_context(crate::consumer::QuietContext)?;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         syncs.answer(&consumer);
@@ -264,7 +271,7 @@ pub async fn follow(
             _ = shutdown.cancelled() => return Ok(()),
             m = consumer.recv() => m,
             Some(done) = sync.recv() => {
-                syncs.add(&consumer, &topic, partitions, done);
+                syncs.add(&watermarks, &topic, partitions, done);
                 continue;
             }
             // Idle at the end, nothing arrives: look again at where the consumer is.

@@ -241,21 +241,20 @@ impl World {
     }
 
     /// Waits until the joiner has published `n` labelled rows in all, so a retrain request
-    /// sent next finds them (the joiner is a consumer of its own, a little behind).
+    /// sent next finds them (the joiner is a consumer of its own, a little behind). Rows
+    /// are counted, not offsets: the joiner's transaction markers take offsets too.
     pub async fn wait_labelled(&self, n: i64) -> Result<()> {
-        use rdkafka::consumer::Consumer;
-        let reader: rdkafka::consumer::BaseConsumer =
-            kafka().consumer_config(&unique("watermark")).create()?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let (_, high) = reader.fetch_watermarks(&self.labelled, 0, Duration::from_secs(10))?;
-            if high >= n {
+            let mut rows = 0i64;
+            driftline_tests::read_committed(&kafka(), &self.labelled, |_| rows += 1)?;
+            if rows >= n {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("{high} of {n} labelled rows after 60 s");
+                bail!("{rows} of {n} labelled rows after 60 s");
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
