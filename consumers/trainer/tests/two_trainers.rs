@@ -16,12 +16,9 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{CUTOFF, HOUR, World, x_of};
+use common::{World, row};
 use driftline_schemas::codec::Codec;
-use driftline_schemas::events::{
-    Actual, Event, FeatureValue, Labelled, Prediction, PredictionLogged, PredictionSource,
-    SourcePosition,
-};
+use driftline_schemas::events::{Event, Labelled, SourcePosition};
 use driftline_tests::{kafka, produce, producer};
 
 struct Trainer {
@@ -152,31 +149,10 @@ async fn send_rows(w: &World, model: &str, from: i64, to: i64) -> Result<()> {
     let p = producer()?;
     let codec = Codec::single_object();
     for i in from..to {
-        let (t, x) = (CUTOFF + i * 6 * HOUR, x_of(i));
-        let id = format!("{model}-{i}");
+        let (prediction, actual) = row(model, i, |x| 5.0 - 2.0 * x);
         let l = Labelled {
-            prediction: PredictionLogged {
-                request_id: id.clone(),
-                model: model.to_string(),
-                model_version: 1,
-                event_time: t,
-                features: [("x".to_string(), FeatureValue::Number(x))].into(),
-                prediction: Prediction {
-                    value: Some(0.0),
-                    ..Default::default()
-                },
-                served_at: t,
-                latency_us: 1,
-                source: PredictionSource::Kafka,
-            },
-            actual: Actual {
-                request_id: id,
-                model: model.to_string(),
-                event_time: t,
-                value: Some(5.0 - 2.0 * x),
-                class: None,
-                observed_at: t + HOUR,
-            },
+            prediction,
+            actual,
             prediction_read_at: SourcePosition {
                 topic: w.predictions.clone(),
                 partition: 0,

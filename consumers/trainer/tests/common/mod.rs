@@ -210,31 +210,8 @@ impl World {
     ) -> Result<()> {
         let codec = Codec::single_object();
         for i in from..to {
-            let (t, x) = (CUTOFF + i * 6 * HOUR, x_of(i));
-            let id = format!("{}-{i}", self.model);
-            let logged = PredictionLogged {
-                request_id: id.clone(),
-                model: self.model.clone(),
-                model_version: 1,
-                event_time: t,
-                features: [("x".to_string(), FeatureValue::Number(x))].into(),
-                prediction: Prediction {
-                    value: Some(0.0),
-                    ..Default::default()
-                },
-                served_at: t,
-                latency_us: 1,
-                source: PredictionSource::Kafka,
-            };
+            let (logged, actual) = row(&self.model, i, &f);
             produce(p, &self.predictions, &logged.key(), &codec.encode(&logged)?).await?;
-            let actual = Actual {
-                request_id: id,
-                model: self.model.clone(),
-                event_time: t,
-                value: Some(f(x)),
-                class: None,
-                observed_at: t + HOUR,
-            };
             produce(p, &self.actuals, &actual.key(), &codec.encode(&actual)?).await?;
         }
         Ok(())
@@ -316,6 +293,36 @@ impl World {
         }
         Ok(out)
     }
+}
+
+/// Row `i` of `model`'s labelled traffic: six hours apart after the cut-off, the
+/// prediction as a predictor logs it and its actual, target `f(x)`.
+pub fn row(model: &str, i: i64, f: impl Fn(f64) -> f64) -> (PredictionLogged, Actual) {
+    let (t, x) = (CUTOFF + i * 6 * HOUR, x_of(i));
+    let id = format!("{model}-{i}");
+    let logged = PredictionLogged {
+        request_id: id.clone(),
+        model: model.to_string(),
+        model_version: 1,
+        event_time: t,
+        features: [("x".to_string(), FeatureValue::Number(x))].into(),
+        prediction: Prediction {
+            value: Some(0.0),
+            ..Default::default()
+        },
+        served_at: t,
+        latency_us: 1,
+        source: PredictionSource::Kafka,
+    };
+    let actual = Actual {
+        request_id: id,
+        model: model.to_string(),
+        event_time: t,
+        value: Some(f(x)),
+        class: None,
+        observed_at: t + HOUR,
+    };
+    (logged, actual)
 }
 
 /// `n` fresh toy model names that the producers' partitioner puts on distinct partitions
