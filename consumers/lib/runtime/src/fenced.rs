@@ -57,10 +57,6 @@ impl FencedWriter {
         })
     }
 
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// Writes `writes` in one transaction. After an error the writer is spent: make a new
     /// one (which aborts what this one left open), or give the partition up when fenced.
     pub async fn commit(&self, writes: &[Write]) -> std::result::Result<(), WriteError> {

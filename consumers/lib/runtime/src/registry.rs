@@ -137,6 +137,8 @@ type Ends = Vec<(i32, i64)>;
 struct Syncs {
     /// Per request: where each partition ended, and whom to tell.
     waiting: Vec<(Ends, oneshot::Sender<()>)>,
+    /// A read_uncommitted client, to ask for the high watermarks.
+    watermarks: Option<BaseConsumer<crate::consumer::QuietContext>>,
 }
 
 impl Syncs {
@@ -147,11 +149,27 @@ impl Syncs {
     /// committed until the broker has written its markers.
     fn add(
         &mut self,
-        watermarks: &BaseConsumer<crate::consumer::QuietContext>,
+        kafka: &KafkaArgs,
         topic: &str,
         partitions: usize,
         done: oneshot::Sender<()>,
     ) {
+        // Made at the first request: most followers are never asked.
+        if self.watermarks.is_none() {
+            let mut config =
+                kafka.consumer_config(&format!("driftline-registry-{}", std::process::id()));
+            config.set("isolation.level", "read_uncommitted");
+            match config.create_with_context(crate::consumer::QuietContext) {
+                Ok(c) => self.watermarks = Some(c),
+                Err(e) => {
+                    warn!(error = %e, "cannot make a client to read where the models topic ends");
+                    return;
+                }
+            }
+        }
+        let Some(watermarks) = &self.watermarks else {
+            return;
+        };
         let mut ends = Vec::with_capacity(partitions);
         for p in 0..partitions as i32 {
             match watermarks.fetch_watermarks(topic, p, Duration::from_secs(5)) {
@@ -260,10 +278,6 @@ pub async fn follow(
     };
     let mut at_end = std::collections::HashSet::new();
     let mut syncs = Syncs::default();
-    let mut config = kafka.consumer_config(&format!("driftline-registry-{}", std::process::id()));
-    config.set("isolation.level", "read_uncommitted");
-    let watermarks: BaseConsumer<crate::consumer::QuietContext> =
-        config.create_with_context(crate::consumer::QuietContext)?;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         syncs.answer(&consumer);
@@ -271,7 +285,7 @@ pub async fn follow(
             _ = shutdown.cancelled() => return Ok(()),
             m = consumer.recv() => m,
             Some(done) = sync.recv() => {
-                syncs.add(&watermarks, &topic, partitions, done);
+                syncs.add(&kafka, &topic, partitions, done);
                 continue;
             }
             // Idle at the end, nothing arrives: look again at where the consumer is.

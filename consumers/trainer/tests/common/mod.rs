@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use driftline_joiner::service::JoinerArgs;
 use driftline_runtime::registry::Registry;
 use driftline_schemas::codec::Codec;
@@ -293,6 +293,22 @@ impl World {
         }
         Ok(out)
     }
+}
+
+/// The lines a child process prints on its (piped) stdout, as they come (a trainer's
+/// `--phase-pause-ms` phase lines).
+pub fn stdout_lines(child: &mut std::process::Child) -> Result<std::sync::mpsc::Receiver<String>> {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().context("stdout is not piped")?;
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(lines)
 }
 
 /// Row `i` of `model`'s labelled traffic: six hours apart after the cut-off, the

@@ -546,7 +546,7 @@ pub(crate) async fn send(
     }
 }
 
-pub(crate) fn is_fatal(e: &KafkaError) -> bool {
+fn is_fatal(e: &KafkaError) -> bool {
     match e {
         KafkaError::Transaction(t) => t.is_fatal(),
         other => deliver::classify(other) == Fault::Fatal,
