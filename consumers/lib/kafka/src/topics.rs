@@ -105,7 +105,29 @@ pub async fn apply(kafka: &KafkaArgs, spec: &TopicSpec) -> Result<Vec<String>> {
             }
         }
     }
+    wait_visible(kafka, spec).await?;
     Ok(created)
+}
+
+/// Waits until every topic of `spec` shows in metadata. On a cluster a topic the controller
+/// has just created (here or by another instance) reaches the other brokers a moment
+/// later, and a metadata request answered by one of them would not list it yet.
+async fn wait_visible(kafka: &KafkaArgs, spec: &TopicSpec) -> Result<()> {
+    let names: Vec<String> = spec.topics.iter().map(|t| t.name.clone()).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let late = missing(kafka, &names).await?;
+        if late.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Config(format!(
+                "topic(s) {} were created but the cluster's metadata does not show them after 30 s",
+                late.join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Which of `topics` the cluster does not have, so that a service can refuse to start with
