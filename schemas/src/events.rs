@@ -707,6 +707,9 @@ pub struct RetrainRequested {
     pub window_start: i64,
     pub window_end: i64,
     pub requested_at: i64,
+    /// `topic/partition` -> next offset: the labelled rows to train on are those below
+    /// (the monitor's position when it asked); empty = what the trainer holds when it runs.
+    pub end_offsets: BTreeMap<String, i64>,
 }
 
 impl Event for RetrainRequested {
@@ -728,6 +731,7 @@ impl Event for RetrainRequested {
             ("window_start", ts(self.window_start)),
             ("window_end", ts(self.window_end)),
             ("requested_at", ts(self.requested_at)),
+            ("end_offsets", map(&self.end_offsets, |x| Value::Long(*x))),
         ])
     }
 
@@ -744,6 +748,7 @@ impl Event for RetrainRequested {
             window_start: f.long("window_start")?,
             window_end: f.long("window_end")?,
             requested_at: f.long("requested_at")?,
+            end_offsets: f.map("end_offsets", as_long)?,
         })
     }
 

@@ -362,6 +362,7 @@ pub mod samples {
             window_start: 1_357_016_400_000,
             window_end: 1_359_016_400_000,
             requested_at: 1_700_000_000_000,
+            end_offsets: [("driftline.labelled/0".to_string(), 120)].into(),
         }
     }
 

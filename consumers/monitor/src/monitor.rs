@@ -233,6 +233,14 @@ impl ModelMonitor {
             .insert(format!("{topic}/{partition}"), next_offset);
     }
 
+    /// Where the input stood for `older`, the window this one replaces: positions are the
+    /// model's, not a version's, and a retrain request names them.
+    pub fn continue_positions(&mut self, older: &ModelMonitor) {
+        for (k, v) in &older.end_offsets {
+            self.end_offsets.entry(k.clone()).or_insert(*v);
+        }
+    }
+
     /// Adds a prediction's event to the window.
     pub fn observe(&mut self, event: &Observation) -> Observed {
         let seq = self.window.next_seq();
@@ -347,6 +355,8 @@ impl ModelMonitor {
             window_start: window.start_time,
             window_end: window.end_time,
             requested_at: now,
+            // The labelled rows the trainer uses: those this monitor had read.
+            end_offsets: window.end_offsets.clone(),
         });
         let report = DriftReport {
             report_id,
@@ -479,6 +489,7 @@ mod tests {
                 actual_read_at: Default::default(),
             };
             assert!(m.label(&labelled).is_some());
+            m.position("labelled", 0, i as i64 + 1);
             if m.due() {
                 out.push(m.evaluate(0, None));
             }
@@ -506,11 +517,33 @@ mod tests {
         );
         assert_eq!(retrains[0].retrain_id, "retrain-m-v3-800");
         assert_eq!(retrains[0].drifted_features, ["x"]);
+        // It names the labelled rows read when it asked: the trainer trains on those.
+        assert_eq!(
+            retrains[0].end_offsets,
+            BTreeMap::from([("labelled/0".to_string(), 800)])
+        );
         let last = &evals.last().unwrap().report;
         assert_eq!(last.report_id, "m-v3-1500");
         assert!(last.prediction.as_ref().unwrap().drifted);
         let mae = last.performance.iter().find(|p| p.metric == "mae").unwrap();
         assert_eq!((mae.current, mae.reference), (2.0, Some(2.0)));
+    }
+
+    #[test]
+    fn a_new_version_window_continues_from_where_the_input_was_read() {
+        let mut v3 = ModelMonitor::new("m", 3, &profiles(), BTreeMap::new(), config());
+        v3.position("labelled", 0, 41);
+        v3.position("predictions", 0, 90);
+        let mut v4 = ModelMonitor::new("m", 4, &profiles(), BTreeMap::new(), config());
+        v4.position("predictions", 0, 91);
+        v4.continue_positions(&v3);
+        assert_eq!(
+            v4.meta().end_offsets,
+            BTreeMap::from([
+                ("labelled/0".to_string(), 41),
+                ("predictions/0".to_string(), 91)
+            ])
+        );
     }
 
     #[test]

@@ -170,19 +170,20 @@ impl MonitorProcessor {
                         "model {model:?} version {version} is not in the registry"
                     ))
                 })?;
-                if let Some(old) = self.monitors.remove(model) {
-                    info!(%model, from = old.version(), to = version, "new model version: new window and reference");
-                    let (window, joined) = old.slots();
-                    window.for_each(|s| txn.delete(state::window_key(model, s)));
-                    joined.for_each(|s| txn.delete(state::joined_key(model, s)));
-                }
-                let monitor = ModelMonitor::new(
+                let mut monitor = ModelMonitor::new(
                     model,
                     version,
                     &published.reference_profile,
                     published.metrics.clone(),
                     self.config.clone(),
                 );
+                if let Some(old) = self.monitors.remove(model) {
+                    info!(%model, from = old.version(), to = version, "new model version: new window and reference");
+                    let (window, joined) = old.slots();
+                    window.for_each(|s| txn.delete(state::window_key(model, s)));
+                    joined.for_each(|s| txn.delete(state::joined_key(model, s)));
+                    monitor.continue_positions(&old);
+                }
                 self.monitors.insert(model.to_string(), monitor);
             }
         }
@@ -269,6 +270,11 @@ impl MonitorProcessor {
                 .labelled_other_version
                 .with_label_values(&[&model])
                 .inc();
+            // Not scored, but read: a retrain request's rows include it.
+            if let Some(monitor) = self.monitors.get_mut(&model) {
+                monitor.position(record.topic, record.partition, record.offset + 1);
+                txn.put(state::meta_key(&model), state::encode_meta(&monitor.meta()));
+            }
             return Ok(Vec::new());
         }
         let Some(monitor) = self.monitors.get_mut(&model) else {

@@ -431,7 +431,12 @@ fn emitted(
     }
     let mut q: Vec<RetrainRequested> = decode_all(retrain, 1)?;
     q.retain(|x| seen.insert(x.retrain_id.clone()));
-    q.iter_mut().for_each(|x| x.requested_at = 0);
+    // How far the labelled topic was read beside the predictions depends on how the two
+    // interleaved (as for the reports above); the predictions' position does not.
+    for x in q.iter_mut() {
+        x.requested_at = 0;
+        x.end_offsets.retain(|k, _| k.starts_with(&t.predictions));
+    }
     Ok((r, q))
 }
 

@@ -32,6 +32,7 @@ pub fn request(model: &str, path: &Path, until: Option<i64>, now: i64) -> Retrai
         window_start: i64::MIN,
         window_end: until.unwrap_or(i64::MAX),
         requested_at: now,
+        end_offsets: Default::default(),
     }
 }
 

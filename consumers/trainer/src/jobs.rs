@@ -24,7 +24,7 @@
 //!   (`Registry::by_trigger`) in the processor, or here, and trains nothing;
 //! - a trainer that lost its partition during a fit drops the result unpublished.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +42,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::labelled::{Job, done_key, end_offsets, pending_jobs, snapshot};
+use crate::labelled::{Job, done_key, end_offsets, named_by, pending_jobs, read_upto, snapshot};
 use crate::metrics::TrainerMetrics;
 use crate::train::{Context, TrainOptions, Trained, select_window, train};
 use crate::{Error, Result, bootstrap};
@@ -192,6 +192,8 @@ pub struct Runner {
     pub waiting_for_rows: std::sync::Mutex<HashMap<String, i64>>,
     /// The writer of each owned partition, with the term it was made in.
     pub writers: std::sync::Mutex<HashMap<i32, (u64, Arc<FencedWriter>)>>,
+    /// Jobs said to be waiting for their rows (to say it once).
+    pub waiting_for_offset: std::sync::Mutex<HashSet<String>>,
 }
 
 /// What a run came to.
@@ -332,6 +334,24 @@ impl Runner {
             let Some(term) = self.ownership.term(partition) else {
                 continue;
             };
+            if let Some(until) = job.rows_until {
+                let read = read_upto(&self.store, partition)?.unwrap_or(0);
+                if read < until {
+                    let first = self
+                        .waiting_for_offset
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(job.trigger.clone());
+                    if first {
+                        info!(%model, trigger = %job.trigger, partition, until, read, "waiting until the store holds the labelled rows the request names");
+                    }
+                    continue;
+                }
+                self.waiting_for_offset
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&job.trigger);
+            }
             if jobs.len() > 1 {
                 info!(%model, trigger = %job.trigger, coalesced = jobs.len() - 1, "coalescing retrain requests into one run");
             }
@@ -359,7 +379,8 @@ impl Runner {
                 Err(e) if e.is_retryable() && !matches!(e, Error::NotEnoughRows { .. }) => {
                     return Err(e);
                 }
-                Err(e @ Error::NotEnoughRows { .. }) => {
+                // More rows cannot change a set named by offsets: it fails like a fit.
+                Err(e @ Error::NotEnoughRows { .. }) if job.rows_until.is_none() => {
                     // Kept: it runs again once more labelled rows are stored.
                     warn!(%model, trigger = %job.trigger, error = %e, "too few rows to train yet; the job waits for more");
                     self.waiting_for_rows
@@ -418,14 +439,15 @@ impl Runner {
             }));
         }
         let store = self.store.clone();
-        let (m, start, end, min) = (
+        let (m, start, end, min, until) = (
             job.model.clone(),
             job.window_start,
             job.window_end,
             self.options.min_rows,
+            job.rows_until,
         );
         Ok(Box::new(move || {
-            let rows = select_window(snapshot(&store, &m)?, start, end, min);
+            let rows = select_window(named_by(snapshot(&store, &m)?, until), start, end, min);
             Ok(TrainingSet {
                 end_offsets: end_offsets(&rows),
                 rows: rows.into_iter().map(|r| r.row).collect(),
@@ -682,6 +704,7 @@ mod tests {
             phase_pause: Duration::ZERO,
             waiting_for_rows: Default::default(),
             writers: Default::default(),
+            waiting_for_offset: Default::default(),
         }
     }
 
@@ -714,6 +737,7 @@ mod tests {
                 requested_at: at,
                 reason: "test".into(),
                 partition: Some(0),
+                rows_until: None,
             };
             txn.put(job_key("m", trigger), job.encode());
         }
@@ -740,6 +764,38 @@ mod tests {
         r.run_pending(&shutdown).await.unwrap();
         assert_eq!(waiting(), Some(3), "tried again with the rows there were");
         assert_eq!(triggers().len(), 3, "and still waits: 3 rows are too few");
+    }
+
+    #[tokio::test]
+    async fn a_job_naming_rows_the_store_has_not_read_yet_waits_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), false).unwrap());
+        let job = Job {
+            model: "m".into(),
+            trigger: "drift:a".into(),
+            window_start: i64::MIN,
+            window_end: i64::MAX,
+            requested_at: 1,
+            reason: "test".into(),
+            partition: Some(0),
+            rows_until: Some(10),
+        };
+        let mut txn = store.txn();
+        txn.put(job_key("m", "drift:a"), job.encode());
+        crate::labelled::record_read(&mut txn, 0, 9);
+        store.commit(txn, &BTreeMap::new()).unwrap();
+        let r = runner(store.clone());
+        r.metrics.labelled_rows.with_label_values(&["m"]).set(3);
+        let shutdown = CancellationToken::new();
+
+        r.run_pending(&shutdown).await.unwrap();
+        assert!(r.waiting_for_offset.lock().unwrap().contains("drift:a"));
+        assert!(
+            r.waiting_for_rows.lock().unwrap().is_empty(),
+            "not tried: the rows it names are not all stored"
+        );
+        assert_eq!(pending_jobs(&store).unwrap().len(), 1);
+        // What happens once the rows are read needs a broker: tests/named_rows.rs.
     }
 
     fn wide_record(features: usize, model_bytes: usize) -> ModelPublished {

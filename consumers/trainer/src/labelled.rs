@@ -9,12 +9,14 @@
 //! | `job/<model>\0<trigger>` | a pending training job ([`Job`]) |
 //! | `done/<model>\0<trigger>` | a trigger that was coalesced into another job |
 //! | `sched/<model>` | the optional schedule's counters |
+//! | `read/<partition>` | the next offset of that labelled partition: the rows reflect every message below it |
 //!
 //! Row keys sort by event time, so a training window is one prefix scan and eviction of
 //! the oldest rows is a walk from the front of an in-memory index of the keys.
 //!
 //! Each row remembers where its prediction and its actual were read, so a training set can
-//! say which messages it reflects ([`end_offsets`]).
+//! say which messages it reflects ([`end_offsets`]), and the labelled offset it came from,
+//! so a retrain request can name exactly the rows it trains on ([`Job::rows_until`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -64,6 +66,24 @@ pub fn done_key(model: &str, trigger: &str) -> Vec<u8> {
 
 pub fn sched_key(model: &str) -> Vec<u8> {
     prefixed("sched/", model)
+}
+
+pub fn read_key(partition: i32) -> Vec<u8> {
+    format!("read/{partition}").into_bytes()
+}
+
+/// How far the committed rows reach into labelled partition `partition`: the next offset
+/// (`None` before any labelled message of it was stored).
+pub fn read_upto(store: &Store, partition: i32) -> Result<Option<i64>> {
+    Ok(store
+        .get(&read_key(partition))?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map(i64::from_be_bytes))
+}
+
+/// Records in `txn` that labelled partition `partition` was read up to `next_offset`.
+pub fn record_read(txn: &mut Txn<'_>, partition: i32, next_offset: i64) {
+    txn.put(read_key(partition), next_offset.to_be_bytes().to_vec());
 }
 
 /// A feature value as stored (JSON: a number, a string or null).
@@ -147,6 +167,9 @@ struct StoredRow {
     p: Option<Position>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     a: Option<Position>,
+    /// The offset of the labelled message (absent in rows stored before rows kept it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    l: Option<i64>,
 }
 
 /// A stored row with where its two halves were read.
@@ -155,6 +178,8 @@ pub struct SourcedRow {
     pub row: LabelledRow,
     pub prediction: Option<SourcePosition>,
     pub actual: Option<SourcePosition>,
+    /// Where in its labelled partition the row was read.
+    pub labelled: Option<i64>,
 }
 
 /// Per source partition, the offset after the newest message behind any of `rows`
@@ -178,7 +203,11 @@ pub fn end_offsets(rows: &[SourcedRow]) -> BTreeMap<String, i64> {
     out
 }
 
-fn stored(row: &LabelledRow, (p, a): (&SourcePosition, &SourcePosition)) -> StoredRow {
+fn stored(
+    row: &LabelledRow,
+    (p, a): (&SourcePosition, &SourcePosition),
+    labelled: i64,
+) -> StoredRow {
     let (y, c) = match &row.target {
         Target::Value(x) => (Some(*x), None),
         Target::Class(c) => (None, Some(c.clone())),
@@ -190,6 +219,7 @@ fn stored(row: &LabelledRow, (p, a): (&SourcePosition, &SourcePosition)) -> Stor
         c,
         p: Some(p.into()),
         a: Some(a.into()),
+        l: Some(labelled),
     }
 }
 
@@ -209,6 +239,7 @@ pub fn decode_row(bytes: &[u8]) -> Result<SourcedRow> {
         },
         prediction: s.p.map(Into::into),
         actual: s.a.map(Into::into),
+        labelled: s.l,
     })
 }
 
@@ -230,6 +261,12 @@ pub struct Job {
     /// runs it (absent in jobs written before jobs named one).
     #[serde(default)]
     pub partition: Option<i32>,
+    /// The rows to train on are those read from the labelled partition below this offset
+    /// (the monitor's position when it asked), and the job waits until the store reaches
+    /// it: the same request trains on the same rows whenever and wherever it runs.
+    /// `None`: the rows the store holds when the job runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_until: Option<i64>,
 }
 
 impl Job {
@@ -281,9 +318,10 @@ impl RowIndex {
         Self::load(store, self.keys.keys().cloned(), self.max_rows)
     }
 
-    /// Stores `row` of `model` (read from the two positions); false when this request's
-    /// row is already stored (a re-delivered message). Evicts the oldest rows beyond the
-    /// bound, in the same transaction.
+    /// Stores `row` of `model` (its halves read at `read_at`, itself read at offset
+    /// `labelled` of its labelled partition); false when this request's row is already
+    /// stored (a re-delivered message). Evicts the oldest rows beyond the bound, in the
+    /// same transaction.
     pub fn add(
         &mut self,
         txn: &mut Txn<'_>,
@@ -291,6 +329,7 @@ impl RowIndex {
         request_id: &str,
         row: &LabelledRow,
         read_at: (&SourcePosition, &SourcePosition),
+        labelled: i64,
     ) -> bool {
         let key = row_key(model, row.event_time, request_id);
         let set = self.keys.entry(model.to_string()).or_default();
@@ -299,7 +338,7 @@ impl RowIndex {
         }
         txn.put(
             key,
-            serde_json::to_vec(&stored(row, read_at)).unwrap_or_default(),
+            serde_json::to_vec(&stored(row, read_at, labelled)).unwrap_or_default(),
         );
         while set.len() > self.max_rows {
             if let Some(oldest) = set.pop_first() {
@@ -317,6 +356,17 @@ pub fn snapshot(store: &Store, model: &str) -> Result<Vec<SourcedRow>> {
         .scan_prefix(&row_prefix(model))?
         .into_iter()
         .map(|(_, v)| decode_row(&v))
+        .collect()
+}
+
+/// The rows a job with [`Job::rows_until`] `until` may train on: those read below it (and
+/// rows stored before rows kept their labelled offset).
+pub fn named_by(rows: Vec<SourcedRow>, until: Option<i64>) -> Vec<SourcedRow> {
+    let Some(until) = until else {
+        return rows;
+    };
+    rows.into_iter()
+        .filter(|r| r.labelled.is_none_or(|o| o < until))
         .collect()
 }
 
@@ -360,9 +410,9 @@ mod tests {
         let mut index = RowIndex::load(&store, ["m".to_string()], 100).unwrap();
         let mut txn = store.txn();
         let read = (&at("p", 0, 4), &at("a", 1, 9));
-        assert!(index.add(&mut txn, "m", "r", &row(10, 2.0), read));
+        assert!(index.add(&mut txn, "m", "r", &row(10, 2.0), read, 7));
         assert!(
-            !index.add(&mut txn, "m", "r", &row(10, 2.0), read),
+            !index.add(&mut txn, "m", "r", &row(10, 2.0), read, 8),
             "re-delivered"
         );
         store.commit(txn, &Offsets::new()).unwrap();
@@ -373,6 +423,26 @@ mod tests {
             (rows[0].prediction.clone(), rows[0].actual.clone()),
             (Some(at("p", 0, 4)), Some(at("a", 1, 9)))
         );
+        assert_eq!(rows[0].labelled, Some(7), "the first copy's offset");
+    }
+
+    #[test]
+    fn a_job_naming_an_offset_takes_only_the_rows_read_below_it() {
+        let at = |labelled| SourcedRow {
+            row: row(0, 0.0),
+            prediction: None,
+            actual: None,
+            labelled,
+        };
+        let rows = vec![at(Some(3)), at(Some(9)), at(None), at(Some(10))];
+        let offsets =
+            |rows: Vec<SourcedRow>| -> Vec<_> { rows.iter().map(|r| r.labelled).collect() };
+        assert_eq!(
+            offsets(named_by(rows.clone(), Some(10))),
+            [Some(3), Some(9), None],
+            "rows stored before rows kept their offset count as read before"
+        );
+        assert_eq!(offsets(named_by(rows.clone(), None)).len(), 4);
     }
 
     #[test]
@@ -381,6 +451,7 @@ mod tests {
             row: row(0, 0.0),
             prediction: Some(p),
             actual: a,
+            labelled: None,
         };
         let rows = [
             sourced(at("preds", 0, 7), Some(at("acts", 0, 3))),
@@ -409,7 +480,7 @@ mod tests {
         // Out of order in time: eviction goes by event time, not arrival.
         for (i, t) in [5, 1, 4, 2, 3, -7].into_iter().enumerate() {
             let read = (&at("p", 0, i as i64), &at("a", 0, i as i64));
-            index.add(&mut txn, "m", &format!("r{t}"), &row(t, t as f64), read);
+            index.add(&mut txn, "m", &format!("r{t}"), &row(t, t as f64), read, t);
         }
         store.commit(txn, &Offsets::new()).unwrap();
         let times: Vec<i64> = snapshot(&store, "m")

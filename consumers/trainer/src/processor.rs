@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info};
 
 use crate::jobs::Ownership;
-use crate::labelled::{Job, RowIndex, done_key, job_key, sched_key};
+use crate::labelled::{Job, RowIndex, done_key, job_key, record_read, sched_key};
 use crate::metrics::TrainerMetrics;
 
 /// Retrain without drift, every N labelled rows and/or every T hours of event time. Off
@@ -130,13 +130,14 @@ impl TrainerProcessor {
         }
     }
 
-    /// After a new row: the gauge, and the schedule's count.
+    /// After a new row (read at `offset` of labelled `partition`): the gauge, and the
+    /// schedule's count.
     fn row_added(
         &mut self,
         txn: &mut Txn<'_>,
         model: &str,
         event_time: i64,
-        partition: i32,
+        (partition, offset): (i32, i64),
     ) -> Result<(), Rejection> {
         self.metrics
             .labelled_rows
@@ -159,6 +160,8 @@ impl TrainerProcessor {
                 requested_at: event_time,
                 reason: due.reason,
                 partition: Some(partition),
+                // Up to and with the row that made it due.
+                rows_until: Some(offset + 1),
             };
             self.queue(txn, job, None)?;
         }
@@ -300,6 +303,8 @@ impl Processor for TrainerProcessor {
     ) -> Result<Vec<Output>, Rejection> {
         let payload = record.payload.unwrap_or_default();
         if record.topic == self.topics.labelled {
+            // Read, whatever it holds: a retrain request waiting for this offset can run.
+            record_read(txn, record.partition, record.offset + 1);
             let l: Labelled = self.codec.decode(payload).map_err(Rejection::decode)?;
             let model = l.prediction.model.clone();
             let Some(spec) = self.specs.get(&model) else {
@@ -307,11 +312,20 @@ impl Processor for TrainerProcessor {
             };
             let row = training_row(&l, spec.target.kind)?;
             let read_at = (&l.prediction_read_at, &l.actual_read_at);
-            if self
-                .index
-                .add(txn, &model, &l.prediction.request_id, &row, read_at)
-            {
-                self.row_added(txn, &model, row.event_time, record.partition)?;
+            if self.index.add(
+                txn,
+                &model,
+                &l.prediction.request_id,
+                &row,
+                read_at,
+                record.offset,
+            ) {
+                self.row_added(
+                    txn,
+                    &model,
+                    row.event_time,
+                    (record.partition, record.offset),
+                )?;
             }
         } else if record.topic == self.topics.retrain {
             let r: RetrainRequested = self.codec.decode(payload).map_err(Rejection::decode)?;
@@ -327,6 +341,11 @@ impl Processor for TrainerProcessor {
                 requested_at: r.requested_at,
                 reason: r.reason.clone(),
                 partition: Some(record.partition),
+                // The monitor reads the same labelled partition number (co-partitioned).
+                rows_until: r
+                    .end_offsets
+                    .get(&format!("{}/{}", self.topics.labelled, record.partition))
+                    .copied(),
             };
             self.queue(txn, job, legacy_trigger_of(&r))?;
         }
@@ -519,6 +538,7 @@ mod tests {
             window_start: 0,
             window_end: 10,
             requested_at: 5,
+            end_offsets: Default::default(),
         }
     }
 

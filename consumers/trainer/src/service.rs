@@ -287,6 +287,7 @@ async fn consume(
         phase_pause: Duration::from_millis(args.phase_pause_ms),
         waiting_for_rows: Default::default(),
         writers: Default::default(),
+        waiting_for_offset: Default::default(),
     };
     let mut runner_task = tokio::spawn(runner.run(shutdown.clone()));
 

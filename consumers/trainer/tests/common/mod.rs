@@ -254,23 +254,15 @@ impl World {
         from: i64,
         to: i64,
     ) -> Result<()> {
-        let r = RetrainRequested {
-            retrain_id: id.to_string(),
-            model: model.to_string(),
-            model_version: 1,
-            trigger: RetrainTrigger::Drift,
-            reason: "test".into(),
-            report_id: Some(format!("report-{id}")),
-            drifted_features: vec!["x".into()],
-            window_start: CUTOFF + from * 6 * HOUR,
-            window_end: CUTOFF + (to - 1) * 6 * HOUR,
-            requested_at: driftline_runtime::now_ms(),
-        };
+        self.send_request(p, &retrain_of(model, id, from, to)).await
+    }
+
+    pub async fn send_request(&self, p: &FutureProducer, r: &RetrainRequested) -> Result<()> {
         produce(
             p,
             &self.retrain,
             &r.key(),
-            &Codec::single_object().encode(&r)?,
+            &Codec::single_object().encode(r)?,
         )
         .await
     }
@@ -292,6 +284,24 @@ impl World {
             bail!("undecodable model record: {e}");
         }
         Ok(out)
+    }
+}
+
+/// A drift retrain request of `model` (report `report-<id>`) over rows `from..to`, naming
+/// no offsets.
+pub fn retrain_of(model: &str, id: &str, from: i64, to: i64) -> RetrainRequested {
+    RetrainRequested {
+        retrain_id: id.to_string(),
+        model: model.to_string(),
+        model_version: 1,
+        trigger: RetrainTrigger::Drift,
+        reason: "test".into(),
+        report_id: Some(format!("report-{id}")),
+        drifted_features: vec!["x".into()],
+        window_start: CUTOFF + from * 6 * HOUR,
+        window_end: CUTOFF + (to - 1) * 6 * HOUR,
+        requested_at: driftline_runtime::now_ms(),
+        end_offsets: Default::default(),
     }
 }
 
