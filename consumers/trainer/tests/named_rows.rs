@@ -47,11 +47,7 @@ async fn a_retrain_trains_on_exactly_the_labelled_rows_its_request_names() -> Re
     let state = tempfile::tempdir()?;
     let shutdown = CancellationToken::new();
     let joiner = w.spawn_joiner(state.path(), &shutdown);
-    let trainer = tokio::spawn(driftline_trainer::service::run(
-        w.trainer_args(state.path()),
-        shutdown.clone(),
-        Default::default(),
-    ));
+    let trainer = w.spawn_trainer(w.trainer_args(state.path()), &shutdown);
     let p = producer()?;
     w.wait_registry("bootstrap v1", Duration::from_secs(90), |r| {
         r.production(&w.model).is_some()

@@ -64,11 +64,7 @@ async fn retrain_event_publishes_a_version_the_predictor_serves_and_a_worse_one_
     let state = tempfile::tempdir()?;
     let shutdown = CancellationToken::new();
     let joiner = w.spawn_joiner(state.path(), &shutdown);
-    let trainer = tokio::spawn(driftline_trainer::service::run(
-        w.trainer_args(state.path()),
-        shutdown.clone(),
-        Default::default(),
-    ));
+    let trainer = w.spawn_trainer(w.trainer_args(state.path()), &shutdown);
     let predictor = tokio::spawn(driftline_predictor::service::run(
         PredictorArgs {
             kafka: kafka(),

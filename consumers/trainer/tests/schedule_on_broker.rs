@@ -19,11 +19,7 @@ async fn retrains_every_n_labelled_rows_without_a_retrain_event() -> Result<()> 
     args.retrain_every_rows = 100;
     let shutdown = CancellationToken::new();
     let joiner = w.spawn_joiner(state.path(), &shutdown);
-    let trainer = tokio::spawn(driftline_trainer::service::run(
-        args,
-        shutdown.clone(),
-        Default::default(),
-    ));
+    let trainer = w.spawn_trainer(args, &shutdown);
 
     w.wait_registry("bootstrap v1", Duration::from_secs(90), |r| {
         r.production(&w.model).is_some()

@@ -172,6 +172,19 @@ impl World {
         ))
     }
 
+    /// A trainer in-process with `args` (usually `trainer_args`), running until `shutdown`.
+    pub fn spawn_trainer(
+        &self,
+        args: TrainerArgs,
+        shutdown: &CancellationToken,
+    ) -> JoinHandle<driftline_trainer::Result<()>> {
+        tokio::spawn(driftline_trainer::service::run(
+            args,
+            shutdown.clone(),
+            Default::default(),
+        ))
+    }
+
     pub async fn registry(&self) -> Result<Registry> {
         Ok(driftline_trainer::cli::load_registry(&kafka(), &self.models).await?)
     }
