@@ -975,6 +975,12 @@ impl Event for DeadLetter {
 }
 
 /// Every current schema, for registering writers and for tooling.
+/// The key of an `end_offsets` map (reports, retrain requests, training windows): the
+/// writer of a position and its reader must spell it the same.
+pub fn offsets_key(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
 pub fn all_schemas() -> [(&'static str, &'static Schema); 8] {
     [
         (PredictionRequest::TOPIC, PredictionRequest::schema()),

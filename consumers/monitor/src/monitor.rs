@@ -9,7 +9,7 @@ use std::ops::Range;
 use driftline_model::{PREDICTION, lower_is_better};
 use driftline_schemas::events::{
     DriftReport, FeatureDrift, FeatureKind, FeatureProfile, FeatureValue, Labelled,
-    PredictionLogged, ReportWindow, RetrainRequested, RetrainTrigger,
+    PredictionLogged, ReportWindow, RetrainRequested, RetrainTrigger, offsets_key,
 };
 use serde::{Deserialize, Serialize};
 
@@ -230,7 +230,7 @@ impl ModelMonitor {
     /// Records where the input stands ("topic/partition" -> next offset) for reports.
     pub fn position(&mut self, topic: &str, partition: i32, next_offset: i64) {
         self.end_offsets
-            .insert(format!("{topic}/{partition}"), next_offset);
+            .insert(offsets_key(topic, partition), next_offset);
     }
 
     /// Where the input stood for `older`, the window this one replaces: positions are the

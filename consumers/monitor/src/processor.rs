@@ -264,31 +264,28 @@ impl MonitorProcessor {
             .decode(record.payload.unwrap_or_default())
             .map_err(Rejection::decode)?;
         let model = l.prediction.model.clone();
-        if !self.monitor_for(&model, l.prediction.model_version, txn)? {
+        let current = self.monitor_for(&model, l.prediction.model_version, txn)?;
+        let Some(monitor) = self.monitors.get_mut(&model) else {
+            return Err(state_err("monitor vanished"));
+        };
+        if current {
+            match monitor.label(&l) {
+                Some(j) => write_joined(txn, &model, &j),
+                None => {
+                    return Err(Rejection::validation(format!(
+                        "the actual of {:?} does not fit its prediction (value {:?}, class {:?})",
+                        l.actual.request_id, l.actual.value, l.actual.class
+                    )));
+                }
+            }
+        } else {
             debug!(%model, version = l.prediction.model_version, "labelled prediction of an older version");
             self.metrics
                 .labelled_other_version
                 .with_label_values(&[&model])
                 .inc();
-            // Not scored, but read: a retrain request's rows include it.
-            if let Some(monitor) = self.monitors.get_mut(&model) {
-                monitor.position(record.topic, record.partition, record.offset + 1);
-                txn.put(state::meta_key(&model), state::encode_meta(&monitor.meta()));
-            }
-            return Ok(Vec::new());
         }
-        let Some(monitor) = self.monitors.get_mut(&model) else {
-            return Err(state_err("monitor vanished"));
-        };
-        match monitor.label(&l) {
-            Some(j) => write_joined(txn, &model, &j),
-            None => {
-                return Err(Rejection::validation(format!(
-                    "the actual of {:?} does not fit its prediction (value {:?}, class {:?})",
-                    l.actual.request_id, l.actual.value, l.actual.class
-                )));
-            }
-        }
+        // Scored or not, read: a retrain request's rows include it.
         monitor.position(record.topic, record.partition, record.offset + 1);
         txn.put(state::meta_key(&model), state::encode_meta(&monitor.meta()));
         Ok(Vec::new())

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use driftline_model::{LabelledRow, Target};
 use driftline_runtime::{Store, Txn};
-use driftline_schemas::events::{FeatureValue, Features, SourcePosition};
+use driftline_schemas::events::{FeatureValue, Features, SourcePosition, offsets_key};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -195,9 +195,7 @@ pub fn end_offsets(rows: &[SourcedRow]) -> BTreeMap<String, i64> {
         if at.topic.is_empty() {
             continue;
         }
-        let next = out
-            .entry(format!("{}/{}", at.topic, at.partition))
-            .or_insert(0);
+        let next = out.entry(offsets_key(&at.topic, at.partition)).or_insert(0);
         *next = (*next).max(at.offset + 1);
     }
     out

@@ -11,7 +11,7 @@ use driftline_runtime::registry::SharedRegistry;
 use driftline_runtime::store::TopicPartition;
 use driftline_runtime::{Output, Processor, Record, Rejection, Store, Txn};
 use driftline_schemas::codec::Codec;
-use driftline_schemas::events::{Labelled, RetrainRequested, RetrainTrigger};
+use driftline_schemas::events::{Labelled, RetrainRequested, RetrainTrigger, offsets_key};
 use driftline_schemas::spec::{FeatureSpec, TargetKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -344,7 +344,7 @@ impl Processor for TrainerProcessor {
                 // The monitor reads the same labelled partition number (co-partitioned).
                 rows_until: r
                     .end_offsets
-                    .get(&format!("{}/{}", self.topics.labelled, record.partition))
+                    .get(&offsets_key(&self.topics.labelled, record.partition))
                     .copied(),
             };
             self.queue(txn, job, legacy_trigger_of(&r))?;
