@@ -73,6 +73,12 @@ struct Args {
     #[arg(long, env = "SEND_DATA_STRICT")]
     strict: bool,
 
+    /// Start over after the last row, for traffic as long as you like (soak tests): each
+    /// pass is moved later in event time by the data's span (in whole weeks) and its
+    /// request ids end in `~<pass>`, so it is new traffic. Stops at --rows or Ctrl-C.
+    #[arg(long = "loop", env = "SEND_DATA_LOOP")]
+    looped: bool,
+
     /// Where requests go (the topic must exist).
     #[arg(long, env = "DRIFTLINE_TOPIC_REQUESTS", default_value = topics::REQUESTS)]
     topic_requests: String,
@@ -126,6 +132,7 @@ impl Args {
             label_delay: self.label_delay,
             actuals: !self.no_actuals,
             strict: self.strict,
+            looped: self.looped,
             ..ReplayOptions::new(spec, data)
         })
     }

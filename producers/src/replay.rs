@@ -39,6 +39,9 @@ pub struct ReplayOptions {
     pub actuals: bool,
     /// Stop at the first bad row instead of skipping it.
     pub strict: bool,
+    /// After the last row, start over: each pass later in event time by the data's span
+    /// (in whole weeks) and with its own request ids (`<id>~<pass>`), until `rows`.
+    pub looped: bool,
     /// Continue an earlier replay of the same data: what it sent is not sent again. The
     /// window must start early enough to re-read the rows whose ground truth is still owed
     /// (see [`Resume::window_from`]).
@@ -162,6 +165,7 @@ impl ReplayOptions {
             label_delay: Duration::ZERO,
             actuals: true,
             strict: false,
+            looped: false,
             resume: None,
             checkpoint: None,
         }
@@ -297,7 +301,13 @@ pub async fn replay<S: Sink + Send>(
         label_delay_ms,
         actuals: opts.actuals,
         strict: opts.strict,
+        looped: opts.looped,
     };
+    if opts.looped && opts.resume.is_some() {
+        return Err(Error::Options(
+            "a looped replay cannot resume an earlier one".into(),
+        ));
+    }
     let started = Instant::now();
     let (tx, mut rx) = mpsc::channel::<Vec<Item>>(16);
     let reader = {
@@ -310,7 +320,7 @@ pub async fn replay<S: Sink + Send>(
     // Stops the counting pass below when the replay ends first.
     let counting = shutdown.child_token();
     let _stop_counting = counting.clone().drop_guard();
-    if !progress.is_hidden() {
+    if !progress.is_hidden() && !opts.looped {
         // A second, cheaper pass for the bar's length (and so its ETA).
         let (plan, progress) = (plan.clone(), progress.clone());
         tokio::task::spawn_blocking(move || {
@@ -637,6 +647,27 @@ mod tests {
         assert_eq!(summary.first_event_time, Some(2 * 600_000));
         let (summary, _) = run(&ReplayOptions { window, ..opts }).await;
         assert_eq!((summary.requests, summary.outside_window), (6, 4));
+    }
+
+    #[tokio::test]
+    async fn a_looped_replay_starts_over_with_new_ids_later_in_event_time() {
+        let (_dir, opts) = data(3);
+        let (summary, sent) = run(&ReplayOptions {
+            looped: true,
+            rows: Some(8),
+            actuals: false,
+            ..opts
+        })
+        .await;
+        assert_eq!(
+            sent,
+            [
+                "Rr0", "Rr1", "Rr2", "Rr0~1", "Rr1~1", "Rr2~1", "Rr0~2", "Rr1~2"
+            ]
+        );
+        let week = 7 * 24 * 3_600_000;
+        assert_eq!(summary.first_event_time, Some(0));
+        assert_eq!(summary.last_event_time, Some(2 * week + 600_000));
     }
 
     #[tokio::test]

@@ -68,6 +68,48 @@ pub(crate) struct ReadPlan {
     pub label_delay_ms: i64,
     pub actuals: bool,
     pub strict: bool,
+    /// Start over after the last row (see [`Pass`]) until `limit`.
+    pub looped: bool,
+}
+
+/// Event times move forward by whole weeks per pass, so weekly patterns stay aligned.
+const WEEK_MS: i64 = 7 * 24 * 3_600_000;
+
+/// One pass over the data in a looped replay. Pass 0 is the data as it is; pass `n` moves
+/// every event time forward by `n` times the data's span (rounded up to whole weeks) and
+/// tags every request id with `~n`, so each pass is new traffic after the one before.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pass {
+    n: u64,
+    shift_ms: i64,
+}
+
+impl Pass {
+    fn next(self, span: (i64, i64)) -> Self {
+        let weeks = (span.1 - span.0) / WEEK_MS + 1;
+        Pass {
+            n: self.n + 1,
+            shift_ms: self.shift_ms + weeks * WEEK_MS,
+        }
+    }
+
+    fn apply(
+        &self,
+        mut mapped: driftline_dataset::rows::Mapped,
+    ) -> driftline_dataset::rows::Mapped {
+        if self.n == 0 {
+            return mapped;
+        }
+        let tag = |id: &mut String| id.push_str(&format!("~{}", self.n));
+        tag(&mut mapped.request.request_id);
+        mapped.request.event_time += self.shift_ms;
+        if let Some(a) = &mut mapped.actual {
+            tag(&mut a.request_id);
+            a.event_time += self.shift_ms;
+            a.observed_at += self.shift_ms;
+        }
+        mapped
+    }
 }
 
 /// Counts the reader keeps, for the summary.
@@ -77,30 +119,55 @@ pub(crate) struct ReadStats {
     pub without_target: u64,
 }
 
-/// Reads the file and sends its rows, encoded, in batches. Returns when the file ends, the
-/// limit is reached, the receiver goes away, or (with `strict`) at the first bad row.
+/// Reads the file and sends its rows, encoded, in batches. Returns when the file ends (a
+/// looped plan starts it over), the limit is reached, the receiver goes away, or (with
+/// `strict`) at the first bad row.
 pub(crate) fn read(
     plan: &ReadPlan,
     codec: &Codec,
     tx: &mpsc::Sender<Vec<Item>>,
 ) -> Result<ReadStats> {
+    let mut stats = ReadStats::default();
+    let mut good = 0u64;
+    let mut pass = Pass::default();
+    loop {
+        let before = good;
+        let span = read_pass(plan, codec, tx, pass, &mut good, &mut stats)?;
+        let done = plan.limit.is_some_and(|n| good >= n) || tx.is_closed();
+        match span {
+            // A pass that sent nothing would loop for ever.
+            Some(span) if plan.looped && !done && good > before => pass = pass.next(span),
+            _ => return Ok(stats),
+        }
+    }
+}
+
+/// One pass over the file; returns the first and last event time it sent, or `None` when
+/// it sent nothing or must not go on (the replay stopped, a bad row with `strict`).
+fn read_pass(
+    plan: &ReadPlan,
+    codec: &Codec,
+    tx: &mpsc::Sender<Vec<Item>>,
+    pass: Pass,
+    good: &mut u64,
+    stats: &mut ReadStats,
+) -> Result<Option<(i64, i64)>> {
     let mut reader = csv_reader(&plan.path)?;
     let mapper = mapper(plan, &mut reader)?;
-    let mut stats = ReadStats::default();
     let mut batch = Vec::with_capacity(BATCH);
-    let mut good = 0u64;
+    let mut span: Option<(i64, i64)> = None;
     let mut record = StringRecord::new();
     let encode_err = |source| Error::Encode {
         path: plan.path.clone(),
         source,
     };
     for seen in 0u64.. {
-        if plan.limit.is_some_and(|n| good >= n) {
+        if plan.limit.is_some_and(|n| *good >= n) {
             break;
         }
         // Rows outside the window send nothing, so notice a stopped replay here too.
         if seen % CHECK_EVERY == 0 && tx.is_closed() {
-            return Ok(stats);
+            return Ok(None);
         }
         let line = match next(&mut reader, &mut record, &plan.path)? {
             Next::End => break,
@@ -120,7 +187,9 @@ pub(crate) fn read(
             }
             Ok(t) => match mapper.map(&record, t, plan.label_delay_ms) {
                 Ok(mapped) => {
-                    good += 1;
+                    *good += 1;
+                    span = Some(span.map_or((t, t), |(a, b)| (a.min(t), b.max(t))));
+                    let mapped = pass.apply(mapped);
                     if mapped.actual.is_none() {
                         stats.without_target += 1;
                     }
@@ -139,7 +208,7 @@ pub(crate) fn read(
                         None => None,
                     };
                     Item::Row(Row {
-                        event_time: t,
+                        event_time: t + pass.shift_ms,
                         request,
                         actual,
                     })
@@ -151,7 +220,8 @@ pub(crate) fn read(
         let stop = plan.strict && matches!(item, Item::Bad(_));
         batch.push(item);
         if stop {
-            break;
+            let _ = tx.blocking_send(batch);
+            return Ok(None);
         }
         let full = batch.len() >= BATCH;
         if full
@@ -159,13 +229,13 @@ pub(crate) fn read(
                 .blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
                 .is_err()
         {
-            return Ok(stats); // the replay stopped (Ctrl-C or an error): nothing to do
+            return Ok(None); // the replay stopped (Ctrl-C or an error): nothing to do
         }
     }
-    if !batch.is_empty() {
-        let _ = tx.blocking_send(batch);
+    if !batch.is_empty() && tx.blocking_send(batch).is_err() {
+        return Ok(None);
     }
-    Ok(stats)
+    Ok(span)
 }
 
 /// How many rows a replay will send (for the progress bar): rows in the window, up to the
