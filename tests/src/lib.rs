@@ -14,6 +14,8 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
+pub mod whole_loop;
+
 /// An order-independent checksum that a duplicate or a loss changes: the wrapping sums of
 /// the FNV-1a hash of each id and of its square.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -519,6 +521,20 @@ impl OwnBroker {
     /// kill -9 of the broker's JVM.
     pub fn kill(&self) -> Result<()> {
         self.run("kill")
+    }
+
+    /// The broker JVM's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("broker.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Where its data (and log) are.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     fn run(&self, command: &str) -> Result<()> {

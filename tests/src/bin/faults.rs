@@ -26,14 +26,13 @@ use driftline_schemas::events::{
 };
 use driftline_schemas::spec::{FeatureSpec, Kind};
 use driftline_schemas::topics;
-use driftline_tests::{OwnBroker, free_port, http};
+use driftline_tests::OwnBroker;
+use driftline_tests::whole_loop::{Loop, SERVICES, lags, last_line};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,19 +84,6 @@ enum Fault {
     HugeMessages,
 }
 
-const SERVICES: [&str; 4] = ["predictor", "joiner", "monitor", "trainer"];
-
-/// The groups the services consume in, and what each reads.
-const GROUPS: [(&str, &[&str]); 4] = [
-    ("driftline-predictor", &[topics::REQUESTS]),
-    ("driftline-joiner", &[topics::PREDICTIONS, topics::ACTUALS]),
-    (
-        "driftline-monitor",
-        &[topics::PREDICTIONS, topics::LABELLED],
-    ),
-    ("driftline-trainer", &[topics::LABELLED, topics::RETRAIN]),
-];
-
 /// Input topics that get a 10 MB message, and how many dead letters each makes (one per
 /// group that reads it; the registry followers skip a bad model record without one).
 const HUGE_TARGETS: [(&str, u64); 6] = [
@@ -110,117 +96,6 @@ const HUGE_TARGETS: [(&str, u64); 6] = [
 ];
 
 const HUGE_BYTES: usize = 10 * 1024 * 1024;
-
-/// One service process, restarted by the supervisor when it exits.
-struct Proc {
-    name: &'static str,
-    env: Vec<(String, String)>,
-    log: PathBuf,
-    child: Option<Child>,
-    /// Exits nobody asked for, with the last line each wrote.
-    exits: Vec<String>,
-    started: Instant,
-    backoff: Duration,
-}
-
-impl Proc {
-    async fn spawn(&mut self, bin: &Path) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(bin)
-            .arg(self.name)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {} {}", bin.display(), self.name))?;
-        self.child = Some(child);
-        self.started = Instant::now();
-        Ok(())
-    }
-
-    async fn kill(&mut self) -> Result<()> {
-        if let Some(mut c) = self.child.take() {
-            c.start_kill()?;
-            c.wait().await?;
-        }
-        Ok(())
-    }
-
-    /// Restarts the process if it exited on its own: at once the first time, then with a
-    /// doubling wait (up to 10 s) while it keeps exiting within 30 s of its start.
-    async fn supervise(&mut self, bin: &Path) -> Result<()> {
-        let Some(child) = self.child.as_mut() else {
-            return self.spawn(bin).await;
-        };
-        let Some(status) = child.try_wait()? else {
-            return Ok(());
-        };
-        let last = last_line(&self.log);
-        eprintln!("[faults] the {} exited ({status}): {last}", self.name);
-        self.exits.push(format!("{status}: {last}"));
-        self.backoff = if self.started.elapsed() < Duration::from_secs(30) {
-            (self.backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
-        } else {
-            Duration::from_secs(1)
-        };
-        self.child = None;
-        tokio::time::sleep(self.backoff).await;
-        self.spawn(bin).await
-    }
-}
-
-fn last_line(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .chars()
-        .take(300)
-        .collect()
-}
-
-/// The loop's processes.
-struct Loop {
-    bin: PathBuf,
-    procs: Vec<Proc>,
-}
-
-impl Loop {
-    async fn supervise(&mut self) -> Result<()> {
-        for p in &mut self.procs {
-            p.supervise(&self.bin).await?;
-        }
-        Ok(())
-    }
-
-    async fn kill_and_restart(&mut self, i: usize) -> Result<()> {
-        let p = &mut self.procs[i];
-        p.kill().await?;
-        p.spawn(&self.bin).await
-    }
-
-    async fn stop(&mut self) {
-        for p in &mut self.procs {
-            if let Some(c) = p.child.as_mut() {
-                if let Some(pid) = c.id() {
-                    // SIGTERM: a graceful stop, as an orchestrator would.
-                    let _ = std::process::Command::new("kill")
-                        .arg(pid.to_string())
-                        .status();
-                }
-                let _ = tokio::time::timeout(Duration::from_secs(20), c.wait()).await;
-            }
-            let _ = p.kill().await;
-        }
-    }
-}
 
 /// The monitor's state directory on a small tmpfs, so the suite can fill it.
 struct SmallDisk {
@@ -327,76 +202,16 @@ async fn run(args: Args) -> Result<()> {
 
     let disk = SmallDisk::mount(&work.join("monitor"));
     let spec_file = repo.join("data/flights.toml");
-    let common = |name: &str| {
-        vec![
-            (
-                "DRIFTLINE_BOOTSTRAP_SERVERS".to_string(),
-                kafka.bootstrap_servers.clone(),
-            ),
-            ("DRIFTLINE_SPEC".into(), spec_file.display().to_string()),
-            (
-                format!("DRIFTLINE_{}_STATE", name.to_uppercase()),
-                work.join(name).display().to_string(),
-            ),
-            // Restarted during an outage, a service waits for the broker this long.
-            ("DRIFTLINE_CONNECT_TIMEOUT_MS".into(), "120000".into()),
-        ]
-    };
-    let port = |var: &str| -> Result<(String, String)> {
-        Ok((var.to_string(), format!("127.0.0.1:{}", free_port()?)))
-    };
-    let predictor_http = port("DRIFTLINE_HTTP_ADDR")?;
-    let predictor_addr: std::net::SocketAddr = predictor_http.1.parse()?;
-    let mut envs = vec![
-        [common("predictor"), vec![predictor_http]].concat(),
-        [common("joiner"), vec![port("DRIFTLINE_JOINER_HTTP_ADDR")?]].concat(),
-        [
-            common("monitor"),
-            vec![
-                port("DRIFTLINE_MONITOR_HTTP_ADDR")?,
-                ("DRIFTLINE_MONITOR_MIN_SAMPLES".into(), "2000".into()),
-            ],
-        ]
-        .concat(),
-        [
-            common("trainer"),
-            vec![
-                port("DRIFTLINE_TRAINER_HTTP_ADDR")?,
-                ("DRIFTLINE_BOOTSTRAP_UNTIL".into(), args.from.clone()),
-            ],
-        ]
-        .concat(),
-    ];
-    let mut procs = Vec::new();
-    for (name, env) in SERVICES.iter().zip(envs.drain(..)) {
-        procs.push(Proc {
-            name,
-            env,
-            log: work.join(format!("{name}.log")),
-            child: None,
-            exits: Vec::new(),
-            started: Instant::now(),
-            backoff: Duration::from_secs(1),
-        });
-    }
-    let mut the_loop = Loop { bin, procs };
-    the_loop.supervise().await?;
-
+    let mut the_loop = Loop::new(bin, &work, &kafka, &spec_file, &args.from)?;
+    // Retrain requests early enough to land inside the short replay.
+    the_loop.procs[2]
+        .env
+        .push(("DRIFTLINE_MONITOR_MIN_SAMPLES".into(), "2000".into()));
     eprintln!("[faults] waiting for the bootstrap model");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        if let Ok((200, _)) = http(predictor_addr, "GET", "/v2/health/ready", None).await {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the predictor was not ready within 10 minutes; logs in {}",
-                work.display()
-            );
-        }
-        the_loop.supervise().await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    the_loop
+        .wait_ready(Duration::from_secs(600))
+        .await
+        .with_context(|| format!("logs in {}", work.display()))?;
 
     // Traffic: the replay at a rate that spreads it over the span. Its producer waits
     // through outages (message.timeout.ms=0: never give up a message).
@@ -560,46 +375,6 @@ async fn huge_messages(kafka: &KafkaArgs) -> Result<()> {
             .map_err(|(e, _)| anyhow::anyhow!("producing 10 MB to {topic}: {e}"))?;
     }
     Ok(())
-}
-
-/// Messages each group has yet to read, by group.
-async fn lags(kafka: &KafkaArgs) -> Result<BTreeMap<String, i64>> {
-    let kafka = kafka.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut out = BTreeMap::new();
-        for (group, topics) in GROUPS {
-            let consumer: BaseConsumer = kafka.consumer_config(group).create()?;
-            let mut tpl = TopicPartitionList::new();
-            let mut highs = HashMap::new();
-            for topic in topics {
-                let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-                for t in metadata.topics() {
-                    for p in t.partitions() {
-                        tpl.add_partition(topic, p.id());
-                        let (_, high) =
-                            consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-                        highs.insert((topic.to_string(), p.id()), high);
-                    }
-                }
-            }
-            let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
-            let mut lag = 0;
-            for e in committed.elements() {
-                let at = match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => 0,
-                };
-                let high = highs
-                    .get(&(e.topic().to_string(), e.partition()))
-                    .copied()
-                    .unwrap_or(0);
-                lag += (high - at).max(0);
-            }
-            out.insert(group.to_string(), lag);
-        }
-        Ok(out)
-    })
-    .await?
 }
 
 /// What the topics hold at the end.

@@ -1,0 +1,270 @@
+//! The whole loop as separate processes on a broker of its own: the predictor, joiner,
+//! monitor and trainer, each a `driftline <service>` under a small supervisor that restarts
+//! it when it exits. The fault suite kills them; the soak watches them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use driftline_kafka::KafkaArgs;
+use driftline_schemas::topics;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::process::{Child, Command};
+
+use crate::{free_port, http};
+
+pub const SERVICES: [&str; 4] = ["predictor", "joiner", "monitor", "trainer"];
+
+/// The groups the services consume in, and what each reads.
+pub const GROUPS: [(&str, &[&str]); 4] = [
+    ("driftline-predictor", &[topics::REQUESTS]),
+    ("driftline-joiner", &[topics::PREDICTIONS, topics::ACTUALS]),
+    (
+        "driftline-monitor",
+        &[topics::PREDICTIONS, topics::LABELLED],
+    ),
+    ("driftline-trainer", &[topics::LABELLED, topics::RETRAIN]),
+];
+
+/// One service process, restarted by the supervisor when it exits.
+pub struct Proc {
+    pub name: &'static str,
+    pub env: Vec<(String, String)>,
+    pub log: PathBuf,
+    /// Its state directory.
+    pub state: PathBuf,
+    child: Option<Child>,
+    /// Exits nobody asked for, with the last line each wrote.
+    pub exits: Vec<String>,
+    started: Instant,
+    backoff: Duration,
+}
+
+impl Proc {
+    async fn spawn(&mut self, bin: &Path) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(bin)
+            .arg(self.name)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} {}", bin.display(), self.name))?;
+        self.child = Some(child);
+        self.started = Instant::now();
+        Ok(())
+    }
+
+    async fn kill(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.start_kill()?;
+            c.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Restarts the process if it exited on its own: at once the first time, then with a
+    /// doubling wait (up to 10 s) while it keeps exiting within 30 s of its start.
+    async fn supervise(&mut self, bin: &Path) -> Result<()> {
+        let Some(child) = self.child.as_mut() else {
+            return self.spawn(bin).await;
+        };
+        let Some(status) = child.try_wait()? else {
+            return Ok(());
+        };
+        let last = last_line(&self.log);
+        eprintln!("[loop] the {} exited ({status}): {last}", self.name);
+        self.exits.push(format!("{status}: {last}"));
+        self.backoff = if self.started.elapsed() < Duration::from_secs(30) {
+            (self.backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
+        } else {
+            Duration::from_secs(1)
+        };
+        self.child = None;
+        tokio::time::sleep(self.backoff).await;
+        self.spawn(bin).await
+    }
+}
+
+/// The last non-empty line of a file (a log), at most 300 characters.
+pub fn last_line(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(300)
+        .collect()
+}
+
+/// The loop's processes.
+pub struct Loop {
+    bin: PathBuf,
+    pub procs: Vec<Proc>,
+    /// The predictor's HTTP address.
+    pub predictor: SocketAddr,
+}
+
+impl Loop {
+    /// The four services of `bin` (the `driftline` binary) on `kafka`, each with its state
+    /// and log under `work`; the trainer bootstraps from the data before `bootstrap_until`.
+    /// Nothing runs until the first [`Loop::supervise`].
+    pub fn new(
+        bin: PathBuf,
+        work: &Path,
+        kafka: &KafkaArgs,
+        spec_file: &Path,
+        bootstrap_until: &str,
+    ) -> Result<Self> {
+        let port = |var: &str| -> Result<(String, String)> {
+            Ok((var.to_string(), format!("127.0.0.1:{}", free_port()?)))
+        };
+        let predictor_http = port("DRIFTLINE_HTTP_ADDR")?;
+        let predictor = predictor_http.1.parse()?;
+        let own = [
+            vec![predictor_http],
+            vec![port("DRIFTLINE_JOINER_HTTP_ADDR")?],
+            vec![port("DRIFTLINE_MONITOR_HTTP_ADDR")?],
+            vec![
+                port("DRIFTLINE_TRAINER_HTTP_ADDR")?,
+                ("DRIFTLINE_BOOTSTRAP_UNTIL".into(), bootstrap_until.into()),
+            ],
+        ];
+        let procs = SERVICES
+            .iter()
+            .zip(own)
+            .map(|(name, own)| {
+                let state = work.join(name);
+                let common = [
+                    (
+                        "DRIFTLINE_BOOTSTRAP_SERVERS".to_string(),
+                        kafka.bootstrap_servers.clone(),
+                    ),
+                    ("DRIFTLINE_SPEC".into(), spec_file.display().to_string()),
+                    (
+                        format!("DRIFTLINE_{}_STATE", name.to_uppercase()),
+                        state.display().to_string(),
+                    ),
+                    // Restarted during an outage, a service waits for the broker this long.
+                    ("DRIFTLINE_CONNECT_TIMEOUT_MS".into(), "120000".into()),
+                ];
+                Proc {
+                    name,
+                    env: [common.to_vec(), own].concat(),
+                    log: work.join(format!("{name}.log")),
+                    state,
+                    child: None,
+                    exits: Vec::new(),
+                    started: Instant::now(),
+                    backoff: Duration::from_secs(1),
+                }
+            })
+            .collect();
+        Ok(Self {
+            bin,
+            procs,
+            predictor,
+        })
+    }
+
+    /// Starts what is not running, restarts what exited.
+    pub async fn supervise(&mut self) -> Result<()> {
+        for p in &mut self.procs {
+            p.supervise(&self.bin).await?;
+        }
+        Ok(())
+    }
+
+    /// Supervises until the predictor is ready (it has a model), or fails after `within`.
+    pub async fn wait_ready(&mut self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok((200, _)) = http(self.predictor, "GET", "/v2/health/ready", None).await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the predictor was not ready within {within:?}");
+            }
+            self.supervise().await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// kill -9 of service `i`, started again at once.
+    pub async fn kill_and_restart(&mut self, i: usize) -> Result<()> {
+        let p = &mut self.procs[i];
+        p.kill().await?;
+        p.spawn(&self.bin).await
+    }
+
+    /// SIGTERM to each (a graceful stop, as an orchestrator would), kill after 20 s.
+    pub async fn stop(&mut self) {
+        for p in &mut self.procs {
+            if let Some(c) = p.child.as_mut() {
+                if let Some(pid) = c.id() {
+                    let _ = std::process::Command::new("kill")
+                        .arg(pid.to_string())
+                        .status();
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(20), c.wait()).await;
+            }
+            let _ = p.kill().await;
+        }
+    }
+}
+
+/// Messages each group has yet to read, by group.
+pub async fn lags(kafka: &KafkaArgs) -> Result<BTreeMap<String, i64>> {
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = BTreeMap::new();
+        for (group, topics) in GROUPS {
+            let consumer: BaseConsumer = kafka.consumer_config(group).create()?;
+            let mut tpl = TopicPartitionList::new();
+            let mut highs = HashMap::new();
+            for topic in topics {
+                let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+                for t in metadata.topics() {
+                    for p in t.partitions() {
+                        tpl.add_partition(topic, p.id());
+                        let (_, high) =
+                            consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+                        highs.insert((topic.to_string(), p.id()), high);
+                    }
+                }
+            }
+            let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+            let mut lag = 0;
+            for e in committed.elements() {
+                let at = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                };
+                let high = highs
+                    .get(&(e.topic().to_string(), e.partition()))
+                    .copied()
+                    .unwrap_or(0);
+                lag += (high - at).max(0);
+            }
+            out.insert(group.to_string(), lag);
+        }
+        Ok(out)
+    })
+    .await?
+}
