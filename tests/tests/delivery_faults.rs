@@ -1,8 +1,9 @@
 //! What the consumer loop does when producing its outputs fails: a broker that is away
 //! is waited for (not ready meanwhile, never ended; the transaction aborted and its
 //! batches processed again), an output the broker refuses goes to
-//! the dead-letter topic, a missing dead-letter topic is one clear error at start, and a
-//! batch that never finishes makes the service not live.
+//! the dead-letter topic, a missing dead-letter topic is one clear error at start, an idle
+//! consumer is not ready while no broker is reachable, and a batch that never finishes
+//! makes the service not live.
 //!
 //! Real broker (the test command's, or one of the test's own where it is killed), real
 //! RocksDB, topics of their own per test.
@@ -242,6 +243,56 @@ async fn outputs_produced_while_the_broker_is_down_are_delivered_once_it_is_back
     shutdown.cancel();
     let applied = running.await??;
     ensure!(applied == ids.len() as u64, "applied {applied}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_consumer_is_not_ready_while_no_broker_is_reachable_and_ready_once_one_is()
+-> Result<()> {
+    let _t = driftline_process::telemetry::init_from_env()?;
+    let dir = tempfile::tempdir()?;
+    let broker = OwnBroker::new(dir.path())?;
+    broker.start()?;
+    let kafka = broker.kafka();
+    let t = topics(&kafka).await?;
+    let health = Health::default();
+    health.set(true);
+    let mut opts = RunOptions::new(unique("idle"), vec![t.input.clone()]);
+    opts.dlq_topic = t.dlq.clone();
+    opts.health = health.clone();
+    let shutdown = CancellationToken::new();
+    let gate = Gate::new(&t.out, &t.small);
+    let running = start(&kafka, opts, &dir.path().join("state"), gate, &shutdown)?;
+    // One message through, then nothing to read: no delivery can fail while the broker is
+    // down, only the connections tell.
+    produce_ids(&kafka, &t.input, &["one".to_string()]).await?;
+    read_all_on(&kafka, &t.out, 1, Duration::from_secs(60))?;
+    ensure!(health.is_ready(), "{:?}", health.problems());
+    broker.kill()?;
+    wait_until(
+        "not ready with the broker down",
+        Duration::from_secs(30),
+        || !health.is_ready(),
+    )
+    .await?;
+    let problems = health.problems();
+    ensure!(
+        problems
+            .values()
+            .any(|p| p.contains("no broker is reachable")),
+        "{problems:?}"
+    );
+    broker.start()?;
+    wait_until(
+        "ready once the broker is back",
+        Duration::from_secs(120),
+        || health.is_ready(),
+    )
+    .await
+    .with_context(|| format!("still failing: {:?}", health.problems()))?;
+    ensure!(!running.is_finished(), "the loop ended");
+    shutdown.cancel();
+    running.await??;
     Ok(())
 }
 

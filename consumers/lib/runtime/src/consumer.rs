@@ -226,12 +226,36 @@ struct PauseOnAssign {
     assignment: SharedAssignment,
     /// Wakes the loop: with the new partitions paused, no message would.
     changed: Arc<tokio::sync::Notify>,
+    /// Told when no broker is reachable: an idle consumer has no failing delivery to say so.
+    health: Health,
 }
+
+/// How often librdkafka reports its brokers' states (and so how soon an idle service
+/// notices that none is reachable, and that one is back).
+const STATS_INTERVAL_MS: &str = "2000";
+const BROKER_HEALTH_KEY: &str = "kafka brokers";
 
 impl ClientContext for PauseOnAssign {
     fn error(&self, error: KafkaError, reason: &str) {
         log_client_error(error, reason);
     }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let problem = unreachable_brokers(statistics.brokers.values().map(|b| b.state.as_str()));
+        self.health.problem(BROKER_HEALTH_KEY, problem);
+    }
+}
+
+/// Why no broker can be used, from the states of the client's connections; `None` while
+/// one is up.
+fn unreachable_brokers<'a>(states: impl Iterator<Item = &'a str>) -> Option<String> {
+    let states: BTreeSet<&str> = states.collect();
+    (!states.contains("UP")).then(|| {
+        format!(
+            "no broker is reachable (connections: {})",
+            states.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    })
 }
 
 /// librdkafka reports end-of-partition through the error callback when we ask for it;
@@ -312,6 +336,7 @@ pub async fn run<P: Processor + 'static>(
     if opts.exit_on_eof {
         config.set("enable.partition.eof", "true");
     }
+    config.set("statistics.interval.ms", STATS_INTERVAL_MS);
     let pause_after = pause_after(&config);
     let changelog = opts.changelog_topic();
     prepare_topics(kafka, opts, &changelog).await?;
@@ -325,6 +350,7 @@ pub async fn run<P: Processor + 'static>(
     let context = PauseOnAssign {
         assignment: assignment.clone(),
         changed: changed.clone(),
+        health: opts.health.clone(),
     };
     let consumer: StreamConsumer<PauseOnAssign> = config.create_with_context(context)?;
     let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
@@ -1117,4 +1143,19 @@ fn read_to_end(
 fn all_at_eof(assignment: &SharedAssignment, at_eof: &HashSet<TopicPartition>) -> bool {
     let a = lock(assignment);
     !a.partitions.is_empty() && a.partitions.iter().all(|tp| at_eof.contains(tp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_with_no_connection_up_has_no_reachable_broker() {
+        assert_eq!(
+            unreachable_brokers(["UP", "DOWN", "INIT"].into_iter()),
+            None
+        );
+        let why = unreachable_brokers(["DOWN", "CONNECT", "DOWN"].into_iter()).unwrap();
+        assert_eq!(why, "no broker is reachable (connections: CONNECT, DOWN)");
+    }
 }
