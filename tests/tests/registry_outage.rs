@@ -27,6 +27,7 @@ async fn a_registry_follower_started_before_its_broker_loads_once_the_broker_is_
         registry.clone(),
         Codec::single_object(),
         |_, _| {},
+        None,
         ready.clone(),
         tokio::sync::mpsc::unbounded_channel().1,
         shutdown.clone(),

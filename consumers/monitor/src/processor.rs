@@ -25,6 +25,10 @@ use crate::{Error, Result};
 /// The latest report of each model, shared with the HTTP API.
 pub type LatestReports = Arc<RwLock<BTreeMap<String, DriftReport>>>;
 
+/// Reads a version whole (with its reference profile) from the models topic, for one the
+/// registry keeps thin ([`driftline_runtime::registry::read_whole`] in the service).
+pub type ReadWhole = Arc<dyn Fn(&str, i64) -> Option<ModelPublished> + Send + Sync>;
+
 /// Where the processor reads and writes.
 #[derive(Debug, Clone)]
 pub struct Topics {
@@ -45,6 +49,9 @@ pub struct MonitorProcessor {
     pub registry_wait: Duration,
     /// Stamps reports and retrain requests (ms); the service uses the wall clock.
     pub clock: fn() -> i64,
+    /// Where a thin version's reference profile comes from; without it such a version
+    /// counts as unknown.
+    pub read_whole: Option<ReadWhole>,
     monitors: HashMap<String, ModelMonitor>,
 }
 
@@ -84,22 +91,33 @@ impl MonitorProcessor {
             metrics,
             registry_wait: Duration::from_secs(30),
             clock: now_ms,
+            read_whole: None,
             monitors: HashMap::new(),
         }
     }
 
-    /// The registry's record of a version, waiting a while for the registry follower to
-    /// catch up with a version the predictor already serves.
+    /// The registry's whole record of a version, waiting a while for the registry
+    /// follower to catch up with a version the predictor already serves. A version the
+    /// registry keeps thin is read whole from the models topic.
     fn published(&self, model: &str, version: i64) -> Option<ModelPublished> {
         let deadline = Instant::now() + self.registry_wait;
         loop {
-            if let Some(p) = self
-                .registry
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .version(model, version)
-            {
-                return Some(p.clone());
+            let known = {
+                let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+                registry
+                    .version(model, version)
+                    .map(|p| (p.clone(), registry.is_whole(model, version)))
+            };
+            match known {
+                Some((p, true)) => return Some(p),
+                Some(_) => {
+                    info!(%model, version, "reading a thin version whole from the models topic");
+                    return self
+                        .read_whole
+                        .as_ref()
+                        .and_then(|read| read(model, version));
+                }
+                None => {}
             }
             if Instant::now() >= deadline {
                 return None;
@@ -368,6 +386,47 @@ mod tests {
                 actual_read_at: Default::default(),
             })
             .unwrap()
+    }
+
+    #[test]
+    fn a_version_the_registry_keeps_thin_is_read_whole_from_the_models_topic() {
+        // v4 is thin: v5 is production and only one version is kept whole.
+        let mut registry = Registry::keeping(1);
+        registry.apply(samples::model());
+        registry.apply(ModelPublished {
+            version: 5,
+            ..samples::model()
+        });
+        assert!(!registry.is_whole("flights", 4));
+        let prediction = Codec::single_object()
+            .encode(&PredictionLogged {
+                model_version: 4,
+                ..samples::prediction()
+            })
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+
+        let mut p = processor();
+        p.registry = Arc::new(RwLock::new(registry));
+        let refused = p
+            .process(&record("p", &prediction), &mut store.txn())
+            .unwrap_err();
+        assert!(refused.error.contains("not in the registry"), "{refused:?}");
+
+        let reads = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = reads.clone();
+        p.read_whole = Some(Arc::new(move |_: &str, version| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Some(ModelPublished {
+                version,
+                ..samples::model()
+            })
+        }));
+        p.process(&record("p", &prediction), &mut store.txn())
+            .unwrap();
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(p.monitors["flights"].version(), 4);
     }
 
     #[test]

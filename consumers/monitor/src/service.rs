@@ -105,7 +105,7 @@ async fn consume(
             retrain: args.retrain_topic.clone(),
         };
         // The runtime restores the windows from the store on every assignment (`reload`).
-        let processor = MonitorProcessor::new(
+        let mut processor = MonitorProcessor::new(
             service.codec.clone(),
             service.registry.clone(),
             config,
@@ -113,6 +113,18 @@ async fn consume(
             latest,
             metrics,
         );
+        let (kafka, models, codec) = (
+            service.kafka.clone(),
+            args.models_topic.clone(),
+            service.codec.clone(),
+        );
+        processor.read_whole = Some(Arc::new(move |model: &str, version| {
+            driftline_runtime::registry::read_whole(&kafka, &models, &codec, model, version)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(%model, version, error = %e, "cannot read a version back from the models topic");
+                    None
+                })
+        }));
         let mut opts = RunOptions::new(
             args.group.clone(),
             vec![args.predictions_topic.clone(), args.labelled_topic.clone()],

@@ -49,6 +49,7 @@ pub async fn load_registry(kafka: &KafkaArgs, topic: &str) -> Result<Registry> {
         registry.clone(),
         Codec::single_object(),
         |_, _| {},
+        None,
         loaded.clone(),
         tokio::sync::mpsc::unbounded_channel().1,
         stop.clone(),
@@ -87,18 +88,14 @@ pub async fn execute(args: &ModelsArgs) -> Result<Value> {
         ModelsCommand::Promote { model, version } => ops::promote(&reg, model, *version, now_ms())?,
         ModelsCommand::Rollback { model } => ops::rollback(&reg, model, now_ms())?,
     };
+    let codec = Codec::single_object();
+    let records = jobs::made_whole(&args.kafka, &args.models_topic, &codec, &reg, records).await?;
     let producer: FutureProducer = args
         .kafka
         .producer_config()
         .create()
         .map_err(driftline_runtime::Error::from)?;
-    jobs::publish(
-        &producer,
-        &args.models_topic,
-        &Codec::single_object(),
-        &records,
-    )
-    .await?;
+    jobs::publish(&producer, &args.models_topic, &codec, &records).await?;
     Ok(json!({ "published": records.iter().map(ops::version_view).collect::<Vec<_>>() }))
 }
 

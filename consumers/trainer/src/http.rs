@@ -26,6 +26,8 @@ use crate::{Error, jobs, ops};
 
 #[derive(Clone)]
 pub struct RegistryApi {
+    /// To read a version the registry keeps thin back from the models topic.
+    pub kafka: driftline_kafka::KafkaArgs,
     pub registry: SharedRegistry,
     pub producer: FutureProducer,
     pub models_topic: String,
@@ -161,12 +163,20 @@ async fn promote(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&api, &headers)?;
     let version = version_number(&version)?;
-    let records = ops::promote(
-        &api.registry.read().unwrap_or_else(|e| e.into_inner()),
-        &model,
-        version,
-        now_ms(),
-    )?;
+    let registry = api
+        .registry
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let records = ops::promote(&registry, &model, version, now_ms())?;
+    let records = jobs::made_whole(
+        &api.kafka,
+        &api.models_topic,
+        &api.codec,
+        &registry,
+        records,
+    )
+    .await?;
     jobs::publish(&api.producer, &api.models_topic, &api.codec, &records).await?;
     Ok(Json(
         json!({ "published": records.iter().map(ops::version_view).collect::<Vec<_>>() }),
@@ -179,11 +189,20 @@ async fn rollback(
     Path(model): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&api, &headers)?;
-    let records = ops::rollback(
-        &api.registry.read().unwrap_or_else(|e| e.into_inner()),
-        &model,
-        now_ms(),
-    )?;
+    let registry = api
+        .registry
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let records = ops::rollback(&registry, &model, now_ms())?;
+    let records = jobs::made_whole(
+        &api.kafka,
+        &api.models_topic,
+        &api.codec,
+        &registry,
+        records,
+    )
+    .await?;
     jobs::publish(&api.producer, &api.models_topic, &api.codec, &records).await?;
     Ok(Json(
         json!({ "published": records.iter().map(ops::version_view).collect::<Vec<_>>() }),
@@ -206,6 +225,7 @@ mod tests {
             .create()
             .unwrap();
         let api = RegistryApi {
+            kafka: driftline_kafka::KafkaArgs::with_bootstrap("127.0.0.1:1"),
             registry: Arc::new(RwLock::new(Registry::default())),
             producer,
             models_topic: "models".into(),

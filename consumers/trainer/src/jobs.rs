@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use driftline_kafka::KafkaArgs;
 use driftline_runtime::fenced::{FencedWriter, Write, WriteError, writer_id};
 use driftline_runtime::health::Health;
-use driftline_runtime::registry::{RegistrySync, SharedRegistry};
+use driftline_runtime::registry::{Registry, RegistrySync, SharedRegistry};
 use driftline_runtime::{Store, now_ms};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{Event, ModelPublished};
@@ -115,6 +115,45 @@ pub async fn publish(
             })?;
     }
     Ok(())
+}
+
+/// Gives back their bytes and profile to the records (from [`crate::ops`]) of versions
+/// the registry keeps thin, read from the models topic: an operation never publishes a
+/// thin record.
+pub async fn made_whole(
+    kafka: &KafkaArgs,
+    topic: &str,
+    codec: &Codec,
+    registry: &Registry,
+    mut records: Vec<ModelPublished>,
+) -> Result<Vec<ModelPublished>> {
+    for r in &mut records {
+        if registry.is_whole(&r.model, r.version) {
+            continue;
+        }
+        let (kafka, topic, codec, model) = (
+            kafka.clone(),
+            topic.to_string(),
+            codec.clone(),
+            r.model.clone(),
+        );
+        let version = r.version;
+        let whole = tokio::task::spawn_blocking(move || {
+            driftline_runtime::registry::read_whole(&kafka, &topic, &codec, &model, version)
+        })
+        .await
+        .map_err(|e| Error::State(format!("reading a version back: {e}")))??
+        .ok_or_else(|| {
+            Error::Conflict(format!(
+                "{} v{} has no whole record on the models topic any more",
+                r.model, r.version
+            ))
+        })?;
+        info!(model = %r.model, version = r.version, "read a thin version whole from the models topic");
+        r.model_bytes = whole.model_bytes;
+        r.reference_profile = whole.reference_profile;
+    }
+    Ok(records)
 }
 
 /// A model this trainer owns: its spec and where the spec file is (for `dataset.path`).

@@ -165,6 +165,7 @@ pub async fn run(args: TrainerArgs, shutdown: CancellationToken, health: Health)
     .await?;
     let store = Arc::new(Store::open(&args.state_dir, false)?);
     let api = RegistryApi {
+        kafka: service.kafka.clone(),
         registry: service.registry.clone(),
         producer: service.producer.clone(),
         models_topic: args.models_topic.clone(),

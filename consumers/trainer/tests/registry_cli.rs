@@ -56,3 +56,44 @@ async fn promote_and_rollback_from_the_cli_are_records_on_the_models_topic() -> 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_to_a_version_kept_thin_in_memory_publishes_it_whole() -> Result<()> {
+    use driftline_runtime::registry::KEEP_WHOLE;
+    let w = World::new().await?;
+    let p = producer()?;
+    let codec = driftline_schemas::codec::Codec::single_object();
+    // v1 production, then v2 production, then enough rejected retrains that v1 (no longer
+    // production) is thin in every registry that reads the topic.
+    let mut records = vec![
+        record(&w.model, 1, ModelStatus::Production, 10),
+        record(&w.model, 2, ModelStatus::Production, 20),
+    ];
+    let last = 3 + KEEP_WHOLE as i64;
+    records.extend((3..=last).map(|v| record(&w.model, v, ModelStatus::Rejected, 20 + v)));
+    driftline_trainer::jobs::publish(&p, &w.models, &codec, &records).await?;
+    let reg = w.registry().await?;
+    assert!(!reg.is_whole(&w.model, 1), "v1 should be thin");
+    assert!(
+        reg.version(&w.model, 1)
+            .is_some_and(|m| m.model_bytes.is_empty())
+    );
+
+    execute(&ModelsArgs {
+        kafka: kafka(),
+        models_topic: w.models.clone(),
+        command: ModelsCommand::Rollback {
+            model: w.model.clone(),
+        },
+    })
+    .await?;
+    let restored = w
+        .model_records()?
+        .into_iter()
+        .rev()
+        .find(|m| m.version == 1)
+        .expect("v1 republished");
+    assert_eq!(restored.status, ModelStatus::Production);
+    assert_eq!(restored.model_bytes, [1, 2, 3], "published whole");
+    Ok(())
+}

@@ -68,11 +68,12 @@ async fn promote_over_http_needs_the_bearer_token_and_lands_on_the_models_topic(
     // The trainer's API as the service wires it: a registry following the topic, a real
     // producer, a real listener.
     let shutdown = CancellationToken::new();
-    let follower = follow_registry(&kafka(), &w.models, &codec, |_, _| {}, &shutdown);
+    let follower = follow_registry(&kafka(), &w.models, &codec, |_, _| {}, None, &shutdown);
     tokio::time::timeout(Duration::from_secs(30), follower.loaded.cancelled())
         .await
         .context("the registry did not load")?;
     let api = RegistryApi {
+        kafka: kafka(),
         registry: follower.registry.clone(),
         producer: p.clone(),
         models_topic: w.models.clone(),

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub batch_seconds: Histogram,
     /// Messages per committed batch.
     pub batch_size: Histogram,
+    /// Model versions whose bytes and reference profile the registry dropped from memory.
+    pub registry_thinned: IntCounter,
 }
 
 impl Metrics {
@@ -79,8 +81,15 @@ impl Metrics {
                 .buckets(prometheus::exponential_buckets(1.0, 4.0, 8).expect("valid buckets")),
         )
         .expect("valid metric");
+        let registry_thinned = IntCounter::new(
+            "registry_thinned_versions_total",
+            "Model versions whose bytes and reference profile were dropped from memory \
+             (neither production nor among the newest kept whole).",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(messages.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(registry_thinned.clone()),
             Box::new(dead_letters.clone()),
             Box::new(emitted.clone()),
             Box::new(consume_errors.clone()),
@@ -101,6 +110,7 @@ impl Metrics {
             restored,
             batch_seconds,
             batch_size,
+            registry_thinned,
         }
     }
 

@@ -4,7 +4,7 @@
 //! `model/version`). [`Registry`] is the pure fold of those records; [`follow`] keeps one
 //! up to date from Kafka.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -22,9 +22,29 @@ use driftline_kafka::KafkaArgs;
 use crate::{Error, Result};
 
 /// Every version of every model, by its latest record.
-#[derive(Debug, Default, Clone)]
+///
+/// Memory stays bounded as versions pile up (a busy loop retrains every few minutes): only
+/// the production version and the newest [`KEEP_WHOLE`] versions of each model keep their
+/// bytes and reference profile; an older version keeps the rest of its record (enough to
+/// list, show and match triggers) and is read whole again from the models topic when an
+/// operation needs it ([`read_whole`]).
+#[derive(Debug, Clone)]
 pub struct Registry {
     versions: BTreeMap<String, BTreeMap<i64, ModelPublished>>,
+    /// Versions whose bytes and profile were dropped.
+    thin: BTreeSet<(String, i64)>,
+    keep_whole: usize,
+    thinned: u64,
+}
+
+/// Versions of each model kept whole besides production: the candidates a rollout or a
+/// promotion is likely to want, with room for a burst of rejected retrains.
+pub const KEEP_WHOLE: usize = 16;
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::keeping(KEEP_WHOLE)
+    }
 }
 
 /// What a record changed.
@@ -36,20 +56,68 @@ pub struct ProductionChange {
 }
 
 impl Registry {
+    /// A registry that keeps the newest `keep_whole` versions of each model whole (and
+    /// production).
+    pub fn keeping(keep_whole: usize) -> Self {
+        Self {
+            versions: BTreeMap::new(),
+            thin: BTreeSet::new(),
+            keep_whole,
+            thinned: 0,
+        }
+    }
+
     /// Applies one record; says whether the model's production version changed.
     pub fn apply(&mut self, record: ModelPublished) -> Option<ProductionChange> {
         let model = record.model.clone();
         let before = self.production(&model).map(|m| m.version);
+        self.thin.remove(&(model.clone(), record.version));
         self.versions
             .entry(model.clone())
             .or_default()
             .insert(record.version, record);
         let after = self.production(&model).map(|m| m.version);
+        self.thin_out(&model);
         (before != after).then_some(ProductionChange {
             model,
             from: before,
             to: after,
         })
+    }
+
+    /// Drops the bytes and profile of every version of `model` that is neither production
+    /// nor among the newest `keep_whole`.
+    fn thin_out(&mut self, model: &str) {
+        let production = self.production(model).map(|m| m.version);
+        let Some(versions) = self.versions.get_mut(model) else {
+            return;
+        };
+        let keep_from = versions
+            .keys()
+            .rev()
+            .nth(self.keep_whole.saturating_sub(1))
+            .copied()
+            .unwrap_or(i64::MIN);
+        for (version, record) in versions.range_mut(..keep_from) {
+            if Some(*version) == production || self.thin.contains(&(model.to_string(), *version)) {
+                continue;
+            }
+            record.model_bytes = Vec::new();
+            record.reference_profile = Vec::new();
+            self.thin.insert((model.to_string(), *version));
+            self.thinned += 1;
+        }
+    }
+
+    /// Whether `version` holds its bytes and reference profile (false for a thinned one,
+    /// and for one the registry does not have).
+    pub fn is_whole(&self, model: &str, version: i64) -> bool {
+        self.version(model, version).is_some() && !self.thin.contains(&(model.to_string(), version))
+    }
+
+    /// How many versions have been thinned since the registry started.
+    pub fn thinned(&self) -> u64 {
+        self.thinned
     }
 
     /// The version serving traffic: of the versions whose latest status is production,
@@ -244,6 +312,71 @@ fn assign_from_start(
     Ok((consumer, partitions))
 }
 
+/// Reads the latest record of `model` version `version` from the models topic (blocking:
+/// a scan of the compacted topic, for the rare operation on a version the registry keeps
+/// thin). `None` when the topic has no whole record of it.
+pub fn read_whole(
+    kafka: &KafkaArgs,
+    topic: &str,
+    codec: &Codec,
+    model: &str,
+    version: i64,
+) -> Result<Option<ModelPublished>> {
+    let key = format!("{model}/{version}");
+    let consumer: BaseConsumer<crate::consumer::QuietContext> = kafka
+        .consumer_config(&format!("driftline-registry-{}", std::process::id()))
+        .create_with_context(crate::consumer::QuietContext)?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+            if high > low {
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+                ends.insert(p.id(), high);
+            }
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut found = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ends.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Config(format!(
+                "could not read {topic} to its end within 60 s"
+            )));
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            // A read_committed reader may stop short of the end behind transaction markers.
+            if let Ok(position) = consumer.position() {
+                for e in position.elements() {
+                    if let Offset::Offset(o) = e.offset()
+                        && ends.get(&e.partition()).is_some_and(|end| o >= *end)
+                    {
+                        ends.remove(&e.partition());
+                    }
+                }
+            }
+            continue;
+        };
+        let m = m?;
+        if m.key() == Some(key.as_bytes())
+            && let Some(payload) = m.payload()
+            && let Ok(record) = codec.decode::<ModelPublished>(payload)
+        {
+            found = Some(record);
+        }
+        if ends
+            .get(&m.partition())
+            .is_some_and(|end| m.offset() + 1 >= *end)
+        {
+            ends.remove(&m.partition());
+        }
+    }
+    Ok(found.filter(|r| !r.model_bytes.is_empty()))
+}
+
 /// Follows the models topic from its beginning, applying every record to `registry` and
 /// calling `on_change` when a production version changes. `ready` fires once the topic
 /// has been read to its end at start-up, so callers can wait for the registry to be whole;
@@ -256,6 +389,7 @@ pub async fn follow(
     registry: SharedRegistry,
     codec: Codec,
     on_change: impl Fn(&ProductionChange, &Registry) + Send + 'static,
+    thinned: Option<prometheus::IntCounter>,
     ready: CancellationToken,
     mut sync: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     shutdown: CancellationToken,
@@ -299,7 +433,12 @@ pub async fn follow(
                         let (model, version, status) =
                             (record.model.clone(), record.version, record.status);
                         let mut reg = registry.write().unwrap_or_else(|e| e.into_inner());
-                        if let Some(change) = reg.apply(record) {
+                        let before = reg.thinned();
+                        let changed = reg.apply(record);
+                        if let Some(c) = &thinned {
+                            c.inc_by(reg.thinned() - before);
+                        }
+                        if let Some(change) = changed {
                             info!(%model, from = ?change.from, to = ?change.to, "production version changed");
                             on_change(&change, &reg);
                         } else {
@@ -345,6 +484,41 @@ mod tests {
             status,
             published_at,
         }
+    }
+
+    fn whole(version: i64, status: ModelStatus, published_at: i64) -> ModelPublished {
+        ModelPublished {
+            model_bytes: vec![1; 100],
+            ..record(version, status, published_at)
+        }
+    }
+
+    #[test]
+    fn only_production_and_the_newest_versions_keep_their_bytes() {
+        let mut r = Registry::keeping(3);
+        r.apply(whole(1, ModelStatus::Production, 1));
+        for v in 2..=10 {
+            r.apply(whole(v, ModelStatus::Rejected, v));
+        }
+        let whole_ones: Vec<i64> = r
+            .versions("m")
+            .filter(|m| !m.model_bytes.is_empty())
+            .map(|m| m.version)
+            .collect();
+        assert_eq!(whole_ones, [1, 8, 9, 10]);
+        assert_eq!(r.thinned(), 6);
+        assert!(r.is_whole("m", 1) && !r.is_whole("m", 2) && !r.is_whole("m", 99));
+        // The thin ones keep what list, show and triggers need.
+        assert_eq!(r.version("m", 2).map(|m| m.trigger.as_str()), Some("t2"));
+        assert_eq!(r.latest_version("m"), 10);
+
+        // Once a newer version takes over, the old production is thinned in turn; a whole
+        // record of a thin version (a rollback re-publishes one) makes it whole again.
+        r.apply(whole(11, ModelStatus::Production, 11));
+        assert!(!r.is_whole("m", 1));
+        r.apply(whole(1, ModelStatus::Production, 12));
+        assert!(r.is_whole("m", 1));
+        assert_eq!(r.production("m").map(|m| m.version), Some(1));
     }
 
     #[test]

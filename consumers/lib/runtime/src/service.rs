@@ -26,12 +26,14 @@ pub struct Follower {
     pub task: JoinHandle<Result<()>>,
 }
 
-/// Follows the models topic from its start until `shutdown`.
+/// Follows the models topic from its start until `shutdown`; `thinned` counts the
+/// versions the registry keeps without their bytes.
 pub fn follow_registry(
     kafka: &KafkaArgs,
     topic: &str,
     codec: &Codec,
     on_change: impl Fn(&ProductionChange, &Registry) + Send + 'static,
+    thinned: Option<prometheus::IntCounter>,
     shutdown: &CancellationToken,
 ) -> Follower {
     let registry: SharedRegistry = Arc::new(RwLock::new(Registry::default()));
@@ -43,6 +45,7 @@ pub fn follow_registry(
         registry.clone(),
         codec.clone(),
         on_change,
+        thinned,
         loaded.clone(),
         requests,
         shutdown.clone(),
@@ -88,7 +91,14 @@ impl Service {
         kafka.check_connection().await?;
         let codec = Codec::single_object();
         let producer: FutureProducer = kafka.producer_config().create()?;
-        let follower = follow_registry(kafka, models_topic, &codec, on_change, &shutdown);
+        let follower = follow_registry(
+            kafka,
+            models_topic,
+            &codec,
+            on_change,
+            Some(metrics.registry_thinned.clone()),
+            &shutdown,
+        );
         Ok(Self {
             kafka: kafka.clone(),
             codec,
