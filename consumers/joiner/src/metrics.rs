@@ -12,6 +12,8 @@ pub struct JoinerMetrics {
     pub evicted: IntCounterVec,
     /// Halves of a request already joined, by half.
     pub duplicates: IntCounterVec,
+    /// Joined request ids no longer remembered for the duplicate check.
+    pub forgotten: IntCounter,
 }
 
 impl JoinerMetrics {
@@ -48,6 +50,14 @@ impl JoinerMetrics {
                 "duplicates_total",
                 "Halves of a request that was already joined.",
                 &["half"],
+            ),
+            forgotten: reg(
+                registry,
+                IntCounter::new(
+                    "forgotten_joined_total",
+                    "Joined request ids no longer remembered for the duplicate check (the oldest past --max-waiting).",
+                )
+                .expect("valid metric"),
             ),
         }
     }

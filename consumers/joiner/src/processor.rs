@@ -206,6 +206,7 @@ impl JoinProcessor {
         for old in &step.forgotten {
             txn.delete(joined_key(old));
         }
+        self.metrics.forgotten.inc_by(step.forgotten.len() as u64);
         if let Some((model, clocks)) = &step.clock {
             txn.put(
                 clock_key(model),

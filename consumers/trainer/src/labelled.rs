@@ -317,9 +317,9 @@ impl RowIndex {
     }
 
     /// Stores `row` of `model` (its halves read at `read_at`, itself read at offset
-    /// `labelled` of its labelled partition); false when this request's row is already
-    /// stored (a re-delivered message). Evicts the oldest rows beyond the bound, in the
-    /// same transaction.
+    /// `labelled` of its labelled partition) and evicts the oldest rows beyond the bound,
+    /// in the same transaction; returns how many were evicted, or `None` when this
+    /// request's row is already stored (a re-delivered message).
     pub fn add(
         &mut self,
         txn: &mut Txn<'_>,
@@ -328,22 +328,24 @@ impl RowIndex {
         row: &LabelledRow,
         read_at: (&SourcePosition, &SourcePosition),
         labelled: i64,
-    ) -> bool {
+    ) -> Option<u64> {
         let key = row_key(model, row.event_time, request_id);
         let set = self.keys.entry(model.to_string()).or_default();
         if !set.insert(key.clone()) {
-            return false;
+            return None;
         }
         txn.put(
             key,
             serde_json::to_vec(&stored(row, read_at, labelled)).unwrap_or_default(),
         );
+        let mut evicted = 0;
         while set.len() > self.max_rows {
             if let Some(oldest) = set.pop_first() {
                 txn.delete(oldest);
+                evicted += 1;
             }
         }
-        true
+        Some(evicted)
     }
 }
 
@@ -408,9 +410,13 @@ mod tests {
         let mut index = RowIndex::load(&store, ["m".to_string()], 100).unwrap();
         let mut txn = store.txn();
         let read = (&at("p", 0, 4), &at("a", 1, 9));
-        assert!(index.add(&mut txn, "m", "r", &row(10, 2.0), read, 7));
-        assert!(
-            !index.add(&mut txn, "m", "r", &row(10, 2.0), read, 8),
+        assert_eq!(
+            index.add(&mut txn, "m", "r", &row(10, 2.0), read, 7),
+            Some(0)
+        );
+        assert_eq!(
+            index.add(&mut txn, "m", "r", &row(10, 2.0), read, 8),
+            None,
             "re-delivered"
         );
         store.commit(txn, &Offsets::new()).unwrap();
@@ -476,10 +482,14 @@ mod tests {
         let mut index = RowIndex::load(&store, ["m".to_string()], 3).unwrap();
         let mut txn = store.txn();
         // Out of order in time: eviction goes by event time, not arrival.
+        let mut evicted = 0;
         for (i, t) in [5, 1, 4, 2, 3, -7].into_iter().enumerate() {
             let read = (&at("p", 0, i as i64), &at("a", 0, i as i64));
-            index.add(&mut txn, "m", &format!("r{t}"), &row(t, t as f64), read, t);
+            evicted += index
+                .add(&mut txn, "m", &format!("r{t}"), &row(t, t as f64), read, t)
+                .unwrap();
         }
+        assert_eq!(evicted, 3);
         store.commit(txn, &Offsets::new()).unwrap();
         let times: Vec<i64> = snapshot(&store, "m")
             .unwrap()

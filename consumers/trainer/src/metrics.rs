@@ -7,6 +7,8 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec,
 pub struct TrainerMetrics {
     /// Labelled rows in the store, by model.
     pub labelled_rows: IntGaugeVec,
+    /// Rows evicted past `--max-rows` (the oldest in event time), by model.
+    pub evicted_rows: IntCounterVec,
     /// Training runs by outcome: promoted, rejected, failed, already_published.
     pub trainings: IntCounterVec,
     /// Wall time of one training run (snapshot, fit, evaluation), seconds.
@@ -21,6 +23,14 @@ impl TrainerMetrics {
             Opts::new(
                 "trainer_labelled_rows",
                 "Labelled rows in the training store, by model.",
+            ),
+            &["model"],
+        )
+        .expect("valid metric");
+        let evicted_rows = IntCounterVec::new(
+            Opts::new(
+                "trainer_evicted_rows_total",
+                "Labelled rows evicted past --max-rows (the oldest in event time), by model.",
             ),
             &["model"],
         )
@@ -45,6 +55,7 @@ impl TrainerMetrics {
         .expect("valid metric");
         for c in [
             Box::new(labelled_rows.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(evicted_rows.clone()),
             Box::new(trainings.clone()),
             Box::new(training_seconds.clone()),
             Box::new(pending_jobs.clone()),
@@ -53,6 +64,7 @@ impl TrainerMetrics {
         }
         Self {
             labelled_rows,
+            evicted_rows,
             trainings,
             training_seconds,
             pending_jobs,

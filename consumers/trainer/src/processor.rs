@@ -312,7 +312,7 @@ impl Processor for TrainerProcessor {
             };
             let row = training_row(&l, spec.target.kind)?;
             let read_at = (&l.prediction_read_at, &l.actual_read_at);
-            if self.index.add(
+            if let Some(evicted) = self.index.add(
                 txn,
                 &model,
                 &l.prediction.request_id,
@@ -320,6 +320,10 @@ impl Processor for TrainerProcessor {
                 read_at,
                 record.offset,
             ) {
+                self.metrics
+                    .evicted_rows
+                    .with_label_values(&[&model])
+                    .inc_by(evicted);
                 self.row_added(
                     txn,
                     &model,
