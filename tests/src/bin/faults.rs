@@ -97,6 +97,9 @@ const HUGE_TARGETS: [(&str, u64); 6] = [
 
 const HUGE_BYTES: usize = 10 * 1024 * 1024;
 
+/// The monitor's place in [`SERVICES`]: its state is on the disk that fills up.
+const MONITOR: usize = 2;
+
 /// The monitor's state directory on a small tmpfs, so the suite can fill it.
 struct SmallDisk {
     dir: PathBuf,
@@ -121,20 +124,26 @@ impl SmallDisk {
         }
     }
 
-    /// Fills the disk, holds it full for `hold`, frees it. Returns the bytes written.
-    async fn fill_for(&self, hold: Duration) -> Result<u64> {
+    /// Fills the disk to its last byte; returns the bytes written.
+    fn fill(&self) -> Result<u64> {
         use std::io::Write;
-        let filler = self.dir.join("filler");
-        let mut f = std::fs::File::create(&filler)?;
-        let chunk = vec![0u8; 1 << 20];
+        let mut f = std::fs::File::create(self.filler())?;
         let mut written = 0u64;
-        while f.write_all(&chunk).is_ok() {
-            written += chunk.len() as u64;
+        for size in [1 << 20, 4096, 1] {
+            let chunk = vec![0u8; size];
+            while f.write_all(&chunk).is_ok() {
+                written += size as u64;
+            }
         }
-        drop(f);
-        tokio::time::sleep(hold).await;
-        std::fs::remove_file(&filler)?;
         Ok(written)
+    }
+
+    fn free(&self) -> Result<()> {
+        Ok(std::fs::remove_file(self.filler())?)
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.dir.join("filler")
     }
 }
 
@@ -165,6 +174,7 @@ fn main() -> Result<()> {
 }
 
 async fn run(args: Args) -> Result<()> {
+    assert_eq!(SERVICES[MONITOR], "monitor");
     let temp = tempfile::tempdir()?;
     let work = args.work_dir.clone().unwrap_or_else(|| temp.path().into());
     std::fs::create_dir_all(&work)?;
@@ -285,9 +295,22 @@ async fn run(args: Args) -> Result<()> {
                 format!("broker outage {} s", args.outage.as_secs())
             }
             Fault::DiskFull => {
-                let bytes = disk.fill_for(args.disk_full).await?;
+                // RocksDB writes into a preallocated log until its memtable flushes, so a
+                // full disk alone may go unnoticed for minutes; a monitor that starts (after
+                // a crash, kill -9 here) on a full disk meets it at once.
+                let bytes = disk.fill()?;
                 eprintln!("[faults] filled the monitor's disk with {} MB", bytes >> 20);
-                format!("monitor disk full {} s", args.disk_full.as_secs())
+                the_loop.kill_and_restart(MONITOR).await?;
+                let until = Instant::now() + args.disk_full;
+                while Instant::now() < until {
+                    the_loop.supervise().await?;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                disk.free()?;
+                format!(
+                    "monitor disk full {} s, monitor kill -9 in it",
+                    args.disk_full.as_secs()
+                )
             }
             Fault::HugeMessages => {
                 huge_messages(&kafka).await?;
@@ -343,7 +366,19 @@ async fn run(args: Args) -> Result<()> {
     the_loop.stop().await;
 
     let ledger = Ledger::read(&kafka).await?;
-    let failures = report(&args, &injected, &bad_sent, &ledger, &exits, drained, &hung);
+    let mut failures = report(&args, &injected, &bad_sent, &ledger, &exits, drained, &hung);
+    if disk.mounted {
+        // The fault must have bitten: the monitor saw the full disk and said so.
+        let seen = std::fs::read_to_string(&the_loop.procs[MONITOR].log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("No space left on device"))
+            .count();
+        println!("The monitor's log names the full disk on {seen} lines\n");
+        if seen == 0 {
+            failures.push("the full disk never reached the monitor".into());
+        }
+    }
     drop(disk);
     drop(broker);
     if failures.is_empty() {
