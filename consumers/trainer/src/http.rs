@@ -17,8 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use driftline_runtime::now_ms;
-use driftline_runtime::registry::SharedRegistry;
+use driftline_runtime::registry::{Registry, SharedRegistry};
 use driftline_schemas::codec::Codec;
+use driftline_schemas::events::ModelPublished;
 use rdkafka::producer::FutureProducer;
 use serde_json::{Value, json};
 
@@ -163,24 +164,10 @@ async fn promote(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&api, &headers)?;
     let version = version_number(&version)?;
-    let registry = api
-        .registry
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let records = ops::promote(&registry, &model, version, now_ms())?;
-    let records = jobs::made_whole(
-        &api.kafka,
-        &api.models_topic,
-        &api.codec,
-        &registry,
-        records,
-    )
-    .await?;
-    jobs::publish(&api.producer, &api.models_topic, &api.codec, &records).await?;
-    Ok(Json(
-        json!({ "published": records.iter().map(ops::version_view).collect::<Vec<_>>() }),
-    ))
+    publish(&api, |registry| {
+        ops::promote(registry, &model, version, now_ms())
+    })
+    .await
 }
 
 async fn rollback(
@@ -189,12 +176,22 @@ async fn rollback(
     Path(model): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&api, &headers)?;
+    publish(&api, |registry| ops::rollback(registry, &model, now_ms())).await
+}
+
+/// Publishes the records a registry operation makes (a thin version read whole first)
+/// and answers with them.
+async fn publish(
+    api: &RegistryApi,
+    op: impl FnOnce(&Registry) -> crate::Result<Vec<ModelPublished>>,
+) -> Result<Json<Value>, ApiError> {
+    // A copy: the lock cannot be held while a thin version is read back.
     let registry = api
         .registry
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let records = ops::rollback(&registry, &model, now_ms())?;
+    let records = op(&registry)?;
     let records = jobs::made_whole(
         &api.kafka,
         &api.models_topic,
@@ -214,7 +211,6 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
-    use driftline_runtime::registry::Registry;
     use std::sync::{Arc, RwLock};
     use tower::ServiceExt;
 
