@@ -15,7 +15,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::process::{Child, Command};
 
-use crate::{free_port, http};
+use crate::{OwnBroker, free_port, http};
 
 pub const SERVICES: [&str; 4] = ["predictor", "joiner", "monitor", "trainer"];
 
@@ -29,6 +29,43 @@ pub const GROUPS: [(&str, &[&str]); 4] = [
     ),
     ("driftline-trainer", &[topics::LABELLED, topics::RETRAIN]),
 ];
+
+/// The repository's root (for `infra/topics.toml` and the data).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `driftline` and `send_data` binaries beside the running one; `script` is what
+/// builds them, named in the error when they are missing.
+pub fn binaries(script: &str) -> Result<(PathBuf, PathBuf)> {
+    let dir = std::env::current_exe()?
+        .parent()
+        .context("no directory of the executable")?
+        .to_path_buf();
+    let (bin, send_data) = (dir.join("driftline"), dir.join("send_data"));
+    for b in [&bin, &send_data] {
+        if !b.exists() {
+            bail!(
+                "{} is not built; run `cargo build --bin driftline --bin send_data` ({script} does)",
+                b.display()
+            );
+        }
+    }
+    Ok((bin, send_data))
+}
+
+/// A broker of its own under `work`, started; `tag` prefixes what it says.
+pub fn start_broker(work: &Path, tag: &str) -> Result<(OwnBroker, KafkaArgs)> {
+    let broker = OwnBroker::new(work)?;
+    broker.start()?;
+    let kafka = broker.kafka();
+    eprintln!(
+        "[{tag}] broker on {}; work in {}",
+        kafka.bootstrap_servers,
+        work.display()
+    );
+    Ok((broker, kafka))
+}
 
 /// One service process, restarted by the supervisor when it exits.
 pub struct Proc {

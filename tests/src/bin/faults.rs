@@ -26,8 +26,7 @@ use driftline_schemas::events::{
 };
 use driftline_schemas::spec::{FeatureSpec, Kind};
 use driftline_schemas::topics;
-use driftline_tests::OwnBroker;
-use driftline_tests::whole_loop::{Loop, SERVICES, lags, last_line};
+use driftline_tests::whole_loop::{Loop, SERVICES, binaries, lags, last_line, repo, start_broker};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::message::Message;
@@ -178,30 +177,9 @@ async fn run(args: Args) -> Result<()> {
     let temp = tempfile::tempdir()?;
     let work = args.work_dir.clone().unwrap_or_else(|| temp.path().into());
     std::fs::create_dir_all(&work)?;
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bin_dir = std::env::current_exe()?
-        .parent()
-        .context("no directory of the executable")?
-        .to_path_buf();
-    let bin = bin_dir.join("driftline");
-    let send_data = bin_dir.join("send_data");
-    for b in [&bin, &send_data] {
-        if !b.exists() {
-            bail!(
-                "{} is not built; run `cargo build --bin driftline --bin send_data` (infra/faults.sh does)",
-                b.display()
-            );
-        }
-    }
-
-    let broker = OwnBroker::new(&work)?;
-    broker.start()?;
-    let kafka = broker.kafka();
-    eprintln!(
-        "[faults] broker on {}; work in {}",
-        kafka.bootstrap_servers,
-        work.display()
-    );
+    let repo = repo();
+    let (bin, send_data) = binaries("infra/faults.sh")?;
+    let (broker, kafka) = start_broker(&work, "faults")?;
     // Every topic takes a 10 MB message, so the huge messages reach the consumers.
     let mut spec = TopicSpec::load(&repo.join("infra/topics.toml"))?;
     for t in &mut spec.topics {

@@ -25,8 +25,7 @@ use driftline_schemas::codec::Codec;
 use driftline_schemas::duration::parse_duration;
 use driftline_schemas::events::PredictionLogged;
 use driftline_schemas::topics;
-use driftline_tests::OwnBroker;
-use driftline_tests::whole_loop::{GROUPS, Loop, lags, last_line};
+use driftline_tests::whole_loop::{GROUPS, Loop, binaries, lags, last_line, repo, start_broker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -87,29 +86,9 @@ async fn run(args: Args) -> Result<()> {
     let temp = tempfile::tempdir()?;
     let work = args.work_dir.clone().unwrap_or_else(|| temp.path().into());
     std::fs::create_dir_all(&work)?;
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bin_dir = std::env::current_exe()?
-        .parent()
-        .context("no directory of the executable")?
-        .to_path_buf();
-    let (bin, send_data) = (bin_dir.join("driftline"), bin_dir.join("send_data"));
-    for b in [&bin, &send_data] {
-        if !b.exists() {
-            bail!(
-                "{} is not built; run `cargo build --bin driftline --bin send_data` (infra/soak.sh does)",
-                b.display()
-            );
-        }
-    }
-
-    let broker = OwnBroker::new(&work)?;
-    broker.start()?;
-    let kafka = broker.kafka();
-    eprintln!(
-        "[soak] broker on {}; work in {}",
-        kafka.bootstrap_servers,
-        work.display()
-    );
+    let repo = repo();
+    let (bin, send_data) = binaries("infra/soak.sh")?;
+    let (broker, kafka) = start_broker(&work, "soak")?;
     driftline_kafka::topics::apply(&kafka, &TopicSpec::load(&repo.join("infra/topics.toml"))?)
         .await?;
     let spec_file = repo.join("data/flights.toml");
