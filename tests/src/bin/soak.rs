@@ -242,9 +242,8 @@ fn row(s: &Sample) -> String {
     cols.join(",")
 }
 
-/// Prints the run's figures and, per process and state directory, how much it grew in
-/// the middle third and in the last third: levelled off when the last third grew by less
-/// than a tenth (or less than 5 MB).
+/// Prints the run's figures and, per process and state directory, its peak in each third
+/// of the run and whether it levels off ([`levels_off`]).
 fn summarise(args: &Args, samples: &[Sample], latencies: &[f32], exits: &[String]) {
     let n = samples.len();
     let mean = |f: &dyn Fn(&Sample) -> f64| samples.iter().map(f).sum::<f64>() / n.max(1) as f64;
@@ -265,17 +264,8 @@ fn summarise(args: &Args, samples: &[Sample], latencies: &[f32], exits: &[String
     if n < 3 {
         return;
     }
-    let at = |i: usize| &samples[i];
-    let (a, b, c) = (at(n / 3), at(2 * n / 3), at(n - 1));
-    println!("\n| what | at 1/3 | at 2/3 | at the end | last third |");
+    println!("\n| what | peak, first third | peak, middle third | peak, last third | verdict |");
     println!("| --- | --- | --- | --- | --- |");
-    let verdict = |mid: f64, end: f64| {
-        if end - mid < (mid * 0.1).max(5.0) {
-            "levels off"
-        } else {
-            "GROWS"
-        }
-    };
     for (what, get) in [
         (
             "RSS MB",
@@ -283,15 +273,18 @@ fn summarise(args: &Args, samples: &[Sample], latencies: &[f32], exits: &[String
         ),
         ("state MB", |s: &Sample| s.state_mb.clone()),
     ] {
-        for name in get(c).keys() {
-            let v = |s: &Sample| get(s).get(name).copied().unwrap_or(0.0);
-            println!(
-                "| {what} {name} | {:.0} | {:.0} | {:.0} | {} |",
-                v(a),
-                v(b),
-                v(c),
-                verdict(v(b), v(c))
-            );
+        for name in get(&samples[n - 1]).keys() {
+            let series: Vec<f64> = samples
+                .iter()
+                .map(|s| get(s).get(name).copied().unwrap_or(0.0))
+                .collect();
+            let [first, middle, last] = third_peaks(&series);
+            let verdict = if levels_off(&series) {
+                "levels off"
+            } else {
+                "GROWS"
+            };
+            println!("| {what} {name} | {first:.0} | {middle:.0} | {last:.0} | {verdict} |");
         }
     }
     println!("\nservice exits nobody asked for: {}", exits.len());
@@ -299,6 +292,22 @@ fn summarise(args: &Args, samples: &[Sample], latencies: &[f32], exits: &[String
         println!("  {e}");
     }
     eprintln!("[soak] samples in {}", args.csv.display());
+}
+
+/// The highest value in each third of a series.
+fn third_peaks(series: &[f64]) -> [f64; 3] {
+    let n = series.len();
+    let peak = |r: std::ops::Range<usize>| series[r].iter().copied().fold(0.0, f64::max);
+    [peak(0..n / 3), peak(n / 3..2 * n / 3), peak(2 * n / 3..n)]
+}
+
+/// Whether a size levels off: its peak in the last third of the run is at most a tenth
+/// (or 5 MB) above its peak in the middle third. Peaks, not single samples, because
+/// RocksDB's compactions and the allocator make sizes a sawtooth: a sample at the top of
+/// one tooth against one at the bottom of another says nothing about a trend.
+fn levels_off(series: &[f64]) -> bool {
+    let [_, middle, last] = third_peaks(series);
+    last - middle < (middle * 0.1).max(5.0)
 }
 
 /// A process's resident set, in MB (0 when it is gone).
@@ -432,5 +441,32 @@ fn tail(consumer: &BaseConsumer, counts: &Mutex<(u64, u64, Vec<f32>)>, stop: &At
             predicted.retain(|_, t| now - *t < FORGET_AFTER_MS);
             swept = now;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sawtooth_levels_off_even_when_the_last_sample_is_a_peak() {
+        let tooth = [90.0, 120.0, 150.0, 180.0];
+        let mut series: Vec<f64> = tooth.iter().cycle().take(30).copied().collect();
+        series.push(185.0);
+        assert!(levels_off(&series));
+    }
+
+    #[test]
+    fn a_steady_climb_grows() {
+        let series: Vec<f64> = (0..30).map(|i| 100.0 + 3.0 * f64::from(i)).collect();
+        assert!(!levels_off(&series));
+    }
+
+    #[test]
+    fn a_climb_under_a_sawtooth_grows() {
+        let series: Vec<f64> = (0..30)
+            .map(|i| 100.0 + 2.0 * f64::from(i) + [0.0, 30.0, 60.0][i as usize % 3])
+            .collect();
+        assert!(!levels_off(&series));
     }
 }
