@@ -42,7 +42,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::labelled::{Job, done_key, end_offsets, named_by, pending_jobs, read_upto, snapshot};
+use crate::labelled::{
+    Job, done_key, end_offsets, named_by, newest_first, pending_jobs, read_upto,
+};
 use crate::metrics::TrainerMetrics;
 use crate::train::{Context, TrainOptions, Trained, select_window, train};
 use crate::{Error, Result, bootstrap};
@@ -486,7 +488,9 @@ impl Runner {
             job.rows_until,
         );
         Ok(Box::new(move || {
-            let rows = select_window(named_by(snapshot(&store, &m)?, until), start, end, min);
+            let rows = newest_first(&store, &m, end)?
+                .filter(|r| r.as_ref().map_or(true, |r| named_by(r, until)));
+            let rows = select_window(rows, start, end, min)?;
             Ok(TrainingSet {
                 end_offsets: end_offsets(&rows),
                 rows: rows.into_iter().map(|r| r.row).collect(),

@@ -359,15 +359,27 @@ pub fn snapshot(store: &Store, model: &str) -> Result<Vec<SourcedRow>> {
         .collect()
 }
 
-/// The rows a job with [`Job::rows_until`] `until` may train on: those read below it (and
-/// rows stored before rows kept their labelled offset).
-pub fn named_by(rows: Vec<SourcedRow>, until: Option<i64>) -> Vec<SourcedRow> {
-    let Some(until) = until else {
-        return rows;
-    };
-    rows.into_iter()
-        .filter(|r| r.labelled.is_none_or(|o| o < until))
-        .collect()
+/// Every committed labelled row of a model with event time at most `end`, newest first,
+/// decoded as it is read (one consistent snapshot; see [`Store::scan_prefix_rev`]).
+pub fn newest_first<'a>(
+    store: &'a Store,
+    model: &str,
+    end: i64,
+) -> Result<impl Iterator<Item = Result<SourcedRow>> + use<'a>> {
+    // The smallest key after every row of `end`: rows of one time sort by request id.
+    let upto = row_key(model, end.saturating_add(1), "");
+    Ok(store
+        .scan_prefix_rev(row_prefix(model), &upto)?
+        .map(|item| decode_row(&item?.1)))
+}
+
+/// Whether a job with [`Job::rows_until`] `until` may train on a row: only rows read below
+/// it (and rows stored before rows kept their labelled offset).
+pub fn named_by(row: &SourcedRow, until: Option<i64>) -> bool {
+    match (until, row.labelled) {
+        (Some(until), Some(at)) => at < until,
+        _ => true,
+    }
 }
 
 /// Every pending job, by key.
@@ -438,15 +450,19 @@ mod tests {
             actual: None,
             labelled,
         };
-        let rows = vec![at(Some(3)), at(Some(9)), at(None), at(Some(10))];
-        let offsets =
-            |rows: Vec<SourcedRow>| -> Vec<_> { rows.iter().map(|r| r.labelled).collect() };
+        let rows = [at(Some(3)), at(Some(9)), at(None), at(Some(10))];
+        let offsets = |until| -> Vec<_> {
+            rows.iter()
+                .filter(|r| named_by(r, until))
+                .map(|r| r.labelled)
+                .collect()
+        };
         assert_eq!(
-            offsets(named_by(rows.clone(), Some(10))),
+            offsets(Some(10)),
             [Some(3), Some(9), None],
             "rows stored before rows kept their offset count as read before"
         );
-        assert_eq!(offsets(named_by(rows.clone(), None)).len(), 4);
+        assert_eq!(offsets(None).len(), 4);
     }
 
     #[test]

@@ -91,19 +91,31 @@ impl Timed for crate::labelled::SourcedRow {
     }
 }
 
-/// The rows of `[start, end]` (event time, inclusive) from rows sorted by time. When
-/// fewer than `min_rows` fall inside, the window is widened backwards to the newest
-/// `min_rows` rows up to `end`: a short drift window still gets a trainable set, and it
-/// stays "recent".
-pub fn select_window<R: Timed>(sorted: Vec<R>, start: i64, end: i64, min_rows: usize) -> Vec<R> {
-    let upto: Vec<R> = sorted
-        .into_iter()
-        .filter(|r| r.event_time() <= end)
-        .collect();
-    let inside = upto.iter().filter(|r| r.event_time() >= start).count();
-    let keep = inside.max(min_rows).min(upto.len());
-    let skip = upto.len() - keep;
-    upto.into_iter().skip(skip).collect()
+/// The rows of `[start, end]` (event time, inclusive), oldest first, from rows read
+/// newest first. When fewer than `min_rows` fall inside, the window is widened backwards
+/// to the newest `min_rows` rows up to `end`: a short drift window still gets a trainable
+/// set, and it stays "recent". It stops reading once it has them, and holds only what it
+/// keeps: the trainer's store may hold many more rows than a window.
+pub fn select_window<R: Timed, E>(
+    newest_first: impl IntoIterator<Item = Result<R, E>>,
+    start: i64,
+    end: i64,
+    min_rows: usize,
+) -> Result<Vec<R>, E> {
+    let mut kept = Vec::new();
+    for row in newest_first {
+        let row = row?;
+        let t = row.event_time();
+        if t > end {
+            continue;
+        }
+        if t < start && kept.len() >= min_rows {
+            break;
+        }
+        kept.push(row);
+    }
+    kept.reverse();
+    Ok(kept)
 }
 
 /// Fits and judges a candidate. `progress` hears each phase (for the progress log).
@@ -372,14 +384,34 @@ mod tests {
     }
 
     #[test]
+    fn a_window_reads_no_further_back_than_it_keeps() {
+        let all = rows(0..1000, |x| x);
+        let mut read = 0;
+        let newest_first = all
+            .iter()
+            .rev()
+            .cloned()
+            .inspect(|_| read += 1)
+            .map(Ok::<_, ()>);
+        let w = select_window(newest_first, 900, 949, 20).unwrap();
+        assert_eq!(w.len(), 50);
+        assert_eq!(
+            read, 101,
+            "the 50 newer rows, the 50 inside, one to see the start"
+        );
+    }
+
+    #[test]
     fn a_short_window_is_widened_backwards() {
         let all = rows(0..100, |x| x);
-        let w = select_window(all.clone(), 90, 95, 20);
+        let newest_first =
+            |rows: &Vec<LabelledRow>| rows.clone().into_iter().rev().map(Ok::<_, ()>);
+        let w = select_window(newest_first(&all), 90, 95, 20).unwrap();
         assert_eq!(
             (w.first().unwrap().event_time, w.last().unwrap().event_time),
             (76, 95)
         );
-        let w = select_window(all, 10, 60, 20);
+        let w = select_window(newest_first(&all), 10, 60, 20).unwrap();
         assert_eq!(
             (w.first().unwrap().event_time, w.last().unwrap().event_time),
             (10, 60)

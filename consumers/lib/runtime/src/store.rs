@@ -27,6 +27,9 @@ const OFFSETS: &str = "offsets";
 
 pub type TopicPartition = (String, i32);
 
+/// A key and its value as RocksDB hands them out.
+pub type Entry = (Box<[u8]>, Box<[u8]>);
+
 /// A staged change to one key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Staged {
@@ -109,6 +112,28 @@ impl Store {
             out.push((k.to_vec(), v.to_vec()));
         }
         Ok(out)
+    }
+
+    /// The state entries whose key starts with `prefix` and is at most `upto`, newest key
+    /// first, read lazily from one RocksDB snapshot taken now (so the whole walk sees one
+    /// consistent state, however long it takes).
+    pub fn scan_prefix_rev<'s>(
+        &'s self,
+        prefix: Vec<u8>,
+        upto: &[u8],
+    ) -> Result<impl Iterator<Item = Result<Entry>> + use<'s>> {
+        let from = rocksdb::IteratorMode::From(upto, rocksdb::Direction::Reverse);
+        let after = prefix.clone();
+        Ok(self
+            .db
+            .iterator_cf(self.cf(STATE)?, from)
+            // Keys past the prefix's range sort after it; the first key before it ends it.
+            .skip_while(move |item| {
+                item.as_ref()
+                    .is_ok_and(|(k, _)| !k.starts_with(&after) && **k > *after)
+            })
+            .take_while(move |item| item.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+            .map(|item| item.map_err(Error::from)))
     }
 
     /// Per changelog topic and partition, the next offset the local copy does not hold.
@@ -256,6 +281,27 @@ impl Txn<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reverse_prefix_scan_reads_only_its_prefix_up_to_a_key_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let mut txn = store.txn();
+        for k in ["a\x00", "b\x001", "b\x002", "b\x003", "b\x01", "c"] {
+            txn.put(k.as_bytes().to_vec(), b"v".to_vec());
+        }
+        store.commit(txn, &BTreeMap::new()).unwrap();
+        let keys = |upto: &str| -> Vec<String> {
+            store
+                .scan_prefix_rev(b"b\x00".to_vec(), upto.as_bytes())
+                .unwrap()
+                .map(|kv| String::from_utf8(kv.unwrap().0.into()).unwrap())
+                .collect()
+        };
+        assert_eq!(keys("b\x0025"), ["b\x002", "b\x001"]);
+        assert_eq!(keys("z"), ["b\x003", "b\x002", "b\x001"]);
+        assert!(keys("b\x000").is_empty());
+    }
 
     #[test]
     fn write_ahead_logs_stay_bounded_while_the_state_keeps_changing() {
