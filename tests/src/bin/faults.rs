@@ -4,8 +4,9 @@
 //! outage, a full disk under the monitor's state, and a 10 MB message on every input
 //! topic. Then it waits until every consumer group has read everything and accounts for
 //! every event: each request predicted once, each actual joined once, each bad message in
-//! the dead-letter topic. It prints the table and exits non-zero on any loss, duplicate,
-//! hang or unaccounted message.
+//! the dead-letter topic, and each output's content what an undisturbed run makes of the
+//! same input ([`Undisturbed`]). It prints the table and exits non-zero on any loss,
+//! duplicate, difference, hang or unaccounted message.
 //!
 //! `bash infra/faults.sh` runs the full form (100k requests, 20 kills, a 60 s outage);
 //! `--short` is the form CI runs.
@@ -19,10 +20,11 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use driftline_kafka::KafkaArgs;
 use driftline_kafka::topics::TopicSpec;
+use driftline_model::TrainedModel;
 use driftline_schemas::codec::Codec;
 use driftline_schemas::duration::parse_duration;
 use driftline_schemas::events::{
-    Actual, DeadLetter, FeatureValue, Labelled, PredictionLogged, PredictionRequest,
+    Actual, DeadLetter, FeatureValue, Labelled, ModelPublished, PredictionLogged, PredictionRequest,
 };
 use driftline_schemas::spec::{FeatureSpec, Kind};
 use driftline_schemas::topics;
@@ -401,6 +403,79 @@ struct Ledger {
     labelled: HashMap<String, u32>,
     /// Dead letters by source topic, what was sent (the key's label) and error kind.
     dead_letters: BTreeMap<(String, String), BTreeMap<String, u64>>,
+    /// Outputs whose content is not what an undisturbed run makes of the same input, by
+    /// stage: how many, and the first few.
+    differences: BTreeMap<&'static str, (u64, Vec<String>)>,
+}
+
+/// What an undisturbed run makes of each input, to hold the outputs against: the
+/// features each request was sent with, the actual sent for it, and every model version
+/// the models topic holds. A prediction is what its version predicts for the request's
+/// features, whenever and however often it was made; a labelled pair is the logged
+/// prediction beside the sent actual.
+#[derive(Default)]
+struct Undisturbed {
+    features: HashMap<String, String>,
+    actuals: HashMap<String, String>,
+    models: HashMap<(String, i64), TrainedModel>,
+    /// Each request's logged predictions (one per time it was sent).
+    predictions: HashMap<String, Vec<String>>,
+}
+
+impl Undisturbed {
+    /// Why a prediction differs from the undisturbed one, if it does.
+    fn prediction(&mut self, p: &PredictionLogged) -> Option<String> {
+        let id = &p.request_id;
+        let Some(sent) = self.features.get(id) else {
+            return None; // never sent: counted as stray
+        };
+        if *sent != format!("{:?}", p.features) {
+            return Some(format!("{id}: features are not the request's"));
+        }
+        let Some(model) = self.models.get(&(p.model.clone(), p.model_version)) else {
+            return Some(format!(
+                "{id}: {} version {} is not on the models topic",
+                p.model, p.model_version
+            ));
+        };
+        let (made, expected) = (
+            format!("{:?}", p.prediction),
+            format!("{:?}", model.predict(&p.features)),
+        );
+        if made != expected {
+            return Some(format!(
+                "{id}: predicted {made}, version {} predicts {expected}",
+                p.model_version
+            ));
+        }
+        self.predictions
+            .entry(id.clone())
+            .or_default()
+            .push(format!("{p:?}"));
+        None
+    }
+
+    /// Why a labelled pair differs from the logged prediction and the sent actual, if it does.
+    fn labelled(&self, l: &Labelled) -> Option<String> {
+        let id = &l.prediction.request_id;
+        let logged = self.predictions.get(id)?;
+        if !logged.contains(&format!("{:?}", l.prediction)) {
+            return Some(format!("{id}: its prediction is not the one logged"));
+        }
+        let sent = self.actuals.get(id)?;
+        (*sent != format!("{:?}", l.actual))
+            .then(|| format!("{id}: its actual is not the one sent"))
+    }
+}
+
+fn differed(l: &mut Ledger, stage: &'static str, why: Option<String>) {
+    let entry = l.differences.entry(stage).or_default();
+    if let Some(why) = why {
+        entry.0 += 1;
+        if entry.1.len() < 3 {
+            entry.1.push(why);
+        }
+    }
 }
 
 impl Ledger {
@@ -409,23 +484,43 @@ impl Ledger {
         tokio::task::spawn_blocking(move || {
             let codec = Codec::single_object();
             let mut l = Ledger::default();
+            let mut undisturbed = Undisturbed::default();
+            for_each(&kafka, topics::MODELS, |b| {
+                if let Ok(m) = codec.decode::<ModelPublished>(b)
+                    && let Ok(model) = TrainedModel::from_bytes(&m.model_bytes)
+                {
+                    undisturbed.models.insert((m.model, m.version), model);
+                }
+            })?;
             for_each(&kafka, topics::REQUESTS, |b| {
                 if let Ok(r) = codec.decode::<PredictionRequest>(b) {
+                    undisturbed
+                        .features
+                        .entry(r.request_id.clone())
+                        .or_insert_with(|| format!("{:?}", r.features));
                     *l.requests.entry(r.request_id).or_default() += 1;
                 }
             })?;
             for_each(&kafka, topics::ACTUALS, |b| {
                 if let Ok(a) = codec.decode::<Actual>(b) {
+                    undisturbed
+                        .actuals
+                        .entry(a.request_id.clone())
+                        .or_insert_with(|| format!("{a:?}"));
                     *l.actuals.entry(a.request_id).or_default() += 1;
                 }
             })?;
             for_each(&kafka, topics::PREDICTIONS, |b| {
                 if let Ok(p) = codec.decode::<PredictionLogged>(b) {
+                    let why = undisturbed.prediction(&p);
+                    differed(&mut l, "predictions", why);
                     *l.predictions.entry(p.request_id).or_default() += 1;
                 }
             })?;
             for_each(&kafka, topics::LABELLED, |b| {
                 if let Ok(p) = codec.decode::<Labelled>(b) {
+                    let why = undisturbed.labelled(&p);
+                    differed(&mut l, "labelled pairs", why);
                     *l.labelled.entry(p.prediction.request_id).or_default() += 1;
                 }
             })?;
@@ -476,9 +571,11 @@ fn report(
     let stray = |from: &HashMap<String, u32>, to: &HashMap<String, u32>| {
         to.keys().filter(|id| !from.contains_key(*id)).count() as u64
     };
+    // "differ": outputs whose content is not what an undisturbed run makes of the same
+    // input (see `Undisturbed`).
     println!(
-        "{:<34} {:>9} {:>9} {:>6} {:>7} {:>18}",
-        "stage", "in", "out", "lost", "stray", "duplicated"
+        "{:<34} {:>9} {:>9} {:>6} {:>7} {:>18} {:>7}",
+        "stage", "in", "out", "lost", "stray", "duplicated", "differ"
     );
     // The replay's events; the bad messages are accounted for below.
     let real = |m: &HashMap<String, u32>| -> HashMap<String, u32> {
@@ -490,10 +587,26 @@ fn report(
     let (requests, predictions) = (real(&l.requests), real(&l.predictions));
     let (actuals, labelled) = (real(&l.actuals), real(&l.labelled));
     let rows = [
-        ("requests -> predictions", &requests, &predictions),
-        ("actuals -> labelled pairs", &actuals, &labelled),
+        (
+            "requests -> predictions",
+            "predictions",
+            &requests,
+            &predictions,
+        ),
+        (
+            "actuals -> labelled pairs",
+            "labelled pairs",
+            &actuals,
+            &labelled,
+        ),
     ];
-    for (stage, from, to) in rows {
+    let mut examples = Vec::new();
+    for (stage, output, from, to) in rows {
+        let (differ, some) = l.differences.get(output).cloned().unwrap_or_default();
+        examples.extend(some);
+        if differ > 0 {
+            failures.push(format!("{stage}: {differ} differ from an undisturbed run"));
+        }
         let (lost, stray) = (lost(from, to), stray(from, to));
         // A request sent twice is predicted twice; an actual sent twice is joined once.
         let allowed = if stage.starts_with("requests") {
@@ -503,7 +616,7 @@ fn report(
         };
         let duplicated = copies(to).saturating_sub(allowed);
         println!(
-            "{stage:<34} {:>9} {:>9} {lost:>6} {stray:>7} {duplicated:>18}",
+            "{stage:<34} {:>9} {:>9} {lost:>6} {stray:>7} {duplicated:>18} {differ:>7}",
             from.len(),
             to.len(),
         );
@@ -516,6 +629,9 @@ fn report(
         if stray > 0 {
             failures.push(format!("{stage}: {stray} ids never sent"));
         }
+    }
+    for e in examples {
+        println!("  differs: {e}");
     }
     let sent_twice = copies(&requests) + copies(&actuals);
     println!("{:<34} {:>9}", "replay messages sent twice", sent_twice);
@@ -824,4 +940,109 @@ async fn send_garbage(
             .map_err(|(e, _)| anyhow::anyhow!("delivering garbage: {e}"))?;
     }
     Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use driftline_model::{LabelledRow, Target};
+    use driftline_schemas::events::{Prediction, PredictionSource, SourcePosition};
+
+    use super::*;
+
+    /// y = 2x + 1, fitted exactly, as version 3 of `toy`.
+    fn undisturbed() -> Undisturbed {
+        let spec = FeatureSpec::from_toml(include_str!("../../fixtures/toy.toml")).unwrap();
+        let rows: Vec<LabelledRow> = (0..100)
+            .map(|i| LabelledRow {
+                event_time: i64::from(i),
+                features: features(f64::from(i) / 10.0),
+                target: Target::Value(2.0 * f64::from(i) / 10.0 + 1.0),
+            })
+            .collect();
+        let mut u = Undisturbed::default();
+        let model = driftline_model::fit(&spec, &rows).unwrap();
+        u.models.insert(("toy".into(), 3), model);
+        u.features
+            .insert("r1".into(), format!("{:?}", features(4.0)));
+        u
+    }
+
+    fn features(x: f64) -> driftline_schemas::events::Features {
+        [
+            ("x".to_string(), FeatureValue::Number(x)),
+            ("colour".to_string(), FeatureValue::Category("red".into())),
+        ]
+        .into()
+    }
+
+    fn logged(u: &Undisturbed, x: f64, version: i64) -> PredictionLogged {
+        let prediction = u
+            .models
+            .get(&("toy".into(), 3))
+            .map_or_else(Prediction::default, |m| m.predict(&features(4.0)));
+        PredictionLogged {
+            request_id: "r1".into(),
+            model: "toy".into(),
+            model_version: version,
+            event_time: 0,
+            features: features(x),
+            prediction,
+            served_at: 7,
+            latency_us: 1,
+            source: PredictionSource::Kafka,
+        }
+    }
+
+    #[test]
+    fn a_prediction_differs_when_its_version_would_not_make_it_or_its_features_changed() {
+        let mut u = undisturbed();
+        let good = logged(&u, 4.0, 3);
+        assert_eq!(u.prediction(&good), None);
+        let mut off = good.clone();
+        off.prediction.value = off.prediction.value.map(|v| v + 1e-9);
+        assert!(u.prediction(&off).unwrap().contains("version 3 predicts"));
+        assert!(
+            u.prediction(&logged(&u, 4.5, 3))
+                .unwrap()
+                .contains("features")
+        );
+        assert!(
+            u.prediction(&logged(&u, 4.0, 9))
+                .unwrap()
+                .contains("not on the models topic")
+        );
+    }
+
+    #[test]
+    fn a_labelled_pair_differs_unless_it_holds_a_logged_prediction_and_the_sent_actual() {
+        let mut u = undisturbed();
+        let p = logged(&u, 4.0, 3);
+        assert_eq!(u.prediction(&p), None);
+        let actual = Actual {
+            request_id: "r1".into(),
+            model: "toy".into(),
+            event_time: 0,
+            value: Some(9.0),
+            class: None,
+            observed_at: 5,
+        };
+        u.actuals.insert("r1".into(), format!("{actual:?}"));
+        let pair = |prediction: PredictionLogged, actual: Actual| Labelled {
+            prediction,
+            actual,
+            prediction_read_at: SourcePosition::default(),
+            actual_read_at: SourcePosition::default(),
+        };
+        assert_eq!(u.labelled(&pair(p.clone(), actual.clone())), None);
+        let mut other = p.clone();
+        other.served_at += 1;
+        assert!(
+            u.labelled(&pair(other, actual.clone()))
+                .unwrap()
+                .contains("prediction")
+        );
+        let mut wrong = actual;
+        wrong.value = Some(9.5);
+        assert!(u.labelled(&pair(p, wrong)).unwrap().contains("actual"));
+    }
 }
