@@ -33,6 +33,7 @@
 //! ```
 
 pub mod categorical;
+pub mod concept;
 pub mod frame;
 pub mod kstwo;
 pub mod numeric;
