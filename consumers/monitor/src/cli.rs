@@ -3,6 +3,7 @@
 
 use clap::Args;
 use driftline_drift::DriftPolicy;
+use driftline_drift::concept::Watch;
 use driftline_drift::policy::defaults;
 use driftline_schemas::duration::parse_duration_ms;
 
@@ -79,6 +80,11 @@ pub struct PolicyArgs {
     /// Do not let performance decide (it is still reported).
     #[arg(long, env = "DRIFTLINE_MONITOR_IGNORE_PERFORMANCE")]
     pub ignore_performance: bool,
+    /// A concept-drift detector on each version's joined errors (River's defaults): off,
+    /// adwin, page-hinkley (rises only) or ddm (classifiers). A rise it signals asks for a
+    /// retrain without waiting for confirmations.
+    #[arg(long, env = "DRIFTLINE_MONITOR_ERROR_DETECTOR", default_value = "off")]
+    pub error_detector: Watch,
 }
 
 impl Default for PolicyArgs {
@@ -120,6 +126,7 @@ impl PolicyArgs {
                 cooldown_events: self.cooldown.unwrap_or(self.window as u64),
                 max_error_increase: (!self.ignore_performance).then_some(self.max_error_increase),
                 prediction_drift: true,
+                error_watch: self.error_detector,
             },
         };
         config.validate()?;

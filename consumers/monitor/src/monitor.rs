@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use driftline_drift::concept::ErrorWatch;
 use driftline_model::{PREDICTION, lower_is_better};
 use driftline_schemas::events::{
     DriftReport, FeatureDrift, FeatureKind, FeatureProfile, FeatureValue, Labelled,
@@ -72,6 +73,12 @@ pub struct ModelMeta {
     pub last_eval_seq: u64,
     pub last_eval_time: Option<i64>,
     pub end_offsets: BTreeMap<String, i64>,
+    /// The detector on this version's errors (absent in state written before there was one).
+    #[serde(default)]
+    pub errors: Option<ErrorWatch>,
+    /// What it said since the last evaluation.
+    #[serde(default)]
+    pub error_rise: Option<String>,
 }
 
 /// What [`ModelMonitor::observe`] changed.
@@ -110,6 +117,8 @@ pub struct ModelMonitor {
     last_eval_seq: u64,
     last_eval_time: Option<i64>,
     end_offsets: BTreeMap<String, i64>,
+    errors: Option<ErrorWatch>,
+    error_rise: Option<String>,
 }
 
 impl ModelMonitor {
@@ -131,6 +140,8 @@ impl ModelMonitor {
             holdout,
             window: Window::new(profiles, config.window),
             perf: PerformanceWindow::new(config.window.max_events, 0),
+            errors: ErrorWatch::new(config.policy.error_watch),
+            error_rise: None,
             config,
             state: PolicyState::default(),
             last_eval_seq: 0,
@@ -162,6 +173,10 @@ impl ModelMonitor {
         m.last_eval_seq = meta.last_eval_seq;
         m.last_eval_time = meta.last_eval_time;
         m.end_offsets = meta.end_offsets.clone();
+        if meta.errors.is_some() {
+            m.errors = meta.errors.clone();
+        }
+        m.error_rise = meta.error_rise.clone();
         m
     }
 
@@ -176,6 +191,8 @@ impl ModelMonitor {
             last_eval_seq: self.last_eval_seq,
             last_eval_time: self.last_eval_time,
             end_offsets: self.end_offsets.clone(),
+            errors: self.errors.clone(),
+            error_rise: self.error_rise.clone(),
         }
     }
 
@@ -258,6 +275,11 @@ impl ModelMonitor {
             return None;
         }
         let joined = Joined::of(&labelled.prediction.prediction, &labelled.actual)?;
+        if let Some(w) = &mut self.errors
+            && let Some(why) = w.update(joined.error())
+        {
+            self.error_rise = Some(why);
+        }
         let seq = self.perf.next_seq();
         let evicted = self.perf.push(joined.clone());
         Some(JoinedActual {
@@ -319,6 +341,7 @@ impl ModelMonitor {
             drifted_features: drifted.clone(),
             prediction_drifted: prediction.as_ref().is_some_and(|p| p.drifted),
             performance_drop: performance_drop.clone(),
+            error_rise: self.error_rise.take(),
         };
         let decision = self.state.decide(policy, &findings);
         self.last_eval_seq = seq;
@@ -343,7 +366,7 @@ impl ModelMonitor {
             model_version: self.version,
             trigger: if drifted.is_empty()
                 && !findings.prediction_drifted
-                && performance_drop.is_some()
+                && (performance_drop.is_some() || findings.error_rise.is_some())
             {
                 RetrainTrigger::Performance
             } else {
@@ -469,6 +492,16 @@ mod tests {
         shift_at: usize,
         error: f64,
     ) -> Vec<Evaluation> {
+        run_with(m, range, shift_at, &|_| error)
+    }
+
+    /// [`run`] with the error of event `i` given by `error(i)`.
+    fn run_with(
+        m: &mut ModelMonitor,
+        range: std::ops::Range<usize>,
+        shift_at: usize,
+        error: &dyn Fn(usize) -> f64,
+    ) -> Vec<Evaluation> {
         let mut out = Vec::new();
         for i in range {
             let x = f64::from((i % 100) as u32) + if i >= shift_at { 40.0 } else { 0.0 };
@@ -478,7 +511,7 @@ mod tests {
                 request_id: p.request_id.clone(),
                 model: "m".into(),
                 event_time: i as i64,
-                value: Some(x + error),
+                value: Some(x + error(i)),
                 class: None,
                 observed_at: 0,
             };
@@ -544,6 +577,46 @@ mod tests {
                 ("predictions/0".to_string(), 91)
             ])
         );
+    }
+
+    #[test]
+    fn an_error_detector_asks_for_a_retrain_at_the_next_evaluation_and_survives_a_restart() {
+        let mut c = config();
+        c.policy.error_watch = driftline_drift::concept::Watch::Adwin;
+        // The holdout's MAE is far above both error levels: only the detector can speak.
+        let holdout = BTreeMap::from([("mae".to_string(), 50.0)]);
+        let error = |i: usize| {
+            if i < 700 {
+                1.0 + (i % 3) as f64 * 0.1
+            } else {
+                4.0
+            }
+        };
+        let mut m = ModelMonitor::new("m", 3, &profiles(), holdout.clone(), c.clone());
+        let before = run_with(&mut m, 0..650, usize::MAX, &error);
+        assert!(before.iter().all(|e| e.retrain.is_none()));
+        // A restart: the detector's state comes back with the meta.
+        let meta = crate::state::decode_meta(&crate::state::encode_meta(&m.meta())).unwrap();
+        let restored = ModelMonitor::restore(&meta, &profiles(), holdout, c, [], []);
+        assert!(meta.errors.is_some());
+        assert_eq!(restored.meta().errors, m.meta().errors);
+        let evals = run_with(&mut m, 650..900, usize::MAX, &error);
+        let (at, r) = evals
+            .iter()
+            .enumerate()
+            .find_map(|(k, e)| e.retrain.as_ref().map(|r| (k, r)))
+            .expect("a retrain");
+        assert_eq!(r.trigger, RetrainTrigger::Performance);
+        assert!(
+            r.reason.contains("ADWIN: the mean error rose"),
+            "{}",
+            r.reason
+        );
+        assert_eq!(
+            at, 1,
+            "at the first evaluation after the rise (800), unconfirmed"
+        );
+        assert_eq!(evals[at].report.decision, DriftDecision::Drift);
     }
 
     #[test]

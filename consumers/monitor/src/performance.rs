@@ -26,6 +26,20 @@ pub enum Joined {
 }
 
 impl Joined {
+    /// What the error detectors watch: the absolute error, or 1 for a wrong class.
+    pub fn error(&self) -> f64 {
+        match self {
+            Joined::Regression { predicted, actual } => (predicted - actual).abs(),
+            Joined::Classification { correct, .. } => {
+                if *correct {
+                    0.0
+                } else {
+                    1.0
+                }
+            }
+        }
+    }
+
     /// A prediction scored against its actual: regression when both are numbers, or
     /// classification when a class was predicted (a numeric actual is read as its label);
     /// `None` when the actual does not fit the prediction.

@@ -19,6 +19,11 @@
 //!   RetrainRequested no other is emitted until that many new events arrived, so the next
 //!   request is judged on data the previous one had not seen and the trainer has time to
 //!   publish (a new production version resets the window and this state anyway);
+//! - **concept drift on the errors** (`error_watch`, off): ADWIN, Page-Hinkley or DDM
+//!   (driftline-drift's `concept`, River's definitions and defaults) fed each joined
+//!   error of the version; a rise it signals is a cause at the next evaluation and needs
+//!   no confirmations (the detector has its own confidence). Off by default until the
+//!   detection benchmarks of issue #16 say which default raises no false alarms;
 //! - **multiple testing** (`correction`, none): with Bonferroni or Benjamini-Hochberg the
 //!   p-values of the features are adjusted before rules that test p-values use them (the
 //!   small-window rules); reports keep the raw p-values.
@@ -26,6 +31,7 @@
 use std::str::FromStr;
 
 use driftline_drift::DriftPolicy;
+use driftline_drift::concept::Watch;
 use driftline_drift::policy::{FeatureEvidence, FeatureVerdict};
 use driftline_schemas::events::{DriftDecision, FeatureKind};
 use serde::{Deserialize, Serialize};
@@ -103,6 +109,10 @@ pub struct MonitorPolicy {
     pub max_error_increase: Option<f64>,
     /// Whether a drifted prediction alone makes the model drift.
     pub prediction_drift: bool,
+    /// The detector on each version's joined errors; a rise it signals is a drift at once,
+    /// without confirmations (the detector has its own confidence).
+    #[serde(default)]
+    pub error_watch: Watch,
 }
 
 impl Default for MonitorPolicy {
@@ -116,6 +126,7 @@ impl Default for MonitorPolicy {
             cooldown_events: 10_000,
             max_error_increase: Some(0.25),
             prediction_drift: true,
+            error_watch: Watch::Off,
         }
     }
 }
@@ -197,6 +208,8 @@ pub struct Findings {
     pub prediction_drifted: bool,
     /// (metric, current, holdout) of the primary metric when it is worse than allowed.
     pub performance_drop: Option<(String, f64, f64)>,
+    /// What the error detector said since the last evaluation, when the errors rose.
+    pub error_rise: Option<String>,
 }
 
 /// The decision and whether to ask for a retrain now.
@@ -244,6 +257,9 @@ impl PolicyState {
                 "{metric} {cur:.4} vs {reference:.4} on the holdout"
             ));
         }
+        if let Some(why) = &f.error_rise {
+            causes.push(why.clone());
+        }
         if causes.is_empty() {
             *self = PolicyState {
                 last_retrain_seq: self.last_retrain_seq,
@@ -257,7 +273,7 @@ impl PolicyState {
         }
         self.consecutive = self.consecutive.saturating_add(1);
         let reason = causes.join("; ");
-        if self.consecutive < policy.confirmations {
+        if self.consecutive < policy.confirmations && f.error_rise.is_none() {
             return Decision {
                 decision: DriftDecision::Warning,
                 reason: format!(
@@ -298,6 +314,7 @@ mod tests {
             },
             prediction_drifted: false,
             performance_drop: None,
+            error_rise: None,
         }
     }
 

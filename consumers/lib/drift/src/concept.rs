@@ -401,6 +401,94 @@ impl Default for Ddm {
     }
 }
 
+/// Which detector watches a model's error stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Watch {
+    /// None: only the windowed error against the holdout speaks for performance.
+    #[default]
+    Off,
+    Adwin,
+    /// Page-Hinkley on rises only.
+    PageHinkley,
+    /// DDM, for classifiers (a regressor's errors are not mistakes; it never fires).
+    Ddm,
+}
+
+impl std::str::FromStr for Watch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" | "none" => Ok(Self::Off),
+            "adwin" => Ok(Self::Adwin),
+            "page-hinkley" | "page_hinkley" | "ph" => Ok(Self::PageHinkley),
+            "ddm" => Ok(Self::Ddm),
+            other => Err(format!(
+                "error detector {other:?}: expected off, adwin, page-hinkley or ddm"
+            )),
+        }
+    }
+}
+
+/// A detector on one model version's errors: the absolute error of each regression, or
+/// 1 for each classification mistake and 0 for each right answer. Only a rise counts: ADWIN
+/// also cuts when the errors fall, and a model doing better is no reason to retrain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ErrorWatch {
+    Adwin(Adwin),
+    PageHinkley(PageHinkley),
+    Ddm(Ddm),
+}
+
+impl ErrorWatch {
+    /// River's default settings for each (Page-Hinkley watching rises only).
+    pub fn new(watch: Watch) -> Option<Self> {
+        match watch {
+            Watch::Off => None,
+            Watch::Adwin => Some(Self::Adwin(Adwin::default())),
+            Watch::PageHinkley => Some(Self::PageHinkley(PageHinkley::new(PageHinkleyParams {
+                mode: Mode::Up,
+                ..Default::default()
+            }))),
+            Watch::Ddm => Some(Self::Ddm(Ddm::default())),
+        }
+    }
+
+    /// Feeds one error; says why when the errors rose. A value that is not finite is
+    /// skipped (one would poison every sum after it).
+    pub fn update(&mut self, error: f64) -> Option<String> {
+        if !error.is_finite() {
+            return None;
+        }
+        match self {
+            Self::Adwin(a) => {
+                let before = a.estimation();
+                (a.update(error) && a.estimation() > before).then(|| {
+                    format!(
+                        "ADWIN: the mean error rose from {before:.4} to {:.4} over the last {} joined predictions",
+                        a.estimation(),
+                        a.width()
+                    )
+                })
+            }
+            Self::PageHinkley(ph) => ph.update(error).then(|| {
+                format!(
+                    "Page-Hinkley: the error's cumulative rise passed {}",
+                    ph.params.threshold
+                )
+            }),
+            Self::Ddm(d) => (d.update(error > 0.0) == Signal::Drift).then(|| {
+                let (p_min, s_min) = d.best.unwrap_or_default();
+                format!(
+                    "DDM: the error rate {:.4} passed its best {p_min:.4} by more than {} standard deviations of {s_min:.4}",
+                    d.p.mean, d.params.drift_threshold
+                )
+            }),
+        }
+    }
+}
+
 /// A running mean, updated as River's `stats.Mean` is (same rounding).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct Mean {
@@ -453,6 +541,22 @@ mod tests {
         assert!((0..2000).all(|i| !ph.update(if i < 1000 { 5.0 } else { 0.0 })));
         let mut ph = PageHinkley::new(up);
         assert!((0..2000).any(|i| ph.update(if i < 1000 { 0.0 } else { 5.0 })));
+    }
+
+    #[test]
+    fn an_error_watch_speaks_of_rises_only() {
+        let mut w = ErrorWatch::new(Watch::Adwin).unwrap();
+        let falls: Vec<_> = (0..3000)
+            .filter_map(|i| w.update(if i < 1500 { 2.0 } else { 0.5 }))
+            .collect();
+        assert!(falls.is_empty(), "{falls:?}");
+        let mut w = ErrorWatch::new(Watch::Adwin).unwrap();
+        let rises: Vec<_> = (0..3000)
+            .filter_map(|i| w.update(if i < 1500 { 0.5 } else { 2.0 }))
+            .collect();
+        assert!(rises[0].contains("rose from 0.5"), "{rises:?}");
+        assert!(ErrorWatch::new(Watch::Off).is_none());
+        assert_eq!(w.update(f64::NAN), None);
     }
 
     #[test]
