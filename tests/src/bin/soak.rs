@@ -57,10 +57,19 @@ struct Args {
     /// Replay from this event time; the trainer bootstraps from what comes before.
     #[arg(long, default_value = "2013-04-01")]
     from: String,
+    /// Run nothing: judge the sizes in an earlier run's CSV and print the table.
+    #[arg(long, value_name = "CSV")]
+    judge: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(path) = &args.judge {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        size_table(&series_of_csv(&text)?);
+        return Ok(());
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -261,32 +270,16 @@ fn summarise(args: &Args, samples: &[Sample], latencies: &[f32], exits: &[String
         quantile(latencies, 0.99),
         quantile(latencies, 1.0),
     );
-    if n < 3 {
-        return;
-    }
-    println!("\n| what | peak, first third | peak, middle third | peak, last third | verdict |");
-    println!("| --- | --- | --- | --- | --- |");
-    for (what, get) in [
-        (
-            "RSS MB",
-            (|s: &Sample| s.rss_mb.clone()) as fn(&Sample) -> _,
-        ),
-        ("state MB", |s: &Sample| s.state_mb.clone()),
-    ] {
-        for name in get(&samples[n - 1]).keys() {
-            let series: Vec<f64> = samples
-                .iter()
-                .map(|s| get(s).get(name).copied().unwrap_or(0.0))
-                .collect();
-            let [first, middle, last] = third_peaks(&series);
-            let verdict = if levels_off(&series) {
-                "levels off"
-            } else {
-                "GROWS"
-            };
-            println!("| {what} {name} | {first:.0} | {middle:.0} | {last:.0} | {verdict} |");
+    let mut series: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for s in samples {
+        for (name, mb) in &s.rss_mb {
+            series.entry(format!("RSS MB {name}")).or_default().push(*mb);
+        }
+        for (name, mb) in &s.state_mb {
+            series.entry(format!("state MB {name}")).or_default().push(*mb);
         }
     }
+    size_table(&series);
     println!("\nservice exits nobody asked for: {}", exits.len());
     for e in exits {
         println!("  {e}");
@@ -294,19 +287,67 @@ fn summarise(args: &Args, samples: &[Sample], latencies: &[f32], exits: &[String
     eprintln!("[soak] samples in {}", args.csv.display());
 }
 
-/// The highest value in each third of a series.
-fn third_peaks(series: &[f64]) -> [f64; 3] {
-    let n = series.len();
-    let peak = |r: std::ops::Range<usize>| series[r].iter().copied().fold(0.0, f64::max);
-    [peak(0..n / 3), peak(n / 3..2 * n / 3), peak(2 * n / 3..n)]
+/// Prints, per size, its median in each third of the run, its peak and whether it
+/// levels off ([`levels_off`]).
+fn size_table(series: &BTreeMap<String, Vec<f64>>) {
+    println!("\n| what | median, first third | median, middle third | median, last third | peak | verdict |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (what, values) in series {
+        if values.len() < 3 {
+            continue;
+        }
+        let [first, middle, last] = third_medians(values);
+        let peak = values.iter().copied().fold(0.0, f64::max);
+        let verdict = if levels_off(values) {
+            "levels off"
+        } else {
+            "GROWS"
+        };
+        println!("| {what} | {first:.0} | {middle:.0} | {last:.0} | {peak:.0} | {verdict} |");
+    }
 }
 
-/// Whether a size levels off: its peak in the last third of the run is at most a tenth
-/// (or 5 MB) above its peak in the middle third. Peaks, not single samples, because
-/// RocksDB's compactions and the allocator make sizes a sawtooth: a sample at the top of
-/// one tooth against one at the bottom of another says nothing about a trend.
+/// The sizes in a CSV the soak wrote, by column (`rss_mb_<process>`, `state_mb_<dir>`).
+fn series_of_csv(text: &str) -> Result<BTreeMap<String, Vec<f64>>> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().context("an empty CSV")?.split(',').collect();
+    let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for line in lines {
+        for (name, cell) in header.iter().zip(line.split(',')) {
+            let what = if let Some(p) = name.strip_prefix("rss_mb_") {
+                format!("RSS MB {p}")
+            } else if let Some(d) = name.strip_prefix("state_mb_") {
+                format!("state MB {d}")
+            } else {
+                continue;
+            };
+            let mb: f64 = cell
+                .parse()
+                .with_context(|| format!("{name}: {cell:?} is not a number"))?;
+            out.entry(what).or_default().push(mb);
+        }
+    }
+    Ok(out)
+}
+
+/// The median of each third of a series.
+fn third_medians(series: &[f64]) -> [f64; 3] {
+    let n = series.len();
+    let median = |r: std::ops::Range<usize>| {
+        let mut v = series[r].to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    [median(0..n / 3), median(n / 3..2 * n / 3), median(2 * n / 3..n)]
+}
+
+/// Whether a size levels off: its median over the last third of the run is at most a
+/// tenth (or 5 MB) above its median over the middle third. Medians, not single samples or
+/// peaks, because RocksDB's compactions and the allocator make sizes a sawtooth: one
+/// sample on the top of a tooth (a flush just landed) against one at the bottom of
+/// another says nothing about a trend, while a leak lifts the whole band.
 fn levels_off(series: &[f64]) -> bool {
-    let [_, middle, last] = third_peaks(series);
+    let [_, middle, last] = third_medians(series);
     last - middle < (middle * 0.1).max(5.0)
 }
 
@@ -449,11 +490,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_sawtooth_levels_off_even_when_the_last_sample_is_a_peak() {
+    fn a_sawtooth_levels_off_even_when_the_last_sample_is_a_new_peak() {
         let tooth = [90.0, 120.0, 150.0, 180.0];
         let mut series: Vec<f64> = tooth.iter().cycle().take(30).copied().collect();
-        series.push(185.0);
+        series.push(215.0);
         assert!(levels_off(&series));
+    }
+
+    #[test]
+    fn a_csv_is_read_back_by_column() {
+        let csv = "t_s,rss_mb_trainer,state_mb_joiner,lag_x\n10,500.5,74,3\n20,510,80,0\n";
+        let s = series_of_csv(csv).unwrap();
+        assert_eq!(s["RSS MB trainer"], [500.5, 510.0]);
+        assert_eq!(s["state MB joiner"], [74.0, 80.0]);
+        assert_eq!(s.len(), 2);
     }
 
     #[test]
