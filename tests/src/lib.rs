@@ -213,36 +213,23 @@ pub fn read_committed(
     topic: &str,
     mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
 ) -> Result<()> {
+    use driftline_runtime::read::{from_beginning, read_to_end};
     let mut config = kafka.consumer_config(&unique("reader"));
     config.set("enable.partition.eof", "true");
     let consumer: BaseConsumer = config.create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    let mut open = std::collections::HashSet::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-            open.insert(p.id());
-        }
-    }
-    consumer.assign(&tpl)?;
-    let mut idle = std::time::Instant::now();
-    while !open.is_empty() {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                f(&m);
-                idle = std::time::Instant::now();
+    let starts = from_beginning(&consumer, topic)?;
+    read_to_end(
+        &consumer,
+        topic,
+        &starts,
+        Some(Duration::from_secs(30)),
+        |m| {
+            if let Some(m) = m {
+                f(m);
             }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                open.remove(&p);
-            }
-            Some(Err(e)) => bail!("reading {topic}: {e}"),
-            None if idle.elapsed() > Duration::from_secs(30) => {
-                bail!("reading {topic}: partitions {open:?} never reached their end")
-            }
-            None => {}
-        }
-    }
+            Ok(())
+        },
+    )?;
     Ok(())
 }
 

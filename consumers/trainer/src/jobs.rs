@@ -145,6 +145,7 @@ pub async fn made_whole(
         })
         .await
         .map_err(|e| Error::State(format!("reading a version back: {e}")))??
+        .filter(|whole| !whole.model_bytes.is_empty())
         .ok_or_else(|| {
             Error::Conflict(format!(
                 "{} v{} has no whole record on the models topic any more",

@@ -16,6 +16,7 @@ pub mod dead_letter;
 pub mod fenced;
 pub mod health;
 pub mod metrics;
+pub mod read;
 pub mod registry;
 pub mod service;
 pub mod store;

@@ -314,7 +314,8 @@ fn assign_from_start(
 
 /// Reads the latest record of `model` version `version` from the models topic (blocking:
 /// a scan of the compacted topic, for the rare operation on a version the registry keeps
-/// thin). `None` when the topic has no whole record of it.
+/// thin). `None` when the topic has no record of it. The record is the latest on the
+/// topic, which may itself lack the bytes: a caller that needs them checks.
 pub fn read_whole(
     kafka: &KafkaArgs,
     topic: &str,
@@ -323,58 +324,29 @@ pub fn read_whole(
     version: i64,
 ) -> Result<Option<ModelPublished>> {
     let key = format!("{model}/{version}");
-    let consumer: BaseConsumer<crate::consumer::QuietContext> = kafka
-        .consumer_config(&format!("driftline-registry-{}", std::process::id()))
-        .create_with_context(crate::consumer::QuietContext)?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = std::collections::HashMap::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-            if high > low {
-                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-                ends.insert(p.id(), high);
-            }
-        }
-    }
-    consumer.assign(&tpl)?;
+    let mut config = kafka.consumer_config(&format!("driftline-registry-{}", std::process::id()));
+    config.set("enable.partition.eof", "true");
+    let consumer: BaseConsumer<crate::consumer::QuietContext> =
+        config.create_with_context(crate::consumer::QuietContext)?;
+    let starts = crate::read::from_beginning(&consumer, topic)?;
     let mut found = None;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !ends.is_empty() {
-        if std::time::Instant::now() > deadline {
-            return Err(Error::Config(format!(
-                "could not read {topic} to its end within 60 s"
-            )));
-        }
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
-            // A read_committed reader may stop short of the end behind transaction markers.
-            if let Ok(position) = consumer.position() {
-                for e in position.elements() {
-                    if let Offset::Offset(o) = e.offset()
-                        && ends.get(&e.partition()).is_some_and(|end| o >= *end)
-                    {
-                        ends.remove(&e.partition());
-                    }
-                }
+    crate::read::read_to_end(
+        &consumer,
+        topic,
+        &starts,
+        Some(Duration::from_secs(60)),
+        |m| {
+            if let Some(m) = m
+                && m.key() == Some(key.as_bytes())
+                && let Some(payload) = m.payload()
+                && let Ok(record) = codec.decode::<ModelPublished>(payload)
+            {
+                found = Some(record);
             }
-            continue;
-        };
-        let m = m?;
-        if m.key() == Some(key.as_bytes())
-            && let Some(payload) = m.payload()
-            && let Ok(record) = codec.decode::<ModelPublished>(payload)
-        {
-            found = Some(record);
-        }
-        if ends
-            .get(&m.partition())
-            .is_some_and(|end| m.offset() + 1 >= *end)
-        {
-            ends.remove(&m.partition());
-        }
-    }
-    Ok(found.filter(|r| !r.model_bytes.is_empty()))
+            Ok(())
+        },
+    )?;
+    Ok(found)
 }
 
 /// Follows the models topic from its beginning, applying every record to `registry` and

@@ -7,19 +7,19 @@
 //! reads only what others (or its last transaction) wrote since. Applying a suffix again is
 //! harmless: every record is the key's latest value or its deletion.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::QuietContext;
 use crate::metrics::Metrics;
+use crate::read::read_to_end;
 use crate::store::Store;
 use crate::{Error, Result};
 use driftline_kafka::KafkaArgs;
@@ -66,23 +66,20 @@ fn restore_blocking(
     // before the end is known; nothing more is coming, so ask it not to wait.
     config.set("fetch.wait.max.ms", "10");
     let consumer: BaseConsumer<QuietContext> = config.create_with_context(QuietContext)?;
-    let mut tpl = TopicPartitionList::new();
-    let mut behind: HashSet<i32> = HashSet::new();
+    let mut behind = Vec::new();
     for p in partitions {
         let from = positions.get(&(changelog.to_string(), *p)).copied();
         let (low, high) = consumer.fetch_watermarks(changelog, *p, Duration::from_secs(30))?;
         if from.unwrap_or(low).max(low) >= high {
             continue;
         }
-        let offset = from.map_or(Offset::Beginning, Offset::Offset);
-        tpl.add_partition_offset(changelog, *p, offset)?;
-        behind.insert(*p);
+        behind.push((*p, from.map_or(Offset::Beginning, Offset::Offset)));
     }
     if behind.is_empty() {
         return Ok(0);
     }
-    info!(%changelog, partitions = ?behind, "restoring state from the changelog");
-    consumer.assign(&tpl)?;
+    let restoring: Vec<i32> = behind.iter().map(|(p, _)| *p).collect();
+    info!(%changelog, partitions = ?restoring, "restoring state from the changelog");
     let counter = metrics.restored.with_label_values(&[changelog]);
     let started = Instant::now();
     let mut last_log = Instant::now();
@@ -100,39 +97,33 @@ fn restore_blocking(
         chunk.clear();
         Ok(())
     };
-    while !behind.is_empty() {
+    // No idle limit: while the broker is away the restore waits for it (the service is
+    // not ready meanwhile), and a shutdown ends it.
+    let ends = read_to_end(&consumer, changelog, &behind, None, |m| {
         if shutdown.is_cancelled() {
             return Err(Error::Config("stopped while restoring".into()));
         }
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                let Some(key) = m.key() else { continue };
-                chunk.push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
-                next.insert((changelog.to_string(), m.partition()), m.offset() + 1);
-                total += 1;
-                if chunk.len() >= CHUNK {
-                    flush(&mut chunk, &next)?;
-                }
+        if let Some(m) = m
+            && let Some(key) = m.key()
+        {
+            chunk.push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
+            next.insert((changelog.to_string(), m.partition()), m.offset() + 1);
+            total += 1;
+            if chunk.len() >= CHUNK {
+                flush(&mut chunk, &next)?;
             }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                // Past the transaction markers after the last record too, so the next
-                // assignment finds nothing left to read.
-                if let Ok(position) = consumer.position()
-                    && let Some(Offset::Offset(at)) =
-                        position.find_partition(changelog, p).map(|e| e.offset())
-                {
-                    let e = next.entry((changelog.to_string(), p)).or_insert(at);
-                    *e = (*e).max(at);
-                }
-                behind.remove(&p);
-            }
-            Some(Err(e)) => tracing::warn!(error = %e, "restore: consume error"),
-            None => {}
         }
         if last_log.elapsed() >= Duration::from_secs(5) {
             info!(%changelog, records = total, "restoring");
             last_log = Instant::now();
         }
+        Ok(())
+    })?;
+    // Past the transaction markers after the last record too, so the next assignment
+    // finds nothing left to read.
+    for (p, at) in ends {
+        let e = next.entry((changelog.to_string(), p)).or_insert(at);
+        *e = (*e).max(at);
     }
     flush(&mut chunk, &next)?;
     info!(%changelog, records = total, seconds = started.elapsed().as_secs_f64(), "restored");
