@@ -19,7 +19,7 @@ pub struct MonitorMetrics {
     pub model_version: IntGaugeVec,
     pub evaluations: IntCounterVec,
     pub retrains: IntCounterVec,
-    /// Labelled predictions of a version older than the one monitored (left out).
+    /// Labelled predictions of a version other than the one serving (left out).
     pub labelled_other_version: IntCounterVec,
     /// Seconds per evaluation.
     pub evaluation_seconds: Histogram,
@@ -93,7 +93,7 @@ impl MonitorMetrics {
             ),
             labelled_other_version: counter(
                 "labelled_other_version_total",
-                "Labelled predictions of a version older than the one monitored, left out.",
+                "Labelled predictions of a version other than the one serving, left out.",
                 &["model"],
             ),
             evaluation_seconds: reg(

@@ -169,9 +169,37 @@ impl MonitorProcessor {
         Ok(())
     }
 
-    /// Makes sure `model` has a monitor for a prediction of `version`: a new window when
-    /// the version is newer than the window's (the new model brings the new reference);
-    /// false for a late prediction of an older version, which is ignored.
+    /// Whether `version` is the one serving `model` now, by the registry. A version newer
+    /// than the window's that the registry does not know yet is waited for a while (the
+    /// predictor may have swapped it in before this registry follower read it); `None`
+    /// when it never shows. One older than the window's that the registry does not know is
+    /// a late message, not serving: a rollback re-publishes a version, so the registry
+    /// knows it first.
+    fn serving(&self, model: &str, version: i64, current: Option<i64>) -> Option<bool> {
+        let wait = current.is_none_or(|c| version > c);
+        let deadline = Instant::now() + self.registry_wait;
+        loop {
+            {
+                let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+                if registry.version(model, version).is_some() {
+                    return Some(registry.production(model).map(|p| p.version) == Some(version));
+                }
+            }
+            if !wait {
+                return Some(false);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Makes sure `model` has a monitor for a prediction of `version`. Only the version
+    /// serving now gets a window, with its own reference: a promotion brings the new
+    /// version's, a rollback the restored older version's. A late prediction of a version
+    /// no longer serving is ignored (false), so in-flight predictions of the version
+    /// replaced cannot pull the window back to it.
     fn monitor_for(
         &mut self,
         model: &str,
@@ -179,32 +207,33 @@ impl MonitorProcessor {
         txn: &mut Txn<'_>,
     ) -> Result<bool, Rejection> {
         let current = self.monitors.get(model).map(ModelMonitor::version);
-        match current {
-            Some(v) if v == version => {}
-            Some(v) if v > version => return Ok(false),
-            _ => {
-                let published = self.published(model, version).ok_or_else(|| {
-                    Rejection::validation(format!(
-                        "model {model:?} version {version} is not in the registry"
-                    ))
-                })?;
-                let mut monitor = ModelMonitor::new(
-                    model,
-                    version,
-                    &published.reference_profile,
-                    published.metrics.clone(),
-                    self.config.clone(),
-                );
-                if let Some(old) = self.monitors.remove(model) {
-                    info!(%model, from = old.version(), to = version, "new model version: new window and reference");
-                    let (window, joined) = old.slots();
-                    window.for_each(|s| txn.delete(state::window_key(model, s)));
-                    joined.for_each(|s| txn.delete(state::joined_key(model, s)));
-                    monitor.continue_positions(&old);
-                }
-                self.monitors.insert(model.to_string(), monitor);
-            }
+        if current == Some(version) {
+            return Ok(true);
         }
+        let unknown = || {
+            Rejection::validation(format!(
+                "model {model:?} version {version} is not in the registry"
+            ))
+        };
+        if !self.serving(model, version, current).ok_or_else(unknown)? {
+            return Ok(false);
+        }
+        let published = self.published(model, version).ok_or_else(unknown)?;
+        let mut monitor = ModelMonitor::new(
+            model,
+            version,
+            &published.reference_profile,
+            published.metrics.clone(),
+            self.config.clone(),
+        );
+        if let Some(old) = self.monitors.remove(model) {
+            info!(%model, from = old.version(), to = version, "the serving version changed: new window and reference");
+            let (window, joined) = old.slots();
+            window.for_each(|s| txn.delete(state::window_key(model, s)));
+            joined.for_each(|s| txn.delete(state::joined_key(model, s)));
+            monitor.continue_positions(&old);
+        }
+        self.monitors.insert(model.to_string(), monitor);
         Ok(true)
     }
 
@@ -270,8 +299,7 @@ impl MonitorProcessor {
     }
 
     /// A prediction joined with its actual: scored into the performance window of the
-    /// version that made it. A pair of an older version than the window's is counted and
-    /// left out (its version is no longer the one monitored).
+    /// version that made it. A pair of a version not serving is counted and left out.
     fn labelled(
         &mut self,
         record: &Record<'_>,
@@ -284,7 +312,12 @@ impl MonitorProcessor {
         let model = l.prediction.model.clone();
         let current = self.monitor_for(&model, l.prediction.model_version, txn)?;
         let Some(monitor) = self.monitors.get_mut(&model) else {
-            return Err(state_err("monitor vanished"));
+            // No window yet, and this pair's version is not the one serving.
+            self.metrics
+                .labelled_other_version
+                .with_label_values(&[&model])
+                .inc();
+            return Ok(Vec::new());
         };
         if current {
             match monitor.label(&l) {
@@ -297,7 +330,7 @@ impl MonitorProcessor {
                 }
             }
         } else {
-            debug!(%model, version = l.prediction.model_version, "labelled prediction of an older version");
+            debug!(%model, version = l.prediction.model_version, "labelled prediction of a version not serving");
             self.metrics
                 .labelled_other_version
                 .with_label_values(&[&model])
@@ -388,9 +421,26 @@ mod tests {
             .unwrap()
     }
 
+    fn prediction_bytes(version: i64) -> Vec<u8> {
+        Codec::single_object()
+            .encode(&PredictionLogged {
+                model_version: version,
+                ..samples::prediction()
+            })
+            .unwrap()
+    }
+
     #[test]
-    fn a_version_the_registry_keeps_thin_is_read_whole_from_the_models_topic() {
-        // v4 is thin: v5 is production and only one version is kept whole.
+    fn a_window_restored_for_a_version_the_registry_keeps_thin_reads_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let mut txn = store.txn();
+        processor()
+            .process(&record("p", &prediction_bytes(4)), &mut txn)
+            .unwrap();
+        store.commit(txn, &BTreeMap::new()).unwrap();
+
+        // While it was down, v5 became production and v4 was kept thin.
         let mut registry = Registry::keeping(1);
         registry.apply(samples::model());
         registry.apply(ModelPublished {
@@ -398,21 +448,14 @@ mod tests {
             ..samples::model()
         });
         assert!(!registry.is_whole("flights", 4));
-        let prediction = Codec::single_object()
-            .encode(&PredictionLogged {
-                model_version: 4,
-                ..samples::prediction()
-            })
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), false).unwrap();
-
         let mut p = processor();
         p.registry = Arc::new(RwLock::new(registry));
-        let refused = p
-            .process(&record("p", &prediction), &mut store.txn())
-            .unwrap_err();
-        assert!(refused.error.contains("not in the registry"), "{refused:?}");
+        p.registry_wait = Duration::ZERO;
+        let refused = p.restore(&store).unwrap_err();
+        assert!(
+            refused.to_string().contains("not in the registry"),
+            "{refused}"
+        );
 
         let reads = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let counted = reads.clone();
@@ -423,10 +466,37 @@ mod tests {
                 ..samples::model()
             })
         }));
-        p.process(&record("p", &prediction), &mut store.txn())
-            .unwrap();
+        p.restore(&store).unwrap();
         assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(p.monitors["flights"].version(), 4);
+    }
+
+    #[test]
+    fn the_window_follows_the_serving_version_through_a_rollback_and_ignores_late_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let mut p = processor();
+        let publish = |p: &MonitorProcessor, version: i64, published_at: i64| {
+            p.registry.write().unwrap().apply(ModelPublished {
+                version,
+                published_at,
+                ..samples::model()
+            });
+        };
+        let serving = |p: &mut MonitorProcessor, version: i64| {
+            let mut txn = store.txn();
+            p.process(&record("p", &prediction_bytes(version)), &mut txn)
+                .unwrap();
+            p.monitors["flights"].version()
+        };
+        let at = samples::model().published_at;
+        publish(&p, 5, at + 1);
+        assert_eq!(serving(&mut p, 5), 5, "promoted");
+        assert_eq!(serving(&mut p, 4), 5, "a late prediction of v4 is ignored");
+        // Rolled back: v4 is published again as production, later than v5.
+        publish(&p, 4, at + 2);
+        assert_eq!(serving(&mut p, 4), 4, "the restored version is monitored");
+        assert_eq!(serving(&mut p, 5), 4, "a late prediction of v5 is ignored");
     }
 
     #[test]
