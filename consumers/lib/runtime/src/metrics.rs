@@ -23,7 +23,8 @@ pub struct Metrics {
     /// Messages per committed batch.
     pub batch_size: Histogram,
     /// Model versions whose bytes and reference profile the registry dropped from memory.
-    pub registry_thinned: IntCounter,
+    /// The registry follower's counters.
+    pub model_registry: crate::registry::FollowerMetrics,
 }
 
 impl Metrics {
@@ -87,9 +88,16 @@ impl Metrics {
              (neither production nor among the newest kept whole).",
         )
         .expect("valid metric");
+        let registry_refused = IntCounter::new(
+            "registry_refused_records_total",
+            "Model records refused by the registry follower (a version below 1, or published \
+             before 1970 or more than a day ahead of this service's clock).",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(messages.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(registry_thinned.clone()),
+            Box::new(registry_refused.clone()),
             Box::new(dead_letters.clone()),
             Box::new(emitted.clone()),
             Box::new(consume_errors.clone()),
@@ -110,7 +118,10 @@ impl Metrics {
             restored,
             batch_seconds,
             batch_size,
-            registry_thinned,
+            model_registry: crate::registry::FollowerMetrics {
+                thinned: registry_thinned,
+                refused: registry_refused,
+            },
         }
     }
 

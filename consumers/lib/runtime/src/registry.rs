@@ -349,6 +349,36 @@ pub fn read_whole(
     Ok(found)
 }
 
+/// How far ahead of this service's clock a record's `published_at` may be: clocks disagree
+/// by seconds, not by a day. A record from further ahead would be "the latest" for good,
+/// so nothing promoted after it could ever serve (and promoting after it overflowed).
+pub const MAX_CLOCK_SKEW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Why a model record cannot be applied, if it cannot: a version below 1, or a
+/// `published_at` before 1970 or more than [`MAX_CLOCK_SKEW_MS`] after `now_ms`.
+pub fn refusal(record: &ModelPublished, now_ms: i64) -> Option<String> {
+    if record.version < 1 {
+        return Some(format!("version {} is below 1", record.version));
+    }
+    let latest = now_ms.saturating_add(MAX_CLOCK_SKEW_MS);
+    if !(0..=latest).contains(&record.published_at) {
+        return Some(format!(
+            "published_at {} is not between 1970 and a day from now ({now_ms})",
+            record.published_at
+        ));
+    }
+    None
+}
+
+/// The follower's counters.
+#[derive(Clone)]
+pub struct FollowerMetrics {
+    /// Versions thinned ([`Registry::thinned`]).
+    pub thinned: prometheus::IntCounter,
+    /// Records refused ([`refusal`]).
+    pub refused: prometheus::IntCounter,
+}
+
 /// Follows the models topic from its beginning, applying every record to `registry` and
 /// calling `on_change` when a production version changes. `ready` fires once the topic
 /// has been read to its end at start-up, so callers can wait for the registry to be whole;
@@ -361,7 +391,7 @@ pub async fn follow(
     registry: SharedRegistry,
     codec: Codec,
     on_change: impl Fn(&ProductionChange, &Registry) + Send + 'static,
-    thinned: Option<prometheus::IntCounter>,
+    metrics: Option<FollowerMetrics>,
     ready: CancellationToken,
     mut sync: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     shutdown: CancellationToken,
@@ -404,11 +434,18 @@ pub async fn follow(
                     Ok(record) => {
                         let (model, version, status) =
                             (record.model.clone(), record.version, record.status);
+                        if let Some(why) = refusal(&record, crate::now_ms()) {
+                            warn!(%model, version, offset = m.offset(), %why, "model record refused; the registry keeps what it had");
+                            if let Some(c) = &metrics {
+                                c.refused.inc();
+                            }
+                            continue;
+                        }
                         let mut reg = registry.write().unwrap_or_else(|e| e.into_inner());
                         let before = reg.thinned();
                         let changed = reg.apply(record);
-                        if let Some(c) = &thinned {
-                            c.inc_by(reg.thinned() - before);
+                        if let Some(c) = &metrics {
+                            c.thinned.inc_by(reg.thinned() - before);
                         }
                         if let Some(change) = changed {
                             info!(%model, from = ?change.from, to = ?change.to, "production version changed");
@@ -463,6 +500,33 @@ mod tests {
             model_bytes: vec![1; 100],
             ..record(version, status, published_at)
         }
+    }
+
+    #[test]
+    fn a_record_from_far_in_the_future_or_without_a_version_is_refused() {
+        let now = 1_800_000_000_000;
+        let at = |published_at| ModelPublished {
+            published_at,
+            ..record(3, ModelStatus::Production, 0)
+        };
+        assert_eq!(refusal(&at(now), now), None);
+        assert_eq!(
+            refusal(&at(now + MAX_CLOCK_SKEW_MS), now),
+            None,
+            "a day of skew"
+        );
+        assert!(refusal(&at(now + MAX_CLOCK_SKEW_MS + 1), now).is_some());
+        assert!(
+            refusal(&at(i64::MAX), now)
+                .unwrap()
+                .contains("published_at")
+        );
+        assert!(refusal(&at(-1), now).is_some());
+        let none = ModelPublished {
+            version: 0,
+            ..at(now)
+        };
+        assert!(refusal(&none, now).unwrap().contains("version 0"));
     }
 
     #[test]

@@ -26,14 +26,14 @@ pub struct Follower {
     pub task: JoinHandle<Result<()>>,
 }
 
-/// Follows the models topic from its start until `shutdown`; `thinned` counts the
-/// versions the registry keeps without their bytes.
+/// Follows the models topic from its start until `shutdown`; `metrics` count the
+/// versions the registry keeps without their bytes and the records it refuses.
 pub fn follow_registry(
     kafka: &KafkaArgs,
     topic: &str,
     codec: &Codec,
     on_change: impl Fn(&ProductionChange, &Registry) + Send + 'static,
-    thinned: Option<prometheus::IntCounter>,
+    metrics: Option<crate::registry::FollowerMetrics>,
     shutdown: &CancellationToken,
 ) -> Follower {
     let registry: SharedRegistry = Arc::new(RwLock::new(Registry::default()));
@@ -45,7 +45,7 @@ pub fn follow_registry(
         registry.clone(),
         codec.clone(),
         on_change,
-        thinned,
+        metrics,
         loaded.clone(),
         requests,
         shutdown.clone(),
@@ -96,7 +96,7 @@ impl Service {
             models_topic,
             &codec,
             on_change,
-            Some(metrics.registry_thinned.clone()),
+            Some(metrics.model_registry.clone()),
             &shutdown,
         );
         Ok(Self {
