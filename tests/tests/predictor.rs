@@ -12,7 +12,7 @@ use driftline_schemas::codec::Codec;
 use driftline_schemas::events::*;
 use driftline_schemas::spec::FeatureSpec;
 use driftline_tests::{
-    create_topics, free_port, http, kafka, payload, produce, producer, read_all, unique,
+    create_topics, free_port, http, http_as, kafka, payload, produce, producer, read_all, unique,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -352,6 +352,26 @@ async fn serves_the_production_model_and_swaps_versions_mid_stream() -> Result<(
         );
         assert!(text.contains(says), "{path}: {text:?} should say {says:?}");
     }
+    // A page in a browser may POST text/plain anywhere without asking: JSON only.
+    let valid = br#"{"features": {"x": 1, "colour": "red"}}"#;
+    for path in [
+        "/predict",
+        "/v2/models/toy/infer",
+        "/v2/models/toy/versions/2/infer",
+    ] {
+        for sent in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ] {
+            let (status, text) = http_as(addr, "POST", path, sent, Some(valid)).await?;
+            assert_eq!(status, 415, "{path} as {sent}: {text}");
+            assert!(text.contains("application/json"), "{text}");
+        }
+    }
+    let json_utf8 = "application/json; charset=utf-8";
+    let (status, text) = http_as(addr, "POST", "/predict", json_utf8, Some(valid)).await?;
+    assert_eq!(status, 200, "{text}");
     let big = format!(
         r#"{{"features": {{"x": 1, "colour": "{}"}}}}"#,
         "a".repeat(70 * 1024)
@@ -359,14 +379,14 @@ async fn serves_the_production_model_and_swaps_versions_mid_stream() -> Result<(
     let (status, _) = http(addr, "POST", "/predict", Some(big.as_bytes())).await?;
     assert_eq!(status, 413, "bodies over the limit are refused");
 
-    // HTTP predictions are logged too (3 + 2 + 2 rows above).
-    let all = read_all(&predictions, 407, Duration::from_secs(30))?;
+    // HTTP predictions are logged too (3 + 2 + 2 rows above, and the one with a charset).
+    let all = read_all(&predictions, 408, Duration::from_secs(30))?;
     let http_logged = all
         .iter()
         .filter_map(|m| codec.decode::<PredictionLogged>(payload(m)).ok())
         .filter(|p| p.source == PredictionSource::Http)
         .count();
-    assert_eq!(http_logged, 7);
+    assert_eq!(http_logged, 8);
 
     let (status, metrics) = http(addr, "GET", "/metrics", None).await?;
     assert_eq!(status, 200);

@@ -82,6 +82,8 @@ pub enum ApiError {
     InvalidFeatures(String),
     #[error("model {0:?} is not ready: no version in production yet")]
     NotReady(String),
+    #[error("the body must be JSON, sent as Content-Type: application/json (got {0:?})")]
+    NotJson(String),
 }
 
 impl ApiError {
@@ -92,6 +94,7 @@ impl ApiError {
             ApiError::UnknownModel(_) | ApiError::UnknownVersion { .. } => "unknown_model",
             ApiError::InvalidFeatures(_) => "invalid_features",
             ApiError::NotReady(_) => "not_ready",
+            ApiError::NotJson(_) => "not_json",
         }
     }
 
@@ -101,6 +104,7 @@ impl ApiError {
             ApiError::UnknownModel(_) | ApiError::UnknownVersion { .. } => StatusCode::NOT_FOUND,
             ApiError::InvalidFeatures(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotJson(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
 }
@@ -124,16 +128,22 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v2/health/ready", get(server_ready))
         .route("/v2/models/{name}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
-        .route("/v2/models/{name}/infer", post(infer))
+        .route(
+            "/v2/models/{name}/infer",
+            post(infer).layer(middleware::from_fn(json_only)),
+        )
         .route(
             "/v2/models/{name}/versions/{version}",
             get(model_version_metadata),
         )
         .route(
             "/v2/models/{name}/versions/{version}/infer",
-            post(infer_version),
+            post(infer_version).layer(middleware::from_fn(json_only)),
         )
-        .route("/predict", post(predict))
+        .route(
+            "/predict",
+            post(predict).layer(middleware::from_fn(json_only)),
+        )
         .route("/openapi.json", get(openapi))
         .with_state((state.clone(), limits))
         .layer(middleware::from_fn_with_state(state, observe));
@@ -147,6 +157,34 @@ pub fn router(state: AppState, limits: Limits) -> Router {
 }
 
 type St = State<(AppState, Limits)>;
+
+/// JSON endpoints take JSON only. A browser sends a `text/plain` POST to any origin without
+/// asking it first (a CORS "simple request"), so without this check any web page its user
+/// opened could feed predictions into monitoring and retraining.
+async fn json_only(req: Request, next: Next) -> Response {
+    let sent = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if is_json(&sent) {
+        next.run(req).await
+    } else {
+        ApiError::NotJson(sent).into_response()
+    }
+}
+
+/// `application/json` or `application/<something>+json`, with any parameters.
+fn is_json(content_type: &str) -> bool {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
 
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req

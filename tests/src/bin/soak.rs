@@ -65,8 +65,8 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(path) = &args.judge {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         size_table(&series_of_csv(&text)?);
         return Ok(());
     }
@@ -273,10 +273,16 @@ fn summarise(args: &Args, samples: &[Sample], latencies: &[f32], exits: &[String
     let mut series: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for s in samples {
         for (name, mb) in &s.rss_mb {
-            series.entry(format!("RSS MB {name}")).or_default().push(*mb);
+            series
+                .entry(format!("RSS MB {name}"))
+                .or_default()
+                .push(*mb);
         }
         for (name, mb) in &s.state_mb {
-            series.entry(format!("state MB {name}")).or_default().push(*mb);
+            series
+                .entry(format!("state MB {name}"))
+                .or_default()
+                .push(*mb);
         }
     }
     size_table(&series);
@@ -290,7 +296,9 @@ fn summarise(args: &Args, samples: &[Sample], latencies: &[f32], exits: &[String
 /// Prints, per size, its median in each third of the run, its peak and whether it
 /// levels off ([`levels_off`]).
 fn size_table(series: &BTreeMap<String, Vec<f64>>) {
-    println!("\n| what | median, first third | median, middle third | median, last third | peak | verdict |");
+    println!(
+        "\n| what | median, first third | median, middle third | median, last third | peak | verdict |"
+    );
     println!("| --- | --- | --- | --- | --- | --- |");
     for (what, values) in series {
         if values.len() < 3 {
@@ -338,7 +346,11 @@ fn third_medians(series: &[f64]) -> [f64; 3] {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(0.0)
     };
-    [median(0..n / 3), median(n / 3..2 * n / 3), median(2 * n / 3..n)]
+    [
+        median(0..n / 3),
+        median(n / 3..2 * n / 3),
+        median(2 * n / 3..n),
+    ]
 }
 
 /// Whether a size levels off: its median over the last third of the run is at most a
