@@ -14,6 +14,7 @@ use driftline_schemas::spec::FeatureSpec;
 use driftline_tests::{
     create_topics, free_port, http, http_as, kafka, payload, produce, producer, read_all, unique,
 };
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 /// Features `x` (numeric, required) and `colour` (categorical).
@@ -282,6 +283,12 @@ async fn serves_the_production_model_and_swaps_versions_mid_stream() -> Result<(
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body)?;
     assert_eq!(v["model_version"], "2");
+    assert_eq!(v["id"], "q", "OIP echoes the client's id");
+    // Logged under a namespaced id, never under one a Kafka request could have.
+    assert_eq!(
+        v["parameters"]["request_ids"],
+        json!(["http:q-0", "http:q-1"])
+    );
     assert!(
         (v["outputs"][0]["data"][1].as_f64().unwrap() - 7.0).abs() < 1e-6,
         "{body}"
@@ -381,12 +388,19 @@ async fn serves_the_production_model_and_swaps_versions_mid_stream() -> Result<(
 
     // HTTP predictions are logged too (3 + 2 + 2 rows above, and the one with a charset).
     let all = read_all(&predictions, 408, Duration::from_secs(30))?;
-    let http_logged = all
+    let http_logged: Vec<String> = all
         .iter()
         .filter_map(|m| codec.decode::<PredictionLogged>(payload(m)).ok())
         .filter(|p| p.source == PredictionSource::Http)
-        .count();
-    assert_eq!(http_logged, 8);
+        .map(|p| p.request_id)
+        .collect();
+    assert_eq!(http_logged.len(), 8);
+    for id in ["http:q-0", "http:q-1"] {
+        assert!(
+            http_logged.iter().any(|l| l == id),
+            "{id} in {http_logged:?}"
+        );
+    }
 
     let (status, metrics) = http(addr, "GET", "/metrics", None).await?;
     assert_eq!(status, 200);

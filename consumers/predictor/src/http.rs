@@ -415,10 +415,12 @@ async fn infer_with(
             batch[row].insert(input.name.clone(), value);
         }
     }
+    // A client's id is namespaced: it cannot take the id of a request that came by Kafka
+    // (whose actual would then join this prediction instead of its own).
     let ids: Vec<String> = (0..rows)
         .map(|i| match &req.id {
-            Some(id) if rows == 1 => id.clone(),
-            Some(id) => format!("{id}-{i}"),
+            Some(id) if rows == 1 => format!("{HTTP_ID_PREFIX}{id}"),
+            Some(id) => format!("{HTTP_ID_PREFIX}{id}-{i}"),
             None => fresh_id(),
         })
         .collect();
@@ -449,7 +451,13 @@ async fn infer_with(
             }
         }
     }
-    let mut out = json!({ "model_name": s.model, "model_version": s.version.to_string(), "outputs": outputs });
+    let mut out = json!({
+        "model_name": s.model,
+        "model_version": s.version.to_string(),
+        "outputs": outputs,
+        // The ids the predictions were logged under: an actual names one of these.
+        "parameters": { "request_ids": ids },
+    });
     if let Some(id) = req.id {
         out["id"] = json!(id);
     }
@@ -614,6 +622,9 @@ fn predict_rows(
     }
     Ok(predictions)
 }
+
+/// What a request id given by an HTTP client is logged under (`http:<id>`).
+pub const HTTP_ID_PREFIX: &str = "http:";
 
 fn fresh_id() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
