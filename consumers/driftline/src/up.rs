@@ -205,7 +205,14 @@ pub async fn run(args: UpArgs) -> Result<()> {
         shutdown.clone(),
     ));
     let app = crate::dashboard::router(history);
-    driftline_process::http::serve("dashboard", args.dashboard_addr, app, &shutdown).await?;
+    driftline_process::http::serve(
+        "dashboard",
+        args.dashboard_addr,
+        app,
+        Default::default(),
+        &shutdown,
+    )
+    .await?;
     eprintln!("[up] dashboard on http://{}/", args.dashboard_addr);
     tokio::spawn(watch::print_every(
         seen.clone(),

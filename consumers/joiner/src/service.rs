@@ -87,7 +87,9 @@ pub async fn run(args: JoinerArgs, shutdown: CancellationToken, health: Health) 
     let mut service =
         Service::start_without_registry(runtime_metrics, &args.kafka, shutdown, health).await?;
     let app = driftline_process::metrics::router(service.metrics.registry.clone());
-    service.serve("metrics", args.http_addr, app).await?;
+    service
+        .serve("metrics", args.http_addr, app, Default::default())
+        .await?;
 
     let result = consume(&args, &service, limits, metrics).await;
     service.stop().await;

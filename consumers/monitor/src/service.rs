@@ -80,7 +80,9 @@ pub async fn run(args: MonitorArgs, shutdown: CancellationToken, health: Health)
     )
     .await?;
     let app = crate::http::router(latest.clone(), service.metrics.registry.clone());
-    service.serve("HTTP API", args.http_addr, app).await?;
+    service
+        .serve("HTTP API", args.http_addr, app, Default::default())
+        .await?;
 
     let result = consume(&args, &service, config, latest, metrics).await;
     service.stop().await;

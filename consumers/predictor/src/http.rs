@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,8 +23,6 @@ use driftline_schemas::events::{
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tower::limit::ConcurrencyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::metrics::PredictorMetrics;
 use crate::slots::{ModelSlots, Served};
@@ -49,21 +47,14 @@ pub struct AppState {
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    pub body_bytes: usize,
-    pub concurrency: usize,
-    pub timeout: Duration,
-    /// Most rows in one request.
+    /// Most rows in one request. (Bodies, concurrency and time are the server's limits:
+    /// driftline_process::http::Limits.)
     pub batch_rows: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            body_bytes: 2 * 1024 * 1024,
-            concurrency: 512,
-            timeout: Duration::from_secs(10),
-            batch_rows: 10_000,
-        }
+        Self { batch_rows: 10_000 }
     }
 }
 
@@ -148,12 +139,6 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .with_state((state.clone(), limits))
         .layer(middleware::from_fn_with_state(state, observe));
     api.merge(driftline_process::metrics::router(prometheus))
-        .layer(DefaultBodyLimit::max(limits.body_bytes))
-        .layer(ConcurrencyLimitLayer::new(limits.concurrency))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.timeout,
-        ))
 }
 
 type St = State<(AppState, Limits)>;

@@ -124,14 +124,19 @@ pub async fn run(args: PredictorArgs, shutdown: CancellationToken, health: Healt
         prometheus: service.metrics.registry.clone(),
         health: service.health.clone(),
     };
-    let limits = Limits {
+    let limits = driftline_process::http::Limits {
         body_bytes: args.body_limit,
         concurrency: args.concurrency,
         timeout: Duration::from_millis(args.timeout_ms),
-        ..Limits::default()
+        ..Default::default()
     };
     service
-        .serve("HTTP API", args.http_addr, http::router(state, limits))
+        .serve(
+            "HTTP API",
+            args.http_addr,
+            http::router(state, Limits::default()),
+            limits,
+        )
         .await?;
 
     let result = consume(&args, &service, slots, metrics).await;

@@ -173,7 +173,14 @@ pub async fn run(args: TrainerArgs, shutdown: CancellationToken, health: Health)
         admin_token: args.admin_token.clone(),
     };
     let app = http::router(api, service.metrics.registry.clone());
-    service.serve("registry API", args.http_addr, app).await?;
+    // A promote or rollback of a version kept thin reads the models topic (up to a minute).
+    let limits = driftline_process::http::Limits {
+        timeout: Duration::from_secs(120),
+        ..Default::default()
+    };
+    service
+        .serve("registry API", args.http_addr, app, limits)
+        .await?;
 
     let result = consume(&args, &service, store, owned, until, metrics).await;
     if let Err(e) = &result {

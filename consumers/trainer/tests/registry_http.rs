@@ -81,7 +81,14 @@ async fn promote_over_http_needs_the_bearer_token_and_lands_on_the_models_topic(
         admin_token: Some(TOKEN.into()),
     };
     let app = router(api, prometheus::Registry::new());
-    let (addr, server) = serve_http("registry API", "127.0.0.1:0".parse()?, app, &shutdown).await?;
+    let (addr, server) = serve_http(
+        "registry API",
+        "127.0.0.1:0".parse()?,
+        app,
+        Default::default(),
+        &shutdown,
+    )
+    .await?;
 
     // Reads need no token.
     let (status, list) = request(addr, "GET", "/models", None).await?;

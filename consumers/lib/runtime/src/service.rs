@@ -143,16 +143,18 @@ impl Service {
         })
     }
 
-    /// Serves `app` on `addr` until shutdown, with `/health/live` and `/health/ready`;
-    /// returns the bound address.
+    /// Serves `app` on `addr` within `limits` until shutdown, with `/health/live` and
+    /// `/health/ready`; returns the bound address.
     pub async fn serve(
         &mut self,
         what: &str,
         addr: SocketAddr,
         app: axum::Router,
+        limits: driftline_process::http::Limits,
     ) -> Result<SocketAddr> {
         let app = app.merge(crate::health::router(self.health.clone()));
-        let (bound, task) = driftline_process::http::serve(what, addr, app, &self.shutdown).await?;
+        let (bound, task) =
+            driftline_process::http::serve(what, addr, app, limits, &self.shutdown).await?;
         self.http.push(task);
         Ok(bound)
     }
