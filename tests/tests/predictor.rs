@@ -140,6 +140,7 @@ impl Setup {
             body_limit: 64 * 1024,
             concurrency: 64,
             timeout_ms: 5000,
+            max_rows: 50,
         }
     }
 }
@@ -379,6 +380,11 @@ async fn serves_the_production_model_and_swaps_versions_mid_stream() -> Result<(
     let json_utf8 = "application/json; charset=utf-8";
     let (status, text) = http_as(addr, "POST", "/predict", json_utf8, Some(valid)).await?;
     assert_eq!(status, 200, "{text}");
+    let rows = vec![r#"{"x": 1, "colour": "red"}"#; 51].join(",");
+    let many = format!(r#"{{"instances": [{rows}]}}"#);
+    let (status, text) = http(addr, "POST", "/predict", Some(many.as_bytes())).await?;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("more than the limit of 50 rows"), "{text}");
     let big = format!(
         r#"{{"features": {{"x": 1, "colour": "{}"}}}}"#,
         "a".repeat(70 * 1024)

@@ -449,15 +449,113 @@ async fn infer_with(
     Ok(Json(out))
 }
 
+/// `/predict`'s body. Parsed with [`PredictSeed`], so the row limit applies while the
+/// rows are read: a list past it stops the parse there, before the rest of the body
+/// becomes a JSON tree.
+#[derive(Default)]
+struct PredictBody {
+    model: Option<Value>,
+    features: Option<Value>,
+    instances: Option<Vec<Value>>,
+}
+
+/// Reads a [`PredictBody`], at most `max_rows` instances; `over` says the limit stopped it.
+struct PredictSeed<'a> {
+    max_rows: usize,
+    over: &'a std::cell::Cell<bool>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for PredictSeed<'_> {
+    type Value = PredictBody;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<PredictBody, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PredictSeed<'_> {
+    type Value = PredictBody;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object with `features` or `instances`")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<PredictBody, A::Error> {
+        let mut body = PredictBody::default();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "model" => body.model = Some(map.next_value()?),
+                "features" => body.features = Some(map.next_value()?),
+                "instances" => {
+                    body.instances = Some(map.next_value_seed(Rows {
+                        max: self.max_rows,
+                        over: self.over,
+                    })?)
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(body)
+    }
+}
+
+/// A list of at most `max` rows.
+struct Rows<'a> {
+    max: usize,
+    over: &'a std::cell::Cell<bool>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Rows<'_> {
+    type Value = Vec<Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Value>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Rows<'_> {
+    type Value = Vec<Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("`instances`: a list of objects")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+        let mut rows = Vec::new();
+        while let Some(row) = seq.next_element::<Value>()? {
+            if rows.len() == self.max {
+                self.over.set(true);
+                return Err(serde::de::Error::custom("too many rows"));
+            }
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+}
+
 /// `/predict`: `{"model"?, "features": {...}}` or `{"model"?, "instances": [{...}, ...]}`.
 async fn predict(State((state, limits)): St, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let req: Value = parse_json(&body)?;
-    let Value::Object(obj) = req else {
-        return Err(ApiError::BadRequest(
-            "expected a JSON object with `features` or `instances`".into(),
-        ));
+    let over = std::cell::Cell::new(false);
+    let seed = PredictSeed {
+        max_rows: limits.batch_rows,
+        over: &over,
     };
-    let name = match obj.get("model") {
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let req = serde::de::DeserializeSeed::deserialize(seed, &mut de)
+        .and_then(|req| de.end().map(|()| req))
+        .map_err(|e| {
+            if over.get() {
+                ApiError::BadRequest(format!(
+                    "more than the limit of {} rows in `instances`",
+                    limits.batch_rows
+                ))
+            } else {
+                ApiError::BadJson(e.to_string())
+            }
+        })?;
+    let name = match &req.model {
         Some(Value::String(m)) => m.clone(),
         Some(_) => return Err(ApiError::BadRequest("`model` must be a string".into())),
         None => state
@@ -469,27 +567,15 @@ async fn predict(State((state, limits)): St, body: Bytes) -> Result<Json<Value>,
             })?,
     };
     let s = served(&state, &name)?;
-    let (single, records): (bool, Vec<&Value>) = match (obj.get("features"), obj.get("instances")) {
+    let (single, records): (bool, Vec<&Value>) = match (&req.features, &req.instances) {
         (Some(f), None) => (true, vec![f]),
-        (None, Some(Value::Array(list))) => (false, list.iter().collect()),
-        (None, Some(_)) => {
-            return Err(ApiError::BadRequest(
-                "`instances` must be a list of objects".into(),
-            ));
-        }
+        (None, Some(list)) => (false, list.iter().collect()),
         _ => {
             return Err(ApiError::BadRequest(
                 "send exactly one of `features` (one record) or `instances` (a list)".into(),
             ));
         }
     };
-    if records.len() > limits.batch_rows {
-        return Err(ApiError::BadRequest(format!(
-            "{} rows is more than the limit of {}",
-            records.len(),
-            limits.batch_rows
-        )));
-    }
     let mut batch = Vec::with_capacity(records.len());
     for (row, r) in records.iter().enumerate() {
         let Value::Object(fields) = r else {
@@ -626,4 +712,43 @@ async fn openapi() -> impl IntoResponse {
         [("content-type", "application/json")],
         include_str!("../openapi.json"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `/predict` makes of a body with a row limit: the rows, or whether the limit
+    /// stopped the parse.
+    fn parse(body: &str, max_rows: usize) -> Result<usize, bool> {
+        let over = std::cell::Cell::new(false);
+        let seed = PredictSeed {
+            max_rows,
+            over: &over,
+        };
+        let mut de = serde_json::Deserializer::from_str(body);
+        serde::de::DeserializeSeed::deserialize(seed, &mut de)
+            .map(|b| b.instances.map_or(0, |r| r.len()))
+            .map_err(|_| over.get())
+    }
+
+    #[test]
+    fn the_row_limit_stops_the_parse_at_the_first_row_past_it() {
+        assert_eq!(parse(r#"{"instances": [{}, {}], "model": "m"}"#, 2), Ok(2));
+        // Past the limit, the rest is never read: not even its syntax error.
+        assert_eq!(
+            parse(r#"{"instances": [{}, {}, {}, @@@ not json"#, 2),
+            Err(true)
+        );
+        assert_eq!(
+            parse(r#"{"instances": [{}, @@@"#, 2),
+            Err(false),
+            "a syntax error"
+        );
+        assert_eq!(parse(r#"{"instances": 3}"#, 2), Err(false));
+        assert_eq!(
+            parse(r#"{"features": {"x": 1}, "extra": [1, 2, 3]}"#, 2),
+            Ok(0)
+        );
+    }
 }

@@ -71,6 +71,9 @@ pub struct PredictorArgs {
     /// HTTP: time limit per request, milliseconds.
     #[arg(long, env = "DRIFTLINE_HTTP_TIMEOUT_MS", default_value_t = 10_000)]
     pub timeout_ms: u64,
+    /// HTTP: most rows in one request (checked while the body is parsed).
+    #[arg(long, env = "DRIFTLINE_HTTP_MAX_ROWS", default_value_t = 10_000)]
+    pub max_rows: usize,
 }
 
 /// Runs until `shutdown` fires; ready (`health`) while requests are consumed.
@@ -134,7 +137,12 @@ pub async fn run(args: PredictorArgs, shutdown: CancellationToken, health: Healt
         .serve(
             "HTTP API",
             args.http_addr,
-            http::router(state, Limits::default()),
+            http::router(
+                state,
+                Limits {
+                    batch_rows: args.max_rows,
+                },
+            ),
             limits,
         )
         .await?;

@@ -79,6 +79,7 @@ async fn retrain_event_publishes_a_version_the_predictor_serves_and_a_worse_one_
             body_limit: 1 << 20,
             concurrency: 16,
             timeout_ms: 5_000,
+            max_rows: 10_000,
         },
         shutdown.clone(),
         Default::default(),

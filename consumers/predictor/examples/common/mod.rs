@@ -113,6 +113,7 @@ impl Bench {
             body_limit: 1 << 20,
             concurrency,
             timeout_ms: 10_000,
+            max_rows: 10_000,
         }
     }
 }
