@@ -96,34 +96,41 @@ impl MonitorProcessor {
         }
     }
 
-    /// The registry's whole record of a version, waiting a while for the registry
-    /// follower to catch up with a version the predictor already serves. A version the
-    /// registry keeps thin is read whole from the models topic.
-    fn published(&self, model: &str, version: i64) -> Option<ModelPublished> {
+    /// Whether the registry knows `version` of `model`, waiting up to `registry_wait` for
+    /// the follower to catch up with a version the predictor already serves.
+    fn await_version(&self, model: &str, version: i64) -> bool {
         let deadline = Instant::now() + self.registry_wait;
         loop {
-            let known = {
-                let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
-                registry
-                    .version(model, version)
-                    .map(|p| (p.clone(), registry.is_whole(model, version)))
-            };
-            match known {
-                Some((p, true)) => return Some(p),
-                Some(_) => {
-                    info!(%model, version, "reading a thin version whole from the models topic");
-                    return self
-                        .read_whole
-                        .as_ref()
-                        .and_then(|read| read(model, version));
-                }
-                None => {}
+            let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+            if registry.version(model, version).is_some() {
+                return true;
             }
+            drop(registry);
             if Instant::now() >= deadline {
-                return None;
+                return false;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The registry's whole record of a version ([`Self::await_version`] first). A version
+    /// the registry keeps thin is read whole from the models topic.
+    fn published(&self, model: &str, version: i64) -> Option<ModelPublished> {
+        if !self.await_version(model, version) {
+            return None;
+        }
+        let (record, whole) = {
+            let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+            let record = registry.version(model, version)?.clone();
+            (record, registry.is_whole(model, version))
+        };
+        if whole {
+            return Some(record);
+        }
+        info!(%model, version, "reading a thin version whole from the models topic");
+        self.read_whole
+            .as_ref()
+            .and_then(|read| read(model, version))
     }
 
     /// Rebuilds every monitor from the store (call once the registry is loaded).
@@ -170,29 +177,21 @@ impl MonitorProcessor {
     }
 
     /// Whether `version` is the one serving `model` now, by the registry. A version newer
-    /// than the window's that the registry does not know yet is waited for a while (the
-    /// predictor may have swapped it in before this registry follower read it); `None`
-    /// when it never shows. One older than the window's that the registry does not know is
-    /// a late message, not serving: a rollback re-publishes a version, so the registry
-    /// knows it first.
+    /// than the window's that the registry does not know yet is waited for
+    /// ([`Self::await_version`]: the predictor may have swapped it in before this
+    /// registry follower read it); `None` when it never shows. One older than the
+    /// window's that the registry does not know is a late message, not serving: a
+    /// rollback re-publishes a version, so the registry knows it first.
     fn serving(&self, model: &str, version: i64, current: Option<i64>) -> Option<bool> {
-        let wait = current.is_none_or(|c| version > c);
-        let deadline = Instant::now() + self.registry_wait;
-        loop {
-            {
-                let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
-                if registry.version(model, version).is_some() {
-                    return Some(registry.production(model).map(|p| p.version) == Some(version));
-                }
-            }
-            if !wait {
-                return Some(false);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let newer = current.is_none_or(|c| version > c);
+        if newer && !self.await_version(model, version) {
+            return None;
         }
+        let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+        Some(
+            registry.version(model, version).is_some()
+                && registry.production(model).map(|p| p.version) == Some(version),
+        )
     }
 
     /// Makes sure `model` has a monitor for a prediction of `version`. Only the version

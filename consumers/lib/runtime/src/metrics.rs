@@ -22,8 +22,7 @@ pub struct Metrics {
     pub batch_seconds: Histogram,
     /// Messages per committed batch.
     pub batch_size: Histogram,
-    /// Model versions whose bytes and reference profile the registry dropped from memory.
-    /// The registry follower's counters.
+    /// The registry follower's counters: versions kept thin, records refused.
     pub model_registry: crate::registry::FollowerMetrics,
 }
 
