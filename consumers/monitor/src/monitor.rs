@@ -173,8 +173,11 @@ impl ModelMonitor {
         m.last_eval_seq = meta.last_eval_seq;
         m.last_eval_time = meta.last_eval_time;
         m.end_offsets = meta.end_offsets.clone();
-        if meta.errors.is_some() {
-            m.errors = meta.errors.clone();
+        // The persisted detector, unless the configuration now names another (or none).
+        if let (Some(now), Some(saved)) = (&m.errors, &meta.errors)
+            && std::mem::discriminant(now) == std::mem::discriminant(saved)
+        {
+            m.errors = Some(saved.clone());
         }
         m.error_rise = meta.error_rise.clone();
         m
@@ -597,9 +600,17 @@ mod tests {
         assert!(before.iter().all(|e| e.retrain.is_none()));
         // A restart: the detector's state comes back with the meta.
         let meta = crate::state::decode_meta(&crate::state::encode_meta(&m.meta())).unwrap();
-        let restored = ModelMonitor::restore(&meta, &profiles(), holdout, c, [], []);
+        let restored = ModelMonitor::restore(&meta, &profiles(), holdout, c.clone(), [], []);
         assert!(meta.errors.is_some());
         assert_eq!(restored.meta().errors, m.meta().errors);
+        let mut off = c.clone();
+        off.policy.error_watch = driftline_drift::concept::Watch::Off;
+        let restored_off = ModelMonitor::restore(&meta, &profiles(), BTreeMap::new(), off, [], []);
+        assert_eq!(
+            restored_off.meta().errors,
+            None,
+            "turned off by configuration"
+        );
         let evals = run_with(&mut m, 650..900, usize::MAX, &error);
         let (at, r) = evals
             .iter()
