@@ -574,8 +574,21 @@ async fn prepare_topics(kafka: &KafkaArgs, opts: &RunOptions, changelog: &str) -
     let widest = counts.values().copied().max().unwrap_or(1);
     let spec = driftline_kafka::topics::changelog(changelog, widest);
     driftline_kafka::topics::apply(kafka, &spec).await?;
-    let have = driftline_kafka::topics::partition_counts(kafka, &[changelog.to_string()]).await?;
-    match have.get(changelog) {
+    // A topic just created may not be in the answering broker's metadata yet (on a
+    // cluster the controller tells the others a moment later): ask again for a while
+    // before calling it missing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let have = loop {
+        let have =
+            driftline_kafka::topics::partition_counts(kafka, &[changelog.to_string()]).await?;
+        match have.get(changelog) {
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            n => break n.copied(),
+        }
+    };
+    match have.as_ref() {
         Some(n) if *n >= widest => Ok(()),
         n => Err(Error::Config(format!(
             "changelog topic {changelog} has {n:?} partitions; it needs {widest}, as many as the widest input"
