@@ -27,6 +27,7 @@ pub mod binary;
 pub mod codec;
 pub mod duration;
 pub mod events;
+pub mod json;
 pub mod spec;
 pub mod topics;
 mod value;

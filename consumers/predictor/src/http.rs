@@ -17,11 +17,9 @@ use axum::{Json, Router};
 use driftline_runtime::health::Health;
 use driftline_runtime::now_ms;
 use driftline_schemas::codec::Codec;
-use driftline_schemas::events::{
-    Event, FeatureValue, Features, Prediction, PredictionLogged, PredictionSource,
-};
+use driftline_schemas::events::{Event, Features, Prediction, PredictionLogged, PredictionSource};
+use driftline_schemas::json::{self, BodyError};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::metrics::PredictorMetrics;
@@ -96,6 +94,16 @@ impl ApiError {
             ApiError::InvalidFeatures(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotJson(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        }
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::BadJson(m) => ApiError::BadJson(m),
+            BodyError::BadRequest(m) => ApiError::BadRequest(m),
+            BodyError::InvalidFeatures(m) => ApiError::InvalidFeatures(m),
         }
     }
 }
@@ -305,40 +313,6 @@ async fn model_ready(State((state, _)): St, Path(name): Path<String>) -> Respons
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadJson(e.to_string()))
-}
-
-/// A JSON value as a feature value, or why it cannot be one.
-fn feature_value(v: &Value) -> Result<FeatureValue, &'static str> {
-    match v {
-        Value::Null => Ok(FeatureValue::Missing),
-        Value::Number(n) => n
-            .as_f64()
-            .map(FeatureValue::Number)
-            .ok_or("is not a finite number"),
-        Value::String(s) => Ok(FeatureValue::Category(s.clone())),
-        Value::Bool(_) => Err("is a boolean; send a number or a string"),
-        Value::Array(_) | Value::Object(_) => Err("must be a number, a string or null"),
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct InferInput {
-    name: String,
-    shape: Vec<i64>,
-    #[serde(default)]
-    datatype: Option<String>,
-    data: Vec<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct InferRequest {
-    #[serde(default)]
-    id: Option<String>,
-    inputs: Vec<InferInput>,
-}
-
 async fn infer(
     State((state, limits)): St,
     Path(name): Path<String>,
@@ -363,43 +337,8 @@ async fn infer_with(
     s: Arc<Served>,
     body: &[u8],
 ) -> Result<Json<Value>, ApiError> {
-    let req: InferRequest = parse_json(body)?;
-    if req.inputs.is_empty() {
-        return Err(ApiError::BadRequest("`inputs` is empty".into()));
-    }
-    let rows = req.inputs[0].data.len();
-    if rows > limits.batch_rows {
-        return Err(ApiError::BadRequest(format!(
-            "{rows} rows is more than the limit of {}",
-            limits.batch_rows
-        )));
-    }
-    let mut batch: Vec<Features> = vec![Features::new(); rows];
-    for input in &req.inputs {
-        let declared: i64 = input.shape.iter().product();
-        if input.data.len() != rows || declared != rows as i64 {
-            return Err(ApiError::BadRequest(format!(
-                "input `{}` has shape {:?} and {} values; every input needs the same {rows} rows",
-                input.name,
-                input.shape,
-                input.data.len()
-            )));
-        }
-        if let Some(dt) = &input.datatype
-            && !matches!(dt.as_str(), "FP64" | "FP32" | "INT64" | "INT32" | "BYTES")
-        {
-            return Err(ApiError::BadRequest(format!(
-                "input `{}`: unsupported datatype {dt}",
-                input.name
-            )));
-        }
-        for (row, v) in input.data.iter().enumerate() {
-            let value = feature_value(v).map_err(|why| {
-                ApiError::InvalidFeatures(format!("input `{}` row {row} {why}", input.name))
-            })?;
-            batch[row].insert(input.name.clone(), value);
-        }
-    }
+    let req = json::infer_body(body, limits.batch_rows)?;
+    let (rows, batch) = (req.rows.len(), req.rows);
     // A client's id is namespaced: it cannot take the id of a request that came by Kafka
     // (whose actual would then join this prediction instead of its own).
     let ids: Vec<String> = (0..rows)
@@ -449,115 +388,11 @@ async fn infer_with(
     Ok(Json(out))
 }
 
-/// `/predict`'s body. Parsed with [`PredictSeed`], so the row limit applies while the
-/// rows are read: a list past it stops the parse there, before the rest of the body
-/// becomes a JSON tree.
-#[derive(Default)]
-struct PredictBody {
-    model: Option<Value>,
-    features: Option<Value>,
-    instances: Option<Vec<Value>>,
-}
-
-/// Reads a [`PredictBody`], at most `max_rows` instances; `over` says the limit stopped it.
-struct PredictSeed<'a> {
-    max_rows: usize,
-    over: &'a std::cell::Cell<bool>,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for PredictSeed<'_> {
-    type Value = PredictBody;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<PredictBody, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for PredictSeed<'_> {
-    type Value = PredictBody;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object with `features` or `instances`")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<PredictBody, A::Error> {
-        let mut body = PredictBody::default();
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "model" => body.model = Some(map.next_value()?),
-                "features" => body.features = Some(map.next_value()?),
-                "instances" => {
-                    body.instances = Some(map.next_value_seed(Rows {
-                        max: self.max_rows,
-                        over: self.over,
-                    })?)
-                }
-                _ => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(body)
-    }
-}
-
-/// A list of at most `max` rows.
-struct Rows<'a> {
-    max: usize,
-    over: &'a std::cell::Cell<bool>,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for Rows<'_> {
-    type Value = Vec<Value>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Value>, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Rows<'_> {
-    type Value = Vec<Value>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("`instances`: a list of objects")
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
-        let mut rows = Vec::new();
-        while let Some(row) = seq.next_element::<Value>()? {
-            if rows.len() == self.max {
-                self.over.set(true);
-                return Err(serde::de::Error::custom("too many rows"));
-            }
-            rows.push(row);
-        }
-        Ok(rows)
-    }
-}
-
 /// `/predict`: `{"model"?, "features": {...}}` or `{"model"?, "instances": [{...}, ...]}`.
 async fn predict(State((state, limits)): St, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let over = std::cell::Cell::new(false);
-    let seed = PredictSeed {
-        max_rows: limits.batch_rows,
-        over: &over,
-    };
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let req = serde::de::DeserializeSeed::deserialize(seed, &mut de)
-        .and_then(|req| de.end().map(|()| req))
-        .map_err(|e| {
-            if over.get() {
-                ApiError::BadRequest(format!(
-                    "more than the limit of {} rows in `instances`",
-                    limits.batch_rows
-                ))
-            } else {
-                ApiError::BadJson(e.to_string())
-            }
-        })?;
-    let name = match &req.model {
-        Some(Value::String(m)) => m.clone(),
-        Some(_) => return Err(ApiError::BadRequest("`model` must be a string".into())),
+    let req = json::predict_body(&body, limits.batch_rows)?;
+    let name = match req.model {
+        Some(m) => m,
         None => state
             .slots
             .only_model()
@@ -567,36 +402,7 @@ async fn predict(State((state, limits)): St, body: Bytes) -> Result<Json<Value>,
             })?,
     };
     let s = served(&state, &name)?;
-    let (single, records): (bool, Vec<&Value>) = match (&req.features, &req.instances) {
-        (Some(f), None) => (true, vec![f]),
-        (None, Some(list)) => (false, list.iter().collect()),
-        _ => {
-            return Err(ApiError::BadRequest(
-                "send exactly one of `features` (one record) or `instances` (a list)".into(),
-            ));
-        }
-    };
-    let mut batch = Vec::with_capacity(records.len());
-    for (row, r) in records.iter().enumerate() {
-        let Value::Object(fields) = r else {
-            return Err(ApiError::BadRequest(format!(
-                "instance {row} is not an object"
-            )));
-        };
-        let mut features = Features::new();
-        for (k, v) in fields {
-            let value = feature_value(v).map_err(|why| {
-                let at = if single {
-                    String::new()
-                } else {
-                    format!("instance {row}: ")
-                };
-                ApiError::InvalidFeatures(format!("{at}feature `{k}` {why}"))
-            })?;
-            features.insert(k.clone(), value);
-        }
-        batch.push(features);
-    }
+    let (single, batch) = (req.single, req.rows);
     let ids: Vec<String> = (0..batch.len()).map(|_| fresh_id()).collect();
     let predictions = predict_rows(&state, &s, &batch, &ids)?;
     let render = |p: &Prediction, id: &str| {
@@ -712,43 +518,4 @@ async fn openapi() -> impl IntoResponse {
         [("content-type", "application/json")],
         include_str!("../openapi.json"),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What `/predict` makes of a body with a row limit: the rows, or whether the limit
-    /// stopped the parse.
-    fn parse(body: &str, max_rows: usize) -> Result<usize, bool> {
-        let over = std::cell::Cell::new(false);
-        let seed = PredictSeed {
-            max_rows,
-            over: &over,
-        };
-        let mut de = serde_json::Deserializer::from_str(body);
-        serde::de::DeserializeSeed::deserialize(seed, &mut de)
-            .map(|b| b.instances.map_or(0, |r| r.len()))
-            .map_err(|_| over.get())
-    }
-
-    #[test]
-    fn the_row_limit_stops_the_parse_at_the_first_row_past_it() {
-        assert_eq!(parse(r#"{"instances": [{}, {}], "model": "m"}"#, 2), Ok(2));
-        // Past the limit, the rest is never read: not even its syntax error.
-        assert_eq!(
-            parse(r#"{"instances": [{}, {}, {}, @@@ not json"#, 2),
-            Err(true)
-        );
-        assert_eq!(
-            parse(r#"{"instances": [{}, @@@"#, 2),
-            Err(false),
-            "a syntax error"
-        );
-        assert_eq!(parse(r#"{"instances": 3}"#, 2), Err(false));
-        assert_eq!(
-            parse(r#"{"features": {"x": 1}, "extra": [1, 2, 3]}"#, 2),
-            Ok(0)
-        );
-    }
 }
