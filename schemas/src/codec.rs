@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::Arc;
 
-use apache_avro::{Schema, from_avro_datum, to_avro_datum};
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
 
 use crate::binary::Reader;
 use crate::events::{Event, all_schemas};
@@ -63,6 +66,26 @@ pub fn canonical_form(schema: &Schema) -> String {
 
 /// The 64-bit Rabin fingerprint (CRC-64-AVRO) of a schema's Parsing Canonical Form, as the
 /// spec's single-object header carries it (little-endian).
+/// An Avro datum's body read with its `writer` schema, resolved to `reader` when given
+/// (apache-avro's generic reader, with the allocation bound [`Codec`] sets).
+pub fn read_datum(
+    writer: &Schema,
+    reader: Option<&Schema>,
+    body: &mut impl std::io::Read,
+) -> Result<Value> {
+    Ok(GenericDatumReader::builder(writer)
+        .maybe_reader_schema(reader)
+        .build()?
+        .read_value(body)?)
+}
+
+/// `value` as the body of an Avro datum of `schema`.
+pub fn write_datum(schema: &Schema, value: Value) -> Result<Vec<u8>> {
+    Ok(GenericDatumWriter::builder(schema)
+        .build()?
+        .write_value_to_vec(value)?)
+}
+
 pub fn fingerprint(schema: &Schema) -> u64 {
     rabin(canonical_form(schema).as_bytes())
 }
@@ -188,7 +211,7 @@ impl Codec {
             }
         }
         if !event.write_body(&mut out) {
-            out.extend_from_slice(&to_avro_datum(schema, event.to_value())?);
+            out.extend_from_slice(&write_datum(schema, event.to_value())?);
         }
         Ok(out)
     }
@@ -210,7 +233,7 @@ impl Codec {
         }
         let mut cursor = Cursor::new(body);
         let value = if fp == Some(E::fingerprint()) {
-            from_avro_datum(reader, &mut cursor, None)?
+            read_datum(reader, None, &mut cursor)?
         } else {
             let writer = match (fp, self.format) {
                 (Some(fp), _) => self.writers.get(&fp).ok_or(Error::UnknownFingerprint(fp))?,
@@ -223,7 +246,7 @@ impl Codec {
                     reader: reader_name,
                 });
             }
-            from_avro_datum(&writer.schema, &mut cursor, Some(reader))?
+            read_datum(&writer.schema, Some(reader), &mut cursor)?
         };
         let rest = body.len() - cursor.position() as usize;
         if rest != 0 {

@@ -7,7 +7,7 @@ use apache_avro::Schema;
 use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::types::Value;
 use driftline_schemas::Error;
-use driftline_schemas::codec::{Codec, WireFormat, fingerprint};
+use driftline_schemas::codec::{Codec, WireFormat, fingerprint, read_datum, write_datum};
 use driftline_schemas::events::*;
 use proptest::prelude::*;
 
@@ -33,10 +33,10 @@ fn single_object_header_carries_the_schema_fingerprint() {
     let fp = u64::from_le_bytes(bytes[2..10].try_into().unwrap());
     assert_eq!(fp, fingerprint(PredictionRequest::schema()));
     // The body is plain Avro binary: any library decodes it with the .avsc alone.
-    let value = apache_avro::from_avro_datum(
+    let value = read_datum(
         PredictionRequest::schema(),
-        &mut Cursor::new(&bytes[10..]),
         None,
+        &mut Cursor::new(&bytes[10..]),
     )
     .unwrap();
     assert_eq!(PredictionRequest::from_value(value).unwrap(), request());
@@ -151,7 +151,7 @@ fn reads_bytes_written_with_an_older_schema() {
     ]);
     let mut bytes = vec![0xC3, 0x01];
     bytes.extend_from_slice(&fingerprint(&old).to_le_bytes());
-    bytes.extend(apache_avro::to_avro_datum(&old, value).unwrap());
+    bytes.extend(write_datum(&old, value).unwrap());
 
     // Unknown writer: a clear error, not a guess.
     let mut codec = Codec::single_object();
@@ -216,7 +216,7 @@ fn reads_model_records_written_before_training_window_had_offsets() {
     }
     let mut bytes = vec![0xC3, 0x01];
     bytes.extend_from_slice(&fingerprint(&v1).to_le_bytes());
-    bytes.extend(apache_avro::to_avro_datum(&v1, value).unwrap());
+    bytes.extend(write_datum(&v1, value).unwrap());
 
     // No registration needed: schemas/history is built into every codec.
     let read: ModelPublished = Codec::single_object().decode(&bytes).unwrap();
@@ -226,10 +226,10 @@ fn reads_model_records_written_before_training_window_had_offsets() {
 
     // And a v1 reader reads today's bytes, dropping the new field.
     let now = Codec::single_object().encode(&model_published()).unwrap();
-    let old = apache_avro::from_avro_datum(
+    let old = read_datum(
         ModelPublished::schema(),
-        &mut Cursor::new(&now[10..]),
         Some(&v1),
+        &mut Cursor::new(&now[10..]),
     )
     .unwrap();
     let Value::Record(fields) = old else {
@@ -356,14 +356,13 @@ proptest! {
 
 /// The body as apache-avro writes it from the event's `Value`.
 fn body_via_value<E: Event>(event: &E) -> Vec<u8> {
-    apache_avro::to_avro_datum(E::schema(), event.to_value()).unwrap()
+    write_datum(E::schema(), event.to_value()).unwrap()
 }
 
 /// What apache-avro makes of a body written with the current schema.
 fn read_via_value<E: Event>(body: &[u8]) -> Result<E, String> {
     let mut cursor = Cursor::new(body);
-    let value =
-        apache_avro::from_avro_datum(E::schema(), &mut cursor, None).map_err(|e| e.to_string())?;
+    let value = read_datum(E::schema(), None, &mut cursor).map_err(|e| e.to_string())?;
     if cursor.position() as usize != body.len() {
         return Err("trailing bytes".into());
     }
@@ -568,4 +567,24 @@ fn a_key_written_twice_keeps_its_last_value_as_in_apache_avro() {
     let direct = read_direct::<PredictionRequest>(&body).unwrap();
     assert_eq!(direct, read_via_value::<PredictionRequest>(&body).unwrap());
     assert_eq!(direct.features["a"], FeatureValue::Number(2.0));
+}
+
+/// Found by `infra/fuzz.sh` (avro_decode, kept in its corpus): 17 bytes of a drift report
+/// whose map claims a huge block count. apache-avro 0.21 reserved room for every claimed
+/// entry first (a 5.4 GB allocation, an abort under any memory limit: a consumer would die
+/// on the message at every restart); 0.22 bounds a collection by the codec's allocation
+/// limit, and the message is an error like any other.
+#[test]
+fn a_message_claiming_a_huge_map_is_an_error_not_an_allocation() {
+    let body = [
+        0, 4, 0, 0, 0, 2, 0, 0, 0, 0xb1, 0xb1, 0xb1, 0xb1, 0, 0, 2, 0,
+    ];
+    let mut bytes = vec![0xC3, 0x01];
+    bytes.extend(DriftReport::fingerprint().to_le_bytes());
+    bytes.extend(body);
+    assert!(
+        Codec::single_object()
+            .decode::<DriftReport>(&bytes)
+            .is_err()
+    );
 }

@@ -95,10 +95,10 @@ fn main() -> Result<(), BoxError> {
     });
     let decode_value = best(n, || {
         for b in &encoded {
-            let value = apache_avro::from_avro_datum(
+            let value = driftline_schemas::codec::read_datum(
                 PredictionRequest::schema(),
-                &mut Cursor::new(&b[10..]),
                 None,
+                &mut Cursor::new(&b[10..]),
             )
             .expect("decodes");
             std::hint::black_box(PredictionRequest::from_value(value).expect("maps"));
@@ -122,7 +122,7 @@ fn main() -> Result<(), BoxError> {
     let encode_value = best(n, || {
         for l in &logged {
             std::hint::black_box(
-                apache_avro::to_avro_datum(PredictionLogged::schema(), l.to_value())
+                driftline_schemas::codec::write_datum(PredictionLogged::schema(), l.to_value())
                     .expect("encodes"),
             );
         }
