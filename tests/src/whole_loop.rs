@@ -161,7 +161,9 @@ pub struct Loop {
 impl Loop {
     /// The four services of `bin` (the `driftline` binary) on `kafka`, each with its state
     /// and log under `work`; the trainer bootstraps from the data before `bootstrap_until`.
-    /// Nothing runs until the first [`Loop::supervise`].
+    /// The trainer signs the versions it publishes with a key made under `work`, and the
+    /// others trust only that key, as `driftline up` runs them. Nothing runs until the
+    /// first [`Loop::supervise`].
     pub fn new(
         bin: PathBuf,
         work: &Path,
@@ -174,6 +176,8 @@ impl Loop {
         };
         let predictor_http = port("DRIFTLINE_HTTP_ADDR")?;
         let predictor = predictor_http.1.parse()?;
+        let (_, private_key, public_key) =
+            driftline_runtime::signing::key_pair_in(&work.join("keys"))?;
         let own = [
             vec![predictor_http],
             vec![port("DRIFTLINE_JOINER_HTTP_ADDR")?],
@@ -181,6 +185,10 @@ impl Loop {
             vec![
                 port("DRIFTLINE_TRAINER_HTTP_ADDR")?,
                 ("DRIFTLINE_BOOTSTRAP_UNTIL".into(), bootstrap_until.into()),
+                (
+                    "DRIFTLINE_SIGNING_KEY".into(),
+                    private_key.display().to_string(),
+                ),
             ],
         ];
         let procs = SERVICES
@@ -200,6 +208,10 @@ impl Loop {
                     ),
                     // Restarted during an outage, a service waits for the broker this long.
                     ("DRIFTLINE_CONNECT_TIMEOUT_MS".into(), "120000".into()),
+                    (
+                        "DRIFTLINE_TRUSTED_KEYS".into(),
+                        public_key.display().to_string(),
+                    ),
                 ];
                 Proc {
                     name,

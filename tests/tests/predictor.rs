@@ -136,6 +136,7 @@ impl Setup {
             requests_topic: self.requests.clone(),
             predictions_topic: self.predictions.clone(),
             models_topic: self.models.clone(),
+            trust: Default::default(),
             dlq_topic: self.dlq.clone(),
             body_limit: 64 * 1024,
             concurrency: 64,
@@ -526,6 +527,116 @@ async fn a_dead_letter_too_large_for_kafka_is_cut_to_fit_and_the_predictor_moves
         letter.error.contains("bytes in all)"),
         "the error says it was cut"
     );
+    shutdown.cancel();
+    service.await??;
+    Ok(())
+}
+
+/// Issue 18: only a trusted key decides what serves. A running predictor configured with
+/// two public keys (a rotation) refuses an unsigned version, one signed by another key and
+/// one altered after signing: each is counted and v1 keeps serving. A version signed by
+/// the second trusted key then takes over.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_predictor_refuses_unsigned_altered_or_untrusted_versions_and_keeps_serving()
+-> Result<()> {
+    use driftline_runtime::signing::{Signer, TrustArgs, headers};
+    use rdkafka::producer::FutureRecord;
+
+    let t = Setup::new("signed", 1).await?;
+    let (models, addr) = (t.models.clone(), t.addr);
+    let spec = FeatureSpec::from_toml(SPEC)?;
+    let codec = Codec::single_object();
+    let producer = producer()?;
+    let (old, new, stranger) = (
+        Signer::generate()?,
+        Signer::generate()?,
+        Signer::generate()?,
+    );
+    let mut trusted_keys = Vec::new();
+    for (name, key) in [("old", &old), ("new", &new)] {
+        let path = t.dir.path().join(format!("{name}.pub.pem"));
+        std::fs::write(&path, key.public_pem()?)?;
+        trusted_keys.push(path);
+    }
+    // `altered`: signed as it is, sent with other model bytes (a man in the middle).
+    let publish = |record: ModelPublished, signer: Option<&Signer>, altered: bool| {
+        let (producer, models, codec) = (producer.clone(), models.clone(), codec.clone());
+        let key = record.key();
+        let signed = codec
+            .encode(&record)
+            .map(|payload| (headers(signer, key.as_bytes(), &payload), payload));
+        async move {
+            let (signature, mut payload) = signed?;
+            if altered {
+                let other = model(&FeatureSpec::from_toml(SPEC)?, 1, 100.0, 1)?;
+                payload = codec.encode(&ModelPublished {
+                    model_bytes: other.model_bytes,
+                    ..record
+                })?;
+            }
+            producer
+                .send(
+                    FutureRecord::to(&models)
+                        .key(&key)
+                        .payload(&payload)
+                        .headers(signature),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
+            anyhow::Ok(())
+        }
+    };
+    publish(model(&spec, 1, 2.0, 1)?, Some(&old), false).await?;
+
+    let mut args = t.args();
+    args.trust = TrustArgs { trusted_keys };
+    let shutdown = CancellationToken::new();
+    let service = tokio::spawn(run(args, shutdown.clone(), Default::default()));
+    wait_ready(addr).await?;
+
+    publish(model(&spec, 2, 3.0, 2)?, None, false).await?;
+    publish(model(&spec, 3, 3.0, 3)?, Some(&stranger), false).await?;
+    publish(model(&spec, 4, 3.0, 4)?, Some(&old), true).await?;
+    let refused = "driftline_registry_refused_records_total{service=\"predictor\"} 3";
+    let mut metrics = String::new();
+    for _ in 0..300 {
+        metrics = http(addr, "GET", "/metrics", None).await?.1;
+        if metrics.contains(refused) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metrics.contains(refused), "{metrics}");
+    let served = |body: &str| -> Result<(i64, f64)> {
+        let v: serde_json::Value = serde_json::from_str(body)?;
+        Ok((
+            v["version"].as_i64().context("version")?,
+            v["prediction"]["value"].as_f64().context("value")?,
+        ))
+    };
+    let x2 = br#"{"features": {"x": 2, "colour": "blue"}}"#;
+    let (status, body) = http(addr, "POST", "/predict", Some(x2)).await?;
+    assert_eq!(status, 200, "{body}");
+    let (version, value) = served(&body)?;
+    assert_eq!(version, 1, "{body}");
+    assert!((value - 5.0).abs() < 1e-6, "v1 is 2x + 1: {body}");
+
+    publish(model(&spec, 5, 3.0, 5)?, Some(&new), false).await?;
+    let mut last = String::new();
+    for _ in 0..300 {
+        last = http(addr, "POST", "/predict", Some(x2)).await?.1;
+        if served(&last)?.0 == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (version, value) = served(&last)?;
+    assert_eq!(
+        version, 5,
+        "the second trusted key's version serves: {last}"
+    );
+    assert!((value - 7.0).abs() < 1e-6, "v5 is 3x + 1: {last}");
     shutdown.cancel();
     service.await??;
     Ok(())

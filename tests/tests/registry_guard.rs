@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use driftline_runtime::registry::FollowerMetrics;
 use driftline_runtime::service::follow_registry;
+use driftline_runtime::signing::Trust;
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{Event, ModelPublished};
 use driftline_tests::{create_topics, kafka, samples, unique};
@@ -47,6 +48,7 @@ async fn a_record_from_far_ahead_is_refused_and_counted_and_production_stays() -
         &kafka(),
         &topic,
         &codec,
+        Trust::none(),
         |_, _| {},
         Some(metrics.clone()),
         &shutdown,

@@ -26,6 +26,7 @@ async fn a_registry_follower_started_before_its_broker_loads_once_the_broker_is_
         "models".into(),
         registry.clone(),
         Codec::single_object(),
+        driftline_runtime::signing::Trust::none(),
         |_, _| {},
         None,
         ready.clone(),

@@ -46,6 +46,14 @@ enum Command {
     Drift(driftline_offline::drift::DriftArgs),
     /// Replay a CSV through the monitor's windows and policy offline, to tune thresholds.
     Backtest(driftline_offline::backtest::BacktestArgs),
+    /// Make the ed25519 key pair that signs model versions (or show the one in --dir):
+    /// give the trainer the private key (--signing-key), every service the public one
+    /// (--trusted-keys).
+    Keygen {
+        /// Where model-signing.pem (private, mode 0600) and model-signing.pub.pem go.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Manage topics.
     Topics {
         #[command(subcommand)]
@@ -124,6 +132,12 @@ async fn run(command: Command) -> Result<()> {
         )
         .await?),
         Command::Models(args) => Ok(driftline_trainer::cli::run(args).await?),
+        Command::Keygen { dir } => {
+            let (signer, private, public) = driftline_runtime::signing::key_pair_in(&dir)?;
+            println!("private key: {} (key {})", private.display(), signer.id());
+            println!("public key:  {}", public.display());
+            Ok(())
+        }
         Command::Drift(args) => {
             print!("{}", driftline_offline::drift::drift(&args)?);
             Ok(())

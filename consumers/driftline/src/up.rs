@@ -26,6 +26,7 @@ use driftline_producers::replay::{Checkpoint, Cursor, Outcome, ReplayOptions, Re
 use driftline_producers::sink::KafkaSink;
 use driftline_producers::source::TimeRange;
 use driftline_runtime::service::Health;
+use driftline_runtime::signing::{self, SigningArgs, TrustArgs};
 use driftline_schemas::spec::{FeatureSpec, format_time, parse_time};
 use driftline_schemas::topics;
 use driftline_trainer::service::TrainerArgs;
@@ -73,6 +74,11 @@ pub struct UpArgs {
     /// Where the services keep their state (RocksDB) and the replay position.
     #[arg(long, env = "DRIFTLINE_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Where the key pair that signs model versions is kept (made on the first start)
+    /// [default: ~/.cache/driftline/keys]. DRIFTLINE_SIGNING_KEY and DRIFTLINE_TRUSTED_KEYS
+    /// override it.
+    #[arg(long, env = "DRIFTLINE_KEYS_DIR")]
+    keys_dir: Option<PathBuf>,
     /// Where the web dashboard listens.
     #[arg(
         long,
@@ -133,11 +139,13 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let created = crate::apply_topics(&args.kafka, &crate::infra_dir().join("topics.toml")).await?;
     info!(created = created.len(), "topics ready");
 
+    let (signing, trust) = model_keys(&args)?;
     let shutdown = driftline_process::shutdown::on_signal();
     let mut services = Services::new(shutdown.clone());
     let predictor_health = Health::default();
     let (mut predictor, _) = service_settings::<PredictorArgs>()?;
     predictor.kafka = args.kafka.clone();
+    predictor.trust = trust.clone();
     predictor.specs = vec![spec_path.clone()];
     predictor.http_addr = args.http_addr;
     predictor.state_dir = state_dir.join("predictor");
@@ -165,6 +173,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
     trainer.specs = vec![spec_path.clone()];
     trainer.state_dir = state_dir.join("trainer");
     trainer.bootstrap_until = Some(args.from.clone());
+    trainer.trust = trust.clone();
+    trainer.signing = signing;
     if !set.contains("min_rows") {
         trainer.min_rows = UP_MIN_ROWS;
     }
@@ -175,6 +185,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let (mut monitor, set) = service_settings::<MonitorArgs>()?;
     monitor.kafka = args.kafka.clone();
     monitor.state_dir = state_dir.join("monitor");
+    monitor.trust = trust.clone();
     if !set.contains("min_samples") {
         monitor.policy.min_samples = UP_MIN_SAMPLES;
     }
@@ -200,6 +211,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let history = Arc::new(Mutex::new(history));
     tokio::spawn(watch::follow(
         args.kafka.clone(),
+        driftline_runtime::signing::Trust::load(&trust)?,
         seen.clone(),
         history.clone(),
         shutdown.clone(),
@@ -314,6 +326,46 @@ fn write_position(path: &Path, resume: &Resume) -> std::io::Result<()> {
 /// A service's settings from its own flag definitions, with no command line: their
 /// defaults and environment variables. Also returns the ids of the settings the
 /// environment gave, which `up` leaves alone.
+/// The key the trainer signs with and the keys the services trust: those the environment
+/// names, else a pair made in --keys-dir on the first start. A signing key given without
+/// trusted keys is trusted (its public half is written beside the pair).
+fn model_keys(args: &UpArgs) -> Result<(SigningArgs, TrustArgs)> {
+    let (mut signing, _) = service_settings::<SigningArgs>()?;
+    let (mut trust, _) = service_settings::<TrustArgs>()?;
+    let dir = args
+        .keys_dir
+        .clone()
+        .unwrap_or_else(|| cache_dir().join("keys"));
+    let (signer, public) = match signing.signer()? {
+        Some(given) => {
+            std::fs::create_dir_all(&dir)?;
+            let public = dir.join(format!("{}.pub.pem", given.id()));
+            std::fs::write(&public, given.public_pem()?)?;
+            (given, public)
+        }
+        None => {
+            let (signer, private, public) = signing::key_pair_in(&dir)?;
+            signing.signing_key = Some(private.to_string_lossy().into_owned());
+            eprintln!("[up] model versions are signed with {}", private.display());
+            (signer, public)
+        }
+    };
+    if trust.trusted_keys.is_empty() {
+        trust.trusted_keys.push(public);
+    }
+    eprintln!(
+        "[up] the trainer signs with key {}; the services apply versions signed by {}",
+        signer.id(),
+        trust
+            .trusted_keys
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok((signing, trust))
+}
+
 fn service_settings<A: clap::Args + clap::FromArgMatches>()
 -> Result<(A, std::collections::HashSet<String>)> {
     let command = A::augment_args(clap::Command::new("driftline").no_binary_name(true))

@@ -137,6 +137,7 @@ impl Seen {
 /// lines) and `history` (the dashboard).
 pub async fn follow(
     kafka: KafkaArgs,
+    trust: driftline_runtime::signing::Trust,
     seen: Arc<Mutex<Seen>>,
     history: Arc<Mutex<crate::dashboard::History>>,
     shutdown: CancellationToken,
@@ -210,8 +211,11 @@ pub async fn follow(
                         s.retrains.push(r);
                     }
                 }
+                // Only the versions the services would apply: not a forged one.
                 _ => {
-                    if let Ok(model) = codec.decode::<ModelPublished>(payload) {
+                    if trust.check_message(&m, payload).is_ok()
+                        && let Ok(model) = codec.decode::<ModelPublished>(payload)
+                    {
                         h.record_model(&model);
                         s.models.insert(model.version, model);
                     }

@@ -53,6 +53,8 @@ pub struct MonitorArgs {
     pub retrain_topic: String,
     #[arg(long, env = "DRIFTLINE_TOPIC_MODELS", default_value = topics::MODELS)]
     pub models_topic: String,
+    #[command(flatten)]
+    pub trust: driftline_runtime::signing::TrustArgs,
     #[arg(long, env = "DRIFTLINE_TOPIC_DLQ", default_value = topics::DLQ)]
     pub dlq_topic: String,
     /// Most messages per state commit.
@@ -74,6 +76,7 @@ pub async fn run(args: MonitorArgs, shutdown: CancellationToken, health: Health)
         runtime_metrics,
         &args.kafka,
         &args.models_topic,
+        &args.trust,
         |_, _| {},
         shutdown,
         health,
@@ -115,13 +118,14 @@ async fn consume(
             latest,
             metrics,
         );
-        let (kafka, models, codec) = (
+        let (kafka, models, codec, trust) = (
             service.kafka.clone(),
             args.models_topic.clone(),
             service.codec.clone(),
+            service.trust.clone(),
         );
         processor.read_whole = Some(Arc::new(move |model: &str, version| {
-            driftline_runtime::registry::read_whole(&kafka, &models, &codec, model, version)
+            driftline_runtime::registry::read_whole(&kafka, &models, &codec, &trust, model, version)
                 .unwrap_or_else(|e| {
                     tracing::warn!(%model, version, error = %e, "cannot read a version back from the models topic");
                     None

@@ -60,6 +60,8 @@ pub struct PredictorArgs {
     pub predictions_topic: String,
     #[arg(long, env = "DRIFTLINE_TOPIC_MODELS", default_value = topics::MODELS)]
     pub models_topic: String,
+    #[command(flatten)]
+    pub trust: driftline_runtime::signing::TrustArgs,
     #[arg(long, env = "DRIFTLINE_TOPIC_DLQ", default_value = topics::DLQ)]
     pub dlq_topic: String,
     /// HTTP: largest request body, bytes.
@@ -109,6 +111,7 @@ pub async fn run(args: PredictorArgs, shutdown: CancellationToken, health: Healt
         runtime_metrics,
         &args.kafka,
         &args.models_topic,
+        &args.trust,
         on_change,
         shutdown,
         health,

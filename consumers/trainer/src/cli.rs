@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use driftline_kafka::KafkaArgs;
 use driftline_runtime::now_ms;
 use driftline_runtime::registry::{Registry, SharedRegistry, follow};
+use driftline_runtime::signing::{SigningArgs, Trust, TrustArgs};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::topics;
 use rdkafka::producer::FutureProducer;
@@ -23,6 +24,10 @@ pub struct ModelsArgs {
     pub kafka: KafkaArgs,
     #[arg(long, env = "DRIFTLINE_TOPIC_MODELS", default_value = topics::MODELS)]
     pub models_topic: String,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    #[command(flatten)]
+    pub signing: SigningArgs,
     #[command(subcommand)]
     pub command: ModelsCommand,
 }
@@ -39,8 +44,8 @@ pub enum ModelsCommand {
     Rollback { model: String },
 }
 
-/// Reads the whole models topic into a registry.
-pub async fn load_registry(kafka: &KafkaArgs, topic: &str) -> Result<Registry> {
+/// Reads the whole models topic into a registry, of the records `trust` accepts.
+pub async fn load_registry(kafka: &KafkaArgs, topic: &str, trust: &Trust) -> Result<Registry> {
     let registry: SharedRegistry = Arc::new(RwLock::new(Registry::default()));
     let (loaded, stop) = (CancellationToken::new(), CancellationToken::new());
     let task = tokio::spawn(follow(
@@ -48,6 +53,7 @@ pub async fn load_registry(kafka: &KafkaArgs, topic: &str) -> Result<Registry> {
         topic.to_string(),
         registry.clone(),
         Codec::single_object(),
+        trust.clone(),
         |_, _| {},
         None,
         loaded.clone(),
@@ -73,8 +79,10 @@ pub async fn load_registry(kafka: &KafkaArgs, topic: &str) -> Result<Registry> {
 /// Runs the command; returns what it prints.
 pub async fn execute(args: &ModelsArgs) -> Result<Value> {
     args.kafka.validate()?;
+    let trust = Trust::load(&args.trust)?;
+    let signer = args.signing.signer()?;
     args.kafka.check_connection().await?;
-    let reg = load_registry(&args.kafka, &args.models_topic).await?;
+    let reg = load_registry(&args.kafka, &args.models_topic, &trust).await?;
     let records = match &args.command {
         ModelsCommand::List => return Ok(ops::list(&reg)),
         ModelsCommand::Show {
@@ -89,13 +97,28 @@ pub async fn execute(args: &ModelsArgs) -> Result<Value> {
         ModelsCommand::Rollback { model } => ops::rollback(&reg, model, now_ms())?,
     };
     let codec = Codec::single_object();
-    let records = jobs::made_whole(&args.kafka, &args.models_topic, &codec, &reg, records).await?;
+    let records = jobs::made_whole(
+        &args.kafka,
+        &args.models_topic,
+        &codec,
+        &trust,
+        &reg,
+        records,
+    )
+    .await?;
     let producer: FutureProducer = args
         .kafka
         .producer_config()
         .create()
         .map_err(driftline_runtime::Error::from)?;
-    jobs::publish(&producer, &args.models_topic, &codec, &records).await?;
+    jobs::publish(
+        &producer,
+        &args.models_topic,
+        &codec,
+        signer.as_ref(),
+        &records,
+    )
+    .await?;
     Ok(json!({ "published": records.iter().map(ops::version_view).collect::<Vec<_>>() }))
 }
 

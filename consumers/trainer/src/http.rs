@@ -18,10 +18,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use driftline_runtime::now_ms;
 use driftline_runtime::registry::{Registry, SharedRegistry};
+use driftline_runtime::signing::{Signer, Trust};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::ModelPublished;
 use rdkafka::producer::FutureProducer;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 use crate::{Error, jobs, ops};
 
@@ -33,6 +35,10 @@ pub struct RegistryApi {
     pub producer: FutureProducer,
     pub models_topic: String,
     pub codec: Codec,
+    /// Whose records a thin version may be read back from.
+    pub trust: Trust,
+    /// Signs the records promote and rollback publish.
+    pub signer: Option<Arc<Signer>>,
     /// The bearer token promote and rollback need; `None` disables them.
     pub admin_token: Option<String>,
 }
@@ -196,11 +202,19 @@ async fn publish(
         &api.kafka,
         &api.models_topic,
         &api.codec,
+        &api.trust,
         &registry,
         records,
     )
     .await?;
-    jobs::publish(&api.producer, &api.models_topic, &api.codec, &records).await?;
+    jobs::publish(
+        &api.producer,
+        &api.models_topic,
+        &api.codec,
+        api.signer.as_deref(),
+        &records,
+    )
+    .await?;
     Ok(Json(
         json!({ "published": records.iter().map(ops::version_view).collect::<Vec<_>>() }),
     ))
@@ -211,7 +225,7 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
-    use std::sync::{Arc, RwLock};
+    use std::sync::RwLock;
     use tower::ServiceExt;
 
     fn api(token: Option<&str>) -> Router {
@@ -226,6 +240,8 @@ mod tests {
             producer,
             models_topic: "models".into(),
             codec: Codec::single_object(),
+            trust: Trust::none(),
+            signer: None,
             admin_token: token.map(str::to_string),
         };
         router(api, prometheus::Registry::new())

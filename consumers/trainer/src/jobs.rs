@@ -33,6 +33,7 @@ use driftline_kafka::KafkaArgs;
 use driftline_runtime::fenced::{FencedWriter, Write, WriteError, writer_id};
 use driftline_runtime::health::Health;
 use driftline_runtime::registry::{Registry, RegistrySync, SharedRegistry};
+use driftline_runtime::signing::{self, Signer, Trust};
 use driftline_runtime::{Store, now_ms};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{Event, ModelPublished};
@@ -95,11 +96,13 @@ pub fn fit_to_message(codec: &Codec, record: &ModelPublished) -> Result<Vec<u8>>
     Ok(payload)
 }
 
-/// Publishes records to the models topic and waits for the broker's acknowledgements.
+/// Publishes records to the models topic, signed by `signer` if there is one, and waits
+/// for the broker's acknowledgements.
 pub async fn publish(
     producer: &FutureProducer,
     topic: &str,
     codec: &Codec,
+    signer: Option<&Signer>,
     records: &[ModelPublished],
 ) -> Result<()> {
     for r in records {
@@ -107,7 +110,10 @@ pub async fn publish(
         let key = r.key();
         producer
             .send(
-                FutureRecord::to(topic).key(&key).payload(&payload),
+                FutureRecord::to(topic)
+                    .key(&key)
+                    .payload(&payload)
+                    .headers(signing::headers(signer, key.as_bytes(), &payload)),
                 Duration::from_secs(30),
             )
             .await
@@ -121,11 +127,13 @@ pub async fn publish(
 
 /// Gives back their bytes and profile to the records (from [`crate::ops`]) of versions
 /// the registry keeps thin, read from the models topic: an operation never publishes a
-/// thin record.
+/// thin record. Only a record `trust` accepts is taken: the operation signs what it
+/// publishes.
 pub async fn made_whole(
     kafka: &KafkaArgs,
     topic: &str,
     codec: &Codec,
+    trust: &Trust,
     registry: &Registry,
     mut records: Vec<ModelPublished>,
 ) -> Result<Vec<ModelPublished>> {
@@ -133,15 +141,16 @@ pub async fn made_whole(
         if registry.is_whole(&r.model, r.version) {
             continue;
         }
-        let (kafka, topic, codec, model) = (
+        let (kafka, topic, codec, trust, model) = (
             kafka.clone(),
             topic.to_string(),
             codec.clone(),
+            trust.clone(),
             r.model.clone(),
         );
         let version = r.version;
         let whole = tokio::task::spawn_blocking(move || {
-            driftline_runtime::registry::read_whole(&kafka, &topic, &codec, &model, version)
+            driftline_runtime::registry::read_whole(&kafka, &topic, &codec, &trust, &model, version)
         })
         .await
         .map_err(|e| Error::State(format!("reading a version back: {e}")))??
@@ -222,6 +231,8 @@ pub struct Runner {
     pub ownership: Ownership,
     pub codec: Codec,
     pub models_topic: String,
+    /// Signs the versions this trainer publishes (none: they go out unsigned).
+    pub signer: Option<Arc<Signer>>,
     pub options: TrainOptions,
     pub metrics: TrainerMetrics,
     pub wake: Arc<Notify>,
@@ -526,16 +537,23 @@ impl Runner {
                 partition: Some(partition),
                 key: key.clone(),
                 payload: value.clone(),
+                headers: Vec::new(),
             })
             .collect();
         if let Outcome::Trained {
             record, payload, ..
         } = &outcome
         {
+            let key = record.key().into_bytes();
             writes.push(Write {
                 topic: self.models_topic.clone(),
                 partition: None,
-                key: record.key().into_bytes(),
+                headers: self
+                    .signer
+                    .iter()
+                    .map(|s| s.header(&key, payload))
+                    .collect(),
+                key,
                 payload: Some(payload.clone()),
             });
         }
@@ -742,6 +760,7 @@ mod tests {
             ownership,
             codec: Codec::single_object(),
             models_topic: "models".into(),
+            signer: None,
             options: TrainOptions::default(),
             metrics: TrainerMetrics::new(&prometheus::Registry::new()),
             wake: Arc::new(Notify::new()),

@@ -13,6 +13,7 @@ use driftline_kafka::KafkaArgs;
 use driftline_runtime::metrics::Metrics;
 use driftline_runtime::now_ms;
 use driftline_runtime::service::{Health, Service};
+use driftline_runtime::signing::{SigningArgs, TrustArgs};
 use driftline_runtime::{RunOptions, Store};
 use driftline_schemas::events::Event;
 use driftline_schemas::spec::{FeatureSpec, parse_time};
@@ -59,6 +60,10 @@ pub struct TrainerArgs {
         default_value = "127.0.0.1:8082"
     )]
     pub http_addr: SocketAddr,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    #[command(flatten)]
+    pub signing: SigningArgs,
     /// Bearer token for promote and rollback over HTTP; without one they are refused.
     #[arg(long, env = "DRIFTLINE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -152,12 +157,23 @@ pub async fn run(args: TrainerArgs, shutdown: CancellationToken, health: Health)
             },
         );
     }
+    let signer = args.signing.signer()?.map(Arc::new);
+    match &signer {
+        Some(s) => info!(
+            key = s.id(),
+            "the versions this trainer publishes are signed"
+        ),
+        None => warn!(
+            "no signing key (--signing-key): versions go out unsigned, and followers that check signatures refuse them"
+        ),
+    }
     let runtime_metrics = Metrics::new("trainer");
     let metrics = TrainerMetrics::new(&runtime_metrics.registry);
     let mut service = Service::start(
         runtime_metrics,
         &args.kafka,
         &args.models_topic,
+        &args.trust,
         |_, _| {},
         shutdown,
         health,
@@ -170,6 +186,8 @@ pub async fn run(args: TrainerArgs, shutdown: CancellationToken, health: Health)
         producer: service.producer.clone(),
         models_topic: args.models_topic.clone(),
         codec: service.codec.clone(),
+        trust: service.trust.clone(),
+        signer: signer.clone(),
         admin_token: args.admin_token.clone(),
     };
     let app = http::router(api, service.metrics.registry.clone());
@@ -182,7 +200,7 @@ pub async fn run(args: TrainerArgs, shutdown: CancellationToken, health: Health)
         .serve("registry API", args.http_addr, app, limits)
         .await?;
 
-    let result = consume(&args, &service, store, owned, until, metrics).await;
+    let result = consume(&args, &service, store, owned, until, metrics, signer).await;
     if let Err(e) = &result {
         warn!(error = %e, "trainer stopping");
     }
@@ -257,6 +275,7 @@ async fn consume(
     owned: HashMap<String, Owned>,
     until: Option<i64>,
     metrics: TrainerMetrics,
+    signer: Option<Arc<driftline_runtime::signing::Signer>>,
 ) -> Result<()> {
     // Nothing is consumed or trained before the registry is whole: both decide by it.
     if !service.registry_loaded(None).await? {
@@ -285,6 +304,7 @@ async fn consume(
         ownership: ownership.clone(),
         codec: service.codec.clone(),
         models_topic: args.models_topic.clone(),
+        signer,
         options: TrainOptions {
             holdout_fraction: args.holdout_fraction,
             promotion_margin: args.promotion_margin,

@@ -18,10 +18,12 @@ async fn promote_and_rollback_from_the_cli_are_records_on_the_models_topic() -> 
         record(&w.model, 1, ModelStatus::Production, 10),
         record(&w.model, 2, ModelStatus::Rejected, 20),
     ];
-    driftline_trainer::jobs::publish(&p, &w.models, &codec, &records).await?;
+    driftline_trainer::jobs::publish(&p, &w.models, &codec, None, &records).await?;
     let args = |command| ModelsArgs {
         kafka: kafka(),
         models_topic: w.models.clone(),
+        trust: Default::default(),
+        signing: Default::default(),
         command,
     };
 
@@ -71,7 +73,7 @@ async fn a_rollback_to_a_version_kept_thin_in_memory_publishes_it_whole() -> Res
     ];
     let last = 3 + KEEP_WHOLE as i64;
     records.extend((3..=last).map(|v| record(&w.model, v, ModelStatus::Rejected, 20 + v)));
-    driftline_trainer::jobs::publish(&p, &w.models, &codec, &records).await?;
+    driftline_trainer::jobs::publish(&p, &w.models, &codec, None, &records).await?;
     let reg = w.registry().await?;
     assert!(!reg.is_whole(&w.model, 1), "v1 should be thin");
     assert!(
@@ -82,6 +84,8 @@ async fn a_rollback_to_a_version_kept_thin_in_memory_publishes_it_whole() -> Res
     execute(&ModelsArgs {
         kafka: kafka(),
         models_topic: w.models.clone(),
+        trust: Default::default(),
+        signing: Default::default(),
         command: ModelsCommand::Rollback {
             model: w.model.clone(),
         },

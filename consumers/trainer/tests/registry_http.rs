@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use common::{World, record};
 use driftline_process::http::serve as serve_http;
 use driftline_runtime::service::follow_registry;
+use driftline_runtime::signing::Trust;
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::ModelStatus;
 use driftline_tests::{kafka, producer};
@@ -58,6 +59,7 @@ async fn promote_over_http_needs_the_bearer_token_and_lands_on_the_models_topic(
         &p,
         &w.models,
         &codec,
+        None,
         &[
             record(&w.model, 1, ModelStatus::Production, 10),
             record(&w.model, 2, ModelStatus::Rejected, 20),
@@ -68,7 +70,15 @@ async fn promote_over_http_needs_the_bearer_token_and_lands_on_the_models_topic(
     // The trainer's API as the service wires it: a registry following the topic, a real
     // producer, a real listener.
     let shutdown = CancellationToken::new();
-    let follower = follow_registry(&kafka(), &w.models, &codec, |_, _| {}, None, &shutdown);
+    let follower = follow_registry(
+        &kafka(),
+        &w.models,
+        &codec,
+        Trust::none(),
+        |_, _| {},
+        None,
+        &shutdown,
+    );
     tokio::time::timeout(Duration::from_secs(30), follower.loaded.cancelled())
         .await
         .context("the registry did not load")?;
@@ -78,6 +88,8 @@ async fn promote_over_http_needs_the_bearer_token_and_lands_on_the_models_topic(
         producer: p.clone(),
         models_topic: w.models.clone(),
         codec: codec.clone(),
+        trust: Trust::none(),
+        signer: None,
         admin_token: Some(TOKEN.into()),
     };
     let app = router(api, prometheus::Registry::new());

@@ -10,6 +10,7 @@
 //! read_committed reader all at once or not at all.
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tracing::info;
 
@@ -26,6 +27,8 @@ pub struct Write {
     pub partition: Option<i32>,
     pub key: Vec<u8>,
     pub payload: Option<Vec<u8>>,
+    /// Kafka headers (name, value), e.g. a model record's signature.
+    pub headers: Vec<(&'static str, Vec<u8>)>,
 }
 
 /// Why a commit did not happen; nothing of it is visible either way.
@@ -89,6 +92,14 @@ impl FencedWriter {
             }
             if let Some(v) = &w.payload {
                 rec = rec.payload(v.as_slice());
+            }
+            if !w.headers.is_empty() {
+                rec = rec.headers(w.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+                    h.insert(rdkafka::message::Header {
+                        key: k,
+                        value: Some(v),
+                    })
+                }));
             }
             sent.push(
                 send(&self.producer, rec)

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod read;
 pub mod registry;
 pub mod service;
+pub mod signing;
 pub mod store;
 
 pub use consumer::{Output, Processor, Record, Rejection, RunOptions, run};

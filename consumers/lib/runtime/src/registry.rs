@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use driftline_kafka::KafkaArgs;
 
+use crate::signing::Trust;
 use crate::{Error, Result};
 
 /// Every version of every model, by its latest record.
@@ -315,11 +316,13 @@ fn assign_from_start(
 /// Reads the latest record of `model` version `version` from the models topic (blocking:
 /// a scan of the compacted topic, for the rare operation on a version the registry keeps
 /// thin). `None` when the topic has no record of it. The record is the latest on the
-/// topic, which may itself lack the bytes: a caller that needs them checks.
+/// topic that `trust` accepts, which may itself lack the bytes: a caller that needs them
+/// checks.
 pub fn read_whole(
     kafka: &KafkaArgs,
     topic: &str,
     codec: &Codec,
+    trust: &Trust,
     model: &str,
     version: i64,
 ) -> Result<Option<ModelPublished>> {
@@ -339,6 +342,7 @@ pub fn read_whole(
             if let Some(m) = m
                 && m.key() == Some(key.as_bytes())
                 && let Some(payload) = m.payload()
+                && trust.check_message(m, payload).is_ok()
                 && let Ok(record) = codec.decode::<ModelPublished>(payload)
             {
                 found = Some(record);
@@ -375,12 +379,13 @@ pub fn refusal(record: &ModelPublished, now_ms: i64) -> Option<String> {
 pub struct FollowerMetrics {
     /// Versions thinned ([`Registry::thinned`]).
     pub thinned: prometheus::IntCounter,
-    /// Records refused ([`refusal`]).
+    /// Records refused ([`refusal`], or a signature the follower's [`Trust`] does not
+    /// accept).
     pub refused: prometheus::IntCounter,
 }
 
-/// Follows the models topic from its beginning, applying every record to `registry` and
-/// calling `on_change` when a production version changes. `ready` fires once the topic
+/// Follows the models topic from its beginning, applying every record `trust` accepts to
+/// `registry` and calling `on_change` when a production version changes. `ready` fires once the topic
 /// has been read to its end at start-up, so callers can wait for the registry to be whole;
 /// each request on `sync` is answered once the follower has read past where the topic
 /// ended when it came ([`RegistrySync`]).
@@ -390,6 +395,7 @@ pub async fn follow(
     topic: String,
     registry: SharedRegistry,
     codec: Codec,
+    trust: Trust,
     on_change: impl Fn(&ProductionChange, &Registry) + Send + 'static,
     metrics: Option<FollowerMetrics>,
     ready: CancellationToken,
@@ -398,6 +404,13 @@ pub async fn follow(
 ) -> Result<()> {
     // A broker that cannot be reached yet (down, restarting, not started) is waited for:
     // a follower that gave up here would leave its service not ready for good.
+    if trust.checks() {
+        info!(keys = ?trust.ids(), "model records are applied only when signed by a trusted key");
+    } else {
+        warn!(
+            "no trusted keys (--trusted-keys): model records are applied without checking who signed them"
+        );
+    }
     let mut backoff = Duration::from_millis(500);
     let (consumer, partitions) = loop {
         match assign_from_start(&kafka, &topic) {
@@ -430,6 +443,14 @@ pub async fn follow(
         match m {
             Ok(m) => {
                 let Some(payload) = m.payload() else { continue };
+                if let Err(why) = trust.check_message(&m, payload) {
+                    let key = String::from_utf8_lossy(m.key().unwrap_or_default());
+                    warn!(%key, offset = m.offset(), %why, "model record refused: its signature is not trusted; the registry keeps what it had");
+                    if let Some(c) = &metrics {
+                        c.refused.inc();
+                    }
+                    continue;
+                }
                 match codec.decode::<ModelPublished>(payload) {
                     Ok(record) => {
                         let (model, version, status) =

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 pub use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::registry::{ProductionChange, Registry, RegistrySync, SharedRegistry, follow};
+use crate::signing::{Trust, TrustArgs};
 use crate::{Error, Processor, Result, RunOptions, Store};
 
 /// A registry being followed: read it through `registry`; `loaded` fires once the models
@@ -26,12 +27,14 @@ pub struct Follower {
     pub task: JoinHandle<Result<()>>,
 }
 
-/// Follows the models topic from its start until `shutdown`; `metrics` count the
-/// versions the registry keeps without their bytes and the records it refuses.
+/// Follows the models topic from its start until `shutdown`, applying the records `trust`
+/// accepts; `metrics` count the versions the registry keeps without their bytes and the
+/// records it refuses.
 pub fn follow_registry(
     kafka: &KafkaArgs,
     topic: &str,
     codec: &Codec,
+    trust: Trust,
     on_change: impl Fn(&ProductionChange, &Registry) + Send + 'static,
     metrics: Option<crate::registry::FollowerMetrics>,
     shutdown: &CancellationToken,
@@ -44,6 +47,7 @@ pub fn follow_registry(
         topic.to_string(),
         registry.clone(),
         codec.clone(),
+        trust,
         on_change,
         metrics,
         loaded.clone(),
@@ -67,6 +71,8 @@ pub struct Service {
     pub registry: SharedRegistry,
     /// Catches the registry up with the models topic.
     pub registry_sync: RegistrySync,
+    /// Whose model records the registry applies.
+    pub trust: Trust,
     pub shutdown: CancellationToken,
     pub health: Health,
     models_topic: String,
@@ -77,17 +83,20 @@ pub struct Service {
 
 impl Service {
     /// Checks the settings and that the cluster answers, makes the producer and starts
-    /// following the registry on `models_topic` (`on_change` sees each new production
-    /// version). `metrics` holds the service's own collectors too.
+    /// following the registry on `models_topic`, applying the records signed by a key of
+    /// `trust` (`on_change` sees each new production version). `metrics` holds the
+    /// service's own collectors too.
     pub async fn start(
         metrics: Metrics,
         kafka: &KafkaArgs,
         models_topic: &str,
+        trust: &TrustArgs,
         on_change: impl Fn(&ProductionChange, &Registry) + Send + 'static,
         shutdown: CancellationToken,
         health: Health,
     ) -> Result<Self> {
         kafka.validate()?;
+        let trust = Trust::load(trust)?;
         kafka.check_connection().await?;
         let codec = Codec::single_object();
         let producer: FutureProducer = kafka.producer_config().create()?;
@@ -95,6 +104,7 @@ impl Service {
             kafka,
             models_topic,
             &codec,
+            trust.clone(),
             on_change,
             Some(metrics.model_registry.clone()),
             &shutdown,
@@ -106,6 +116,7 @@ impl Service {
             producer,
             registry: follower.registry,
             registry_sync: follower.sync,
+            trust,
             shutdown,
             health,
             models_topic: models_topic.to_string(),
@@ -134,6 +145,7 @@ impl Service {
             producer: kafka.producer_config().create()?,
             registry: Arc::new(RwLock::new(Registry::default())),
             registry_sync: RegistrySync::none(),
+            trust: Trust::none(),
             shutdown,
             health,
             models_topic: String::new(),

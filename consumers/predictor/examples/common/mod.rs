@@ -109,6 +109,7 @@ impl Bench {
             requests_topic: self.topic("requests"),
             predictions_topic: self.topic("predictions"),
             models_topic: self.topic("models"),
+            trust: Default::default(),
             dlq_topic: self.topic("dlq"),
             body_limit: 1 << 20,
             concurrency,

@@ -127,6 +127,8 @@ impl World {
             state_dir: state.to_path_buf(),
             group: unique("trainer"),
             http_addr: "127.0.0.1:0".parse().unwrap(),
+            trust: Default::default(),
+            signing: Default::default(),
             admin_token: Some("token".into()),
             max_rows: 10_000,
             holdout_fraction: 0.2,
@@ -186,7 +188,10 @@ impl World {
     }
 
     pub async fn registry(&self) -> Result<Registry> {
-        Ok(driftline_trainer::cli::load_registry(&kafka(), &self.models).await?)
+        Ok(
+            driftline_trainer::cli::load_registry(&kafka(), &self.models, &Default::default())
+                .await?,
+        )
     }
 
     /// Waits until `check` holds on the registry.
