@@ -1,9 +1,10 @@
 //! driftline on a secured cluster: a broker listener with SASL_SSL and SCRAM-SHA-512,
 //! a CA and a broker certificate made here with openssl, the SCRAM user created when the
 //! broker's storage is formatted. Every service is configured only as the README says
-//! (`DRIFTLINE_BOOTSTRAP_SERVERS` and `DRIFTLINE_KAFKA_OPTIONS`), and the password shows
-//! up nowhere: not in `--help`, the logs or /metrics. A wrong password is one clear error
-//! at start.
+//! (`DRIFTLINE_BOOTSTRAP_SERVERS` and `DRIFTLINE_KAFKA_OPTIONS`). The known secrets of
+//! the run (the SASL password, the admin token, the model signing key made by openssl and
+//! given as PEM text) show up nowhere: not in `--help`, the logs, any service's /metrics
+//! or the dashboard. A wrong password is one clear error at start.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use common::{count_ids, exactly_once, exit_within, lines, repo, wait_for, write_data};
 use driftline_kafka::KafkaArgs;
+use driftline_runtime::signing::{Trust, TrustArgs};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{ModelPublished, PredictionLogged, PredictionRequest};
 use driftline_schemas::topics;
@@ -22,6 +24,7 @@ mod common;
 
 const USER: &str = "driftline-app";
 const PASSWORD: &str = "Sc0tt-is-not-a-secret-3f9a";
+const ADMIN_TOKEN: &str = "adm1n-t0ken-5e27b";
 
 /// A single Kafka node with a SASL_SSL listener beside its plaintext one (which only the
 /// start script's readiness probe uses), stopped on drop.
@@ -228,27 +231,85 @@ fn no_password(what: &str, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// The secrets of a run, and where each may not appear.
+struct Secrets(Vec<(&'static str, String)>);
+
+impl Secrets {
+    /// The password, the admin token, and each line of the private key's PEM body (a
+    /// key printed whole, or in part, shows at least one).
+    fn new(signing_pem: &str) -> Self {
+        let mut all = vec![
+            ("the SASL password", PASSWORD.to_string()),
+            ("the admin token", ADMIN_TOKEN.to_string()),
+        ];
+        all.extend(
+            signing_pem
+                .lines()
+                .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+                .map(|l| ("the signing key", l.to_string())),
+        );
+        Self(all)
+    }
+
+    fn none_in(&self, what: &str, text: &str) -> Result<()> {
+        for (name, secret) in &self.0 {
+            ensure!(!text.contains(secret), "{what} shows {name}:\n{text}");
+        }
+        Ok(())
+    }
+}
+
 /// Every message of a topic over the secured listener, until `expected` or the timeout.
 fn reader(broker: &SecureBroker, topic: &str) -> Result<BaseConsumer> {
     reader_on(&broker.kafka(), topic)
 }
 
 #[test]
-fn every_service_works_through_sasl_ssl_with_scram_and_never_shows_the_password() -> Result<()> {
+fn every_service_works_through_sasl_ssl_with_scram_signs_its_models_and_shows_no_secret()
+-> Result<()> {
     let broker = SecureBroker::start()?;
     let work = tempfile::tempdir()?;
+    // The model signing key as an operator would make it, given as PEM text (as a secret
+    // store hands it over); its public half is what the services trust.
+    openssl(
+        work.path(),
+        &["genpkey", "-algorithm", "ed25519", "-out", "signing.pem"],
+    )?;
+    openssl(
+        work.path(),
+        &[
+            "pkey",
+            "-in",
+            "signing.pem",
+            "-pubout",
+            "-out",
+            "signing.pub.pem",
+        ],
+    )?;
+    let signing_pem = std::fs::read_to_string(work.path().join("signing.pem"))?;
+    let trusted = work.path().join("signing.pub.pem");
+    let secrets = Secrets::new(&signing_pem);
+    let with_secrets = |binary: &Path| {
+        let mut c = broker.command(binary, PASSWORD);
+        c.env("DRIFTLINE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("DRIFTLINE_SIGNING_KEY", &signing_pem)
+            .env("DRIFTLINE_TRUSTED_KEYS", &trusted);
+        c
+    };
 
     for args in [
         vec!["--help"],
         vec!["up", "--help"],
         vec!["predictor", "--help"],
+        vec!["monitor", "--help"],
+        vec!["trainer", "--help"],
+        vec!["joiner", "--help"],
+        vec!["models", "--help"],
+        vec!["keygen", "--help"],
     ] {
-        let out = broker
-            .command(&driftline(), PASSWORD)
-            .args(&args)
-            .output()?;
+        let out = with_secrets(&driftline()).args(&args).output()?;
         ensure!(out.status.success());
-        no_password(&format!("driftline {}", args.join(" ")), &text(&out))?;
+        secrets.none_in(&format!("driftline {}", args.join(" ")), &text(&out))?;
     }
     let out = broker
         .command(&send_data()?, PASSWORD)
@@ -288,8 +349,7 @@ fn every_service_works_through_sasl_ssl_with_scram_and_never_shows_the_password(
         [free_port()?, free_port()?, free_port()?, free_port()?],
     );
     let addr = |p: u16| format!("127.0.0.1:{p}");
-    let mut up = broker
-        .command(&driftline(), PASSWORD)
+    let mut up = with_secrets(&driftline())
         .args([
             "up",
             "--no-broker",
@@ -311,19 +371,31 @@ fn every_service_works_through_sasl_ssl_with_scram_and_never_shows_the_password(
         .env("DRIFTLINE_MONITOR_HTTP_ADDR", addr(ports[1]))
         .env("DRIFTLINE_TRAINER_HTTP_ADDR", addr(ports[2]))
         .env("DRIFTLINE_JOINER_HTTP_ADDR", addr(ports[3]))
+        .env("DRIFTLINE_KEYS_DIR", work.path().join("keys"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
     let out = lines(&mut up);
     let mut logged = wait_for(&out, "model ready", Duration::from_secs(300))?;
-    let api: std::net::SocketAddr = addr(http_port).parse()?;
-    let metrics = tokio::runtime::Runtime::new()?.block_on(http(api, "GET", "/metrics", None))?;
-    ensure!(metrics.0 == 200, "GET /metrics: {}", metrics.0);
-    no_password("/metrics", &metrics.1)?;
+    let served = [
+        (http_port, "/metrics"),
+        (ports[1], "/metrics"),
+        (ports[2], "/metrics"),
+        (ports[3], "/metrics"),
+        (ports[2], "/models"),
+        (ports[0], "/"),
+        (ports[0], "/api/dashboard"),
+    ];
+    let runtime = tokio::runtime::Runtime::new()?;
+    for (port, path) in served {
+        let (status, body) = runtime.block_on(http(addr(port).parse()?, "GET", path, None))?;
+        ensure!(status == 200, "GET {path} on {port}: {status}");
+        secrets.none_in(&format!("GET {path} on {port}"), &body)?;
+    }
     let status = exit_within(&mut up, Duration::from_secs(300))?;
     logged.extend(out.try_iter());
     ensure!(status.success(), "`up` stopped with {status}");
-    no_password("up's log", &logged.join("\n"))?;
+    secrets.none_in("up's log", &logged.join("\n"))?;
 
     let codec = Codec::single_object();
     let requests = count_ids(
@@ -346,10 +418,19 @@ fn every_service_works_through_sasl_ssl_with_scram_and_never_shows_the_password(
     exactly_once("predictions", &predictions, requests.len())?;
     let models = reader(&broker, topics::MODELS)?;
     let deadline = Instant::now() + Duration::from_secs(30);
+    let trust = Trust::load(&TrustArgs {
+        trusted_keys: vec![trusted],
+    })?;
     let published = loop {
         use rdkafka::Message;
         if let Some(m) = models.poll(Duration::from_millis(200)) {
-            break codec.decode::<ModelPublished>(m?.payload().unwrap_or_default())?;
+            let m = m?;
+            let payload = m.payload().unwrap_or_default();
+            let signer = trust
+                .check_message(&m, payload)
+                .map_err(|why| anyhow::anyhow!("the published version: {why}"))?;
+            ensure!(signer.is_some(), "the published version is not checked");
+            break codec.decode::<ModelPublished>(payload)?;
         }
         ensure!(
             Instant::now() < deadline,
