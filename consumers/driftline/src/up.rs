@@ -211,7 +211,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let history = Arc::new(Mutex::new(history));
     tokio::spawn(watch::follow(
         args.kafka.clone(),
-        driftline_runtime::signing::Trust::load(&trust)?,
+        signing::Trust::load(&trust)?,
         seen.clone(),
         history.clone(),
         shutdown.clone(),
@@ -323,9 +323,6 @@ fn write_position(path: &Path, resume: &Resume) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// A service's settings from its own flag definitions, with no command line: their
-/// defaults and environment variables. Also returns the ids of the settings the
-/// environment gave, which `up` leaves alone.
 /// The key the trainer signs with and the keys the services trust: those the environment
 /// names, else a pair made in --keys-dir on the first start. A signing key given without
 /// trusted keys is trusted (its public half is written beside the pair).
@@ -366,6 +363,9 @@ fn model_keys(args: &UpArgs) -> Result<(SigningArgs, TrustArgs)> {
     Ok((signing, trust))
 }
 
+/// A service's settings from its own flag definitions, with no command line: their
+/// defaults and environment variables. Also returns the ids of the settings the
+/// environment gave, which `up` leaves alone.
 fn service_settings<A: clap::Args + clap::FromArgMatches>()
 -> Result<(A, std::collections::HashSet<String>)> {
     let command = A::augment_args(clap::Command::new("driftline").no_binary_name(true))

@@ -385,8 +385,9 @@ pub struct FollowerMetrics {
 }
 
 /// Follows the models topic from its beginning, applying every record `trust` accepts to
-/// `registry` and calling `on_change` when a production version changes. `ready` fires once the topic
-/// has been read to its end at start-up, so callers can wait for the registry to be whole;
+/// `registry` and calling `on_change` when a production version changes. `ready` fires
+/// once the topic has been read to its end at start-up, so callers can wait for the
+/// registry to be whole;
 /// each request on `sync` is answered once the follower has read past where the topic
 /// ended when it came ([`RegistrySync`]).
 #[allow(clippy::too_many_arguments)]
@@ -402,8 +403,6 @@ pub async fn follow(
     mut sync: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    // A broker that cannot be reached yet (down, restarting, not started) is waited for:
-    // a follower that gave up here would leave its service not ready for good.
     if trust.checks() {
         info!(keys = ?trust.ids(), "model records are applied only when signed by a trusted key");
     } else {
@@ -411,6 +410,8 @@ pub async fn follow(
             "no trusted keys (--trusted-keys): model records are applied without checking who signed them"
         );
     }
+    // A broker that cannot be reached yet (down, restarting, not started) is waited for:
+    // a follower that gave up here would leave its service not ready for good.
     let mut backoff = Duration::from_millis(500);
     let (consumer, partitions) = loop {
         match assign_from_start(&kafka, &topic) {
