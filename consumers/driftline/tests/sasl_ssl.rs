@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -15,7 +16,7 @@ use common::{count_ids, exactly_once, exit_within, lines, repo, wait_for, write_
 use driftline_kafka::KafkaArgs;
 use driftline_runtime::signing::{Trust, TrustArgs};
 use driftline_schemas::codec::Codec;
-use driftline_schemas::events::{ModelPublished, PredictionLogged, PredictionRequest};
+use driftline_schemas::events::{Labelled, ModelPublished, PredictionLogged, PredictionRequest};
 use driftline_schemas::topics;
 use driftline_tests::{free_port, http, reader_on, unique};
 use rdkafka::consumer::BaseConsumer;
@@ -48,7 +49,13 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
 }
 
 impl SecureBroker {
+    /// One SCRAM user, no authorizer: every authenticated client may do anything.
     fn start() -> Result<Self> {
+        Self::start_with(&[(USER.into(), PASSWORD.into())], "")
+    }
+
+    /// The SCRAM `users` (name, password) and `extra` broker properties.
+    fn start_with(users: &[(String, String)], extra: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let d = dir.path();
         // A CA, and a broker certificate it signs for 127.0.0.1.
@@ -127,10 +134,16 @@ impl SecureBroker {
                  sasl.enabled.mechanisms=SCRAM-SHA-512\n\
                  listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
                  ssl.keystore.type=PEM\n\
-                 ssl.keystore.location={}\n",
+                 ssl.keystore.location={}\n{extra}",
                 d.join("keystore.pem").display()
             ),
         )?;
+        let scram: Vec<String> = users
+            .iter()
+            .map(|(name, password)| {
+                format!("--add-scram 'SCRAM-SHA-512=[name={name},password={password}]'")
+            })
+            .collect();
         let broker = Self {
             dir,
             port,
@@ -143,10 +156,7 @@ impl SecureBroker {
                 "DRIFTLINE_BROKER_EXTRA_CONFIG",
                 broker.dir.path().join("sasl.properties"),
             )
-            .env(
-                "DRIFTLINE_BROKER_FORMAT_ARGS",
-                format!("--add-scram 'SCRAM-SHA-512=[name={USER},password={PASSWORD}]'"),
-            )
+            .env("DRIFTLINE_BROKER_FORMAT_ARGS", scram.join(" "))
             .status()?;
         ensure!(status.success(), "the secured broker did not start");
         Ok(broker)
@@ -166,17 +176,21 @@ impl SecureBroker {
     }
 
     /// The client settings the README documents, as one `DRIFTLINE_KAFKA_OPTIONS` value.
-    fn options(&self, password: &str) -> String {
+    fn options(&self, user: &str, password: &str) -> String {
         format!(
-            "security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512,sasl.username={USER},sasl.password={password},ssl.ca.location={}",
+            "security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512,sasl.username={user},sasl.password={password},ssl.ca.location={}",
             self.dir.path().join("ca.pem").display()
         )
     }
 
     fn kafka(&self) -> KafkaArgs {
+        self.kafka_as(USER, PASSWORD)
+    }
+
+    fn kafka_as(&self, user: &str, password: &str) -> KafkaArgs {
         let mut k = KafkaArgs::with_bootstrap(self.bootstrap());
         k.options = self
-            .options(PASSWORD)
+            .options(user, password)
             .split(',')
             .map(String::from)
             .collect();
@@ -185,9 +199,13 @@ impl SecureBroker {
 
     /// A driftline binary with this cluster's settings in its environment.
     fn command(&self, binary: &Path, password: &str) -> Command {
+        self.command_as(binary, USER, password)
+    }
+
+    fn command_as(&self, binary: &Path, user: &str, password: &str) -> Command {
         let mut c = Command::new(binary);
         c.env("DRIFTLINE_BOOTSTRAP_SERVERS", self.bootstrap())
-            .env("DRIFTLINE_KAFKA_OPTIONS", self.options(password))
+            .env("DRIFTLINE_KAFKA_OPTIONS", self.options(user, password))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null());
         c
@@ -257,6 +275,26 @@ impl Secrets {
         }
         Ok(())
     }
+}
+
+/// An OTLP/HTTP endpoint on a loopback port that answers 200 to every export and keeps
+/// the bodies; its base URL (the exporter posts to `<URL>/v1/traces`) and what it got.
+async fn span_collector() -> Result<(String, Arc<Mutex<Vec<u8>>>)> {
+    let got: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let keep = got.clone();
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let keep = keep.clone();
+        async move {
+            keep.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(&body);
+            axum::http::StatusCode::OK
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, got))
 }
 
 /// Every message of a topic over the secured listener, until `expected` or the timeout.
@@ -349,6 +387,9 @@ fn every_service_works_through_sasl_ssl_with_scram_signs_its_models_and_shows_no
         [free_port()?, free_port()?, free_port()?, free_port()?],
     );
     let addr = |p: u16| format!("127.0.0.1:{p}");
+    // A span collector: everything the services export over OTLP, kept to be searched.
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (collector, spans) = runtime.block_on(span_collector())?;
     let mut up = with_secrets(&driftline())
         .args([
             "up",
@@ -372,6 +413,7 @@ fn every_service_works_through_sasl_ssl_with_scram_signs_its_models_and_shows_no
         .env("DRIFTLINE_TRAINER_HTTP_ADDR", addr(ports[2]))
         .env("DRIFTLINE_JOINER_HTTP_ADDR", addr(ports[3]))
         .env("DRIFTLINE_KEYS_DIR", work.path().join("keys"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -386,7 +428,6 @@ fn every_service_works_through_sasl_ssl_with_scram_signs_its_models_and_shows_no
         (ports[0], "/"),
         (ports[0], "/api/dashboard"),
     ];
-    let runtime = tokio::runtime::Runtime::new()?;
     for (port, path) in served {
         let (status, body) = runtime.block_on(http(addr(port).parse()?, "GET", path, None))?;
         ensure!(status == 200, "GET {path} on {port}: {status}");
@@ -396,6 +437,15 @@ fn every_service_works_through_sasl_ssl_with_scram_signs_its_models_and_shows_no
     logged.extend(out.try_iter());
     ensure!(status.success(), "`up` stopped with {status}");
     secrets.none_in("up's log", &logged.join("\n"))?;
+    // The exports are protobuf, where strings are stored as they are.
+    let spans =
+        String::from_utf8_lossy(&spans.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    ensure!(
+        spans.contains("driftline.requests") && spans.contains("first_offset"),
+        "no spans reached the collector ({} bytes)",
+        spans.len()
+    );
+    secrets.none_in("the exported spans", &spans)?;
 
     let codec = Codec::single_object();
     let requests = count_ids(
@@ -497,5 +547,170 @@ fn a_wrong_password_is_one_clear_error_at_start_not_a_hang() -> Result<()> {
         );
     }
     eprintln!("all three in {:?}", started.elapsed());
+    Ok(())
+}
+
+/// The name and password of a service's principal, as infra/acls.sh names it.
+fn principal(service: &str) -> (String, String) {
+    (
+        format!("driftline-{service}"),
+        format!("{service}-pw-41c7e"),
+    )
+}
+
+/// A broker with Kafka's authorizer on: nothing is allowed that no ACL allows. The
+/// broker's own listeners (plaintext for the start script's probe, and the controller's)
+/// run as ANONYMOUS, which must therefore be a super user, like driftline-admin.
+fn authorizing_broker(services: &[&str]) -> Result<SecureBroker> {
+    let users: Vec<(String, String)> = ["admin"]
+        .iter()
+        .chain(services)
+        .map(|s| principal(s))
+        .collect();
+    SecureBroker::start_with(
+        &users,
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+         super.users=User:ANONYMOUS;User:driftline-admin\n",
+    )
+}
+
+#[test]
+fn each_service_runs_under_its_own_principal_and_only_the_trainer_may_publish_a_model() -> Result<()>
+{
+    const PRINCIPALS: [&str; 5] = ["send", "predictor", "joiner", "monitor", "trainer"];
+    let broker = authorizing_broker(&PRINCIPALS)?;
+    let work = tempfile::tempdir()?;
+    let (admin, admin_password) = principal("admin");
+    let out = broker
+        .command_as(&driftline(), &admin, &admin_password)
+        .args(["topics", "apply"])
+        .output()?;
+    ensure!(out.status.success(), "topics apply: {}", text(&out));
+
+    // The ACLs, applied by the script an operator runs, over SASL_SSL as the admin.
+    let admin_config = work.path().join("admin.properties");
+    std::fs::write(
+        &admin_config,
+        format!(
+            "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n\
+             sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{admin}\" password=\"{admin_password}\";\n\
+             ssl.truststore.type=PEM\nssl.truststore.location={}\n",
+            broker.dir.path().join("ca.pem").display()
+        ),
+    )?;
+    let out = Command::new("bash")
+        .arg(repo().join("infra/acls.sh"))
+        .arg(broker.bootstrap())
+        .arg(&admin_config)
+        .output()?;
+    ensure!(out.status.success(), "infra/acls.sh: {}", text(&out));
+    no_password("infra/acls.sh", &text(&out))?;
+
+    // No principal but the trainer's may write the registry.
+    let runtime = tokio::runtime::Runtime::new()?;
+    for service in ["send", "predictor", "joiner", "monitor"] {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let (user, password) = principal(service);
+        let producer: FutureProducer = broker
+            .kafka_as(&user, &password)
+            .producer_config()
+            .create()?;
+        let sent = runtime.block_on(
+            producer.send(
+                FutureRecord::to(topics::MODELS)
+                    .key("flights/99")
+                    .payload(b"forged".as_slice()),
+                Duration::from_secs(20),
+            ),
+        );
+        match sent {
+            Err((e, _)) if e.to_string().contains("Topic authorization failed") => {
+                eprintln!("{service}'s principal, writing {}: {e}", topics::MODELS);
+            }
+            other => anyhow::bail!(
+                "{service}'s principal wrote to {}: {other:?}",
+                topics::MODELS
+            ),
+        }
+    }
+
+    // The whole loop, each service under its own principal: the ACLs are enough for it.
+    let prefix = format!("{}-", unique("acl"));
+    let slice = write_data(work.path(), &prefix, "2013-01-22", "2013-01-23")?;
+    let admin_kafka = broker.kafka_as(&admin, &admin_password);
+    runtime.block_on(async {
+        use driftline_tests::whole_loop::{Loop, lags};
+        let mut the_loop = Loop::new(
+            driftline(),
+            &work.path().join("loop"),
+            &admin_kafka,
+            &work.path().join("flights.toml"),
+            "2013-01-22",
+        )?;
+        for p in &mut the_loop.procs {
+            let (user, password) = principal(p.name);
+            p.env.push((
+                "DRIFTLINE_KAFKA_OPTIONS".into(),
+                broker.options(&user, &password),
+            ));
+        }
+        let (user, password) = principal("send");
+        let sent = async {
+            the_loop.wait_ready(Duration::from_secs(300)).await?;
+            let out = broker
+                .command_as(&send_data()?, &user, &password)
+                .arg("--spec")
+                .arg(work.path().join("flights.toml"))
+                .args(["--from", "2013-01-22"])
+                .output()?;
+            ensure!(out.status.success(), "send_data: {}", text(&out));
+            let deadline = Instant::now() + Duration::from_secs(300);
+            loop {
+                the_loop.supervise().await?;
+                let lags = lags(&admin_kafka).await?;
+                if lags.values().all(|l| *l == 0) {
+                    break;
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "the groups did not read everything: {lags:?}"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Ok(())
+        }
+        .await;
+        the_loop.stop().await;
+        for p in &the_loop.procs {
+            let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let denied: Vec<&str> = log
+                .lines()
+                .filter(|l| l.to_lowercase().contains("authoriz"))
+                .take(3)
+                .collect();
+            ensure!(
+                denied.is_empty(),
+                "the {} was denied something:\n{}",
+                p.name,
+                denied.join("\n")
+            );
+            ensure!(p.exits.is_empty(), "the {} exited: {:?}", p.name, p.exits);
+        }
+        sent
+    })?;
+
+    let codec = Codec::single_object();
+    let reader = |topic: &str| reader_on(&admin_kafka, topic);
+    let predictions = count_ids(&reader(topics::PREDICTIONS)?, &prefix, slice.rows, |b| {
+        Ok(codec.decode::<PredictionLogged>(b)?.request_id)
+    })?;
+    exactly_once("predictions", &predictions, slice.rows)?;
+    let labelled = count_ids(
+        &reader(topics::LABELLED)?,
+        &prefix,
+        slice.with_target,
+        |b| Ok(codec.decode::<Labelled>(b)?.prediction.request_id),
+    )?;
+    exactly_once("labelled pairs", &labelled, slice.with_target)?;
     Ok(())
 }
