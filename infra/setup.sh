@@ -2,8 +2,8 @@
 # Installs what a fresh Debian machine lacks for driftline, and skips what is there:
 # Debian packages (Java and Maven for the broker, libclang for RocksDB's bindings, OpenSSL
 # headers for Kafka's TLS and SASL/SCRAM), Apache Kafka's jars from Maven Central (pinned
-# in infra/kafka/pom.xml, cached outside the repo), and a Python venv with confluent-kafka
-# and fastavro for the interoperability test.
+# in infra/kafka/pom.xml, cached outside the repo), and a Python venv with confluent-kafka,
+# fastavro and schemathesis for the interoperability and HTTP API tests.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/env.sh"
@@ -41,10 +41,12 @@ else
     mv "$KAFKA_LIBS.partial" "$KAFKA_LIBS"
 fi
 
-if "$DRIFTLINE_VENV/bin/python" -c 'import confluent_kafka, fastavro' 2>/dev/null; then
+# confluent-kafka and fastavro for the interop test, schemathesis for the HTTP API's.
+if "$DRIFTLINE_VENV/bin/python" -c 'import confluent_kafka, fastavro, schemathesis' 2>/dev/null; then
     log "python venv present"
 else
-    log "creating python venv with confluent-kafka and fastavro"
+    log "creating python venv with confluent-kafka, fastavro and schemathesis"
     python3 -m venv "$DRIFTLINE_VENV"
-    "$DRIFTLINE_VENV/bin/pip" install -q --disable-pip-version-check confluent-kafka fastavro
+    "$DRIFTLINE_VENV/bin/pip" install -q --disable-pip-version-check confluent-kafka fastavro \
+        schemathesis==4.32.5
 fi

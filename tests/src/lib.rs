@@ -478,6 +478,22 @@ fn dechunk(mut s: &str) -> String {
 }
 
 /// A free port on loopback (bound and released: a tiny race, fine for tests).
+/// The Python of the test venv (infra/setup.sh makes it, with the peers the tests run):
+/// `DRIFTLINE_PYTHON`, else the venv in the cache.
+pub fn python() -> Result<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("DRIFTLINE_PYTHON") {
+        return Ok(p.into());
+    }
+    let home = std::env::var("HOME").context("HOME")?;
+    let venv = std::path::PathBuf::from(home).join(".cache/driftline/venv/bin/python");
+    anyhow::ensure!(
+        venv.exists(),
+        "no test venv at {}: run the tests with infra/test.sh (it makes the venv)",
+        venv.display()
+    );
+    Ok(venv)
+}
+
 pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

@@ -5,24 +5,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{Event, FeatureValue, PredictionRequest};
-use driftline_tests::{create_topics, payload, produce, producer, read_all, samples, unique};
-
-fn python() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("DRIFTLINE_PYTHON") {
-        return Ok(p.into());
-    }
-    let home = std::env::var("HOME").context("HOME")?;
-    let venv = PathBuf::from(home).join(".cache/driftline/venv/bin/python");
-    if venv.exists() {
-        return Ok(venv);
-    }
-    bail!(
-        "no Python with confluent-kafka and fastavro: run the tests with infra/test.sh (it makes the venv)"
-    )
-}
+use driftline_tests::{
+    create_topics, payload, produce, producer, python, read_all, samples, unique,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_client_reads_and_writes_our_avro_from_the_avsc_alone() -> Result<()> {
