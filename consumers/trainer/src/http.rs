@@ -9,6 +9,7 @@
 //! | GET | `/models/{model}/versions/{version}` | one version |
 //! | POST | `/models/{model}/versions/{version}/promote` | make it production |
 //! | POST | `/models/{model}/rollback` | back to the previous production version |
+//! | GET | `/openapi.json` | this API described (OpenAPI 3.0) |
 //! | GET | `/metrics` | Prometheus |
 
 use axum::extract::{Path, State};
@@ -103,8 +104,16 @@ pub fn router(api: RegistryApi, prometheus: prometheus::Registry) -> Router {
         .route("/models/{model}/versions/{version}", get(show_version))
         .route("/models/{model}/versions/{version}/promote", post(promote))
         .route("/models/{model}/rollback", post(rollback))
+        .route("/openapi.json", get(openapi))
         .with_state(api)
         .merge(driftline_process::metrics::router(prometheus))
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../openapi.json"),
+    )
 }
 
 fn authorize(api: &RegistryApi, headers: &HeaderMap) -> Result<(), ApiError> {

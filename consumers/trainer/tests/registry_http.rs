@@ -50,57 +50,85 @@ async fn request(
     Ok((status, json))
 }
 
+/// The trainer's API as the service wires it: a registry following the broker's models
+/// topic (v1 production, v2 rejected), a real producer, a real listener.
+struct Served {
+    w: World,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    follower: driftline_runtime::service::Follower,
+}
+
+impl Served {
+    async fn start() -> Result<Self> {
+        let w = World::new().await?;
+        let p = producer()?;
+        let codec = Codec::single_object();
+        driftline_trainer::jobs::publish(
+            &p,
+            &w.models,
+            &codec,
+            None,
+            &[
+                record(&w.model, 1, ModelStatus::Production, 10),
+                record(&w.model, 2, ModelStatus::Rejected, 20),
+            ],
+        )
+        .await?;
+        let shutdown = CancellationToken::new();
+        let follower = follow_registry(
+            &kafka(),
+            &w.models,
+            &codec,
+            Trust::none(),
+            |_, _| {},
+            None,
+            &shutdown,
+        );
+        tokio::time::timeout(Duration::from_secs(30), follower.loaded.cancelled())
+            .await
+            .context("the registry did not load")?;
+        let api = RegistryApi {
+            kafka: kafka(),
+            registry: follower.registry.clone(),
+            producer: p.clone(),
+            models_topic: w.models.clone(),
+            codec: codec.clone(),
+            trust: Trust::none(),
+            signer: None,
+            admin_token: Some(TOKEN.into()),
+        };
+        let app = router(api, prometheus::Registry::new());
+        let (addr, server) = serve_http(
+            "registry API",
+            "127.0.0.1:0".parse()?,
+            app,
+            Default::default(),
+            &shutdown,
+        )
+        .await?;
+        Ok(Self {
+            w,
+            addr,
+            shutdown,
+            server,
+            follower,
+        })
+    }
+
+    async fn stop(self) -> Result<()> {
+        self.shutdown.cancel();
+        self.server.await??;
+        self.follower.task.await??;
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn promote_over_http_needs_the_bearer_token_and_lands_on_the_models_topic() -> Result<()> {
-    let w = World::new().await?;
-    let p = producer()?;
-    let codec = Codec::single_object();
-    driftline_trainer::jobs::publish(
-        &p,
-        &w.models,
-        &codec,
-        None,
-        &[
-            record(&w.model, 1, ModelStatus::Production, 10),
-            record(&w.model, 2, ModelStatus::Rejected, 20),
-        ],
-    )
-    .await?;
-
-    // The trainer's API as the service wires it: a registry following the topic, a real
-    // producer, a real listener.
-    let shutdown = CancellationToken::new();
-    let follower = follow_registry(
-        &kafka(),
-        &w.models,
-        &codec,
-        Trust::none(),
-        |_, _| {},
-        None,
-        &shutdown,
-    );
-    tokio::time::timeout(Duration::from_secs(30), follower.loaded.cancelled())
-        .await
-        .context("the registry did not load")?;
-    let api = RegistryApi {
-        kafka: kafka(),
-        registry: follower.registry.clone(),
-        producer: p.clone(),
-        models_topic: w.models.clone(),
-        codec: codec.clone(),
-        trust: Trust::none(),
-        signer: None,
-        admin_token: Some(TOKEN.into()),
-    };
-    let app = router(api, prometheus::Registry::new());
-    let (addr, server) = serve_http(
-        "registry API",
-        "127.0.0.1:0".parse()?,
-        app,
-        Default::default(),
-        &shutdown,
-    )
-    .await?;
+    let served = Served::start().await?;
+    let (w, addr) = (&served.w, served.addr);
 
     // Reads need no token.
     let (status, list) = request(addr, "GET", "/models", None).await?;
@@ -156,9 +184,69 @@ async fn promote_over_http_needs_the_bearer_token_and_lands_on_the_models_topic(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    served.stop().await
+}
 
-    shutdown.cancel();
-    server.await??;
-    follower.task.await??;
-    Ok(())
+/// schemathesis (from PyPI) generates calls from the description the trainer serves, with
+/// the token and without: no 5xx, every answer as described, and the two changes refused
+/// without a valid token (its `ignored_auth` check). Generated promotes and rollbacks that
+/// pass are real records on the topic. Left out, as for the predictor: that every
+/// schema-valid call succeeds (a promote of v1, already production, is rightly a 409).
+#[tokio::test(flavor = "multi_thread")]
+async fn schemathesis_finds_no_server_error_and_no_answer_the_description_does_not_allow()
+-> Result<()> {
+    let served = Served::start().await?;
+    let schemathesis = driftline_tests::python()?.with_file_name("schemathesis");
+    anyhow::ensure!(
+        schemathesis.exists(),
+        "{} is missing: infra/setup.sh installs it in the test venv",
+        schemathesis.display()
+    );
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("schemathesis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "headers = {{ Authorization = \"Bearer {TOKEN}\" }}\n\
+             [parameters]\n\"path.model\" = \"{}\"\n\"path.version\" = \"2\"\n",
+            served.w.model
+        ),
+    )?;
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let out = tokio::process::Command::new(&schemathesis)
+        .arg("--config-file")
+        .arg(&config)
+        .arg("run")
+        .arg(format!("http://{}/openapi.json", served.addr))
+        .args([
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+        ])
+        .args(["--seed", &var("DRIFTLINE_SCHEMATHESIS_SEED", "1")])
+        .args([
+            "--max-examples",
+            &var("DRIFTLINE_SCHEMATHESIS_EXAMPLES", "50"),
+        ])
+        .current_dir(dir.path())
+        .output()
+        .await?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "schemathesis found failures:\n{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let generated: usize = report
+        .lines()
+        .find_map(|l| l.trim().split_once(" generated"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or(0);
+    anyhow::ensure!(
+        report.contains("Tested: 5") && generated >= 100,
+        "schemathesis did not test every operation ({generated} cases):\n{report}"
+    );
+    eprintln!("schemathesis: {generated} cases over 5 operations, no failure");
+    served.stop().await
 }
