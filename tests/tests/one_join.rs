@@ -25,7 +25,7 @@ use driftline_schemas::events::{
 };
 use driftline_schemas::spec::FeatureSpec;
 use driftline_tests::{create_topics, kafka, payload, produce, producer, read_all, unique};
-use driftline_trainer::labelled::{RowIndex, snapshot};
+use driftline_trainer::labelled::{RowIndex, newest_first};
 use driftline_trainer::metrics::TrainerMetrics;
 use driftline_trainer::processor::{Schedule, Topics as TrainerTopics, TrainerProcessor};
 use tokio_util::sync::CancellationToken;
@@ -261,7 +261,8 @@ async fn monitor_trainer_and_dashboard_give_the_same_error_per_day_from_the_one_
         store.commit(txn, &BTreeMap::new())?;
     }
     let mut rows: HashMap<i64, (u64, f64)> = HashMap::new();
-    for r in snapshot(&store, MODEL)? {
+    for r in newest_first(&store, MODEL, i64::MAX)? {
+        let r = r?;
         let y = match r.row.target {
             driftline_model::Target::Value(y) => y,
             other => anyhow::bail!("a class target {other:?}"),

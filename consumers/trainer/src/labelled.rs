@@ -349,16 +349,6 @@ impl RowIndex {
     }
 }
 
-/// Every committed labelled row of a model, oldest first (a consistent snapshot of what
-/// the consumer had committed when the scan ran), with where its halves were read.
-pub fn snapshot(store: &Store, model: &str) -> Result<Vec<SourcedRow>> {
-    store
-        .scan_prefix(&row_prefix(model))?
-        .into_iter()
-        .map(|(_, v)| decode_row(&v))
-        .collect()
-}
-
 /// Every committed labelled row of a model with event time at most `end`, newest first,
 /// decoded as it is read (one consistent snapshot; see [`Store::scan_prefix_rev`]).
 pub fn newest_first<'a>(
@@ -393,6 +383,16 @@ pub fn pending_jobs(store: &Store) -> Result<Vec<(Vec<u8>, Job)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every committed row of `model`, oldest first.
+    fn oldest_first(store: &Store, model: &str) -> Vec<SourcedRow> {
+        let mut rows: Vec<SourcedRow> = newest_first(store, model, i64::MAX)
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        rows.reverse();
+        rows
+    }
     use std::collections::BTreeMap as Offsets;
 
     fn x(v: f64) -> Features {
@@ -432,7 +432,7 @@ mod tests {
             "re-delivered"
         );
         store.commit(txn, &Offsets::new()).unwrap();
-        let rows = snapshot(&store, "m").unwrap();
+        let rows = oldest_first(&store, "m");
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].row, row(10, 2.0));
         assert_eq!(
@@ -507,8 +507,7 @@ mod tests {
         }
         assert_eq!(evicted, 3);
         store.commit(txn, &Offsets::new()).unwrap();
-        let times: Vec<i64> = snapshot(&store, "m")
-            .unwrap()
+        let times: Vec<i64> = oldest_first(&store, "m")
             .iter()
             .map(|r| r.row.event_time)
             .collect();

@@ -316,8 +316,8 @@ fn assign_from_start(
 /// Reads the latest record of `model` version `version` from the models topic (blocking:
 /// a scan of the compacted topic, for the rare operation on a version the registry keeps
 /// thin). `None` when the topic has no record of it. The record is the latest on the
-/// topic that `trust` accepts, which may itself lack the bytes: a caller that needs them
-/// checks.
+/// topic that a follower would apply (trusted, possible), which may itself lack the
+/// bytes: a caller that needs them checks.
 pub fn read_whole(
     kafka: &KafkaArgs,
     topic: &str,
@@ -342,10 +342,9 @@ pub fn read_whole(
             if let Some(m) = m
                 && m.key() == Some(key.as_bytes())
                 && let Some(payload) = m.payload()
-                && trust.check_message(m, payload).is_ok()
-                && let Ok(record) = codec.decode::<ModelPublished>(payload)
+                && let Verdict::Apply(record) = judge(m, payload, trust, codec, crate::now_ms())
             {
-                found = Some(record);
+                found = Some(*record);
             }
             Ok(())
         },
@@ -444,41 +443,34 @@ pub async fn follow(
         match m {
             Ok(m) => {
                 let Some(payload) = m.payload() else { continue };
-                if let Err(why) = trust.check_message(&m, payload) {
-                    let key = String::from_utf8_lossy(m.key().unwrap_or_default());
-                    warn!(%key, offset = m.offset(), %why, "model record refused: its signature is not trusted; the registry keeps what it had");
-                    if let Some(c) = &metrics {
-                        c.refused.inc();
-                    }
-                    continue;
-                }
-                match codec.decode::<ModelPublished>(payload) {
-                    Ok(record) => {
-                        let (model, version, status) =
-                            (record.model.clone(), record.version, record.status);
-                        if let Some(why) = refusal(&record, crate::now_ms()) {
-                            warn!(%model, version, offset = m.offset(), %why, "model record refused; the registry keeps what it had");
-                            if let Some(c) = &metrics {
-                                c.refused.inc();
-                            }
-                            continue;
-                        }
-                        let mut reg = registry.write().unwrap_or_else(|e| e.into_inner());
-                        let before = reg.thinned();
-                        let changed = reg.apply(record);
+                let record = match judge(&m, payload, &trust, &codec, crate::now_ms()) {
+                    Verdict::Apply(record) => *record,
+                    Verdict::Refuse(why) => {
+                        let key = String::from_utf8_lossy(m.key().unwrap_or_default());
+                        warn!(%key, offset = m.offset(), %why, "model record refused; the registry keeps what it had");
                         if let Some(c) = &metrics {
-                            c.thinned.inc_by(reg.thinned() - before);
+                            c.refused.inc();
                         }
-                        if let Some(change) = changed {
-                            info!(%model, from = ?change.from, to = ?change.to, "production version changed");
-                            on_change(&change, &reg);
-                        } else {
-                            info!(%model, version, %status, "model version recorded");
-                        }
+                        continue;
                     }
-                    Err(e) => {
-                        warn!(offset = m.offset(), error = %e, "undecodable model record skipped")
+                    Verdict::Undecodable(e) => {
+                        warn!(offset = m.offset(), error = %e, "undecodable model record skipped");
+                        continue;
                     }
+                };
+                let (model, version, status) =
+                    (record.model.clone(), record.version, record.status);
+                let mut reg = registry.write().unwrap_or_else(|e| e.into_inner());
+                let before = reg.thinned();
+                let changed = reg.apply(record);
+                if let Some(c) = &metrics {
+                    c.thinned.inc_by(reg.thinned() - before);
+                }
+                if let Some(change) = changed {
+                    info!(%model, from = ?change.from, to = ?change.to, "production version changed");
+                    on_change(&change, &reg);
+                } else {
+                    info!(%model, version, %status, "model version recorded");
                 }
             }
             Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
@@ -490,6 +482,29 @@ pub async fn follow(
             }
             Err(e) => warn!(error = %e, "registry consume error"),
         }
+    }
+}
+
+/// What a follower does with one record of the models topic.
+enum Verdict {
+    // Boxed: a model record is large beside the refusal reasons.
+    Apply(Box<ModelPublished>),
+    /// Not signed by a trusted key, or impossible ([`refusal`]): counted, never applied.
+    Refuse(String),
+    Undecodable(String),
+}
+
+/// The signature first (it covers the exact bytes), then the content.
+fn judge(m: &impl Message, payload: &[u8], trust: &Trust, codec: &Codec, now: i64) -> Verdict {
+    if let Err(why) = trust.check_message(m, payload) {
+        return Verdict::Refuse(format!("its signature is not trusted: {why}"));
+    }
+    match codec.decode::<ModelPublished>(payload) {
+        Ok(record) => match refusal(&record, now) {
+            Some(why) => Verdict::Refuse(why),
+            None => Verdict::Apply(Box::new(record)),
+        },
+        Err(e) => Verdict::Undecodable(e.to_string()),
     }
 }
 
