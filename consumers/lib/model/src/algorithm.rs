@@ -1,13 +1,13 @@
 //! The algorithms a spec's `model.algorithm` can name, and their hyper-parameters.
 //!
-//! | algorithm | target | linfa 0.8.1 | hyper-parameters (default) |
+//! | algorithm | target | solver | hyper-parameters (default) |
 //! | --- | --- | --- | --- |
-//! | `linear` | regression | `linfa_linear::LinearRegression` (QR least squares) | — |
-//! | `ridge` | regression | the elastic-net objective with `l1_ratio` 0, solved exactly by `linfa_linear::LinearRegression` on an augmented system (see below) | `penalty` (0.01) |
-//! | `lasso` | regression | `linfa_elasticnet::ElasticNet`, `l1_ratio` 1 | `penalty` (0.01) |
-//! | `elastic-net` | regression | `linfa_elasticnet::ElasticNet` | `penalty` (0.01), `l1_ratio` (0.5) |
-//! | `logistic` | classification | `linfa_logistic::LogisticRegression` (2 classes) or `MultiLogisticRegression` (more) | `alpha` (1.0) |
-//! | `random-forest` | classification | bagged `linfa_trees::DecisionTree`s | `trees` (20), `max_depth` (10), `feature_fraction` (1.0), `sample_fraction` (0.5), `min_samples_leaf` (5), `seed` (42), `threads` (all cores) |
+//! | `linear` | regression | least squares in closed form (normal equations, Cholesky); `linfa_linear::LinearRegression` (QR) when too ill-conditioned for that | — |
+//! | `ridge` | regression | the elastic-net objective with `l1_ratio` 0, solved exactly in closed form (see below) | `penalty` (0.01) |
+//! | `lasso` | regression | coordinate descent on the Gram matrix (scikit-learn's `precompute=True`), `l1_ratio` 1 | `penalty` (0.01) |
+//! | `elastic-net` | regression | coordinate descent on the Gram matrix | `penalty` (0.01), `l1_ratio` (0.5) |
+//! | `logistic` | classification | Newton's method (2 classes; `linfa_logistic::LogisticRegression`'s L-BFGS when the Hessian is singular) or `linfa_logistic::MultiLogisticRegression` (more) | `alpha` (1.0) |
+//! | `random-forest` | classification | bagged CART trees (Gini) of our own on columns binned at 256 quantiles (see `forest`) | `trees` (20), `max_depth` (10), `feature_fraction` (1.0), `sample_fraction` (0.5), `min_samples_leaf` (5), `seed` (42), `threads` (all cores) |
 //!
 //! Every algorithm also takes the encoder's `max_categories` (30) and `missing_indicators`
 //! (true). `lasso` and `elastic-net` take `max_iterations` (1000) and `tolerance` (1e-4);
@@ -18,15 +18,17 @@
 //! penalty is 0.01 rather than scikit-learn's 1.0: with standardised features a ridge
 //! penalty p shrinks every weight by about 1/(1 + p), so 1.0 would halve them. (scikit-learn's
 //! `Ridge` writes the same objective as `‖y − Xw‖² + alpha·‖w‖²`: its alpha is penalty × n.)
-//! An `l1_ratio` of 0 (`ridge`, or `elastic-net` with `l1_ratio = "0"`) is solved by least
-//! squares instead of linfa's coordinate descent, which never meets its stopping rule
-//! without an L1 term (1,000 iterations, still off the optimum, on the flights data).
+//! An `l1_ratio` of 0 (`ridge`, or `elastic-net` with `l1_ratio = "0"`) is solved in closed
+//! form instead of linfa's coordinate descent, which never meets its stopping rule without
+//! an L1 term (1,000 iterations, still off the optimum, on the flights data).
+//! Lasso and elastic net stop as scikit-learn does: a sweep's largest weight change below
+//! `tolerance` times the largest weight, and a duality gap below `tolerance·‖y − ȳ‖²`.
 //! Logistic `alpha` is linfa's L2 weight on the summed log loss, i.e. scikit-learn's `1/C`;
-//! its `gradient_tolerance` is per training row (linfa gets it times the row count, since
-//! its gradient is a sum over rows).
+//! its `gradient_tolerance` is per training row: the fit stops when the gradient of the
+//! summed loss has a norm of at most that times the row count.
 //!
-//! The forest's `feature_fraction` is the share of columns each *tree* sees (linfa's trees
-//! cannot sample columns per split, as scikit-learn's `max_features` does). It defaults to
+//! The forest's `feature_fraction` is the share of columns each *tree* sees (not per split,
+//! as scikit-learn's `max_features`). It defaults to
 //! all columns: a tree without the one strong column votes nearly at random, which costs
 //! more accuracy and calibration than the decorrelation gains. `sample_fraction` is the
 //! bootstrap sample size as a share of the rows (drawn with replacement).

@@ -20,10 +20,11 @@
 //!
 //! [`Encoder::encode_into`] writes into a caller's buffer and allocates nothing.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 
 use driftline_schemas::events::{FeatureValue, Features};
-use driftline_schemas::spec::{FeatureSpec, Kind};
+use driftline_schemas::spec::{FeatureDef, FeatureSpec, Kind};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{category_label, number_label};
@@ -84,9 +85,9 @@ enum Encoding {
 
 impl Encoder {
     /// Fits the encoder on training rows only.
-    pub fn fit<'a>(
+    pub fn fit<R: Borrow<Features> + Sync>(
         spec: &FeatureSpec,
-        rows: impl IntoIterator<Item = &'a Features> + Clone,
+        rows: &[R],
         options: EncoderOptions,
     ) -> Result<Self> {
         if options.max_categories == 0 {
@@ -95,8 +96,43 @@ impl Encoder {
                 message: "must be at least 1".into(),
             });
         }
+        if rows.len() > u32::MAX as usize {
+            return Err(Error::Fit(format!(
+                "{} rows are too many to encode",
+                rows.len()
+            )));
+        }
         let mut defs: Vec<_> = spec.features.iter().collect();
         defs.sort_by(|a, b| a.name.cmp(&b.name));
+        // One pass over the rows gathers what every feature needs (a lookup per row and
+        // feature cost more than all the arithmetic: the rows are maps on the heap), a
+        // slice of the rows per core, joined in row order so sums are bit for bit those of
+        // one pass.
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let chunk = rows.len().div_ceil(threads).max(1);
+        let parts: Vec<Vec<Seen>> = std::thread::scope(|s| {
+            let defs = &defs;
+            let handles: Vec<_> = rows
+                .chunks(chunk)
+                .enumerate()
+                .map(|(i, part)| s.spawn(move || gather(defs, part, (i * chunk) as u32)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        let mut seen: Vec<Seen> = defs.iter().map(|_| Seen::default()).collect();
+        for part in parts {
+            for (all, part) in seen.iter_mut().zip(part) {
+                all.values.extend(part.values);
+                all.missing_rows.extend(part.missing_rows);
+                for (label, k) in part.counts {
+                    *all.counts.entry(label).or_default() += k;
+                }
+            }
+        }
+        let n = rows.len() as u32;
         let mut features = Vec::with_capacity(defs.len());
         let mut next = 0u32;
         let mut column = || {
@@ -105,27 +141,21 @@ impl Encoder {
         };
         // Missing-row patterns that already have an indicator column.
         let mut patterns: Vec<Vec<u32>> = Vec::new();
-        for def in defs {
+        for (def, seen) in defs.into_iter().zip(seen) {
+            let Seen {
+                values,
+                missing_rows,
+                counts,
+            } = seen;
             let encoding = match def.kind {
                 Kind::Numeric => {
-                    let (mut sum, mut count, mut missing_rows, mut n) = (0.0, 0usize, vec![], 0u32);
-                    for f in rows.clone() {
-                        match numeric(f.get(&def.name)) {
-                            Some(x) => {
-                                sum += x;
-                                count += 1;
-                            }
-                            None => missing_rows.push(n),
-                        }
-                        n += 1;
-                    }
-                    let mean = if count > 0 { sum / count as f64 } else { 0.0 };
-                    let mut ss = 0.0;
-                    for f in rows.clone() {
-                        if let Some(x) = numeric(f.get(&def.name)) {
-                            ss += (x - mean) * (x - mean);
-                        }
-                    }
+                    let count = values.len();
+                    let mean = if count > 0 {
+                        values.iter().sum::<f64>() / count as f64
+                    } else {
+                        0.0
+                    };
+                    let ss: f64 = values.iter().map(|x| (x - mean) * (x - mean)).sum();
                     let std = if count > 0 {
                         (ss / count as f64).sqrt()
                     } else {
@@ -151,21 +181,7 @@ impl Encoder {
                     }
                 }
                 Kind::Categorical => {
-                    let mut counts: HashMap<String, u64> = HashMap::new();
-                    let (mut missing, mut n) = (0u64, 0u64);
-                    for f in rows.clone() {
-                        n += 1;
-                        match f.get(&def.name).and_then(category_label) {
-                            Some(c) => {
-                                if let Some(k) = counts.get_mut(c.as_ref()) {
-                                    *k += 1;
-                                } else {
-                                    counts.insert(c.into_owned(), 1);
-                                }
-                            }
-                            None => missing += 1,
-                        }
-                    }
+                    let missing = missing_rows.len() as u32;
                     let mut ranked: Vec<(String, u64)> = counts.into_iter().collect();
                     ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
                     let others = ranked.len() > options.max_categories;
@@ -249,21 +265,7 @@ impl Encoder {
         row.fill(0.0);
         let mut given = features.iter().peekable();
         for f in &self.features {
-            // Both sides are sorted by name: a merge join instead of a lookup per feature.
-            let mut value = None;
-            while let Some((name, v)) = given.peek() {
-                match name.as_str().cmp(f.name.as_str()) {
-                    std::cmp::Ordering::Less => {
-                        given.next();
-                    }
-                    std::cmp::Ordering::Equal => {
-                        value = Some(*v);
-                        given.next();
-                        break;
-                    }
-                    std::cmp::Ordering::Greater => break,
-                }
-            }
+            let value = next_named(&mut given, &f.name);
             match &f.encoding {
                 Encoding::Numeric {
                     mean,
@@ -398,6 +400,67 @@ impl Encoder {
     }
 }
 
+/// What one pass over the training rows saw of one feature.
+#[derive(Default)]
+struct Seen {
+    /// A numeric feature's values, in row order.
+    values: Vec<f64>,
+    /// Rows (by position) where the feature is missing.
+    missing_rows: Vec<u32>,
+    /// A categorical feature's labels and how often each was seen.
+    counts: HashMap<String, u64>,
+}
+
+/// What `defs` need from `rows`, the first of which is row number `first`.
+fn gather<R: Borrow<Features>>(defs: &[&FeatureDef], rows: &[R], first: u32) -> Vec<Seen> {
+    let mut seen: Vec<Seen> = defs.iter().map(|_| Seen::default()).collect();
+    for (n, f) in (first..).zip(rows) {
+        let mut given = f.borrow().iter().peekable();
+        for (def, seen) in defs.iter().zip(&mut seen) {
+            let value = next_named(&mut given, &def.name);
+            match def.kind {
+                Kind::Numeric => match numeric(value) {
+                    Some(x) => seen.values.push(x),
+                    None => seen.missing_rows.push(n),
+                },
+                Kind::Categorical => match value.and_then(category_label) {
+                    Some(c) => {
+                        if let Some(k) = seen.counts.get_mut(c.as_ref()) {
+                            *k += 1;
+                        } else {
+                            seen.counts.insert(c.into_owned(), 1);
+                        }
+                    }
+                    None => seen.missing_rows.push(n),
+                },
+            }
+        }
+    }
+    seen
+}
+
+/// The value of `name` in a row's features, read in name order: callers ask for names in
+/// ascending order, so both sides are walked once (a merge join, not a lookup per name).
+fn next_named<'a>(
+    given: &mut std::iter::Peekable<std::collections::btree_map::Iter<'a, String, FeatureValue>>,
+    name: &str,
+) -> Option<&'a FeatureValue> {
+    while let Some((key, v)) = given.peek() {
+        match key.as_str().cmp(name) {
+            std::cmp::Ordering::Less => {
+                given.next();
+            }
+            std::cmp::Ordering::Equal => {
+                let v = *v;
+                given.next();
+                return Some(v);
+            }
+            std::cmp::Ordering::Greater => return None,
+        }
+    }
+    None
+}
+
 fn numeric(value: Option<&FeatureValue>) -> Option<f64> {
     match value {
         Some(FeatureValue::Number(x)) if x.is_finite() => Some(*x),
@@ -479,7 +542,7 @@ mod tests {
         ];
         let e = Encoder::fit(
             &spec(),
-            rows.iter(),
+            &rows,
             EncoderOptions {
                 max_categories,
                 ..Default::default()
@@ -548,7 +611,7 @@ mod tests {
             .iter()
             .map(|c| [("colour".to_string(), FeatureValue::Category(c.to_string()))].into())
             .collect();
-        let e = Encoder::fit(&spec(), rows.iter(), EncoderOptions::default()).unwrap();
+        let e = Encoder::fit(&spec(), &rows, EncoderOptions::default()).unwrap();
         let mut row = vec![0.0; e.n_columns()];
         e.encode_into(
             &[("colour".to_string(), FeatureValue::Number(8.0))].into(),
@@ -570,7 +633,7 @@ mod tests {
                 [("x".to_string(), v.clone()), ("k".to_string(), v)].into()
             })
             .collect();
-        let e = Encoder::fit(&spec(), rows.iter(), EncoderOptions::default()).unwrap();
+        let e = Encoder::fit(&spec(), &rows, EncoderOptions::default()).unwrap();
         assert_eq!(e.column_names(), ["k", "k=<missing>", "x"]);
     }
 

@@ -1,23 +1,21 @@
-//! Fitting: encode the training rows, run the linfa algorithm, keep its parameters in our
-//! own representation.
+//! Fitting: encode the training rows, run the algorithm (our own solvers in `solve`, or
+//! linfa), keep its parameters in our own representation.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use driftline_schemas::events::Features;
 use driftline_schemas::spec::{FeatureSpec, TargetKind};
 use linfa::prelude::*;
-use linfa_elasticnet::ElasticNet;
 use linfa_linear::LinearRegression;
 use linfa_logistic::{LogisticRegression, MultiLogisticRegression};
-use linfa_trees::DecisionTree;
-use ndarray::{Array1, Array2, Axis, Slice};
+use ndarray::{Array1, Array2, Axis};
 
-use crate::algorithm::{self, Algorithm, ForestParams, Params, Parsed};
+use crate::algorithm::{self, Algorithm, Params, Parsed};
 use crate::data::LabelledRow;
 use crate::encoder::Encoder;
-use crate::model::{Fitted, TrainedModel, Tree};
+use crate::model::{Fitted, TrainedModel};
 use crate::{Error, Result};
+use crate::{forest, solve};
 
 /// Fits the spec's algorithm (`model.algorithm`) with its `model.hyper_parameters` on the
 /// training rows. The encoder is fitted on these rows only.
@@ -66,7 +64,8 @@ pub(crate) fn fit_rows(
             needed: 2,
         });
     }
-    let encoder = Encoder::fit(spec, rows.iter().map(|r| &r.features), options)?;
+    let features: Vec<&Features> = rows.iter().map(|r| &r.features).collect();
+    let encoder = Encoder::fit(spec, &features, options)?;
     let p = encoder.n_columns();
     if p == 0 {
         return Err(Error::Fit(
@@ -74,13 +73,7 @@ pub(crate) fn fit_rows(
                 .into(),
         ));
     }
-    let mut x = Array2::<f64>::zeros((rows.len(), p));
-    for (r, mut out) in rows.iter().zip(x.rows_mut()) {
-        // Rows of a fresh standard-layout array are contiguous.
-        if let Some(slice) = out.as_slice_mut() {
-            encoder.encode_into(&r.features, slice);
-        }
-    }
+    let x = encode(&encoder, rows);
     let mut diagnostics = BTreeMap::new();
     let fitted = match &params {
         Params::Linear | Params::ElasticNet { .. } => {
@@ -89,7 +82,7 @@ pub(crate) fn fit_rows(
         }
         Params::Logistic { .. } | Params::Forest(_) => {
             let (classes, y) = class_targets(rows)?;
-            fit_classifier(&params, x, classes, y)?
+            fit_classifier(&params, x, classes, y, &mut diagnostics)?
         }
     };
     let model = TrainedModel {
@@ -109,6 +102,31 @@ pub(crate) fn fit_rows(
         _ => Error::Fit(e.to_string()),
     })?;
     Ok(model)
+}
+
+/// The rows encoded, on every core: reading the rows' feature maps costs more than all of
+/// a linear fit's arithmetic.
+fn encode(encoder: &Encoder, rows: &[&LabelledRow]) -> Array2<f64> {
+    let p = encoder.n_columns();
+    let mut x = Array2::<f64>::zeros((rows.len(), p));
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = rows.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        for (rows, mut out) in rows
+            .chunks(chunk)
+            .zip(x.axis_chunks_iter_mut(Axis(0), chunk))
+        {
+            s.spawn(move || {
+                // A fresh standard-layout array: every row is one contiguous slice.
+                if let Some(out) = out.as_slice_mut() {
+                    for (r, slice) in rows.iter().zip(out.chunks_exact_mut(p)) {
+                        encoder.encode_into(&r.features, slice);
+                    }
+                }
+            });
+        }
+    });
+    x
 }
 
 fn regression_targets(rows: &[&LabelledRow]) -> Result<Array1<f64>> {
@@ -151,23 +169,35 @@ fn fit_regression(
     y: Array1<f64>,
     diagnostics: &mut BTreeMap<String, f64>,
 ) -> Result<Fitted> {
-    match *params {
-        Params::Linear => {
-            let model = LinearRegression::new()
-                .fit(&Dataset::new(x, y))
-                .map_err(|e| Error::Fit(format!("linear regression: {e}")))?;
-            Ok(Fitted::Linear {
-                weights: model.params().to_vec(),
-                intercept: model.intercept(),
-            })
-        }
+    let mut x = x;
+    let centred = solve::Centred::of(&mut x, &y).ok_or_else(|| Error::Fit("no rows".into()))?;
+    let (weights, intercept) = match *params {
+        Params::Linear => match solve::least_squares(&centred, 0.0) {
+            Some((w, b)) => (w.to_vec(), b),
+            None => {
+                // Too ill-conditioned for the normal equations (collinear columns): QR on
+                // the rows themselves, which finds a finite fit or lets validation say so.
+                // `x` is centred by now, so the intercept comes from the means.
+                diagnostics.insert("qr_fallback".into(), 1.0);
+                let model = LinearRegression::new()
+                    .fit(&Dataset::new(x, y))
+                    .map_err(|e| Error::Fit(format!("linear regression: {e}")))?;
+                let w = model.params().to_owned();
+                let b = centred.intercept(&w);
+                (w.to_vec(), b)
+            }
+        },
         Params::ElasticNet {
             penalty,
             l1_ratio: 0.0,
             ..
         } => {
-            let (weights, intercept) = ridge(x, y, penalty)?;
-            Ok(Fitted::Linear { weights, intercept })
+            let (w, b) = solve::least_squares(&centred, penalty).ok_or_else(|| {
+                Error::Fit(format!(
+                    "ridge regression: the penalty {penalty} is too small to make the problem well-conditioned"
+                ))
+            })?;
+            (w.to_vec(), b)
         }
         Params::ElasticNet {
             penalty,
@@ -175,63 +205,14 @@ fn fit_regression(
             max_iterations,
             tolerance,
         } => {
-            // linfa 0.8.1's elastic net centres y but not X, so with an intercept it fits the
-            // wrong model on uncentred columns (one-hot columns are never centred). Centre X
-            // here and fold the means back into the intercept, as scikit-learn does.
-            let means = x
-                .mean_axis(Axis(0))
-                .ok_or_else(|| Error::Fit("no rows".into()))?;
-            let centred = &x - &means;
-            drop(x);
-            let model = ElasticNet::<f64>::params()
-                .penalty(penalty)
-                .l1_ratio(l1_ratio)
-                .max_iterations(max_iterations)
-                .tolerance(tolerance)
-                .fit(&Dataset::new(centred, y))
-                .map_err(|e| Error::Fit(format!("elastic net: {e}")))?;
-            let w = model.hyperplane();
-            diagnostics.insert("iterations".into(), f64::from(model.n_steps()));
-            diagnostics.insert("duality_gap".into(), model.duality_gap());
-            Ok(Fitted::Linear {
-                weights: w.to_vec(),
-                intercept: model.intercept() - w.dot(&means),
-            })
+            let fit = solve::elastic_net(&centred, penalty, l1_ratio, max_iterations, tolerance);
+            diagnostics.insert("iterations".into(), f64::from(fit.iterations));
+            diagnostics.insert("duality_gap".into(), fit.duality_gap);
+            (fit.weights.to_vec(), fit.intercept)
         }
         _ => unreachable!("regression parameters"),
-    }
-}
-
-/// Ridge regression, the elastic-net objective with `l1_ratio` 0, solved exactly with
-/// linfa-linear's least squares on the augmented system `[Xc; √(n·penalty)·I] w = [yc; 0]`
-/// (Xc, yc centred, so the intercept is not penalised). linfa 0.8.1's coordinate descent
-/// does not stop early without an L1 term: its duality gap stays large, and on 20,000
-/// flights rows it ran all 1,000 iterations for 2 s and was still off the optimum.
-fn ridge(x: Array2<f64>, y: Array1<f64>, penalty: f64) -> Result<(Vec<f64>, f64)> {
-    let (n, p) = x.dim();
-    let means = x
-        .mean_axis(Axis(0))
-        .ok_or_else(|| Error::Fit("no rows".into()))?;
-    let y_mean = y.mean().unwrap_or(0.0);
-    let mut augmented = Array2::<f64>::zeros((n + p, p));
-    augmented
-        .slice_axis_mut(Axis(0), Slice::from(..n))
-        .assign(&(&x - &means));
-    drop(x);
-    let scale = (n as f64 * penalty).sqrt();
-    for j in 0..p {
-        augmented[[n + j, j]] = scale;
-    }
-    let mut target = Array1::<f64>::zeros(n + p);
-    target
-        .slice_axis_mut(Axis(0), Slice::from(..n))
-        .assign(&(&y - y_mean));
-    let model = LinearRegression::new()
-        .with_intercept(false)
-        .fit(&Dataset::new(augmented, target))
-        .map_err(|e| Error::Fit(format!("ridge regression: {e}")))?;
-    let w = model.params();
-    Ok((w.to_vec(), y_mean - w.dot(&means)))
+    };
+    Ok(Fitted::Linear { weights, intercept })
 }
 
 fn fit_classifier(
@@ -239,6 +220,7 @@ fn fit_classifier(
     x: Array2<f64>,
     classes: Vec<String>,
     y: Array1<usize>,
+    diagnostics: &mut BTreeMap<String, f64>,
 ) -> Result<Fitted> {
     // linfa's logistic loss is a sum over rows, so its gradient grows with the row count;
     // the tolerance is given per row (as for scikit-learn's mean loss) and scaled here.
@@ -249,6 +231,20 @@ fn fit_classifier(
             max_iterations,
             gradient_tolerance,
         } if classes.len() == 2 => {
+            let positive: Vec<bool> = y.iter().map(|&class| class == 1).collect();
+            if let Some(fit) =
+                solve::logistic(&x, &positive, alpha, max_iterations, gradient_tolerance)
+            {
+                diagnostics.insert("iterations".into(), fit.iterations as f64);
+                // Newton's weights are the log-odds of classes[1], as we keep them.
+                return Ok(Fitted::Logistic {
+                    classes,
+                    weights: fit.weights.to_vec(),
+                    intercept: fit.intercept,
+                });
+            }
+            // No penalty and separable or collinear rows: L-BFGS finds a finite point.
+            diagnostics.insert("lbfgs_fallback".into(), 1.0);
             let model = LogisticRegression::default()
                 .alpha(alpha)
                 .max_iterations(max_iterations)
@@ -295,213 +291,15 @@ fn fit_classifier(
                 intercepts,
             })
         }
-        Params::Forest(forest) => {
-            let trees = fit_forest(
+        Params::Forest(params) => {
+            let trees = forest::fit(
                 &x,
                 y.as_slice().unwrap_or(&y.to_vec()),
                 classes.len(),
-                forest,
+                params,
             )?;
             Ok(Fitted::Forest { classes, trees })
         }
         _ => unreachable!("classification parameters"),
-    }
-}
-
-/// A random forest from linfa's decision trees: each tree sees a bootstrap sample of the rows
-/// (with replacement) and a random subset of the columns (without replacement).
-///
-/// linfa-ensemble 0.8.1's `RandomForest` does the same with two flaws for a service: it
-/// draws feature indices with replacement (a tree can get the same column twice) and it
-/// unwraps each tree's fit (a panic instead of an error); it also fits one tree at a time.
-/// Here trees are fitted on `threads` threads, each from its own seed, so the forest is
-/// the same whatever the thread count.
-fn fit_forest(
-    x: &Array2<f64>,
-    y: &[usize],
-    n_classes: usize,
-    p: &ForestParams,
-) -> Result<Vec<Tree>> {
-    let (n, cols) = x.dim();
-    let n_rows = (((n as f64) * p.sample_fraction).ceil() as usize).clamp(1, n);
-    let n_cols = (((cols as f64) * p.feature_fraction).ceil() as usize).clamp(1, cols);
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Tree>>>> =
-        Mutex::new((0..p.trees).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for _ in 0..p.threads.min(p.trees) {
-            s.spawn(|| {
-                loop {
-                    let t = next.fetch_add(1, Ordering::Relaxed);
-                    if t >= p.trees {
-                        break;
-                    }
-                    let tree = fit_tree(x, y, n_classes, p, t, n_rows, n_cols);
-                    if let Ok(mut r) = results.lock() {
-                        r[t] = Some(tree);
-                    }
-                }
-            });
-        }
-    });
-    let results = results
-        .into_inner()
-        .map_err(|_| Error::Fit("a tree fit panicked".into()))?;
-    results
-        .into_iter()
-        .map(|t| t.unwrap_or_else(|| Err(Error::Fit("a tree was not fitted".into()))))
-        .collect()
-}
-
-fn fit_tree(
-    x: &Array2<f64>,
-    y: &[usize],
-    n_classes: usize,
-    p: &ForestParams,
-    t: usize,
-    n_rows: usize,
-    n_cols: usize,
-) -> Result<Tree> {
-    let (n, cols) = x.dim();
-    let mut rng = SplitMix64(p.seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let rows: Vec<usize> = (0..n_rows).map(|_| rng.below(n)).collect();
-    let mut features: Vec<usize> = (0..cols).collect();
-    for i in 0..n_cols {
-        let j = i + rng.below(cols - i);
-        features.swap(i, j);
-    }
-    features.truncate(n_cols);
-    features.sort_unstable();
-    let records = Array2::from_shape_fn((n_rows, n_cols), |(i, j)| x[[rows[i], features[j]]]);
-    let targets: Array1<usize> = rows.iter().map(|&r| y[r]).collect();
-    let leaf = p.min_samples_leaf as f32;
-    let tree = DecisionTree::params()
-        .max_depth(Some(p.max_depth))
-        .min_weight_leaf(leaf)
-        .min_weight_split(2.0 * leaf)
-        .fit(&Dataset::new(records, targets))
-        .map_err(|e| Error::Fit(format!("decision tree {t}: {e}")))?;
-    extract_tree(&tree, &features, x, &rows, y, n_classes)
-}
-
-/// Copies a linfa tree into node arrays, mapping its columns back to the encoded row's
-/// (`features[j]` is the encoded column of the tree's column `j`).
-///
-/// linfa's leaves keep only their majority class; the class frequencies of each leaf are
-/// counted here by sending the tree's own training rows (`x` rows `rows`, labels `y`)
-/// through it, so the forest can average probabilities as scikit-learn does. A leaf no
-/// training row reaches (possible only through rounding at a threshold) keeps linfa's
-/// class with probability 1.
-pub(crate) fn extract_tree(
-    tree: &DecisionTree<f64, usize>,
-    features: &[usize],
-    x: &Array2<f64>,
-    rows: &[usize],
-    y: &[usize],
-    n_classes: usize,
-) -> Result<Tree> {
-    let mut out = Tree::default();
-    let mut modal = Vec::new();
-    let push = |out: &mut Tree| {
-        out.feature.push(0);
-        out.threshold.push(0.0);
-        out.left.push(0);
-        out.right.push(0);
-        out.leaf.push(0);
-        (out.left.len() - 1) as u32
-    };
-    push(&mut out);
-    let mut stack = vec![(tree.root_node(), 0usize)];
-    while let Some((node, i)) = stack.pop() {
-        if let Some(class) = node.prediction() {
-            out.leaf[i] = modal.len() as u32;
-            modal.push(class);
-            continue;
-        }
-        let children = node.children();
-        let (Some(left), Some(right)) = (children[0].as_deref(), children[1].as_deref()) else {
-            return Err(Error::Fit(
-                "a decision tree split has a missing child".into(),
-            ));
-        };
-        let (column, threshold, _) = node.split();
-        let (l, r) = (push(&mut out), push(&mut out));
-        out.feature[i] = features[column] as u32;
-        out.threshold[i] = threshold;
-        out.left[i] = l;
-        out.right[i] = r;
-        stack.push((left, l as usize));
-        stack.push((right, r as usize));
-    }
-    let mut counts = vec![0.0; modal.len() * n_classes];
-    let mut row = vec![0.0; x.ncols()];
-    for &r in rows {
-        row.iter_mut().zip(x.row(r)).for_each(|(a, b)| *a = *b);
-        counts[out.leaf_for(&row) * n_classes + y[r]] += 1.0;
-    }
-    for (leaf, c) in counts.chunks_exact_mut(n_classes).enumerate() {
-        let total: f64 = c.iter().sum();
-        if total > 0.0 {
-            c.iter_mut().for_each(|v| *v /= total);
-        } else if let Some(slot) = c.get_mut(modal[leaf]) {
-            *slot = 1.0;
-        }
-    }
-    out.proba = counts;
-    Ok(out)
-}
-
-/// Sebastiano Vigna's SplitMix64: a few lines, good enough to draw bootstrap samples, and
-/// the same on every platform.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2⁻³² for our sizes).
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next()) * n as u128) >> 64) as usize
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn extracted_trees_predict_like_linfa() {
-        let mut rng = SplitMix64(7);
-        let (n, cols) = (600, 6);
-        let x = Array2::from_shape_fn((n, cols), |_| (rng.below(1000) as f64) / 100.0 - 5.0);
-        // A class that depends on columns 1 and 4 with some label noise.
-        let y: Array1<usize> = x
-            .rows()
-            .into_iter()
-            .map(|r| usize::from(r[1] + 0.5 * r[4] > 0.3) + usize::from(rng.below(10) == 0))
-            .collect();
-        // Fit on columns [1, 3, 4] only, as a forest tree would.
-        let features = [1usize, 3, 4];
-        let sub = x.select(Axis(1), &features);
-        let tree = DecisionTree::params()
-            .max_depth(Some(6))
-            .fit(&Dataset::new(sub.clone(), y.clone()))
-            .unwrap();
-        let all: Vec<usize> = (0..n).collect();
-        let ours = extract_tree(&tree, &features, &x, &all, y.as_slice().unwrap(), 3).unwrap();
-        ours.validate_for_test(cols, 3);
-        let theirs = tree.predict(&sub);
-        for (row, expected) in x.rows().into_iter().zip(theirs.iter()) {
-            let leaf = ours.leaf_for(&row.to_vec());
-            let p = &ours.proba[leaf * 3..leaf * 3 + 3];
-            // linfa's leaf class is the most frequent one in the leaf (ties aside).
-            let most = p.iter().copied().fold(0.0, f64::max);
-            assert_eq!(p[*expected], most, "{p:?} vs linfa's {expected}");
-        }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! The trainer builds [`LabelledRow`]s from its store, splits them by time
 //! ([`split_by_time`]: older rows train, the newest are the holdout), [`fit`]s the spec's
-//! algorithm with linfa, [`evaluate`]s the candidate and the production model on the same
+//! algorithm, [`evaluate`]s the candidate and the production model on the same
 //! holdout, decides with [`better`], and publishes [`TrainedModel::to_bytes`] (format
 //! [`FORMAT`]) with a [`reference_profile`]. The predictor loads the bytes with
 //! [`TrainedModel::from_bytes`] and calls [`TrainedModel::predict`] or
@@ -61,8 +61,10 @@ mod data;
 pub mod encoder;
 mod evaluate;
 mod fit;
+mod forest;
 pub mod model;
 pub mod profile;
+mod solve;
 
 pub use algorithm::Algorithm;
 pub use data::{LabelledRow, Target, holdout_start, split_by_time};
