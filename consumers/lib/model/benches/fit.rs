@@ -27,6 +27,8 @@ use driftline_schemas::events::{FeatureValue, Features};
 use driftline_schemas::spec::{FeatureSpec, TargetKind, parse_time};
 
 struct Case {
+    /// The row's name here and in sklearn_fit.py's output.
+    label: &'static str,
     algorithm: &'static str,
     spec: &'static str,
     hyper_parameters: Vec<(&'static str, String)>,
@@ -55,35 +57,68 @@ fn main() -> Result<()> {
     let csv_path = data_dir.join("flights.csv.gz");
     let have_data = csv_path.exists();
 
+    // Fixed hyper-parameters, as the peers get them (no search).
+    let boosted = vec![
+        ("iterations", "200".to_string()),
+        ("learning_rate", "0.1".to_string()),
+        ("max_depth", "6".to_string()),
+        ("search_seconds", "0".to_string()),
+        ("threads", threads.to_string()),
+    ];
     let cases = [
         Case {
+            label: "linear",
             algorithm: "linear",
             spec: "flights.toml",
             hyper_parameters: vec![],
         },
         Case {
+            label: "ridge",
             algorithm: "ridge",
             spec: "flights.toml",
             hyper_parameters: vec![],
         },
         Case {
+            label: "lasso",
             algorithm: "lasso",
             spec: "flights.toml",
             hyper_parameters: vec![],
         },
         Case {
+            label: "elastic-net",
             algorithm: "elastic-net",
             spec: "flights.toml",
             hyper_parameters: vec![],
         },
         Case {
+            label: "logistic",
             algorithm: "logistic",
             spec: "flights-late.toml",
             hyper_parameters: vec![],
         },
         Case {
+            label: "random-forest",
             algorithm: "random-forest",
             spec: "flights-late.toml",
+            hyper_parameters: vec![("threads", threads.to_string())],
+        },
+        Case {
+            label: "boosted-regression",
+            algorithm: "boosted-trees",
+            spec: "flights.toml",
+            hyper_parameters: boosted.clone(),
+        },
+        Case {
+            label: "boosted-classification",
+            algorithm: "boosted-trees",
+            spec: "flights-late.toml",
+            hyper_parameters: boosted,
+        },
+        // What the trainer does by default: the time-bounded search, then a refit.
+        Case {
+            label: "boosted-searched",
+            algorithm: "boosted-trees",
+            spec: "flights.toml",
             hyper_parameters: vec![("threads", threads.to_string())],
         },
     ];
@@ -126,6 +161,12 @@ fn main() -> Result<()> {
             .collect();
         let mut best = f64::INFINITY;
         let mut model = None;
+        // The search runs for its time budget: once is enough.
+        let reps = if case.label == "boosted-searched" {
+            1
+        } else {
+            reps
+        };
         for _ in 0..reps {
             let started = Instant::now();
             let m = fit_with(spec, case.algorithm, &hp, train)
@@ -146,8 +187,8 @@ fn main() -> Result<()> {
         std::hint::black_box(sink);
         let bytes = model.to_bytes().len();
         println!(
-            "rust    {:<14} fit {:>8.3} s  {}  predict {:>6.2} µs/row  model {} bytes  {:?} {:?}",
-            case.algorithm,
+            "rust    {:<22} fit {:>8.3} s  {}  predict {:>6.2} µs/row  model {} bytes  {:?} {:?}",
+            case.label,
             best,
             quality(spec.target.kind, &metrics),
             per_row_us,
@@ -156,7 +197,7 @@ fn main() -> Result<()> {
             model.diagnostics()
         );
         ours.insert(
-            case.algorithm,
+            case.label,
             Measured {
                 fit_seconds: best,
                 metrics,
@@ -203,8 +244,10 @@ fn main() -> Result<()> {
             fit_seconds: fit_s,
             metrics,
             predict_us: us,
-        } = &ours[case.algorithm];
-        let t = &theirs[case.algorithm];
+        } = &ours[case.label];
+        let Some(t) = theirs.get(case.label) else {
+            continue;
+        };
         let kind = specs[case.spec].0.target.kind;
         let their_metrics: BTreeMap<String, f64> = t["metrics"]
             .as_object()
@@ -216,7 +259,7 @@ fn main() -> Result<()> {
             .unwrap_or_default();
         println!(
             "| {} | {:.3} | {:.3} | {} | {} | {:.2} | {:.0} |",
-            case.algorithm,
+            case.label,
             fit_s,
             t["fit_seconds"].as_f64().unwrap_or(f64::NAN),
             quality(kind, metrics),
@@ -226,9 +269,41 @@ fn main() -> Result<()> {
         );
     }
     println!(
-        "\nscikit-learn {} (rows {}/{})",
+        "\nscikit-learn {} (rows {}/{}); boosted rows beside HistGradientBoosting*",
         theirs["_meta"]["sklearn"], theirs["_meta"]["train_rows"], theirs["_meta"]["holdout_rows"]
     );
+    println!(
+        "\n| algorithm | driftline fit (s) | LightGBM fit (s) | driftline holdout | LightGBM holdout | driftline predict (µs/row) | LightGBM predict, one row per call (µs) |"
+    );
+    println!("| --- | ---: | ---: | --- | --- | ---: | ---: |");
+    for label in ["boosted-regression", "boosted-classification"] {
+        let (Some(m), Some(t)) = (ours.get(label), theirs.get(&format!("lightgbm-{label}"))) else {
+            continue;
+        };
+        let kind = if label.ends_with("regression") {
+            TargetKind::Regression
+        } else {
+            TargetKind::Classification
+        };
+        let their_metrics: BTreeMap<String, f64> = t["metrics"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "| {label} | {:.3} | {:.3} | {} | {} | {:.2} | {:.0} |",
+            m.fit_seconds,
+            t["fit_seconds"].as_f64().unwrap_or(f64::NAN),
+            quality(kind, &m.metrics),
+            quality(kind, &their_metrics),
+            m.predict_us,
+            t["predict_one_us"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+    println!("LightGBM {}", theirs["_meta"]["lightgbm"]);
     Ok(())
 }
 

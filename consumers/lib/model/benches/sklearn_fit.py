@@ -16,6 +16,13 @@ Equivalences with driftline's defaults (consumers/lib/model/src/algorithm.rs):
 - logistic: LogisticRegression(C = 1/alpha = 1, lbfgs, max_iter 200).
 - random-forest: RandomForestClassifier(20 trees, max_depth 10, max_samples 0.5,
   min_samples_leaf 5, all features, n_jobs = --threads).
+- boosted-regression / boosted-classification (driftline's `boosted-trees` with 200 trees,
+  learning_rate 0.1, max_depth 6, l2 1, min_leaf_weight 1, no search):
+  HistGradientBoostingRegressor / Classifier(max_iter 200, learning_rate 0.1, max_depth 6,
+  l2_regularization 1, min_samples_leaf 1, max_leaf_nodes None, no early stopping), and,
+  when lightgbm is installed, LGBMRegressor / LGBMClassifier with the same settings
+  (num_leaves 64 lets depth 6 bind, min_child_weight 1, min_child_samples 1, reg_lambda 1,
+  n_jobs = --threads) as `lightgbm-boosted-*`.
 """
 
 import argparse
@@ -28,7 +35,8 @@ import pandas as pd
 import sklearn
 from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import (HistGradientBoostingClassifier, HistGradientBoostingRegressor,
+                              RandomForestClassifier)
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import ElasticNet, Lasso, LinearRegression, LogisticRegression, Ridge
 from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, mean_squared_error
@@ -78,6 +86,9 @@ def main():
     x_train, x_hold = train[NUMERIC + CATEGORICAL], holdout[NUMERIC + CATEGORICAL]
     n = len(train)
 
+    hist_boosting = dict(max_iter=200, learning_rate=0.1, max_depth=6, max_leaf_nodes=None,
+                         l2_regularization=1.0, min_samples_leaf=1, early_stopping=False,
+                         random_state=0)
     models = {
         "linear": ("arr_delay", LinearRegression()),
         "ridge": ("arr_delay", Ridge(alpha=PENALTY * n)),
@@ -87,8 +98,21 @@ def main():
         "random-forest": ("late", RandomForestClassifier(
             n_estimators=20, max_depth=10, max_samples=0.5, min_samples_leaf=5, max_features=None,
             bootstrap=True, n_jobs=args.threads, random_state=42)),
+        "boosted-regression": ("arr_delay", HistGradientBoostingRegressor(**hist_boosting)),
+        "boosted-classification": ("late", HistGradientBoostingClassifier(**hist_boosting)),
     }
-    out = {"_meta": {"sklearn": sklearn.__version__, "train_rows": n, "holdout_rows": len(holdout)}}
+    try:
+        import lightgbm
+        lgbm = dict(n_estimators=200, learning_rate=0.1, max_depth=6, num_leaves=64,
+                    min_child_weight=1.0, min_child_samples=1, reg_lambda=1.0, max_bin=255,
+                    n_jobs=args.threads, verbose=-1, random_state=0)
+        models["lightgbm-boosted-regression"] = ("arr_delay", lightgbm.LGBMRegressor(**lgbm))
+        models["lightgbm-boosted-classification"] = ("late", lightgbm.LGBMClassifier(**lgbm))
+        lightgbm_version = lightgbm.__version__
+    except ImportError:
+        lightgbm_version = None
+    out = {"_meta": {"sklearn": sklearn.__version__, "lightgbm": lightgbm_version,
+                     "train_rows": n, "holdout_rows": len(holdout)}}
     for name, (target, estimator) in models.items():
         y_train, y_hold = train[target].to_numpy(), holdout[target].to_numpy()
         best, pipe = math.inf, None

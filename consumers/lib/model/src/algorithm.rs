@@ -8,6 +8,7 @@
 //! | `elastic-net` | regression | coordinate descent on the Gram matrix | `penalty` (0.01), `l1_ratio` (0.5) |
 //! | `logistic` | classification | Newton's method (2 classes; `linfa_logistic::LogisticRegression`'s L-BFGS when the Hessian is singular) or `linfa_logistic::MultiLogisticRegression` (more) | `alpha` (1.0) |
 //! | `random-forest` | classification | bagged CART trees (Gini) of our own on columns binned at 256 quantiles (see `forest`) | `trees` (20), `max_depth` (10), `feature_fraction` (1.0), `sample_fraction` (0.5), `min_samples_leaf` (5), `seed` (42), `threads` (all cores) |
+//! | `boosted-trees` | regression, or classification of two classes | gradient boosting by forust-ml (XGBoost's algorithm), with a time-bounded search (see `boost`) | `iterations` (200), `learning_rate` (0.1), `max_depth` (6), `l2` (1.0), `min_leaf_weight` (1.0), `seed` (0), `search_seconds` (30; 0 for none), `threads` (all cores) |
 //!
 //! Every algorithm also takes the encoder's `max_categories` (30) and `missing_indicators`
 //! (true). `lasso` and `elastic-net` take `max_iterations` (1000) and `tolerance` (1e-4);
@@ -33,6 +34,11 @@
 //! more accuracy and calibration than the decorrelation gains. `sample_fraction` is the
 //! bootstrap sample size as a share of the rows (drawn with replacement).
 //!
+//! `boosted-trees`' search picks `learning_rate`, `max_depth` and the number of trees on
+//! the newest 20% of the training rows; what it picked is on the model card. Bounded by
+//! time, it may try fewer points on a slower machine: set `search_seconds` to 0 (and the
+//! three parameters) for a fit that depends on the rows alone.
+//!
 //! An unknown hyper-parameter name is an error, so a typo in a spec does not silently fall
 //! back to a default.
 
@@ -52,16 +58,18 @@ pub enum Algorithm {
     ElasticNet,
     Logistic,
     RandomForest,
+    BoostedTrees,
 }
 
 impl Algorithm {
-    pub const ALL: [Algorithm; 6] = [
+    pub const ALL: [Algorithm; 7] = [
         Algorithm::Linear,
         Algorithm::Ridge,
         Algorithm::Lasso,
         Algorithm::ElasticNet,
         Algorithm::Logistic,
         Algorithm::RandomForest,
+        Algorithm::BoostedTrees,
     ];
 
     /// Reads a spec's `model.algorithm` (a few spellings are accepted).
@@ -74,6 +82,7 @@ impl Algorithm {
                 "elastic-net" | "elasticnet" => Algorithm::ElasticNet,
                 "logistic" | "logistic-regression" => Algorithm::Logistic,
                 "random-forest" | "randomforest" | "forest" => Algorithm::RandomForest,
+                "boosted-trees" | "gradient-boosting" | "gbt" | "gbm" => Algorithm::BoostedTrees,
                 _ => return Err(Error::UnknownAlgorithm(name.to_string())),
             },
         )
@@ -88,14 +97,16 @@ impl Algorithm {
             Algorithm::ElasticNet => "elastic-net",
             Algorithm::Logistic => "logistic",
             Algorithm::RandomForest => "random-forest",
+            Algorithm::BoostedTrees => "boosted-trees",
         }
     }
 
-    /// The kind of target this algorithm fits.
-    pub fn target_kind(self) -> TargetKind {
+    /// Whether this algorithm fits targets of `kind`.
+    pub fn fits(self, kind: TargetKind) -> bool {
         match self {
-            Algorithm::Logistic | Algorithm::RandomForest => TargetKind::Classification,
-            _ => TargetKind::Regression,
+            Algorithm::Logistic | Algorithm::RandomForest => kind == TargetKind::Classification,
+            Algorithm::BoostedTrees => true,
+            _ => kind == TargetKind::Regression,
         }
     }
 
@@ -113,6 +124,16 @@ impl Algorithm {
                 "sample_fraction",
                 "min_samples_leaf",
                 "seed",
+                "threads",
+            ],
+            Algorithm::BoostedTrees => &[
+                "iterations",
+                "learning_rate",
+                "max_depth",
+                "l2",
+                "min_leaf_weight",
+                "seed",
+                "search_seconds",
                 "threads",
             ],
         }
@@ -141,6 +162,19 @@ pub(crate) enum Params {
         gradient_tolerance: f64,
     },
     Forest(ForestParams),
+    Boosted(BoostParams),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BoostParams {
+    pub iterations: usize,
+    pub learning_rate: f64,
+    pub max_depth: usize,
+    pub l2: f64,
+    pub min_leaf_weight: f64,
+    pub seed: u64,
+    pub threads: usize,
+    pub search_seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -236,6 +270,7 @@ pub(crate) fn parse(algorithm: Algorithm, given: &BTreeMap<String, String>) -> R
             tolerance: r.get("tolerance", 1e-4, positive, "a number > 0")?,
         })
     };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let params = match algorithm {
         Algorithm::Linear => Params::Linear,
         // Solved by least squares: no iterations to configure.
@@ -252,33 +287,55 @@ pub(crate) fn parse(algorithm: Algorithm, given: &BTreeMap<String, String>) -> R
             max_iterations: r.get("max_iterations", 200u64, |n| *n >= 1, "an integer ≥ 1")?,
             gradient_tolerance: r.get("gradient_tolerance", 1e-4, positive, "a number > 0")?,
         },
-        Algorithm::RandomForest => {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            Params::Forest(ForestParams {
-                trees: r.get(
-                    "trees",
-                    20usize,
-                    |n| (1..=10_000).contains(n),
-                    "an integer in 1..=10000",
-                )?,
-                max_depth: r.get(
-                    "max_depth",
-                    10usize,
-                    |n| (1..=64).contains(n),
-                    "an integer in 1..=64",
-                )?,
-                feature_fraction: r.get("feature_fraction", 1.0, fraction, "a number in (0, 1]")?,
-                sample_fraction: r.get("sample_fraction", 0.5, fraction, "a number in (0, 1]")?,
-                min_samples_leaf: r.get(
-                    "min_samples_leaf",
-                    5usize,
-                    |n| *n >= 1,
-                    "an integer ≥ 1",
-                )?,
-                seed: r.get("seed", 42u64, |_| true, "an unsigned integer")?,
-                threads: r.get("threads", cores, |n| *n >= 1, "an integer ≥ 1")?,
-            })
-        }
+        Algorithm::RandomForest => Params::Forest(ForestParams {
+            trees: r.get(
+                "trees",
+                20usize,
+                |n| (1..=10_000).contains(n),
+                "an integer in 1..=10000",
+            )?,
+            max_depth: r.get(
+                "max_depth",
+                10usize,
+                |n| (1..=64).contains(n),
+                "an integer in 1..=64",
+            )?,
+            feature_fraction: r.get("feature_fraction", 1.0, fraction, "a number in (0, 1]")?,
+            sample_fraction: r.get("sample_fraction", 0.5, fraction, "a number in (0, 1]")?,
+            min_samples_leaf: r.get("min_samples_leaf", 5usize, |n| *n >= 1, "an integer ≥ 1")?,
+            seed: r.get("seed", 42u64, |_| true, "an unsigned integer")?,
+            threads: r.get("threads", cores, |n| *n >= 1, "an integer ≥ 1")?,
+        }),
+        Algorithm::BoostedTrees => Params::Boosted(BoostParams {
+            iterations: r.get(
+                "iterations",
+                200usize,
+                |n| (1..=100_000).contains(n),
+                "an integer in 1..=100000",
+            )?,
+            learning_rate: r.get(
+                "learning_rate",
+                0.1,
+                |x| *x > 0.0 && *x <= 1.0,
+                "a number in (0, 1]",
+            )?,
+            max_depth: r.get(
+                "max_depth",
+                6usize,
+                |n| (1..=32).contains(n),
+                "an integer in 1..=32",
+            )?,
+            l2: r.get("l2", 1.0, non_negative, "a number ≥ 0")?,
+            min_leaf_weight: r.get("min_leaf_weight", 1.0, non_negative, "a number ≥ 0")?,
+            seed: r.get("seed", 0u64, |_| true, "an unsigned integer")?,
+            threads: r.get("threads", cores, |n| *n >= 1, "an integer ≥ 1")?,
+            search_seconds: r.get(
+                "search_seconds",
+                30.0,
+                |x: &f64| x.is_finite() && (0.0..=86_400.0).contains(x),
+                "a number of seconds in [0, 86400]",
+            )?,
+        }),
     };
     // The thread count changes how fast, never what is fitted: keep it off the model card.
     r.effective.remove("threads");
@@ -331,10 +388,13 @@ mod tests {
             Algorithm::from_name("Elastic_Net").unwrap(),
             Algorithm::ElasticNet
         );
-        assert_eq!(
-            Algorithm::from_name("random-forest").unwrap().target_kind(),
-            TargetKind::Classification
+        assert!(
+            !Algorithm::from_name("random-forest")
+                .unwrap()
+                .fits(TargetKind::Regression)
         );
+        let boosted = Algorithm::from_name("gradient_boosting").unwrap();
+        assert!(boosted.fits(TargetKind::Regression) && boosted.fits(TargetKind::Classification));
         assert!(Algorithm::from_name("xgboost").is_err());
         for a in Algorithm::ALL {
             assert_eq!(Algorithm::from_name(a.name()).unwrap(), a);

@@ -210,7 +210,7 @@ pub fn search(
         });
     }
     let (fit_part, validation) = order.split_at(at);
-    let metric = primary_metric(algorithm.target_kind());
+    let metric = primary_metric(spec.target.kind);
     let lower = lower_is_better(metric).unwrap_or(true);
     let mut trials = Vec::with_capacity(grid.len());
     let mut best: Option<(usize, f64)> = None;

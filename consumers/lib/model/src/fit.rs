@@ -10,12 +10,13 @@ use linfa_linear::LinearRegression;
 use linfa_logistic::{LogisticRegression, MultiLogisticRegression};
 use ndarray::{Array1, Array2, Axis};
 
-use crate::algorithm::{self, Algorithm, Params, Parsed};
+use crate::algorithm::{self, Algorithm, BoostParams, Params, Parsed};
 use crate::data::LabelledRow;
+use crate::data::holdout_start_of_times;
 use crate::encoder::Encoder;
 use crate::model::{Fitted, TrainedModel};
 use crate::{Error, Result};
-use crate::{forest, solve};
+use crate::{boost, forest, solve};
 
 /// Fits the spec's algorithm (`model.algorithm`) with its `model.hyper_parameters` on the
 /// training rows. The encoder is fitted on these rows only.
@@ -47,7 +48,7 @@ pub(crate) fn fit_rows(
     hyper_parameters: &BTreeMap<String, String>,
     rows: &[&LabelledRow],
 ) -> Result<TrainedModel> {
-    if algorithm.target_kind() != spec.target.kind {
+    if !algorithm.fits(spec.target.kind) {
         return Err(Error::WrongTarget {
             algorithm: algorithm.name(),
             target: spec.target.kind,
@@ -56,7 +57,7 @@ pub(crate) fn fit_rows(
     let Parsed {
         encoder: options,
         params,
-        effective,
+        mut effective,
     } = algorithm::parse(algorithm, hyper_parameters)?;
     if rows.len() < 2 {
         return Err(Error::NotEnoughRows {
@@ -64,6 +65,17 @@ pub(crate) fn fit_rows(
             needed: 2,
         });
     }
+    // The boosted search validates on the newest rows: encode them in time order.
+    let in_time_order: Vec<&LabelledRow>;
+    let rows = match &params {
+        Params::Boosted(b) if b.search_seconds > 0.0 => {
+            let mut sorted = rows.to_vec();
+            sorted.sort_by_key(|r| r.event_time);
+            in_time_order = sorted;
+            &in_time_order[..]
+        }
+        _ => rows,
+    };
     let features: Vec<&Features> = rows.iter().map(|r| &r.features).collect();
     let encoder = Encoder::fit(spec, &features, options)?;
     let p = encoder.n_columns();
@@ -83,6 +95,10 @@ pub(crate) fn fit_rows(
         Params::Logistic { .. } | Params::Forest(_) => {
             let (classes, y) = class_targets(rows)?;
             fit_classifier(&params, x, classes, y, &mut diagnostics)?
+        }
+        Params::Boosted(b) => {
+            let kind = spec.target.kind;
+            fit_boosted(b, kind, &x, rows, &mut diagnostics, &mut effective)?
         }
     };
     let model = TrainedModel {
@@ -127,6 +143,45 @@ fn encode(encoder: &Encoder, rows: &[&LabelledRow]) -> Array2<f64> {
         }
     });
     x
+}
+
+/// Boosted trees; what the search chose replaces the given hyper-parameters on the card.
+fn fit_boosted(
+    p: &BoostParams,
+    kind: TargetKind,
+    x: &Array2<f64>,
+    rows: &[&LabelledRow],
+    diagnostics: &mut BTreeMap<String, f64>,
+    effective: &mut BTreeMap<String, String>,
+) -> Result<Fitted> {
+    let (classes, y): (Vec<String>, Vec<f64>) = match kind {
+        TargetKind::Regression => (Vec::new(), regression_targets(rows)?.to_vec()),
+        TargetKind::Classification => {
+            let (classes, y) = class_targets(rows)?;
+            if classes.len() != 2 {
+                return Err(Error::Fit(format!(
+                    "boosted trees classify two classes, the rows have {}; use `logistic` or `random-forest`",
+                    classes.len()
+                )));
+            }
+            (classes, y.iter().map(|&c| c as f64).collect())
+        }
+    };
+    let times: Vec<i64> = rows.iter().map(|r| r.event_time).collect();
+    let at = holdout_start_of_times(&times, 0.2);
+    let fit = boost::fit(x.view(), &y, !classes.is_empty(), p, at)?;
+    effective.insert("learning_rate".into(), fit.chosen.learning_rate.to_string());
+    effective.insert("max_depth".into(), fit.chosen.max_depth.to_string());
+    effective.insert("iterations".into(), fit.chosen.iterations.to_string());
+    diagnostics.insert("search_trials".into(), fit.trials as f64);
+    if let Some(loss) = fit.validation_loss {
+        diagnostics.insert("validation_loss".into(), loss);
+    }
+    Ok(Fitted::Boosted {
+        classes,
+        base: fit.base,
+        trees: fit.trees,
+    })
 }
 
 fn regression_targets(rows: &[&LabelledRow]) -> Result<Array1<f64>> {

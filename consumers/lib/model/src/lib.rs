@@ -57,6 +57,7 @@
 //! ```
 
 pub mod algorithm;
+mod boost;
 mod data;
 pub mod encoder;
 mod evaluate;

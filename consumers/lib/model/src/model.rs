@@ -20,7 +20,9 @@
 //! `proba`, the class frequencies of each leaf (leaves × classes, row-major); a node whose
 //! `left` is 0 is a leaf whose frequencies are row `leaf` of `proba`, otherwise a row goes
 //! left when its column `feature` is `< threshold`; children always come after their
-//! parent). Floats are
+//! parent) or `boosted` (classes, empty for regression or two, `base` and trees as the
+//! forest's, `proba` holding one value per leaf: the prediction, or the log-odds of
+//! `classes[1]`, is `base` plus the leaf value of every tree). Floats are
 //! written with enough digits to load bit-identical. Loading checks the format string
 //! first, then every index and dimension, so bad bytes are an error, never a panic.
 
@@ -60,6 +62,20 @@ pub(crate) enum Fitted {
         classes: Vec<String>,
         trees: Vec<Tree>,
     },
+    Boosted {
+        classes: Vec<String>,
+        base: f64,
+        trees: Vec<Tree>,
+    },
+}
+
+/// What a tree's leaves hold.
+#[derive(Debug, Clone, Copy)]
+enum Leaves {
+    /// A forest's: the class frequencies of `n` classes, summing to 1.
+    Probabilities(usize),
+    /// A boosted ensemble's: one finite value each.
+    Values,
 }
 
 /// One decision tree as parallel node arrays (see the module docs).
@@ -95,10 +111,20 @@ impl Tree {
 
     #[cfg(test)]
     pub(crate) fn validate_for_test(&self, n_columns: usize, n_classes: usize) {
-        self.validate(n_columns, n_classes).unwrap();
+        self.validate(n_columns, Leaves::Probabilities(n_classes))
+            .unwrap();
     }
 
-    fn validate(&self, n_columns: usize, n_classes: usize) -> std::result::Result<(), String> {
+    #[cfg(test)]
+    pub(crate) fn validate_values_for_test(&self, n_columns: usize) {
+        self.validate(n_columns, Leaves::Values).unwrap();
+    }
+
+    fn validate(&self, n_columns: usize, holds: Leaves) -> std::result::Result<(), String> {
+        let n_classes = match holds {
+            Leaves::Probabilities(k) => k,
+            Leaves::Values => 1,
+        };
         let n = self.left.len();
         if n == 0 || n > u32::MAX as usize {
             return Err(format!("a tree has {n} nodes"));
@@ -140,6 +166,12 @@ impl Tree {
                     self.feature[i], self.threshold[i]
                 ));
             }
+        }
+        if let Leaves::Values = holds {
+            return match self.proba.iter().position(|v| !v.is_finite()) {
+                Some(j) => Err(format!("leaf {j} has the value {}", self.proba[j])),
+                None => Ok(()),
+            };
         }
         for (j, p) in self.proba.chunks_exact(n_classes).enumerate() {
             let sum: f64 = p.iter().sum();
@@ -227,8 +259,9 @@ impl TrainedModel {
     }
 
     pub fn target_kind(&self) -> TargetKind {
-        match self.fitted {
+        match &self.fitted {
             Fitted::Linear { .. } => TargetKind::Regression,
+            Fitted::Boosted { classes, .. } if classes.is_empty() => TargetKind::Regression,
             _ => TargetKind::Classification,
         }
     }
@@ -239,7 +272,8 @@ impl TrainedModel {
             Fitted::Linear { .. } => &[],
             Fitted::Logistic { classes, .. }
             | Fitted::Multinomial { classes, .. }
-            | Fitted::Forest { classes, .. } => classes,
+            | Fitted::Forest { classes, .. }
+            | Fitted::Boosted { classes, .. } => classes,
         }
     }
 
@@ -313,15 +347,29 @@ impl TrainedModel {
         let finite = |xs: &[f64]| xs.iter().all(|x| x.is_finite());
         let classes_ok =
             |c: &[String], min: usize| c.len() >= min && c.windows(2).all(|w| w[0] < w[1]);
-        let fits = |kind: TargetKind| kind == self.algorithm.target_kind();
+        // Each kind of parameters comes from its own algorithms only.
+        let (made_by, what) = match &self.fitted {
+            Fitted::Linear { .. } => (
+                matches!(
+                    self.algorithm,
+                    Algorithm::Linear | Algorithm::Ridge | Algorithm::Lasso | Algorithm::ElasticNet
+                ),
+                "linear regression",
+            ),
+            Fitted::Logistic { .. } | Fitted::Multinomial { .. } => {
+                (self.algorithm == Algorithm::Logistic, "logistic regression")
+            }
+            Fitted::Forest { .. } => (self.algorithm == Algorithm::RandomForest, "forest"),
+            Fitted::Boosted { .. } => (self.algorithm == Algorithm::BoostedTrees, "boosted"),
+        };
+        if !made_by {
+            return bad(format!(
+                "`{}` cannot have {what} parameters",
+                self.algorithm
+            ));
+        }
         match &self.fitted {
             Fitted::Linear { weights, intercept } => {
-                if !fits(TargetKind::Regression) {
-                    return bad(format!(
-                        "`{}` cannot have linear regression parameters",
-                        self.algorithm
-                    ));
-                }
                 if weights.len() != p || !finite(weights) || !intercept.is_finite() {
                     return bad(format!(
                         "linear: {} weights for {p} columns, or not finite",
@@ -334,10 +382,7 @@ impl TrainedModel {
                 weights,
                 intercept,
             } => {
-                if !fits(TargetKind::Classification)
-                    || classes.len() != 2
-                    || !classes_ok(classes, 2)
-                {
+                if classes.len() != 2 || !classes_ok(classes, 2) {
                     return bad("logistic: needs two sorted distinct classes".into());
                 }
                 if weights.len() != p || !finite(weights) || !intercept.is_finite() {
@@ -352,7 +397,7 @@ impl TrainedModel {
                 weights,
                 intercepts,
             } => {
-                if !fits(TargetKind::Classification) || !classes_ok(classes, 2) {
+                if !classes_ok(classes, 2) {
                     return bad("multinomial: needs sorted distinct classes".into());
                 }
                 let k = classes.len();
@@ -367,15 +412,33 @@ impl TrainedModel {
                 }
             }
             Fitted::Forest { classes, trees } => {
-                if !fits(TargetKind::Classification) || !classes_ok(classes, 1) || trees.is_empty()
-                {
+                if !classes_ok(classes, 1) || trees.is_empty() {
                     return bad(
                         "forest: needs sorted distinct classes and at least one tree".into(),
                     );
                 }
                 for (t, tree) in trees.iter().enumerate() {
-                    tree.validate(p, classes.len())
+                    tree.validate(p, Leaves::Probabilities(classes.len()))
                         .or_else(|m| bad(format!("forest tree {t}: {m}")))?;
+                }
+            }
+            Fitted::Boosted {
+                classes,
+                base,
+                trees,
+            } => {
+                if !(classes.is_empty() || classes_ok(classes, 2) && classes.len() == 2)
+                    || trees.is_empty()
+                    || !base.is_finite()
+                {
+                    return bad(
+                        "boosted: needs no classes or two sorted ones, a finite base and a tree"
+                            .into(),
+                    );
+                }
+                for (t, tree) in trees.iter().enumerate() {
+                    tree.validate(p, Leaves::Values)
+                        .or_else(|m| bad(format!("boosted tree {t}: {m}")))?;
                 }
             }
         }
@@ -483,6 +546,24 @@ impl TrainedModel {
                 let n = trees.len() as f64;
                 scores.iter_mut().for_each(|s| *s /= n);
                 Raw::Class(argmax(scores))
+            }
+            Fitted::Boosted {
+                classes,
+                base,
+                trees,
+            } => {
+                // Summed in tree order from the base, as forust sums, so bit for bit its value.
+                let mut z = *base;
+                for tree in trees {
+                    z += tree.proba[tree.leaf_for(row)];
+                }
+                if classes.is_empty() {
+                    return Raw::Value(z);
+                }
+                let p1 = sigmoid(z);
+                scores.clear();
+                scores.extend([1.0 - p1, p1]);
+                Raw::Class(usize::from(p1 >= 0.5))
             }
         }
     }

@@ -188,7 +188,7 @@ fn evaluation_metrics_match_a_hand_computation() {
 
 #[test]
 fn separable_classes_are_learned_with_probabilities() {
-    for algorithm in ["logistic", "random-forest"] {
+    for algorithm in ["logistic", "random-forest", "boosted-trees"] {
         for minority in [false, true] {
             let (train, holdout) = split_by_time(classification_rows(4_000, 4, minority), 0.25);
             let model = fit(&spec(algorithm, "classification"), &train).unwrap();
@@ -245,6 +245,48 @@ fn more_than_two_classes_use_multinomial_logistic() {
 }
 
 #[test]
+fn boosted_trees_fit_a_nonlinear_regression_and_refuse_three_classes() {
+    // y = 10·|x1 − 10| (x1 is centred on 10): no linear model can follow it, trees can.
+    let rows: Vec<LabelledRow> = regression_rows(4_000, 0.1, 9)
+        .into_iter()
+        .map(|r| {
+            let x1 = match r.features["x1"] {
+                FeatureValue::Number(x) => x,
+                _ => unreachable!("x1 is numeric"),
+            };
+            LabelledRow {
+                target: Target::Value(10.0 * (x1 - 10.0).abs()),
+                ..r
+            }
+        })
+        .collect();
+    let (train, holdout) = split_by_time(rows, 0.2);
+    let boosted = fit(&spec("boosted-trees", "regression"), &train).unwrap();
+    let linear = fit(&spec("linear", "regression"), &train).unwrap();
+    let (b, l) = (
+        evaluate(&boosted, &holdout)["mae"],
+        evaluate(&linear, &holdout)["mae"],
+    );
+    assert!(b < l / 5.0, "boosted MAE {b}, linear {l}");
+    // The search ran and its choice is on the card.
+    assert!(boosted.diagnostics()["search_trials"] >= 1.0);
+    let trees: usize = boosted.hyper_parameters()["iterations"].parse().unwrap();
+    assert!((1..=200).contains(&trees));
+
+    let three: Vec<LabelledRow> = (0..300)
+        .map(|i| LabelledRow {
+            event_time: i,
+            features: features(i as f64, Some(0.0), Some("red")),
+            target: Target::Class(["x", "y", "z"][i as usize % 3].into()),
+        })
+        .collect();
+    let err = fit(&spec("boosted-trees", "classification"), &three)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("two classes"), "{err}");
+}
+
+#[test]
 fn numeric_targets_are_class_labels_for_classification() {
     let rows: Vec<LabelledRow> = classification_rows(1_000, 6, false)
         .into_iter()
@@ -270,22 +312,24 @@ fn every_model() -> Vec<TrainedModel> {
     let cls = classification_rows(2_000, 8, false);
     Algorithm::ALL
         .iter()
-        .map(|a| match a.target_kind() {
-            driftline_schemas::spec::TargetKind::Regression => fit_with(
-                &spec(a.name(), "regression"),
-                a.name(),
-                &BTreeMap::new(),
-                &reg,
-            )
-            .unwrap(),
-            driftline_schemas::spec::TargetKind::Classification => fit_with(
-                &spec(a.name(), "classification"),
-                a.name(),
-                &BTreeMap::new(),
-                &cls,
-            )
-            .unwrap(),
-        })
+        .map(
+            |a| match a.fits(driftline_schemas::spec::TargetKind::Regression) {
+                true => fit_with(
+                    &spec(a.name(), "regression"),
+                    a.name(),
+                    &BTreeMap::new(),
+                    &reg,
+                )
+                .unwrap(),
+                false => fit_with(
+                    &spec(a.name(), "classification"),
+                    a.name(),
+                    &BTreeMap::new(),
+                    &cls,
+                )
+                .unwrap(),
+            },
+        )
         .collect()
 }
 
@@ -360,8 +404,9 @@ fn bad_bytes_are_errors_not_panics() {
         good.as_bytes()[..good.len() / 2].to_vec(),
         good.replace("driftline-model/1+json", "driftline-model/9+json")
             .into_bytes(),
-        good.replace("random-forest", "gradient-boosting")
-            .into_bytes(),
+        good.replace("random-forest", "xgboost").into_bytes(),
+        // A known algorithm that does not make forests.
+        good.replace("random-forest", "boosted-trees").into_bytes(),
     ];
     let first_leaf = json["fitted"]["trees"][0]["left"]
         .as_array()
