@@ -299,6 +299,32 @@ mod tests {
         assert_eq!(v2.record.training_window.end_offsets["p/0"], 200);
     }
 
+    /// A spec can name boosted trees: the trainer fits them (search included), and the
+    /// bytes it publishes load and predict in the predictor's runtime.
+    #[test]
+    fn a_boosted_trees_spec_publishes_a_version_the_runtime_serves() {
+        let mut spec = spec();
+        spec.model.algorithm = "boosted-trees".into();
+        let bent = |x: f64| 10.0 * (x - 8.0).abs();
+        let v1 = train(
+            &spec,
+            rows(0..2_000, bent),
+            &ctx(1, None),
+            &TrainOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(v1.promoted);
+        assert_eq!(v1.record.algorithm, "boosted-trees");
+        assert!(v1.record.metrics["mae"] < 1.0, "{:?}", v1.record.metrics);
+        assert!(v1.record.hyper_parameters.contains_key("learning_rate"));
+        let served = driftline_model::TrainedModel::from_bytes(&v1.record.model_bytes).unwrap();
+        for x in [0.0, 8.0, 16.0] {
+            let p = served.predict(&[("x".to_string(), FeatureValue::Number(x))].into());
+            assert!((p.value.unwrap() - bent(x)).abs() < 2.0, "x {x}: {p:?}");
+        }
+    }
+
     #[test]
     fn a_worse_candidate_is_rejected_with_both_numbers() {
         let opts = TrainOptions::default();
