@@ -235,76 +235,48 @@ fn main() -> Result<()> {
                 String::from_utf8_lossy(&out.stdout)
             )
         })?;
-    println!(
-        "\n| algorithm | driftline fit (s) | scikit-learn fit (s) | driftline holdout | scikit-learn holdout | driftline predict (µs/row) | scikit-learn predict, one row per call (µs) |"
-    );
-    println!("| --- | ---: | ---: | --- | --- | ---: | ---: |");
-    for case in &cases {
-        let Measured {
-            fit_seconds: fit_s,
-            metrics,
-            predict_us: us,
-        } = &ours[case.label];
-        let Some(t) = theirs.get(case.label) else {
-            continue;
-        };
-        let kind = specs[case.spec].0.target.kind;
-        let their_metrics: BTreeMap<String, f64> = t["metrics"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
+    // One table per peer; sklearn_fit.py names LightGBM's rows `lightgbm-<label>`.
+    for (peer, prefix) in [("scikit-learn", ""), ("LightGBM", "lightgbm-")] {
         println!(
-            "| {} | {:.3} | {:.3} | {} | {} | {:.2} | {:.0} |",
-            case.label,
-            fit_s,
-            t["fit_seconds"].as_f64().unwrap_or(f64::NAN),
-            quality(kind, metrics),
-            quality(kind, &their_metrics),
-            us,
-            t["predict_one_us"].as_f64().unwrap_or(f64::NAN),
+            "\n| algorithm | driftline fit (s) | {peer} fit (s) | driftline holdout | {peer} holdout | driftline predict (µs/row) | {peer} predict, one row per call (µs) |"
         );
+        println!("| --- | ---: | ---: | --- | --- | ---: | ---: |");
+        for case in &cases {
+            if let Some(t) = theirs.get(&format!("{prefix}{}", case.label)) {
+                let kind = specs[case.spec].0.target.kind;
+                println!("{}", table_row(case.label, kind, &ours[case.label], t));
+            }
+        }
     }
     println!(
-        "\nscikit-learn {} (rows {}/{}); boosted rows beside HistGradientBoosting*",
-        theirs["_meta"]["sklearn"], theirs["_meta"]["train_rows"], theirs["_meta"]["holdout_rows"]
+        "\nscikit-learn {} (boosted rows beside HistGradientBoosting*), LightGBM {} (rows {}/{})",
+        theirs["_meta"]["sklearn"],
+        theirs["_meta"]["lightgbm"],
+        theirs["_meta"]["train_rows"],
+        theirs["_meta"]["holdout_rows"]
     );
-    println!(
-        "\n| algorithm | driftline fit (s) | LightGBM fit (s) | driftline holdout | LightGBM holdout | driftline predict (µs/row) | LightGBM predict, one row per call (µs) |"
-    );
-    println!("| --- | ---: | ---: | --- | --- | ---: | ---: |");
-    for label in ["boosted-regression", "boosted-classification"] {
-        let (Some(m), Some(t)) = (ours.get(label), theirs.get(&format!("lightgbm-{label}"))) else {
-            continue;
-        };
-        let kind = if label.ends_with("regression") {
-            TargetKind::Regression
-        } else {
-            TargetKind::Classification
-        };
-        let their_metrics: BTreeMap<String, f64> = t["metrics"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        println!(
-            "| {label} | {:.3} | {:.3} | {} | {} | {:.2} | {:.0} |",
-            m.fit_seconds,
-            t["fit_seconds"].as_f64().unwrap_or(f64::NAN),
-            quality(kind, &m.metrics),
-            quality(kind, &their_metrics),
-            m.predict_us,
-            t["predict_one_us"].as_f64().unwrap_or(f64::NAN),
-        );
-    }
-    println!("LightGBM {}", theirs["_meta"]["lightgbm"]);
     Ok(())
+}
+
+/// One line of a comparison table: ours beside one peer's JSON entry.
+fn table_row(label: &str, kind: TargetKind, ours: &Measured, theirs: &serde_json::Value) -> String {
+    let their_metrics: BTreeMap<String, f64> = theirs["metrics"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "| {label} | {:.3} | {:.3} | {} | {} | {:.2} | {:.0} |",
+        ours.fit_seconds,
+        theirs["fit_seconds"].as_f64().unwrap_or(f64::NAN),
+        quality(kind, &ours.metrics),
+        quality(kind, &their_metrics),
+        ours.predict_us,
+        theirs["predict_one_us"].as_f64().unwrap_or(f64::NAN),
+    )
 }
 
 fn quality(kind: TargetKind, m: &BTreeMap<String, f64>) -> String {

@@ -23,6 +23,7 @@ use ndarray::{ArrayView2, Axis, Slice};
 
 use crate::algorithm::BoostParams;
 use crate::model::Tree;
+use crate::solve::softplus;
 use crate::{Error, Result};
 
 const EARLY_STOPPING_ROUNDS: usize = 20;
@@ -172,9 +173,8 @@ fn loss(z: &[f64], y: &[f64], classify: bool) -> f64 {
         .zip(y)
         .map(|(z, y)| {
             if classify {
-                // ln(1 + e^(−z)) for class 1, ln(1 + e^z) for class 0, without overflow.
-                let u = if *y > 0.5 { -z } else { *z };
-                u.max(0.0) + (-u.abs()).exp().ln_1p()
+                // −log P(y): ln(1 + e^(−z)) for class 1, ln(1 + e^z) for class 0.
+                softplus(if *y > 0.5 { -z } else { *z })
             } else {
                 (z - y) * (z - y)
             }

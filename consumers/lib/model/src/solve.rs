@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ndarray::{Array1, Array2, ArrayView2, Axis, Slice};
 
+use crate::model::sigmoid;
+
 /// The rows reduced to centred cross-products: the intercept is never penalised, so it is
 /// solved by centring and recovered as `ȳ − x̄·w`.
 pub(crate) struct Centred {
@@ -266,17 +268,8 @@ fn logistic_loss(z: &Array1<f64>, positive: &[bool], alpha: f64, w: &Array1<f64>
 }
 
 /// `ln(1 + eᵘ)` without overflow.
-fn softplus(u: f64) -> f64 {
+pub(crate) fn softplus(u: f64) -> f64 {
     u.max(0.0) + (-u.abs()).exp().ln_1p()
-}
-
-fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (1.0 + e)
-    }
 }
 
 /// `aᵀ·b` for two matrices of the same rows, on every core: blocks of rows in parallel,
