@@ -764,6 +764,7 @@ avro_enum!(
         Production = "PRODUCTION",
         Rejected = "REJECTED",
         RolledBack = "ROLLED_BACK",
+        Canary = "CANARY",
     }
 );
 
@@ -809,6 +810,8 @@ pub struct ModelPublished {
     pub model_bytes: Vec<u8>,
     pub status: ModelStatus,
     pub published_at: i64,
+    /// For [`ModelStatus::Canary`]: the share of requests, in (0, 1], it answers.
+    pub traffic_share: f64,
 }
 
 impl Event for ModelPublished {
@@ -862,6 +865,7 @@ impl Event for ModelPublished {
             ("model_bytes", Value::Bytes(self.model_bytes.clone())),
             ("status", self.status.to_value()),
             ("published_at", ts(self.published_at)),
+            ("traffic_share", Value::Double(self.traffic_share)),
         ])
     }
 
@@ -899,6 +903,7 @@ impl Event for ModelPublished {
             model_bytes: f.bytes("model_bytes")?,
             status: ModelStatus::parse(f.symbol("status")?, "status")?,
             published_at: f.long("published_at")?,
+            traffic_share: f.double("traffic_share")?,
         })
     }
 

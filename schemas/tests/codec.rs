@@ -195,7 +195,43 @@ fn model_published() -> ModelPublished {
         model_bytes: vec![1, 2, 3],
         status: ModelStatus::Production,
         published_at: 30,
+        traffic_share: 0.0,
     }
+}
+
+/// A canary record read by a v2 consumer (before canaries) is a candidate, which serves
+/// nothing; a v2 record read today has no traffic share.
+#[test]
+fn canary_records_are_candidates_to_consumers_from_before_canaries() {
+    let v2 = Schema::parse_str(include_str!("../history/driftline.models.v2.avsc")).unwrap();
+    let canary = ModelPublished {
+        status: ModelStatus::Canary,
+        traffic_share: 0.2,
+        ..model_published()
+    };
+    let now = Codec::single_object().encode(&canary).unwrap();
+    let old = read_datum(
+        ModelPublished::schema(),
+        Some(&v2),
+        &mut Cursor::new(&now[10..]),
+    )
+    .unwrap();
+    let Value::Record(fields) = old else {
+        panic!("not a record: {old:?}")
+    };
+    let status = fields.iter().find(|(n, _)| n == "status").map(|(_, v)| v);
+    assert_eq!(status, Some(&Value::Enum(0, "CANDIDATE".into())));
+    assert!(fields.iter().all(|(n, _)| n != "traffic_share"));
+
+    let mut value = model_published().to_value();
+    if let Value::Record(fields) = &mut value {
+        fields.retain(|(n, _)| n != "traffic_share");
+    }
+    let mut bytes = vec![0xC3, 0x01];
+    bytes.extend_from_slice(&fingerprint(&v2).to_le_bytes());
+    bytes.extend(write_datum(&v2, value).unwrap());
+    let read: ModelPublished = Codec::single_object().decode(&bytes).unwrap();
+    assert_eq!(read, model_published());
 }
 
 fn models_v1_schema() -> Schema {
@@ -208,6 +244,8 @@ fn reads_model_records_written_before_training_window_had_offsets() {
     // The record as a v1 producer wrote it: the same fields, no `end_offsets`.
     let mut value = model_published().to_value();
     if let Value::Record(fields) = &mut value {
+        // Nor the fields v2 and later added.
+        fields.retain(|(n, _)| n != "traffic_share");
         for (name, field) in fields.iter_mut() {
             if let (true, Value::Record(window)) = (name == "training_window", field) {
                 window.retain(|(n, _)| n != "end_offsets");

@@ -302,6 +302,7 @@ fn model_record() -> ModelPublished {
         model_bytes: vec![],
         status: ModelStatus::Production,
         published_at: 1,
+        traffic_share: 0.0,
     }
 }
 

@@ -394,6 +394,7 @@ pub mod samples {
             model_bytes: vec![0, 1, 2, 255],
             status: ModelStatus::Production,
             published_at: 1_700_000_000_500,
+            traffic_share: 0.0,
         }
     }
 

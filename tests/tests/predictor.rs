@@ -59,6 +59,7 @@ fn model(
         model_bytes: trained.to_bytes(),
         status: ModelStatus::Production,
         published_at,
+        traffic_share: 0.0,
     })
 }
 
@@ -717,6 +718,120 @@ async fn a_running_predictor_refuses_unsigned_altered_or_untrusted_versions_and_
         "the second trusted key's version serves: {last}"
     );
     assert!((value - 7.0).abs() < 1e-6, "v5 is 3x + 1: {last}");
+    shutdown.cancel();
+    service.await??;
+    Ok(())
+}
+
+/// A canary at 20% on the Kafka path: each request id meets the version its hash picks,
+/// about a fifth of them the canary, the same one every time it is sent; a promotion then
+/// ends the canary and the promoted version answers everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_answers_its_share_of_request_ids_and_always_the_same_ones() -> Result<()> {
+    use driftline_predictor::slots::canary_bucket;
+
+    let t = Setup::new("canary", 2).await?;
+    let (requests, predictions, models) =
+        (t.requests.clone(), t.predictions.clone(), t.models.clone());
+    let spec = FeatureSpec::from_toml(SPEC)?;
+    let codec = Codec::single_object();
+    let producer = producer()?;
+    let v1 = model(&spec, 1, 2.0, 1)?;
+    let v2 = ModelPublished {
+        status: ModelStatus::Canary,
+        traffic_share: 0.2,
+        ..model(&spec, 2, 3.0, 2)?
+    };
+    for m in [&v1, &v2] {
+        produce(&producer, &models, &m.key(), &codec.encode(m)?).await?;
+    }
+    let shutdown = CancellationToken::new();
+    let service = tokio::spawn(run(t.args(), shutdown.clone(), Default::default()));
+    wait_ready(t.addr).await?;
+
+    let send = |ids: std::ops::Range<usize>| {
+        let (producer, requests, codec) = (producer.clone(), requests.clone(), codec.clone());
+        async move {
+            for i in ids {
+                let r = request(i, i as f64);
+                produce(&producer, &requests, &r.key(), &codec.encode(&r)?).await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    let expected = |id: &str| if canary_bucket(id) < 0.2 { 2 } else { 1 };
+    let check = |logged: &[PredictionLogged]| -> Result<usize> {
+        let mut canary = 0;
+        for p in logged {
+            let x = p.request_id[2..].parse::<f64>()?;
+            let slope = if p.model_version == 2 { 3.0 } else { 2.0 };
+            anyhow::ensure!(
+                p.model_version == expected(&p.request_id),
+                "{} went to v{}",
+                p.request_id,
+                p.model_version
+            );
+            anyhow::ensure!(
+                (p.prediction.value.context("value")? - (slope * x + 1.0)).abs() < 1e-6
+            );
+            canary += usize::from(p.model_version == 2);
+        }
+        Ok(canary)
+    };
+    // 2,000 ids, then the first 500 again.
+    send(0..2_000).await?;
+    send(0..500).await?;
+    let logged: Vec<PredictionLogged> = read_all(&predictions, 2_500, Duration::from_secs(90))?
+        .iter()
+        .map(|m| codec.decode(payload(m)))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(logged.len(), 2_500);
+    let canary = check(&logged)?;
+    let share = canary as f64 / logged.len() as f64;
+    assert!((0.17..0.23).contains(&share), "the canary answered {share}");
+
+    // Promoted, v2 answers every id, the former canary's and the rest.
+    let promoted = ModelPublished {
+        status: ModelStatus::Production,
+        traffic_share: 0.0,
+        published_at: 3,
+        ..v2.clone()
+    };
+    produce(
+        &producer,
+        &models,
+        &promoted.key(),
+        &codec.encode(&promoted)?,
+    )
+    .await?;
+    let mut all_v2 = false;
+    for round in 0..60 {
+        let (_, body) = http(
+            t.addr,
+            "POST",
+            "/predict",
+            Some(br#"{"features": {"x": 1, "colour": "red"}}"#),
+        )
+        .await?;
+        if body.contains("\"version\":2") {
+            all_v2 = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100 * round.min(5))).await;
+    }
+    assert!(all_v2, "the promotion was never served");
+    send(2_000..2_300).await?;
+    let after: Vec<PredictionLogged> = read_all(&predictions, 2_800, Duration::from_secs(90))?
+        .iter()
+        .map(|m| codec.decode(payload(m)))
+        .collect::<Result<_, _>>()?;
+    let late: Vec<&PredictionLogged> = after
+        .iter()
+        .filter(|p| p.request_id[2..].parse::<usize>().is_ok_and(|i| i >= 2_000))
+        .collect();
+    assert_eq!(late.len(), 300);
+    assert!(late.iter().all(|p| p.model_version == 2));
+
     shutdown.cancel();
     service.await??;
     Ok(())

@@ -407,6 +407,7 @@ pub(crate) mod sample {
             model_bytes: vec![1, 2, 3],
             status,
             published_at: START + version * 20 * DAY_MS,
+            traffic_share: 0.0,
         }
     }
 

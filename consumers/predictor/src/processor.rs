@@ -64,7 +64,7 @@ impl Processor for PredictProcessor {
             .codec
             .decode(record.payload.unwrap_or_default())
             .map_err(Rejection::decode)?;
-        let Some(served) = self.slots.get(&request.model) else {
+        let Some(served) = self.slots.for_request(&request.model, &request.request_id) else {
             return Err(Rejection::validation(format!(
                 "unknown model {:?} (or none in production)",
                 request.model

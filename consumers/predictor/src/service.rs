@@ -13,7 +13,7 @@ use crate::{Error, ModelSlots, Result};
 use clap::Args;
 use driftline_kafka::KafkaArgs;
 use driftline_runtime::metrics::Metrics;
-use driftline_runtime::registry::{ProductionChange, Registry};
+use driftline_runtime::registry::{Registry, ServingChange};
 use driftline_runtime::service::{Health, Service};
 use driftline_runtime::{RunOptions, Store};
 use driftline_schemas::spec::FeatureSpec;
@@ -92,9 +92,10 @@ pub async fn run(args: PredictorArgs, shutdown: CancellationToken, health: Healt
     // The registry: loaded from the start of the models topic, then followed.
     let on_change = {
         let (slots, metrics) = (slots.clone(), metrics.clone());
-        move |change: &ProductionChange, reg: &Registry| match slots.sync(&change.model, reg) {
-            Ok(Some(v)) => {
-                info!(model = %change.model, version = v, "now serving");
+        move |change: &ServingChange, reg: &Registry| match slots.sync(&change.model, reg) {
+            Ok(Some(serving)) => {
+                let v = serving.production;
+                info!(model = %change.model, version = v, canary = ?serving.canary, "now serving");
                 metrics
                     .model_version
                     .with_label_values(&[&change.model])
@@ -103,7 +104,7 @@ pub async fn run(args: PredictorArgs, shutdown: CancellationToken, health: Healt
             }
             Ok(None) => {}
             Err(e) => {
-                warn!(error = %e, "cannot load the new production version; keeping the old one")
+                warn!(error = %e, "cannot load a new version; what served before keeps serving")
             }
         }
     };

@@ -1,4 +1,9 @@
-//! The models being served, swapped atomically when the registry promotes a version.
+//! The models being served, swapped atomically when the registry promotes a version or
+//! starts, changes or ends a canary.
+//!
+//! A canary answers a share of the requests: those whose request id hashes below the
+//! share ([`canary_bucket`]), so a request id always meets the same version, whichever
+//! predictor instance serves it and however often it is sent.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -40,12 +45,40 @@ impl Served {
     }
 }
 
-/// Model name → the version in production. Readers clone the `Arc` and let go of the lock
-/// at once, so a swap never waits for predictions and never tears one.
+/// What serves one model: production, and perhaps a canary with its share.
+#[derive(Clone)]
+struct Slot {
+    production: Arc<Served>,
+    canary: Option<(Arc<Served>, f64)>,
+}
+
+/// What a sync left serving.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Serving {
+    pub production: i64,
+    pub canary: Option<(i64, f64)>,
+}
+
+/// Where a request id falls in [0, 1): FNV-1a over its bytes, then SplitMix64's
+/// finaliser to spread nearby ids, top 53 bits as a fraction. Fixed here, never seeded,
+/// so every instance and every restart routes an id the same way.
+pub fn canary_bucket(request_id: &str) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in request_id.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Model name → what serves it. Readers clone the `Arc`s and let go of the lock at once,
+/// so a swap never waits for predictions and never tears one.
 #[derive(Default)]
 pub struct ModelSlots {
     specs: HashMap<String, Arc<FeatureSpec>>,
-    slots: RwLock<HashMap<String, Arc<Served>>>,
+    slots: RwLock<HashMap<String, Slot>>,
 }
 
 impl ModelSlots {
@@ -76,12 +109,24 @@ impl ModelSlots {
             .flatten()
     }
 
+    /// The production version of `model`.
     pub fn get(&self, model: &str) -> Option<Arc<Served>> {
         self.slots
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(model)
-            .cloned()
+            .map(|s| s.production.clone())
+    }
+
+    /// The version that answers `request_id`: the canary for ids below its share,
+    /// production for the rest.
+    pub fn for_request(&self, model: &str, request_id: &str) -> Option<Arc<Served>> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        let slot = slots.get(model)?;
+        Some(match &slot.canary {
+            Some((canary, share)) if canary_bucket(request_id) < *share => canary.clone(),
+            _ => slot.production.clone(),
+        })
     }
 
     /// Ready when every configured model has a version loaded.
@@ -90,24 +135,85 @@ impl ModelSlots {
         !self.specs.is_empty() && self.specs.keys().all(|m| slots.contains_key(m))
     }
 
-    /// Loads the registry's production version of `model` (if it is one we serve and it
-    /// differs from what is loaded) and swaps it in. Returns the version now served.
-    pub fn sync(&self, model: &str, registry: &Registry) -> Result<Option<i64>> {
+    /// Loads the registry's production version and canary of `model` (if it is one we
+    /// serve; versions already loaded are kept) and swaps them in. Returns what now
+    /// serves. A canary that cannot be loaded is an error and production keeps serving
+    /// alone.
+    pub fn sync(&self, model: &str, registry: &Registry) -> Result<Option<Serving>> {
         let Some(spec) = self.specs.get(model) else {
             return Ok(None);
         };
         let Some(record) = registry.production(model) else {
             return Ok(None);
         };
-        if self.get(model).is_some_and(|s| s.version == record.version) {
-            return Ok(Some(record.version));
-        }
+        // What is loaded already is reused (a promoted canary is not decoded again).
+        let have: Vec<Arc<Served>> = self
+            .slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(model)
+            .map(|s| {
+                std::iter::once(s.production.clone())
+                    .chain(s.canary.iter().map(|c| c.0.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         // Load outside the lock: decoding a model must not stall predictions.
-        let served = Arc::new(Served::load(record, spec.clone())?);
+        let load = |record: &ModelPublished| -> Result<Arc<Served>> {
+            match have.iter().find(|s| s.version == record.version) {
+                Some(s) => Ok(s.clone()),
+                None => Ok(Arc::new(Served::load(record, spec.clone())?)),
+            }
+        };
+        let production = load(record)?;
+        let (canary, failed) = match registry.canary(model) {
+            None => (None, None),
+            Some(c) => match load(c) {
+                Ok(s) => (Some((s, c.traffic_share)), None),
+                Err(e) => (None, Some(e)),
+            },
+        };
+        let serving = Serving {
+            production: production.version,
+            canary: canary.as_ref().map(|(s, share)| (s.version, *share)),
+        };
         self.slots
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(model.to_string(), served);
-        Ok(Some(record.version))
+            .insert(model.to_string(), Slot { production, canary });
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(Some(serving)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids as send_data and upstream apps make them (sequential, or prefixed): the share
+    /// that falls below a cut is the cut, in every run of 1,000 ids as over all.
+    #[test]
+    fn request_ids_spread_evenly_and_always_fall_in_the_same_place() {
+        for prefix in ["r-", "http:", "flights-2013-01-01-"] {
+            let buckets: Vec<f64> = (0..100_000)
+                .map(|i| canary_bucket(&format!("{prefix}{i}")))
+                .collect();
+            assert!(buckets.iter().all(|b| (0.0..1.0).contains(b)));
+            for cut in [0.05, 0.2, 0.5] {
+                let share = buckets.iter().filter(|b| **b < cut).count() as f64 / 1e5;
+                assert!((share - cut).abs() < 0.005, "{prefix} {cut}: {share}");
+                for block in buckets.chunks(1_000) {
+                    let share = block.iter().filter(|b| **b < cut).count() as f64 / 1e3;
+                    assert!(
+                        (share - cut).abs() < 0.06,
+                        "{prefix} {cut}: a block at {share}"
+                    );
+                }
+            }
+        }
+        assert_eq!(canary_bucket("r-42"), canary_bucket("r-42"));
+        assert_ne!(canary_bucket("r-42"), canary_bucket("r-43"));
     }
 }

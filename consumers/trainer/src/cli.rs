@@ -1,4 +1,5 @@
-//! `driftline models list|show|promote|rollback`: the registry from the command line.
+//! `driftline models list|show|promote|canary|reject|rollback`: the registry from the
+//! command line.
 //! It reads the compacted models topic to its end (the registry is nothing else), prints
 //! JSON, and for promote/rollback publishes the records [`crate::ops`] computes.
 
@@ -38,8 +39,19 @@ pub enum ModelsCommand {
     List,
     /// One model's versions (or one version) with metrics, trigger and training window.
     Show { model: String, version: Option<i64> },
-    /// Make a version production (e.g. a rejected candidate, by hand).
+    /// Make a version production (e.g. a rejected candidate, by hand; ends a canary).
     Promote { model: String, version: i64 },
+    /// Let a version answer a share of the requests beside production, chosen by a hash
+    /// of the request id (so an id always meets the same version).
+    Canary {
+        model: String,
+        version: i64,
+        /// The share of requests, in (0, 1].
+        #[arg(long, default_value_t = 0.1)]
+        share: f64,
+    },
+    /// Reject a version that is not in production (ends its canary).
+    Reject { model: String, version: i64 },
     /// Put the previous production version back.
     Rollback { model: String },
 }
@@ -94,6 +106,12 @@ pub async fn execute(args: &ModelsArgs) -> Result<Value> {
             version: Some(v),
         } => return ops::show_version(&reg, model, *v),
         ModelsCommand::Promote { model, version } => ops::promote(&reg, model, *version, now_ms())?,
+        ModelsCommand::Canary {
+            model,
+            version,
+            share,
+        } => ops::canary(&reg, model, *version, *share, now_ms())?,
+        ModelsCommand::Reject { model, version } => ops::reject(&reg, model, *version, now_ms())?,
         ModelsCommand::Rollback { model } => ops::rollback(&reg, model, now_ms())?,
     };
     let codec = Codec::single_object();

@@ -887,6 +887,7 @@ mod tests {
             model_bytes: vec![7; model_bytes],
             status: ModelStatus::Production,
             published_at: 1,
+            traffic_share: 0.0,
         }
     }
 

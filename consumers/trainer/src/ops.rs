@@ -7,6 +7,9 @@
 //!   registry's production is the latest-published production record.
 //! - rollback: publish the current production version as rolled back, then the version
 //!   that was production before it again as production.
+//! - canary v share: publish v with status canary and its traffic share: predictors send
+//!   it that share of the requests (by request id) until a later production record
+//!   (promote v, or any other) or `reject v` ends it.
 
 use driftline_runtime::registry::Registry;
 use driftline_schemas::events::{ModelPublished, ModelStatus};
@@ -21,6 +24,7 @@ pub fn version_view(m: &ModelPublished) -> Value {
         "model": m.model,
         "version": m.version,
         "status": m.status.symbol().to_ascii_lowercase(),
+        "traffic_share": (m.status == ModelStatus::Canary).then_some(m.traffic_share),
         "algorithm": m.algorithm,
         "hyper_parameters": m.hyper_parameters,
         "metrics": m.metrics,
@@ -49,6 +53,7 @@ pub fn list(reg: &Registry) -> Value {
             json!({
                 "model": name,
                 "production": reg.production(name).map(|m| m.version),
+                "canary": reg.canary(name).map(|m| m.version),
                 "latest": reg.latest_version(name),
                 "versions": reg.versions(name).count(),
             })
@@ -65,6 +70,7 @@ pub fn show(reg: &Registry, model: &str) -> Result<Value> {
     Ok(json!({
         "model": model,
         "production": reg.production(model).map(|m| m.version),
+        "canary": reg.canary(model).map(|m| m.version),
         "versions": reg.versions(model).map(version_view).collect::<Vec<_>>(),
     }))
 }
@@ -94,8 +100,58 @@ pub fn promote(reg: &Registry, model: &str, version: i64, now: i64) -> Result<Ve
     }
     let mut promoted = record.clone();
     promoted.status = ModelStatus::Production;
+    promoted.traffic_share = 0.0;
     promoted.published_at = now.max(latest_published(reg, model) + 1);
     Ok(vec![promoted])
+}
+
+/// The record that makes `version` a canary answering `share` of the requests.
+pub fn canary(
+    reg: &Registry,
+    model: &str,
+    version: i64,
+    share: f64,
+    now: i64,
+) -> Result<Vec<ModelPublished>> {
+    let record = lookup(reg, model, version)?;
+    if !(share > 0.0 && share <= 1.0) {
+        return Err(Error::Config(format!(
+            "a canary's share must be in (0, 1], not {share}"
+        )));
+    }
+    match reg.production(model) {
+        None => {
+            return Err(Error::Conflict(format!(
+                "{model} has no version in production for a canary to share traffic with"
+            )));
+        }
+        Some(p) if p.version == version => {
+            return Err(Error::Conflict(format!(
+                "{model} v{version} is in production"
+            )));
+        }
+        Some(_) => {}
+    }
+    let mut canary = record.clone();
+    canary.status = ModelStatus::Canary;
+    canary.traffic_share = share;
+    canary.published_at = now.max(latest_published(reg, model) + 1);
+    Ok(vec![canary])
+}
+
+/// The record that rejects `version` (ending its canary, if it is one).
+pub fn reject(reg: &Registry, model: &str, version: i64, now: i64) -> Result<Vec<ModelPublished>> {
+    let record = lookup(reg, model, version)?;
+    if reg.production(model).is_some_and(|p| p.version == version) {
+        return Err(Error::Conflict(format!(
+            "{model} v{version} is in production: roll it back instead"
+        )));
+    }
+    let mut rejected = record.clone();
+    rejected.status = ModelStatus::Rejected;
+    rejected.traffic_share = 0.0;
+    rejected.published_at = now.max(latest_published(reg, model) + 1);
+    Ok(vec![rejected])
 }
 
 /// The records that put the previous production version back.
@@ -157,6 +213,7 @@ mod tests {
             model_bytes: vec![],
             status,
             published_at,
+            traffic_share: 0.0,
         }
     }
 
@@ -184,6 +241,40 @@ mod tests {
             promote(&r, "x", 1, 5),
             Err(Error::UnknownModel(_))
         ));
+    }
+
+    #[test]
+    fn a_canary_starts_on_a_candidate_and_ends_by_promotion_or_rejection() {
+        let mut r = registry();
+        assert!(matches!(canary(&r, "m", 3, 0.0, 40), Err(Error::Config(_))));
+        assert!(matches!(
+            canary(&r, "m", 2, 0.2, 40),
+            Err(Error::Conflict(_))
+        ));
+        for m in canary(&r, "m", 3, 0.2, 40).unwrap() {
+            r.apply(m);
+        }
+        assert_eq!(
+            r.canary("m").map(|m| (m.version, m.traffic_share)),
+            Some((3, 0.2))
+        );
+        for m in reject(&r, "m", 3, 41).unwrap() {
+            r.apply(m);
+        }
+        assert!(r.canary("m").is_none());
+        assert_eq!(r.production("m").map(|m| m.version), Some(2));
+        for m in canary(&r, "m", 3, 0.5, 42).unwrap() {
+            r.apply(m);
+        }
+        for m in promote(&r, "m", 3, 43).unwrap() {
+            r.apply(m);
+        }
+        assert!(r.canary("m").is_none());
+        assert_eq!(
+            r.production("m").map(|m| (m.version, m.traffic_share)),
+            Some((3, 0.0))
+        );
+        assert!(matches!(reject(&r, "m", 3, 44), Err(Error::Conflict(_))));
     }
 
     #[test]

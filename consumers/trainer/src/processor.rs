@@ -520,6 +520,7 @@ mod tests {
                 model_bytes: vec![],
                 status: ModelStatus::Production,
                 published_at: version,
+                traffic_share: 0.0,
             });
             drop(reg);
             let mut txn = self.store.txn();

@@ -209,6 +209,7 @@ pub fn train(
             ModelStatus::Rejected
         },
         published_at: ctx.published_at,
+        traffic_share: 0.0,
     };
     Ok(Trained {
         record,

@@ -48,12 +48,15 @@ impl Default for Registry {
     }
 }
 
-/// What a record changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProductionChange {
+/// What a record changed in what serves a model: its production version (`from` →
+/// `to`), or its canary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServingChange {
     pub model: String,
     pub from: Option<i64>,
     pub to: Option<i64>,
+    /// The canary after the record: version and traffic share.
+    pub canary: Option<(i64, f64)>,
 }
 
 impl Registry {
@@ -68,28 +71,36 @@ impl Registry {
         }
     }
 
-    /// Applies one record; says whether the model's production version changed.
-    pub fn apply(&mut self, record: ModelPublished) -> Option<ProductionChange> {
+    /// Applies one record; says whether the model's production version or canary changed.
+    pub fn apply(&mut self, record: ModelPublished) -> Option<ServingChange> {
         let model = record.model.clone();
         let before = self.production(&model).map(|m| m.version);
+        let canary_before = self.canary_share(&model);
         self.thin.remove(&(model.clone(), record.version));
         self.versions
             .entry(model.clone())
             .or_default()
             .insert(record.version, record);
         let after = self.production(&model).map(|m| m.version);
+        let canary = self.canary_share(&model);
         self.thin_out(&model);
-        (before != after).then_some(ProductionChange {
+        (before != after || canary_before != canary).then_some(ServingChange {
             model,
             from: before,
             to: after,
+            canary,
         })
     }
 
-    /// Drops the bytes and profile of every version of `model` that is neither production
-    /// nor among the newest `keep_whole`.
+    fn canary_share(&self, model: &str) -> Option<(i64, f64)> {
+        self.canary(model).map(|m| (m.version, m.traffic_share))
+    }
+
+    /// Drops the bytes and profile of every version of `model` that is neither production,
+    /// the canary, nor among the newest `keep_whole`.
     fn thin_out(&mut self, model: &str) {
         let production = self.production(model).map(|m| m.version);
+        let canary = self.canary(model).map(|m| m.version);
         let Some(versions) = self.versions.get_mut(model) else {
             return;
         };
@@ -100,7 +111,10 @@ impl Registry {
             .copied()
             .unwrap_or(i64::MIN);
         for (version, record) in versions.range_mut(..keep_from) {
-            if Some(*version) == production || self.thin.contains(&(model.to_string(), *version)) {
+            if Some(*version) == production
+                || Some(*version) == canary
+                || self.thin.contains(&(model.to_string(), *version))
+            {
                 continue;
             }
             record.model_bytes = Vec::new();
@@ -128,6 +142,20 @@ impl Registry {
             .get(model)?
             .values()
             .filter(|m| m.status == ModelStatus::Production)
+            .max_by_key(|m| (m.published_at, m.version))
+    }
+
+    /// The version answering a share of the requests beside production: of the versions
+    /// whose latest status is canary, the most recently published, if it was published
+    /// after the production record (a promotion or rollback since ends a canary) and is
+    /// not production itself.
+    pub fn canary(&self, model: &str) -> Option<&ModelPublished> {
+        let production = self.production(model)?;
+        self.versions
+            .get(model)?
+            .values()
+            .filter(|m| m.status == ModelStatus::Canary && m.version != production.version)
+            .filter(|m| m.published_at > production.published_at)
             .max_by_key(|m| (m.published_at, m.version))
     }
 
@@ -363,6 +391,14 @@ pub fn refusal(record: &ModelPublished, now_ms: i64) -> Option<String> {
     if record.version < 1 {
         return Some(format!("version {} is below 1", record.version));
     }
+    if record.status == ModelStatus::Canary
+        && !(record.traffic_share > 0.0 && record.traffic_share <= 1.0)
+    {
+        return Some(format!(
+            "a canary's traffic share {} is not in (0, 1]",
+            record.traffic_share
+        ));
+    }
     let latest = now_ms.saturating_add(MAX_CLOCK_SKEW_MS);
     if !(0..=latest).contains(&record.published_at) {
         return Some(format!(
@@ -384,7 +420,7 @@ pub struct FollowerMetrics {
 }
 
 /// Follows the models topic from its beginning, applying every record `trust` accepts to
-/// `registry` and calling `on_change` when a production version changes. `ready` fires
+/// `registry` and calling `on_change` when a production version or a canary changes. `ready` fires
 /// once the topic has been read to its end at start-up, so callers can wait for the
 /// registry to be whole;
 /// each request on `sync` is answered once the follower has read past where the topic
@@ -396,7 +432,7 @@ pub async fn follow(
     registry: SharedRegistry,
     codec: Codec,
     trust: Trust,
-    on_change: impl Fn(&ProductionChange, &Registry) + Send + 'static,
+    on_change: impl Fn(&ServingChange, &Registry) + Send + 'static,
     metrics: Option<FollowerMetrics>,
     ready: CancellationToken,
     mut sync: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
@@ -467,7 +503,7 @@ pub async fn follow(
                     c.thinned.inc_by(reg.thinned() - before);
                 }
                 if let Some(change) = changed {
-                    info!(%model, from = ?change.from, to = ?change.to, "production version changed");
+                    info!(%model, from = ?change.from, to = ?change.to, canary = ?change.canary, "serving versions changed");
                     on_change(&change, &reg);
                 } else {
                     info!(%model, version, %status, "model version recorded");
@@ -529,6 +565,7 @@ mod tests {
             model_bytes: vec![],
             status,
             published_at,
+            traffic_share: 0.0,
         }
     }
 
@@ -592,6 +629,47 @@ mod tests {
         r.apply(whole(1, ModelStatus::Production, 12));
         assert!(r.is_whole("m", 1));
         assert_eq!(r.production("m").map(|m| m.version), Some(1));
+    }
+
+    #[test]
+    fn a_canary_serves_beside_production_until_a_later_production_record() {
+        let canary = |version: i64, share: f64, at: i64| ModelPublished {
+            traffic_share: share,
+            ..record(version, ModelStatus::Canary, at)
+        };
+        let mut r = Registry::default();
+        assert!(
+            r.apply(canary(2, 0.2, 5)).is_none(),
+            "no production to share with"
+        );
+        assert!(r.canary("m").is_none());
+        r.apply(record(1, ModelStatus::Production, 10));
+        assert!(
+            r.canary("m").is_none(),
+            "a canary from before production is over"
+        );
+        let change = r.apply(canary(2, 0.2, 20)).unwrap();
+        assert_eq!(
+            (change.from, change.to, change.canary),
+            (Some(1), Some(1), Some((2, 0.2)))
+        );
+        // A new share is a change too; a rejection ends it.
+        assert_eq!(r.apply(canary(2, 0.5, 21)).unwrap().canary, Some((2, 0.5)));
+        assert_eq!(
+            r.apply(record(2, ModelStatus::Rejected, 22))
+                .unwrap()
+                .canary,
+            None
+        );
+        // Promoting the canary (or anything else) ends it.
+        r.apply(canary(3, 0.1, 30));
+        let change = r.apply(record(3, ModelStatus::Production, 31)).unwrap();
+        assert_eq!((change.to, change.canary), (Some(3), None));
+        // A share outside (0, 1] is refused before it gets here.
+        assert!(refusal(&canary(4, 0.0, 40), 50).unwrap().contains("share"));
+        assert!(refusal(&canary(4, 1.5, 40), 50).is_some());
+        assert!(refusal(&canary(4, f64::NAN, 40), 50).is_some());
+        assert!(refusal(&canary(4, 1.0, 40), 50).is_none());
     }
 
     #[test]

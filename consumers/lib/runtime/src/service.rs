@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::registry::{ProductionChange, Registry, RegistrySync, SharedRegistry, follow};
+use crate::registry::{Registry, RegistrySync, ServingChange, SharedRegistry, follow};
 use crate::signing::{Trust, TrustArgs};
 use crate::{Error, Processor, Result, RunOptions, Store};
 
@@ -35,7 +35,7 @@ pub fn follow_registry(
     topic: &str,
     codec: &Codec,
     trust: Trust,
-    on_change: impl Fn(&ProductionChange, &Registry) + Send + 'static,
+    on_change: impl Fn(&ServingChange, &Registry) + Send + 'static,
     metrics: Option<crate::registry::FollowerMetrics>,
     shutdown: &CancellationToken,
 ) -> Follower {
@@ -91,7 +91,7 @@ impl Service {
         kafka: &KafkaArgs,
         models_topic: &str,
         trust: &TrustArgs,
-        on_change: impl Fn(&ProductionChange, &Registry) + Send + 'static,
+        on_change: impl Fn(&ServingChange, &Registry) + Send + 'static,
         shutdown: CancellationToken,
         health: Health,
     ) -> Result<Self> {

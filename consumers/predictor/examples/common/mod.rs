@@ -78,6 +78,7 @@ impl Bench {
             model_bytes: trained.to_bytes(),
             status: ModelStatus::Production,
             published_at: 1,
+            traffic_share: 0.0,
         };
         let producer: FutureProducer = self.kafka.producer_config().create()?;
         producer

@@ -432,5 +432,6 @@ pub fn record(model: &str, version: i64, status: ModelStatus, published_at: i64)
         model_bytes: vec![1, 2, 3],
         status,
         published_at,
+        traffic_share: 0.0,
     }
 }
