@@ -723,9 +723,9 @@ async fn a_running_predictor_refuses_unsigned_altered_or_untrusted_versions_and_
     Ok(())
 }
 
-/// A canary at 20% on the Kafka path: each request id meets the version its hash picks,
-/// about a fifth of them the canary, the same one every time it is sent; a promotion then
-/// ends the canary and the promoted version answers everything.
+/// A canary at 20%: each request id meets the version its hash picks, on Kafka and over
+/// HTTP, about a fifth of them the canary, the same one every time it is sent; a
+/// promotion then ends the canary and the promoted version answers everything.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_canary_answers_its_share_of_request_ids_and_always_the_same_ones() -> Result<()> {
     use driftline_predictor::slots::canary_bucket;
@@ -789,6 +789,45 @@ async fn a_canary_answers_its_share_of_request_ids_and_always_the_same_ones() ->
     let canary = check(&logged)?;
     let share = canary as f64 / logged.len() as f64;
     assert!((0.17..0.23).contains(&share), "the canary answered {share}");
+
+    // Over HTTP a client's id routes the same way (logged as `http:<id>`), every time.
+    let in_share = (0..)
+        .map(|i| format!("c{i}"))
+        .find(|id| canary_bucket(&format!("http:{id}")) < 0.2)
+        .context("an id in the share")?;
+    let outside = (0..)
+        .map(|i| format!("c{i}"))
+        .find(|id| canary_bucket(&format!("http:{id}")) >= 0.2)
+        .context("an id outside")?;
+    for (id, version) in [(&in_share, "2"), (&outside, "1"), (&in_share, "2")] {
+        let body = json!({
+            "id": id,
+            "inputs": [
+                {"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]},
+                {"name": "colour", "shape": [1], "datatype": "BYTES", "data": ["red"]},
+            ]
+        })
+        .to_string();
+        let (status, answer) = http(
+            t.addr,
+            "POST",
+            "/v2/models/toy/infer",
+            Some(body.as_bytes()),
+        )
+        .await?;
+        assert_eq!(status, 200, "{answer}");
+        let answer: serde_json::Value = serde_json::from_str(&answer)?;
+        assert_eq!(answer["model_version"], version, "id {id}: {answer}");
+    }
+    // And the canary can be asked for by version.
+    let (status, _) = http(
+        t.addr,
+        "POST",
+        "/v2/models/toy/versions/2/infer",
+        Some(br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}, {"name": "colour", "shape": [1], "datatype": "BYTES", "data": ["red"]}]}"#),
+    )
+    .await?;
+    assert_eq!(status, 200);
 
     // Promoted, v2 answers every id, the former canary's and the rest.
     let promoted = ModelPublished {

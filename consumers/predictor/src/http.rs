@@ -1,7 +1,10 @@
 //! The HTTP inference API: Open Inference Protocol v2 and a plain JSON `/predict`.
 //!
 //! Every prediction served here is also logged to `driftline.predictions` (source HTTP),
-//! so the monitor sees HTTP traffic like Kafka traffic.
+//! so the monitor sees HTTP traffic like Kafka traffic. A request meets the canary when
+//! its first logged id falls in the canary's share (a client's `id` is stable, so its
+//! requests always meet the same version; `/predict` ids are fresh, so it is a draw);
+//! all its rows meet one version.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -245,8 +248,27 @@ fn served(state: &AppState, name: &str) -> Result<Arc<Served>, ApiError> {
         .ok_or_else(|| ApiError::NotReady(name.to_string()))
 }
 
+/// The version that answers a request logged under `request_id` (production, or a
+/// canary for the ids in its share).
+fn served_for(state: &AppState, name: &str, request_id: &str) -> Result<Arc<Served>, ApiError> {
+    if state.slots.spec(name).is_none() {
+        return Err(ApiError::UnknownModel(name.to_string()));
+    }
+    state
+        .slots
+        .for_request(name, request_id)
+        .ok_or_else(|| ApiError::NotReady(name.to_string()))
+}
+
 fn served_version(state: &AppState, name: &str, version: &str) -> Result<Arc<Served>, ApiError> {
     let s = served(state, name)?;
+    if let Some(loaded) = version
+        .parse()
+        .ok()
+        .and_then(|v| state.slots.loaded(name, v))
+    {
+        return Ok(loaded);
+    }
     if s.version.to_string() != version {
         // Only the production version is loaded; older ones are in the registry.
         return Err(ApiError::UnknownVersion {
@@ -318,8 +340,7 @@ async fn infer(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let s = served(&state, &name)?;
-    infer_with(&state, &limits, s, &body).await
+    infer_with(&state, &limits, |id| served_for(&state, &name, id), &body).await
 }
 
 async fn infer_version(
@@ -328,13 +349,15 @@ async fn infer_version(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let s = served_version(&state, &name, &version)?;
-    infer_with(&state, &limits, s, &body).await
+    infer_with(&state, &limits, |_| Ok(s), &body).await
 }
 
+/// Answers an OIP request with the version `pick` chooses for its first logged id: the
+/// rows of one request meet one version.
 async fn infer_with(
     state: &AppState,
     limits: &Limits,
-    s: Arc<Served>,
+    pick: impl FnOnce(&str) -> Result<Arc<Served>, ApiError>,
     body: &[u8],
 ) -> Result<Json<Value>, ApiError> {
     let req = json::infer_body(body, limits.batch_rows)?;
@@ -348,6 +371,7 @@ async fn infer_with(
             None => fresh_id(),
         })
         .collect();
+    let s = pick(ids.first().map_or("", String::as_str))?;
     let predictions = predict_rows(state, &s, &batch, &ids)?;
     let mut outputs = Vec::new();
     match s.spec.target.kind {
@@ -401,9 +425,9 @@ async fn predict(State((state, limits)): St, body: Bytes) -> Result<Json<Value>,
                 ApiError::BadRequest("`model` is required when several models are served".into())
             })?,
     };
-    let s = served(&state, &name)?;
     let (single, batch) = (req.single, req.rows);
     let ids: Vec<String> = (0..batch.len()).map(|_| fresh_id()).collect();
+    let s = served_for(&state, &name, ids.first().map_or("", String::as_str))?;
     let predictions = predict_rows(&state, &s, &batch, &ids)?;
     let render = |p: &Prediction, id: &str| {
         let mut v = json!({ "request_id": id });

@@ -118,6 +118,16 @@ impl ModelSlots {
             .map(|s| s.production.clone())
     }
 
+    /// Version `version` of `model`, if it is loaded (production or the canary).
+    pub fn loaded(&self, model: &str, version: i64) -> Option<Arc<Served>> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        let slot = slots.get(model)?;
+        std::iter::once(&slot.production)
+            .chain(slot.canary.iter().map(|c| &c.0))
+            .find(|s| s.version == version)
+            .cloned()
+    }
+
     /// The version that answers `request_id`: the canary for ids below its share,
     /// production for the rest.
     pub fn for_request(&self, model: &str, request_id: &str) -> Option<Arc<Served>> {
