@@ -261,22 +261,16 @@ fn served_for(state: &AppState, name: &str, request_id: &str) -> Result<Arc<Serv
 }
 
 fn served_version(state: &AppState, name: &str, version: &str) -> Result<Arc<Served>, ApiError> {
-    let s = served(state, name)?;
-    if let Some(loaded) = version
+    served(state, name)?;
+    // Only production and the canary are loaded; older versions are in the registry.
+    version
         .parse()
         .ok()
         .and_then(|v| state.slots.loaded(name, v))
-    {
-        return Ok(loaded);
-    }
-    if s.version.to_string() != version {
-        // Only the production version is loaded; older ones are in the registry.
-        return Err(ApiError::UnknownVersion {
+        .ok_or_else(|| ApiError::UnknownVersion {
             model: name.to_string(),
             version: version.to_string(),
-        });
-    }
-    Ok(s)
+        })
 }
 
 fn metadata(s: &Served) -> Value {

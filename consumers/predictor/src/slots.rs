@@ -52,6 +52,13 @@ struct Slot {
     canary: Option<(Arc<Served>, f64)>,
 }
 
+impl Slot {
+    /// The loaded versions: production, then the canary.
+    fn versions(&self) -> impl Iterator<Item = &Arc<Served>> {
+        std::iter::once(&self.production).chain(self.canary.iter().map(|c| &c.0))
+    }
+}
+
 /// What a sync left serving.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Serving {
@@ -121,9 +128,9 @@ impl ModelSlots {
     /// Version `version` of `model`, if it is loaded (production or the canary).
     pub fn loaded(&self, model: &str, version: i64) -> Option<Arc<Served>> {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
-        let slot = slots.get(model)?;
-        std::iter::once(&slot.production)
-            .chain(slot.canary.iter().map(|c| &c.0))
+        slots
+            .get(model)?
+            .versions()
             .find(|s| s.version == version)
             .cloned()
     }
@@ -162,11 +169,7 @@ impl ModelSlots {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(model)
-            .map(|s| {
-                std::iter::once(s.production.clone())
-                    .chain(s.canary.iter().map(|c| c.0.clone()))
-                    .collect()
-            })
+            .map(|s| s.versions().cloned().collect())
             .unwrap_or_default();
         // Load outside the lock: decoding a model must not stall predictions.
         let load = |record: &ModelPublished| -> Result<Arc<Served>> {

@@ -98,11 +98,30 @@ pub fn promote(reg: &Registry, model: &str, version: i64, now: i64) -> Result<Ve
             "{model} v{version} is already in production"
         )));
     }
-    let mut promoted = record.clone();
-    promoted.status = ModelStatus::Production;
-    promoted.traffic_share = 0.0;
-    promoted.published_at = now.max(latest_published(reg, model) + 1);
-    Ok(vec![promoted])
+    Ok(vec![restated(
+        reg,
+        record,
+        ModelStatus::Production,
+        0.0,
+        now,
+    )])
+}
+
+/// `record` again with a new status and share, published after every record of its model
+/// so that it is the latest.
+fn restated(
+    reg: &Registry,
+    record: &ModelPublished,
+    status: ModelStatus,
+    traffic_share: f64,
+    now: i64,
+) -> ModelPublished {
+    ModelPublished {
+        status,
+        traffic_share,
+        published_at: now.max(latest_published(reg, &record.model) + 1),
+        ..record.clone()
+    }
 }
 
 /// The record that makes `version` a canary answering `share` of the requests.
@@ -132,11 +151,7 @@ pub fn canary(
         }
         Some(_) => {}
     }
-    let mut canary = record.clone();
-    canary.status = ModelStatus::Canary;
-    canary.traffic_share = share;
-    canary.published_at = now.max(latest_published(reg, model) + 1);
-    Ok(vec![canary])
+    Ok(vec![restated(reg, record, ModelStatus::Canary, share, now)])
 }
 
 /// The record that rejects `version` (ending its canary, if it is one).
@@ -147,11 +162,7 @@ pub fn reject(reg: &Registry, model: &str, version: i64, now: i64) -> Result<Vec
             "{model} v{version} is in production: roll it back instead"
         )));
     }
-    let mut rejected = record.clone();
-    rejected.status = ModelStatus::Rejected;
-    rejected.traffic_share = 0.0;
-    rejected.published_at = now.max(latest_published(reg, model) + 1);
-    Ok(vec![rejected])
+    Ok(vec![restated(reg, record, ModelStatus::Rejected, 0.0, now)])
 }
 
 /// The records that put the previous production version back.
