@@ -210,6 +210,7 @@ async fn trainer(rows: usize, dir: &Path) -> Result<Subject> {
         retrain_topic: retrain.clone(),
         models_topic: models,
         dlq_topic: dlq,
+        rollout: Default::default(),
         phase_pause_ms: 0,
     };
     Ok(Subject {

@@ -252,6 +252,7 @@ async fn monitor_trainer_and_dashboard_give_the_same_error_per_day_from_the_one_
         Default::default(),
         TrainerMetrics::new(&prometheus::Registry::new()),
         Default::default(),
+        driftline_trainer::service::RolloutArgs::default().gate(0.01),
     );
     for m in &records {
         let mut txn = store.txn();

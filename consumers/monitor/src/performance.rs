@@ -3,70 +3,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use driftline_schemas::events::{Actual, MetricComparison, Prediction};
+pub use driftline_model::Joined;
+use driftline_schemas::events::MetricComparison;
 
 use crate::tracker::Fixed;
-use crate::window::number_label;
 
-/// Probabilities are clipped like the trainer's log-loss (scikit-learn's 1e-15).
-const EPS: f64 = 1e-15;
-
-/// One prediction joined with its actual.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Joined {
-    Regression {
-        predicted: f64,
-        actual: f64,
-    },
-    /// Whether the predicted class was right, and the probability given to the true class.
-    Classification {
-        correct: bool,
-        p_true: f64,
-    },
-}
-
-impl Joined {
-    /// What the error detectors watch: the absolute error, or 1 for a wrong class.
-    pub fn error(&self) -> f64 {
-        match self {
-            Joined::Regression { predicted, actual } => (predicted - actual).abs(),
-            Joined::Classification { correct, .. } => {
-                if *correct {
-                    0.0
-                } else {
-                    1.0
-                }
-            }
-        }
-    }
-
-    /// A prediction scored against its actual: regression when both are numbers, or
-    /// classification when a class was predicted (a numeric actual is read as its label);
-    /// `None` when the actual does not fit the prediction.
-    pub fn of(prediction: &Prediction, actual: &Actual) -> Option<Self> {
-        match (prediction.value, actual.value, &prediction.class) {
-            (Some(predicted), Some(truth), None) => Some(Joined::Regression {
-                predicted,
-                actual: truth,
-            }),
-            (_, _, Some(class)) => {
-                let truth = actual
-                    .class
-                    .clone()
-                    .or_else(|| actual.value.map(number_label))?;
-                Some(Joined::Classification {
-                    correct: *class == truth,
-                    p_true: prediction
-                        .probabilities
-                        .get(&truth)
-                        .copied()
-                        .unwrap_or(if *class == truth { 1.0 } else { 0.0 }),
-                })
-            }
-            _ => None,
-        }
-    }
-}
+use driftline_model::joined::EPS;
 
 #[derive(Debug, Clone, Default)]
 pub struct PerformanceWindow {

@@ -44,9 +44,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::labelled::{
-    Job, done_key, end_offsets, named_by, newest_first, pending_jobs, read_upto,
+    Job, done_key, end_offsets, named_by, newest_first, pending_decisions, pending_jobs, read_upto,
 };
 use crate::metrics::TrainerMetrics;
+use crate::ops;
+use crate::rollout::Action;
 use crate::train::{Context, TrainOptions, Trained, select_window, train};
 use crate::{Error, Result, bootstrap};
 
@@ -233,6 +235,8 @@ pub struct Runner {
     pub models_topic: String,
     /// Signs the versions this trainer publishes (none: they go out unsigned).
     pub signer: Option<Arc<Signer>>,
+    /// Whose records are taken when a thin version is read whole for a rollout decision.
+    pub trust: Trust,
     pub options: TrainOptions,
     pub metrics: TrainerMetrics,
     pub wake: Arc<Notify>,
@@ -336,13 +340,15 @@ impl Runner {
         Ok(Some(writer))
     }
 
-    /// Runs one coalesced job per model with pending jobs in an owned partition.
+    /// Runs one coalesced job per model with pending jobs in an owned partition, after
+    /// publishing the live gate's decisions.
     async fn run_pending(&self, shutdown: &CancellationToken) -> Result<()> {
         // Writers of partitions given up since are closed.
         self.writers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|p, (term, _)| self.ownership.term(*p) == Some(*term));
+        self.run_decisions(shutdown).await?;
         let mut by_model: BTreeMap<String, Vec<(Vec<u8>, Job)>> = BTreeMap::new();
         for (key, job) in pending_jobs(&self.store)? {
             // A job belongs to the partition of the event that asked for it; jobs written
@@ -522,63 +528,20 @@ impl Runner {
         shutdown: &CancellationToken,
     ) -> Result<()> {
         let (model, trigger) = (&job.model, &job.trigger);
-        if self.ownership.term(partition) != Some(term) {
+        let changes = clearing(jobs, trigger);
+        let records = match &outcome {
+            Outcome::Trained {
+                record, payload, ..
+            } => vec![(record.key().into_bytes(), payload.clone())],
+            _ => Vec::new(),
+        };
+        if !self
+            .transact(partition, term, &changes, records, shutdown)
+            .await?
+        {
             info!(%model, %trigger, partition, "the partition moved during training; its new owner runs the job");
             return Ok(());
         }
-        let Some(writer) = self.writer(partition, term, shutdown).await? else {
-            return Ok(());
-        };
-        let changes = clearing(jobs, trigger);
-        let mut writes: Vec<Write> = changes
-            .iter()
-            .map(|(key, value)| Write {
-                topic: self.changelog.clone(),
-                partition: Some(partition),
-                key: key.clone(),
-                payload: value.clone(),
-                headers: Vec::new(),
-            })
-            .collect();
-        if let Outcome::Trained {
-            record, payload, ..
-        } = &outcome
-        {
-            let key = record.key().into_bytes();
-            writes.push(Write {
-                topic: self.models_topic.clone(),
-                partition: None,
-                headers: self
-                    .signer
-                    .iter()
-                    .map(|s| s.header(&key, payload))
-                    .collect(),
-                key,
-                payload: Some(payload.clone()),
-            });
-        }
-        match writer.commit(&writes).await {
-            Ok(()) => {}
-            Err(e) => {
-                self.writers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&partition);
-                if let WriteError::Fenced { .. } = e {
-                    warn!(%model, %trigger, partition, error = %e, "another trainer owns the partition now; it runs the job");
-                    return Ok(());
-                }
-                return Err(driftline_runtime::Error::Delivery {
-                    topic: self.models_topic.clone(),
-                    error: e.to_string(),
-                }
-                .into());
-            }
-        }
-        self.store.write(
-            changes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
-            &BTreeMap::new(),
-        )?;
         let Outcome::Trained {
             record,
             promoted,
@@ -611,6 +574,150 @@ impl Runner {
                 "{model} v{} was committed but the registry does not show it",
                 record.version
             )));
+        }
+        Ok(())
+    }
+
+    /// Commits `records` (key, payload) to the models topic, signed, and `changes` to the
+    /// changelog in one transaction of `partition`'s writer, then `changes` to the local
+    /// store. False when the partition is no longer this instance's (nothing committed).
+    async fn transact(
+        &self,
+        partition: i32,
+        term: u64,
+        changes: &[(Vec<u8>, Option<Vec<u8>>)],
+        records: Vec<(Vec<u8>, Vec<u8>)>,
+        shutdown: &CancellationToken,
+    ) -> Result<bool> {
+        if self.ownership.term(partition) != Some(term) {
+            return Ok(false);
+        }
+        let Some(writer) = self.writer(partition, term, shutdown).await? else {
+            return Ok(false);
+        };
+        let mut writes: Vec<Write> = changes
+            .iter()
+            .map(|(key, value)| Write {
+                topic: self.changelog.clone(),
+                partition: Some(partition),
+                key: key.clone(),
+                payload: value.clone(),
+                headers: Vec::new(),
+            })
+            .collect();
+        for (key, payload) in records {
+            writes.push(Write {
+                topic: self.models_topic.clone(),
+                partition: None,
+                headers: self
+                    .signer
+                    .iter()
+                    .map(|s| s.header(&key, &payload))
+                    .collect(),
+                key,
+                payload: Some(payload),
+            });
+        }
+        if let Err(e) = writer.commit(&writes).await {
+            self.writers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&partition);
+            if let WriteError::Fenced { .. } = e {
+                warn!(partition, error = %e, "another trainer owns the partition now");
+                return Ok(false);
+            }
+            return Err(driftline_runtime::Error::Delivery {
+                topic: self.models_topic.clone(),
+                error: e.to_string(),
+            }
+            .into());
+        }
+        self.store.write(
+            changes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
+            &BTreeMap::new(),
+        )?;
+        Ok(true)
+    }
+
+    /// Publishes the live gate's decisions of the partitions this instance owns, each as
+    /// the registry operation it names, in one transaction with clearing it. A decision
+    /// the registry has moved past (the canary ended, production changed) is cleared
+    /// unpublished.
+    async fn run_decisions(&self, shutdown: &CancellationToken) -> Result<()> {
+        for (key, d) in pending_decisions(&self.store)? {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let Some(term) = self.ownership.term(d.partition) else {
+                continue;
+            };
+            // Fenced and caught up before the registry is read.
+            if self.writer(d.partition, term, shutdown).await?.is_none() {
+                return Ok(());
+            }
+            let registry = self
+                .registry
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let (model, version, action) = (&d.model, d.version, d.action.as_str());
+            let made = match d.action {
+                Action::Promote if registry.canary(model).map(|c| c.version) == Some(version) => {
+                    Some(ops::promote(&registry, model, version, now_ms()))
+                }
+                Action::Reject if registry.canary(model).map(|c| c.version) == Some(version) => {
+                    Some(ops::reject(&registry, model, version, now_ms()))
+                }
+                Action::Rollback
+                    if registry.production(model).map(|p| p.version) == Some(version) =>
+                {
+                    Some(ops::rollback(&registry, model, now_ms()))
+                }
+                _ => None,
+            };
+            let records = match made {
+                Some(Ok(records)) => {
+                    let whole = made_whole(
+                        &self.kafka,
+                        &self.models_topic,
+                        &self.codec,
+                        &self.trust,
+                        &registry,
+                        records,
+                    )
+                    .await;
+                    match whole {
+                        Ok(records) => records,
+                        Err(e) if e.is_retryable() => return Err(e),
+                        Err(e) => {
+                            warn!(%model, version, action, error = %e, "rollout decision cannot be carried out; cleared");
+                            Vec::new()
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    warn!(%model, version, action, error = %e, "rollout decision cannot be carried out; cleared");
+                    Vec::new()
+                }
+                None => {
+                    info!(%model, version, action, "the registry moved past this rollout decision; cleared unpublished");
+                    Vec::new()
+                }
+            };
+            let payloads = records
+                .iter()
+                .map(|r| Ok((r.key().into_bytes(), fit_to_message(&self.codec, r)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let published = !payloads.is_empty();
+            if self
+                .transact(d.partition, term, &[(key, None)], payloads, shutdown)
+                .await?
+                && published
+            {
+                info!(%model, version, action, reason = %d.reason, "rollout decision published");
+                self.registry_sync.wait(REGISTRY_PATIENCE).await?;
+            }
         }
         Ok(())
     }
@@ -761,6 +868,7 @@ mod tests {
             codec: Codec::single_object(),
             models_topic: "models".into(),
             signer: None,
+            trust: Trust::none(),
             options: TrainOptions::default(),
             metrics: TrainerMetrics::new(&prometheus::Registry::new()),
             wake: Arc::new(Notify::new()),

@@ -10,6 +10,8 @@
 //! | `done/<model>\0<trigger>` | a trigger that was coalesced into another job |
 //! | `sched/<model>` | the optional schedule's counters |
 //! | `read/<partition>` | the next offset of that labelled partition: the rows reflect every message below it |
+//! | `rollout/<model>` | the live rollout gate's state ([`crate::rollout::Rollout`]) |
+//! | `decision/<model>\0<version>/<action>` | a gate decision waiting to be published ([`Decision`]) |
 //!
 //! Row keys sort by event time, so a training window is one prefix scan and eviction of
 //! the oldest rows is a walk from the front of an in-memory index of the keys.
@@ -25,6 +27,7 @@ use driftline_runtime::{Store, Txn};
 use driftline_schemas::events::{FeatureValue, Features, SourcePosition, offsets_key};
 use serde::{Deserialize, Serialize};
 
+use crate::rollout::Decision;
 use crate::{Error, Result};
 
 pub fn row_prefix(model: &str) -> Vec<u8> {
@@ -66,6 +69,16 @@ pub fn done_key(model: &str, trigger: &str) -> Vec<u8> {
 
 pub fn sched_key(model: &str) -> Vec<u8> {
     prefixed("sched/", model)
+}
+
+pub fn rollout_key(model: &str) -> Vec<u8> {
+    prefixed("rollout/", model)
+}
+
+pub fn decision_key(d: &Decision) -> Vec<u8> {
+    let mut k = prefixed("decision/", &d.model);
+    k.extend_from_slice(format!("{}/{}", d.version, d.action.as_str()).as_bytes());
+    k
 }
 
 pub fn read_key(partition: i32) -> Vec<u8> {
@@ -380,6 +393,20 @@ pub fn pending_jobs(store: &Store) -> Result<Vec<(Vec<u8>, Job)>> {
         .map(|(k, v)| Ok((k, Job::decode(&v)?)))
         .collect()
 }
+
+/// The gate's decisions waiting to be published, with their keys.
+pub fn pending_decisions(store: &Store) -> Result<Vec<(Vec<u8>, Decision)>> {
+    store
+        .scan_prefix(b"decision/")?
+        .into_iter()
+        .map(|(k, v)| {
+            serde_json::from_slice(&v)
+                .map(|d| (k, d))
+                .map_err(|e| Error::State(format!("a stored rollout decision: {e}")))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

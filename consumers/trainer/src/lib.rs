@@ -26,6 +26,7 @@ pub mod labelled;
 pub mod metrics;
 pub mod ops;
 pub mod processor;
+pub mod rollout;
 pub mod service;
 pub mod train;
 

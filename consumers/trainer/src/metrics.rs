@@ -1,6 +1,8 @@
 //! The trainer's Prometheus metrics, defined in one place (beside the runtime's).
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Cheap to clone: the collectors are shared handles.
 #[derive(Clone)]
@@ -15,6 +17,11 @@ pub struct TrainerMetrics {
     pub training_seconds: Histogram,
     /// Jobs waiting in the store.
     pub pending_jobs: IntGauge,
+    /// The live rollout gate's decisions, by action: promote, reject, rollback, keep.
+    pub rollout_decisions: IntCounterVec,
+    /// Mean live loss on the primary metric, by model and role (production over its
+    /// term, canary over its trial); NaN before a row.
+    pub live_error: GaugeVec,
 }
 
 impl TrainerMetrics {
@@ -53,12 +60,30 @@ impl TrainerMetrics {
             "Training jobs waiting in the store.",
         )
         .expect("valid metric");
+        let rollout_decisions = IntCounterVec::new(
+            Opts::new(
+                "trainer_rollout_decisions_total",
+                "Decisions of the live rollout gate, by action.",
+            ),
+            &["action"],
+        )
+        .expect("valid metric");
+        let live_error = GaugeVec::new(
+            Opts::new(
+                "trainer_live_error",
+                "Mean live loss on the primary metric (MAE or log loss) over labelled rows, by model and role (production, canary).",
+            ),
+            &["model", "role"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(labelled_rows.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(evicted_rows.clone()),
             Box::new(trainings.clone()),
             Box::new(training_seconds.clone()),
             Box::new(pending_jobs.clone()),
+            Box::new(rollout_decisions.clone()),
+            Box::new(live_error.clone()),
         ] {
             let _ = registry.register(c);
         }
@@ -68,6 +93,8 @@ impl TrainerMetrics {
             trainings,
             training_seconds,
             pending_jobs,
+            rollout_decisions,
+            live_error,
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use driftline_model::{LabelledRow, Target};
+use driftline_model::{Joined, LabelledRow, Target, primary_metric};
 use driftline_runtime::registry::SharedRegistry;
 use driftline_runtime::store::TopicPartition;
 use driftline_runtime::{Output, Processor, Record, Rejection, Store, Txn};
@@ -18,8 +18,11 @@ use tokio::sync::Notify;
 use tracing::{debug, info};
 
 use crate::jobs::Ownership;
-use crate::labelled::{Job, RowIndex, done_key, job_key, record_read, sched_key};
+use crate::labelled::{
+    Job, RowIndex, decision_key, done_key, job_key, record_read, rollout_key, sched_key,
+};
 use crate::metrics::TrainerMetrics;
+use crate::rollout::{Action, Decision, Gate, Rollout, Row, Serving};
 
 /// Retrain without drift, every N labelled rows and/or every T hours of event time. Off
 /// (both zero) by default.
@@ -100,6 +103,8 @@ pub struct TrainerProcessor {
     pub metrics: TrainerMetrics,
     /// Tells the job runner which partitions' jobs are this instance's to run.
     pub ownership: Ownership,
+    /// The live rollout gate's settings.
+    pub gate: Gate,
     queued: bool,
 }
 
@@ -115,6 +120,7 @@ impl TrainerProcessor {
         wake: Arc<Notify>,
         metrics: TrainerMetrics,
         ownership: Ownership,
+        gate: Gate,
     ) -> Self {
         Self {
             specs,
@@ -126,8 +132,76 @@ impl TrainerProcessor {
             wake,
             metrics,
             ownership,
+            gate,
             queued: false,
         }
+    }
+
+    /// Counts a new labelled row in its model's live rollout gate; a decision it makes
+    /// is left in the store for the job runner to publish, committed with this row.
+    fn rollout(
+        &mut self,
+        txn: &mut Txn<'_>,
+        l: &Labelled,
+        kind: TargetKind,
+        partition: i32,
+    ) -> Result<(), Rejection> {
+        let model = &l.prediction.model;
+        let key = rollout_key(model);
+        let before: Rollout = match txn.get(&key).map_err(state_err)? {
+            Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
+            None => Rollout::default(),
+        };
+        let serving = {
+            let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
+            Serving {
+                production: reg.production(model).map(|m| (m.version, m.published_at)),
+                canary: reg.canary(model).map(|m| (m.version, m.published_at)),
+            }
+        };
+        let mut state = before.clone();
+        state.follow(serving, &self.gate);
+        let metric = primary_metric(kind);
+        let loss = Joined::of(&l.prediction.prediction, &l.actual)
+            .and_then(|j| j.loss(metric))
+            .filter(|x| x.is_finite());
+        if let Some(loss) = loss {
+            let row = Row {
+                version: l.prediction.model_version,
+                served_at: l.prediction.served_at,
+                loss,
+            };
+            for (version, action, reason) in state.count(row, &self.gate, metric) {
+                info!(%model, version, action = action.as_str(), %reason, "live rollout gate");
+                self.metrics
+                    .rollout_decisions
+                    .with_label_values(&[action.as_str()])
+                    .inc();
+                if action == Action::Keep {
+                    continue;
+                }
+                let d = Decision {
+                    model: model.clone(),
+                    version,
+                    action,
+                    reason,
+                    partition,
+                };
+                txn.put(decision_key(&d), serde_json::to_vec(&d).unwrap_or_default());
+                self.queued = true;
+            }
+        }
+        for (role, live) in [
+            ("production", state.production.as_ref().map(|t| t.live)),
+            ("canary", state.canary.as_ref().map(|t| t.live)),
+        ] {
+            let gauge = self.metrics.live_error.with_label_values(&[model, role]);
+            gauge.set(live.and_then(|l| l.mean()).unwrap_or(f64::NAN));
+        }
+        if state != before {
+            txn.put(key, serde_json::to_vec(&state).unwrap_or_default());
+        }
+        Ok(())
     }
 
     /// After a new row (read at `offset` of labelled `partition`): the gauge, and the
@@ -310,7 +384,8 @@ impl Processor for TrainerProcessor {
             let Some(spec) = self.specs.get(&model) else {
                 return Ok(Vec::new());
             };
-            let row = training_row(&l, spec.target.kind)?;
+            let kind = spec.target.kind;
+            let row = training_row(&l, kind)?;
             let read_at = (&l.prediction_read_at, &l.actual_read_at);
             if let Some(evicted) = self.index.add(
                 txn,
@@ -330,6 +405,7 @@ impl Processor for TrainerProcessor {
                     row.event_time,
                     (record.partition, record.offset),
                 )?;
+                self.rollout(txn, &l, kind, record.partition)?;
             }
         } else if record.topic == self.topics.retrain {
             let r: RetrainRequested = self.codec.decode(payload).map_err(Rejection::decode)?;
@@ -424,6 +500,11 @@ mod tests {
                 Arc::new(Notify::new()),
                 TrainerMetrics::new(&prometheus::Registry::new()),
                 Ownership::default(),
+                Gate {
+                    min_rows: 3,
+                    margin: 0.01,
+                    watch_rows: 3,
+                },
             );
             Self {
                 _dir: dir,
@@ -454,13 +535,27 @@ mod tests {
 
         /// A row of the joiner, its actual `value`.
         fn labelled(&mut self, id: &str, t: i64, value: Option<f64>) -> Result<(), Rejection> {
+            self.served(id, t, (1, None), value)
+        }
+
+        /// A row of the joiner whose prediction `(version, value)` was served at `t`.
+        fn served(
+            &mut self,
+            id: &str,
+            t: i64,
+            (version, predicted): (i64, Option<f64>),
+            value: Option<f64>,
+        ) -> Result<(), Rejection> {
             let p = PredictionLogged {
                 request_id: id.into(),
                 model: "m".into(),
-                model_version: 1,
+                model_version: version,
                 event_time: t,
                 features: [("x".to_string(), FeatureValue::Number(1.0))].into(),
-                prediction: Prediction::default(),
+                prediction: Prediction {
+                    value: predicted,
+                    ..Prediction::default()
+                },
                 served_at: t,
                 latency_us: 1,
                 source: PredictionSource::Kafka,
@@ -503,31 +598,41 @@ mod tests {
 
         /// What the job runner does once a version is on the models topic.
         fn published(&mut self, trigger: &str) {
-            let mut reg = self.registry.write().unwrap();
-            let version = reg.latest_version("m") + 1;
-            reg.apply(ModelPublished {
-                model: "m".into(),
-                version,
-                algorithm: "linear".into(),
-                hyper_parameters: Default::default(),
-                metrics: Default::default(),
-                incumbent_metrics: Default::default(),
-                parent_version: None,
+            let version = self.registry.read().unwrap().latest_version("m") + 1;
+            self.registry.write().unwrap().apply(ModelPublished {
                 trigger: trigger.into(),
-                training_window: TrainingWindow::default(),
-                reference_profile: vec![],
-                model_format: "x".into(),
-                model_bytes: vec![],
-                status: ModelStatus::Production,
-                published_at: version,
-                traffic_share: 0.0,
+                ..version_record(version, ModelStatus::Production, version)
             });
-            drop(reg);
             let mut txn = self.store.txn();
             for (key, _) in pending_jobs(&self.store).unwrap() {
                 txn.delete(key);
             }
             self.store.commit(txn, &BTreeMap::new()).unwrap();
+        }
+    }
+
+    /// A record of `m` v`version`.
+    fn version_record(version: i64, status: ModelStatus, published_at: i64) -> ModelPublished {
+        ModelPublished {
+            model: "m".into(),
+            version,
+            algorithm: "linear".into(),
+            hyper_parameters: Default::default(),
+            metrics: Default::default(),
+            incumbent_metrics: Default::default(),
+            parent_version: None,
+            trigger: format!("manual:{version}"),
+            training_window: TrainingWindow::default(),
+            reference_profile: vec![],
+            model_format: "x".into(),
+            model_bytes: vec![],
+            status,
+            published_at,
+            traffic_share: if status == ModelStatus::Canary {
+                0.2
+            } else {
+                0.0
+            },
         }
     }
 
@@ -651,6 +756,39 @@ mod tests {
         // A re-delivered row counts once.
         h.labelled("r4", 4 * HOUR, Some(2.0)).unwrap();
         assert_eq!(h.jobs(), ["schedule:2", "schedule:4"]);
+    }
+
+    #[test]
+    fn live_labels_of_a_canary_and_production_leave_one_decision_for_the_runner() {
+        let mut h = Harness::new(Schedule::default());
+        {
+            let mut reg = h.registry.write().unwrap();
+            reg.apply(version_record(1, ModelStatus::Production, 10));
+            reg.apply(version_record(2, ModelStatus::Canary, 20));
+        }
+        // Served before the canary began: not part of the trial.
+        h.served("early", 15, (1, Some(0.0)), Some(5.0)).unwrap();
+        for i in 0..4 {
+            h.served(&format!("p{i}"), 30 + i, (1, Some(2.0)), Some(5.0))
+                .unwrap();
+            h.served(&format!("c{i}"), 30 + i, (2, Some(4.5)), Some(5.0))
+                .unwrap();
+        }
+        // A re-delivered row is not counted again.
+        h.served("c0", 30, (2, Some(4.5)), Some(5.0)).unwrap();
+        let decisions = crate::labelled::pending_decisions(&h.store).unwrap();
+        assert_eq!(decisions.len(), 1, "{decisions:?}");
+        let d = &decisions[0].1;
+        assert_eq!((d.version, d.action), (2, Action::Promote));
+        assert!(
+            d.reason
+                .contains("mae 0.5000 over 3 live rows vs production v1 3.0000 over 3"),
+            "{}",
+            d.reason
+        );
+        let state: Rollout =
+            serde_json::from_slice(&h.store.get(&rollout_key("m")).unwrap().unwrap()).unwrap();
+        assert_eq!(state.canary.map(|t| t.live.rows), Some(4));
     }
 
     #[test]

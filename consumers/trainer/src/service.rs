@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use driftline_kafka::KafkaArgs;
 use driftline_runtime::metrics::Metrics;
 use driftline_runtime::now_ms;
@@ -29,6 +29,7 @@ use crate::jobs::{Owned, Ownership, Runner};
 use crate::labelled::RowIndex;
 use crate::metrics::TrainerMetrics;
 use crate::processor::{Schedule, Topics, TrainerProcessor};
+use crate::rollout::Gate;
 use crate::train::{TrainOptions, defaults};
 use crate::{Error, Result};
 
@@ -101,9 +102,71 @@ pub struct TrainerArgs {
     pub models_topic: String,
     #[arg(long, env = "DRIFTLINE_TOPIC_DLQ", default_value = topics::DLQ)]
     pub dlq_topic: String,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
     /// Test hook: announce each job phase on stdout and pause in it this long.
     #[arg(long, hide = true, default_value_t = 0)]
     pub phase_pause_ms: u64,
+}
+
+/// How a version that wins on the holdout reaches production.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RolloutMode {
+    /// It becomes production at once.
+    Direct,
+    /// It becomes a canary answering `--canary-share` of the requests, and the live gate
+    /// promotes or rejects it once labels join.
+    Canary,
+}
+
+/// The rollout mode and the live gate (which judges every canary, however it was made).
+#[derive(Debug, Clone, Args)]
+pub struct RolloutArgs {
+    #[arg(long = "rollout", env = "DRIFTLINE_ROLLOUT", value_enum, default_value_t = RolloutMode::Direct)]
+    pub mode: RolloutMode,
+    /// Share of the requests (by a hash of the request id) a new canary answers.
+    #[arg(long, env = "DRIFTLINE_CANARY_SHARE", default_value_t = 0.2)]
+    pub canary_share: f64,
+    /// Labelled rows of live traffic the canary and production each need before the live
+    /// gate judges the canary (by the mean loss on the primary metric, with
+    /// --promotion-margin).
+    #[arg(long, env = "DRIFTLINE_LIVE_MIN_ROWS", default_value_t = 500)]
+    pub live_min_rows: u64,
+    /// After a newer version replaces production, roll back if its first N labelled rows
+    /// are worse than the replaced version's live error by --promotion-margin (0 = off)
+    /// [default: --live-min-rows with --rollout canary, else 0].
+    #[arg(long, env = "DRIFTLINE_ROLLBACK_WATCH_ROWS")]
+    pub rollback_watch_rows: Option<u64>,
+}
+
+impl Default for RolloutArgs {
+    fn default() -> Self {
+        Self {
+            mode: RolloutMode::Direct,
+            canary_share: 0.2,
+            live_min_rows: 500,
+            rollback_watch_rows: None,
+        }
+    }
+}
+
+impl RolloutArgs {
+    pub fn gate(&self, margin: f64) -> Gate {
+        let watch = match self.mode {
+            RolloutMode::Canary => self.live_min_rows,
+            RolloutMode::Direct => 0,
+        };
+        Gate {
+            min_rows: self.live_min_rows.max(1),
+            margin,
+            watch_rows: self.rollback_watch_rows.unwrap_or(watch),
+        }
+    }
+
+    /// The share new versions are published with, in canary mode.
+    pub fn canary_share(&self) -> Option<f64> {
+        (self.mode == RolloutMode::Canary).then_some(self.canary_share)
+    }
 }
 
 impl TrainerArgs {
@@ -124,6 +187,12 @@ impl TrainerArgs {
         }
         if self.retrain_every_hours < 0.0 || !self.retrain_every_hours.is_finite() {
             return Err(Error::Config("--retrain-every-hours must be >= 0".into()));
+        }
+        let share = self.rollout.canary_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(Error::Config(format!(
+                "--canary-share {share} must be in (0, 1]"
+            )));
         }
         if self.min_rows > self.max_rows {
             return Err(Error::Config(format!(
@@ -305,10 +374,12 @@ async fn consume(
         codec: service.codec.clone(),
         models_topic: args.models_topic.clone(),
         signer,
+        trust: service.trust.clone(),
         options: TrainOptions {
             holdout_fraction: args.holdout_fraction,
             promotion_margin: args.promotion_margin,
             min_rows: args.min_rows,
+            canary_share: args.rollout.canary_share(),
         },
         metrics: metrics.clone(),
         wake: wake.clone(),
@@ -346,6 +417,7 @@ async fn consume(
         wake,
         metrics,
         ownership,
+        args.rollout.gate(args.promotion_margin),
     );
     // Whichever of the consumer and the runner stops first (an error) stops the other.
     let result = tokio::select! {

@@ -27,6 +27,9 @@ pub struct TrainOptions {
     pub promotion_margin: f64,
     /// Fewest usable rows a window must have (a smaller window is widened backwards).
     pub min_rows: usize,
+    /// With a share, a candidate that beats production becomes a canary answering that
+    /// share of the requests (the live gate decides the rest); without, production.
+    pub canary_share: Option<f64>,
 }
 
 /// The trainer's defaults, in one place for its flags and [`TrainOptions::default`].
@@ -42,6 +45,7 @@ impl Default for TrainOptions {
             holdout_fraction: defaults::HOLDOUT_FRACTION,
             promotion_margin: defaults::PROMOTION_MARGIN,
             min_rows: defaults::MIN_ROWS,
+            canary_share: None,
         }
     }
 }
@@ -182,6 +186,12 @@ pub fn train(
         fmt(incumbent_metrics.get(metric)),
         if promoted { "promote" } else { "reject" }
     ));
+    // A first version has nothing to share traffic with.
+    let (status, traffic_share) = match (promoted, opts.canary_share, ctx.incumbent) {
+        (false, _, _) => (ModelStatus::Rejected, 0.0),
+        (true, Some(share), Some(_)) => (ModelStatus::Canary, share),
+        (true, _, _) => (ModelStatus::Production, 0.0),
+    };
     let reference_profile = reference_profile(spec, &model, &train);
     let window = TrainingWindow {
         start_time: train.first().map_or(0, |r| r.event_time),
@@ -203,13 +213,9 @@ pub fn train(
         reference_profile,
         model_format: FORMAT.to_string(),
         model_bytes: model.to_bytes(),
-        status: if promoted {
-            ModelStatus::Production
-        } else {
-            ModelStatus::Rejected
-        },
+        status,
         published_at: ctx.published_at,
-        traffic_share: 0.0,
+        traffic_share,
     };
     Ok(Trained {
         record,
@@ -381,6 +387,36 @@ mod tests {
             !v2.promoted,
             "{:?} vs {:?}",
             v2.record.metrics, v2.record.incumbent_metrics
+        );
+    }
+
+    #[test]
+    fn with_a_canary_share_a_winner_becomes_a_canary_and_a_first_version_production() {
+        let opts = TrainOptions {
+            canary_share: Some(0.2),
+            ..TrainOptions::default()
+        };
+        let v1 = train(
+            &spec(),
+            rows(0..200, |x| x),
+            &ctx(1, None),
+            &opts,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(v1.record.status, ModelStatus::Production);
+        let v2 = train(
+            &spec(),
+            rows(200..400, |x| 3.0 * x + 1.0),
+            &ctx(2, Some(&v1.record)),
+            &opts,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(v2.promoted);
+        assert_eq!(
+            (v2.record.status, v2.record.traffic_share),
+            (ModelStatus::Canary, 0.2)
         );
     }
 

@@ -63,6 +63,7 @@ pub mod encoder;
 mod evaluate;
 mod fit;
 mod forest;
+pub mod joined;
 pub mod model;
 pub mod profile;
 mod solve;
@@ -74,6 +75,7 @@ pub use evaluate::{
     Search, Trial, better, elastic_net_grid, evaluate, lower_is_better, primary_metric, search,
 };
 pub use fit::{fit, fit_with};
+pub use joined::Joined;
 pub use model::{FORMAT, Scratch, TrainedModel};
 pub use profile::{PREDICTION, feature_profiles, prediction_profile, reference_profile};
 

@@ -142,6 +142,7 @@ impl World {
             retrain_topic: self.retrain.clone(),
             models_topic: self.models.clone(),
             dlq_topic: self.dlq.clone(),
+            rollout: Default::default(),
             phase_pause_ms: 0,
         }
     }
