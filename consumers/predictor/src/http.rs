@@ -76,6 +76,9 @@ pub enum ApiError {
     NotReady(String),
     #[error("the body must be JSON, sent as Content-Type: application/json (got {0:?})")]
     NotJson(String),
+    /// An imported model that failed to run on valid rows: not the client's fault.
+    #[error("the model could not predict: {0}")]
+    ModelFailed(String),
 }
 
 impl ApiError {
@@ -87,6 +90,7 @@ impl ApiError {
             ApiError::InvalidFeatures(_) => "invalid_features",
             ApiError::NotReady(_) => "not_ready",
             ApiError::NotJson(_) => "not_json",
+            ApiError::ModelFailed(_) => "model_failed",
         }
     }
 
@@ -97,6 +101,7 @@ impl ApiError {
             ApiError::InvalidFeatures(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotJson(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::ModelFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -470,7 +475,7 @@ fn predict_rows(
     }
     let started = Instant::now();
     let refs: Vec<&Features> = batch.iter().collect();
-    let predictions = s.trained.predict_batch(&refs);
+    let predictions = s.predict_batch(&refs).map_err(ApiError::ModelFailed)?;
     let latency_us = (started.elapsed().as_micros() as i64) / batch.len().max(1) as i64;
     state
         .metrics

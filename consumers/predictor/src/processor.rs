@@ -74,7 +74,15 @@ impl Processor for PredictProcessor {
             let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
             return Err(Rejection::validation(text.join("; ")));
         }
-        let prediction = served.predict(&request.features);
+        let prediction = served
+            .predict(&request.features)
+            .map_err(|error| Rejection {
+                kind: "model",
+                error: format!(
+                    "{} v{} could not predict: {error}",
+                    served.model, served.version
+                ),
+            })?;
         self.counted(&request.model);
         let logged = PredictionLogged {
             request_id: request.request_id,

@@ -9,11 +9,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use driftline_model::TrainedModel;
+use driftline_onnx::OnnxModel;
 use driftline_runtime::registry::Registry;
 use driftline_schemas::events::{Features, ModelPublished, Prediction};
 use driftline_schemas::spec::FeatureSpec;
 
 use crate::{Error, Result};
+
+/// What computes a version's predictions: a model driftline's trainer fitted, or an
+/// imported ONNX graph (`model_format` `onnx`).
+pub enum Runner {
+    Native(TrainedModel),
+    Onnx(OnnxModel),
+}
 
 /// One loaded model version.
 pub struct Served {
@@ -21,27 +29,51 @@ pub struct Served {
     pub version: i64,
     pub algorithm: String,
     pub spec: Arc<FeatureSpec>,
-    pub trained: TrainedModel,
+    pub runner: Runner,
 }
 
 impl Served {
     pub fn load(record: &ModelPublished, spec: Arc<FeatureSpec>) -> Result<Self> {
-        let trained = TrainedModel::from_bytes(&record.model_bytes).map_err(|e| Error::Load {
+        let error = |error: String| Error::Load {
             model: record.model.clone(),
             version: record.version,
-            error: e.to_string(),
-        })?;
+            error,
+        };
+        let runner = if record.model_format == driftline_onnx::FORMAT {
+            Runner::Onnx(
+                OnnxModel::load(&record.model_bytes, &spec).map_err(|e| error(e.to_string()))?,
+            )
+        } else {
+            Runner::Native(
+                TrainedModel::from_bytes(&record.model_bytes).map_err(|e| error(e.to_string()))?,
+            )
+        };
         Ok(Self {
             model: record.model.clone(),
             version: record.version,
             algorithm: record.algorithm.clone(),
             spec,
-            trained,
+            runner,
         })
     }
 
-    pub fn predict(&self, features: &Features) -> Prediction {
-        self.trained.predict(features)
+    /// One prediction per row; an imported graph can fail to run (the reason).
+    pub fn predict_batch(&self, rows: &[&Features]) -> Result<Vec<Prediction>, String> {
+        match &self.runner {
+            Runner::Native(m) => Ok(m.predict_batch(rows)),
+            Runner::Onnx(m) => m.predict_batch(rows).map_err(|e| e.to_string()),
+        }
+    }
+
+    pub fn predict(&self, features: &Features) -> Result<Prediction, String> {
+        match &self.runner {
+            Runner::Native(m) => Ok(m.predict(features)),
+            Runner::Onnx(m) => m
+                .predict_batch(&[features])
+                .map_err(|e| e.to_string())?
+                .pop()
+                .ok_or_else(|| "no prediction".to_string()),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! It reads the compacted models topic to its end (the registry is nothing else), prints
 //! JSON, and for promote/rollback publishes the records [`crate::ops`] computes.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -12,12 +13,16 @@ use driftline_runtime::now_ms;
 use driftline_runtime::registry::{Registry, SharedRegistry, follow};
 use driftline_runtime::signing::{SigningArgs, Trust, TrustArgs};
 use driftline_schemas::codec::Codec;
+use driftline_schemas::events::{Features, ModelPublished, TrainingWindow};
+use driftline_schemas::spec::FeatureSpec;
 use driftline_schemas::topics;
 use rdkafka::producer::FutureProducer;
 use serde_json::{Value, json};
+use sha2::Digest;
 use tokio_util::sync::CancellationToken;
+use tracing::info;
 
-use crate::{Error, Result, jobs, ops};
+use crate::{Error, Result, bootstrap, jobs, ops};
 
 #[derive(Debug, Clone, Args)]
 pub struct ModelsArgs {
@@ -54,6 +59,25 @@ pub enum ModelsCommand {
     Reject { model: String, version: i64 },
     /// Put the previous production version back.
     Rollback { model: String },
+    /// Publish a model trained elsewhere, exported to ONNX (scikit-learn by skl2onnx,
+    /// LightGBM or XGBoost by onnxmltools, with zipmap=False), as the model's next
+    /// version; its reference profile and metrics come from a data file. The spec says
+    /// `algorithm = "onnx"`: the trainer never fits it, and its retrain requests stay on
+    /// driftline.retrain for the trainer that made it.
+    Import {
+        /// The model's feature spec: each ONNX input is named after a feature, or one
+        /// numeric input takes the spec's features in order.
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(long)]
+        onnx: PathBuf,
+        /// Rows to profile and score it on (CSV, .csv.gz) [default: the spec's dataset.path].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Start as a canary answering this share of the requests (else production).
+        #[arg(long)]
+        canary: Option<f64>,
+    },
 }
 
 /// Reads the whole models topic into a registry, of the records `trust` accepts.
@@ -113,6 +137,12 @@ pub async fn execute(args: &ModelsArgs) -> Result<Value> {
         } => ops::canary(&reg, model, *version, *share, now_ms())?,
         ModelsCommand::Reject { model, version } => ops::reject(&reg, model, *version, now_ms())?,
         ModelsCommand::Rollback { model } => ops::rollback(&reg, model, now_ms())?,
+        ModelsCommand::Import {
+            spec,
+            onnx,
+            data,
+            canary,
+        } => import(&reg, spec, onnx, data.as_deref(), *canary)?,
     };
     let codec = Codec::single_object();
     let records = jobs::made_whole(
@@ -138,6 +168,73 @@ pub async fn execute(args: &ModelsArgs) -> Result<Value> {
     )
     .await?;
     Ok(json!({ "published": records.iter().map(ops::version_view).collect::<Vec<_>>() }))
+}
+
+/// The record of an ONNX model imported for `spec_path`'s model, scored and profiled on
+/// `data` (or the spec's data set).
+fn import(
+    reg: &Registry,
+    spec_path: &Path,
+    onnx: &Path,
+    data: Option<&Path>,
+    canary: Option<f64>,
+) -> Result<Vec<ModelPublished>> {
+    let spec = FeatureSpec::load(spec_path).map_err(|e| Error::Config(e.to_string()))?;
+    if spec.model.algorithm != ops::IMPORTED {
+        return Err(Error::Config(format!(
+            "{}: an imported model's spec says algorithm = \"{}\" (so the trainer never fits it), not {:?}",
+            spec_path.display(),
+            ops::IMPORTED,
+            spec.model.algorithm
+        )));
+    }
+    let bytes =
+        std::fs::read(onnx).map_err(|e| Error::Config(format!("{}: {e}", onnx.display())))?;
+    let model = driftline_onnx::OnnxModel::load(&bytes, &spec)
+        .map_err(|e| Error::Config(format!("{}: {e}", onnx.display())))?;
+    let path = data
+        .map(Path::to_path_buf)
+        .or_else(|| bootstrap::dataset_path(&spec, spec_path))
+        .ok_or_else(|| Error::Config("--data, or a dataset.path in the spec".into()))?;
+    let (rows, skipped) = bootstrap::read_rows(&spec, &path, None, None)?;
+    if rows.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: no usable rows to profile the model on ({skipped} skipped)",
+            path.display()
+        )));
+    }
+    info!(path = %path.display(), rows = rows.len(), skipped, "scoring the imported model");
+    let features: Vec<&Features> = rows.iter().map(|r| &r.features).collect();
+    let mut predictions = Vec::with_capacity(rows.len());
+    for chunk in features.chunks(10_000) {
+        predictions.extend(
+            model
+                .predict_batch(chunk)
+                .map_err(|e| Error::Config(format!("{}: {e}", onnx.display())))?,
+        );
+    }
+    let metrics = driftline_model::evaluate_predictions(spec.target.kind, &rows, &predictions);
+    let mut reference_profile = driftline_model::feature_profiles(&spec, &features);
+    reference_profile.push(driftline_model::prediction_profile_of(&predictions));
+    let times = rows.iter().map(|r| r.event_time);
+    let window = TrainingWindow {
+        start_time: times.clone().min().unwrap_or(0),
+        end_time: times.max().unwrap_or(0),
+        train_rows: 0,
+        holdout_rows: rows.len() as i64,
+        end_offsets: Default::default(),
+    };
+    let digest = format!("{:x}", sha2::Sha256::digest(&bytes));
+    let import = ops::Import {
+        model: spec.model.name.clone(),
+        bytes,
+        digest: digest[..16].to_string(),
+        metrics,
+        reference_profile,
+        window,
+        canary,
+    };
+    ops::imported(reg, import, now_ms())
 }
 
 /// `driftline models ...`: prints the result as pretty JSON.

@@ -140,7 +140,8 @@ pub async fn made_whole(
     mut records: Vec<ModelPublished>,
 ) -> Result<Vec<ModelPublished>> {
     for r in &mut records {
-        if registry.is_whole(&r.model, r.version) {
+        // Whole in the registry, or a new record (an import) that carries its bytes.
+        if registry.is_whole(&r.model, r.version) || !r.model_bytes.is_empty() {
             continue;
         }
         let (kafka, topic, codec, trust, model) = (

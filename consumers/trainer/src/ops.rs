@@ -10,9 +10,12 @@
 //! - canary v share: publish v with status canary and its traffic share: predictors send
 //!   it that share of the requests (by request id) until a later production record
 //!   (promote v, or any other) or `reject v` ends it.
+//! - import: a model trained elsewhere (ONNX) as the next version, production or a canary.
+
+use std::collections::BTreeMap;
 
 use driftline_runtime::registry::Registry;
-use driftline_schemas::events::{ModelPublished, ModelStatus};
+use driftline_schemas::events::{FeatureProfile, ModelPublished, ModelStatus, TrainingWindow};
 use serde_json::{Value, json};
 
 use crate::{Error, Result};
@@ -163,6 +166,68 @@ pub fn reject(reg: &Registry, model: &str, version: i64, now: i64) -> Result<Vec
         )));
     }
     Ok(vec![restated(reg, record, ModelStatus::Rejected, 0.0, now)])
+}
+
+/// The `algorithm` of an imported model's spec and versions: the trainer never fits it.
+pub const IMPORTED: &str = "onnx";
+
+/// A model trained elsewhere, as ONNX bytes, scored and profiled on a data file.
+#[derive(Debug, Clone)]
+pub struct Import {
+    pub model: String,
+    pub bytes: Vec<u8>,
+    /// Names the bytes (a digest): importing the same file again is a repeat, refused.
+    pub digest: String,
+    pub metrics: BTreeMap<String, f64>,
+    pub reference_profile: Vec<FeatureProfile>,
+    pub window: TrainingWindow,
+    /// Start as a canary answering this share of the requests (else production).
+    pub canary: Option<f64>,
+}
+
+/// The record that publishes `import` as its model's next version (trigger
+/// `import:<digest>`).
+pub fn imported(reg: &Registry, import: Import, now: i64) -> Result<Vec<ModelPublished>> {
+    let trigger = format!("import:{}", import.digest);
+    if let Some(m) = reg.by_trigger(&import.model, &trigger) {
+        return Err(Error::Conflict(format!(
+            "{} v{} is already this file",
+            import.model, m.version
+        )));
+    }
+    let production = reg.production(&import.model).map(|m| m.version);
+    let (status, traffic_share) = match (import.canary, production) {
+        (None, _) => (ModelStatus::Production, 0.0),
+        (Some(share), _) if !(share > 0.0 && share <= 1.0) => {
+            return Err(Error::Config(format!(
+                "a canary's share must be in (0, 1], not {share}"
+            )));
+        }
+        (Some(_), None) => {
+            return Err(Error::Conflict(format!(
+                "{} has no version in production for a canary to share traffic with",
+                import.model
+            )));
+        }
+        (Some(share), Some(_)) => (ModelStatus::Canary, share),
+    };
+    Ok(vec![ModelPublished {
+        version: reg.latest_version(&import.model) + 1,
+        algorithm: IMPORTED.to_string(),
+        hyper_parameters: BTreeMap::new(),
+        metrics: import.metrics,
+        incumbent_metrics: BTreeMap::new(),
+        parent_version: production,
+        trigger,
+        training_window: import.window,
+        reference_profile: import.reference_profile,
+        model_format: driftline_onnx::FORMAT.to_string(),
+        model_bytes: import.bytes,
+        status,
+        published_at: now.max(latest_published(reg, &import.model) + 1),
+        traffic_share,
+        model: import.model,
+    }])
 }
 
 /// The records that put the previous production version back.

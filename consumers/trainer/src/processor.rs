@@ -217,7 +217,11 @@ impl TrainerProcessor {
             .labelled_rows
             .with_label_values(&[model])
             .set(self.index.rows(model) as i64);
-        if !self.schedule.is_on() {
+        let imported = self
+            .specs
+            .get(model)
+            .is_some_and(|s| s.model.algorithm == crate::ops::IMPORTED);
+        if !self.schedule.is_on() || imported {
             return Ok(());
         }
         let key = sched_key(model);
@@ -409,8 +413,12 @@ impl Processor for TrainerProcessor {
             }
         } else if record.topic == self.topics.retrain {
             let r: RetrainRequested = self.codec.decode(payload).map_err(Rejection::decode)?;
-            if !self.specs.contains_key(&r.model) {
+            let Some(spec) = self.specs.get(&r.model) else {
                 debug!(model = %r.model, "retrain for a model this trainer does not own");
+                return Ok(Vec::new());
+            };
+            if spec.model.algorithm == crate::ops::IMPORTED {
+                info!(model = %r.model, retrain = %r.retrain_id, "an imported model: its retrain request is for the trainer that made it");
                 return Ok(Vec::new());
             }
             let job = Job {

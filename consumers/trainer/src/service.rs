@@ -312,6 +312,10 @@ async fn request_bootstraps(
             continue;
         }
         let o = &owned[model];
+        if o.spec.model.algorithm == crate::ops::IMPORTED {
+            warn!(%model, "an imported model without a version: publish one with `driftline models import`");
+            continue;
+        }
         let Some(path) = bootstrap::dataset_path(&o.spec, &o.spec_path) else {
             warn!(%model, "no version and no dataset.path in the spec: waiting for a retrain event");
             continue;

@@ -12,7 +12,7 @@ use crate::model::{Raw, Scratch, TrainedModel};
 use crate::{Error, Result};
 
 /// Probabilities are clipped to `[EPS, 1 − EPS]` in the log loss, as scikit-learn does.
-const EPS: f64 = 1e-15;
+use crate::joined::EPS;
 
 /// Metrics of a model on labelled rows.
 ///
@@ -84,6 +84,52 @@ pub(crate) fn evaluate_rows<'a>(
             if n > 0 {
                 out.insert("accuracy".into(), correct as f64 / n as f64);
                 out.insert("log_loss".into(), loss / n as f64);
+            }
+        }
+    }
+    out
+}
+
+/// The metrics of [`evaluate`] for predictions already made, one per row (an imported
+/// model's, on a data file): `rows` and `mae`, `rmse` for regression; `rows`, `accuracy`
+/// and `log_loss` for classification. Rows without a fitting prediction are skipped.
+pub fn evaluate_predictions(
+    kind: TargetKind,
+    rows: &[LabelledRow],
+    predictions: &[driftline_schemas::events::Prediction],
+) -> BTreeMap<String, f64> {
+    let (mut n, mut first, mut second) = (0usize, 0.0, 0.0);
+    for (r, p) in rows.iter().zip(predictions) {
+        match kind {
+            TargetKind::Regression => {
+                let (Some(y), Some(v)) = (r.target.value(), p.value) else {
+                    continue;
+                };
+                n += 1;
+                first += (v - y).abs();
+                second += (v - y) * (v - y);
+            }
+            TargetKind::Classification => {
+                let Some(class) = &p.class else { continue };
+                let truth = r.target.class_label();
+                n += 1;
+                first += f64::from(u8::from(*class == *truth));
+                let p_true = p.probabilities.get(truth.as_ref()).copied().unwrap_or(0.0);
+                second -= p_true.clamp(EPS, 1.0 - EPS).ln();
+            }
+        }
+    }
+    let mut out = BTreeMap::from([("rows".to_string(), n as f64)]);
+    if n > 0 {
+        let nf = n as f64;
+        match kind {
+            TargetKind::Regression => {
+                out.insert("mae".into(), first / nf);
+                out.insert("rmse".into(), (second / nf).sqrt());
+            }
+            TargetKind::Classification => {
+                out.insert("accuracy".into(), first / nf);
+                out.insert("log_loss".into(), second / nf);
             }
         }
     }

@@ -72,12 +72,15 @@ pub use algorithm::Algorithm;
 pub use data::{LabelledRow, Target, holdout_start, split_by_time};
 pub use encoder::{Encoder, EncoderOptions};
 pub use evaluate::{
-    Search, Trial, better, elastic_net_grid, evaluate, lower_is_better, primary_metric, search,
+    Search, Trial, better, elastic_net_grid, evaluate, evaluate_predictions, lower_is_better,
+    primary_metric, search,
 };
 pub use fit::{fit, fit_with};
 pub use joined::Joined;
 pub use model::{FORMAT, Scratch, TrainedModel};
-pub use profile::{PREDICTION, feature_profiles, prediction_profile, reference_profile};
+pub use profile::{
+    PREDICTION, feature_profiles, prediction_profile, prediction_profile_of, reference_profile,
+};
 
 use driftline_schemas::spec::TargetKind;
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use driftline_schemas::events::{FeatureKind, FeatureProfile, FeatureValue, Features};
+use driftline_schemas::events::{FeatureKind, FeatureProfile, FeatureValue, Features, Prediction};
 use driftline_schemas::spec::{FeatureSpec, Kind};
 
 use crate::data::{LabelledRow, category_label};
@@ -112,6 +112,32 @@ pub fn prediction_profile(model: &TrainedModel, rows: &[&Features]) -> FeaturePr
             categories,
         }
     }
+}
+
+/// The [`PREDICTION`] profile of predictions already made (an imported model's):
+/// numeric values, or counts of the predicted classes.
+pub fn prediction_profile_of(predictions: &[Prediction]) -> FeatureProfile {
+    if predictions.iter().any(|p| p.class.is_some()) {
+        let mut categories: BTreeMap<String, i64> = BTreeMap::new();
+        for c in predictions.iter().filter_map(|p| p.class.as_ref()) {
+            *categories.entry(c.clone()).or_default() += 1;
+        }
+        let count = categories.values().sum();
+        return FeatureProfile {
+            name: PREDICTION.into(),
+            kind: FeatureKind::Categorical,
+            count,
+            missing: predictions.len() as i64 - count,
+            sample: Vec::new(),
+            categories,
+        };
+    }
+    numeric_profile(
+        PREDICTION,
+        predictions
+            .iter()
+            .map(|p| p.value.filter(|v| v.is_finite())),
+    )
 }
 
 fn numeric_profile(name: &str, values: impl Iterator<Item = Option<f64>>) -> FeatureProfile {

@@ -80,69 +80,18 @@ impl OnnxModel {
         let onnx = reader();
         let proto = onnx.proto_model_for_read(&mut &*bytes).map_err(load_err)?;
         let output = output_of(&proto, spec.target.kind)?;
-        let mut model = onnx.model_for_proto_model(&proto).map_err(load_err)?;
-        let batch = model.symbols.sym("N");
+        let model = onnx.model_for_proto_model(&proto).map_err(load_err)?;
         let mut feeds = Vec::new();
-        for (i, outlet) in model
-            .input_outlets()
-            .map_err(load_err)?
-            .to_vec()
-            .iter()
-            .enumerate()
-        {
+        for outlet in model.input_outlets().map_err(load_err)? {
             let name = model.node(outlet.node).name.clone();
-            let fact = model.outlet_fact(*outlet).map_err(load_err)?.clone();
+            let fact = model.outlet_fact(*outlet).map_err(load_err)?;
             let text = fact.datum_type.concretize() == Some(String::datum_type());
-            let feed = match spec.features.iter().find(|f| f.name == name) {
-                Some(f) => {
-                    if text != (f.kind == Kind::Categorical) {
-                        return Err(Error::Spec(format!(
-                            "input `{name}` is {} but feature `{name}` is {:?}",
-                            if text { "a string" } else { "a number" },
-                            f.kind
-                        )));
-                    }
-                    Feed::Column {
-                        feature: name.clone(),
-                        text,
-                    }
-                }
-                None if !text => {
-                    let features: Vec<String> =
-                        spec.features.iter().map(|f| f.name.clone()).collect();
-                    if let Some(f) = spec.features.iter().find(|f| f.kind != Kind::Numeric) {
-                        return Err(Error::Spec(format!(
-                            "input `{name}` takes the spec's features in order, and `{}` is not numeric (name an input after each feature instead)",
-                            f.name
-                        )));
-                    }
-                    Feed::Numbers(features)
-                }
-                None => {
-                    return Err(Error::Spec(format!(
-                        "string input `{name}` is not a feature of the spec"
-                    )));
-                }
-            };
-            let width = match &feed {
-                Feed::Column { .. } => 1,
-                Feed::Numbers(f) => f.len(),
-            };
-            let dt = if text {
-                String::datum_type()
-            } else {
-                f32::datum_type()
-            };
-            let shape = tvec![batch.to_dim(), width.to_dim()];
-            model
-                .set_input_fact(i, InferenceFact::dt_shape(dt, shape))
-                .map_err(load_err)?;
-            feeds.push(feed);
+            feeds.push(feed_of(spec, &name, text)?);
         }
-        let plan = model
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(load_err)?;
+        // One plan for batches of any size (a plan for single rows alone, with a fixed
+        // size, measured no faster).
+        let batch = model.symbols.sym("N").to_dim();
+        let plan = planned(model, &feeds, batch)?;
         Ok(Self {
             plan,
             feeds,
@@ -235,6 +184,58 @@ impl OnnxModel {
             }
         }
     }
+}
+
+/// How the graph input `name` (a string input if `text`) is fed from `spec`'s features.
+fn feed_of(spec: &FeatureSpec, name: &str, text: bool) -> Result<Feed> {
+    match spec.features.iter().find(|f| f.name == name) {
+        Some(f) => {
+            if text != (f.kind == Kind::Categorical) {
+                return Err(Error::Spec(format!(
+                    "input `{name}` is {} but feature `{name}` is {:?}",
+                    if text { "a string" } else { "a number" },
+                    f.kind
+                )));
+            }
+            Ok(Feed::Column {
+                feature: name.to_string(),
+                text,
+            })
+        }
+        None if !text => {
+            if let Some(f) = spec.features.iter().find(|f| f.kind != Kind::Numeric) {
+                return Err(Error::Spec(format!(
+                    "input `{name}` takes the spec's features in order, and `{}` is not numeric (name an input after each feature instead)",
+                    f.name
+                )));
+            }
+            Ok(Feed::Numbers(
+                spec.features.iter().map(|f| f.name.clone()).collect(),
+            ))
+        }
+        None => Err(Error::Spec(format!(
+            "string input `{name}` is not a feature of the spec"
+        ))),
+    }
+}
+
+/// `model` with its inputs fed as `feeds` for `batch` rows, optimised and runnable.
+fn planned(mut model: InferenceModel, feeds: &[Feed], batch: TDim) -> Result<Arc<TypedSimplePlan>> {
+    for (i, feed) in feeds.iter().enumerate() {
+        let (dt, width) = match feed {
+            Feed::Column { text: true, .. } => (String::datum_type(), 1),
+            Feed::Column { .. } => (f32::datum_type(), 1),
+            Feed::Numbers(f) => (f32::datum_type(), f.len()),
+        };
+        let shape = tvec![batch.clone(), width.to_dim()];
+        model
+            .set_input_fact(i, InferenceFact::dt_shape(dt, shape))
+            .map_err(load_err)?;
+    }
+    model
+        .into_optimized()
+        .and_then(|m| m.into_runnable())
+        .map_err(load_err)
 }
 
 fn number(v: Option<&FeatureValue>) -> f32 {
