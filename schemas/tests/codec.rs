@@ -532,7 +532,8 @@ proptest! {
     }
 
     /// Damaged bodies: the direct reader refuses what apache-avro refuses and reads what
-    /// it reads, the same way.
+    /// it reads, the same way. Compared by their debug form: a damaged double may read as
+    /// NaN, which never equals itself.
     #[test]
     fn a_damaged_body_is_judged_as_apache_avro_judges_it(
         p in prediction_logged(), edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4), cut in any::<usize>(),
@@ -551,11 +552,11 @@ proptest! {
             }
             for body in [&body[..], &body[..cut % (body.len() + 1)]] {
                 let (d, v) = (read_direct::<PredictionRequest>(body), read_via_value::<PredictionRequest>(body));
-                prop_assert_eq!(d.as_ref().ok(), v.as_ref().ok(), "{:?} {:?} {:?}", body, d.as_ref().err(), v.as_ref().err());
+                prop_assert_eq!(format!("{:?}", d.as_ref().ok()), format!("{:?}", v.as_ref().ok()), "{:?} {:?} {:?}", body, d.as_ref().err(), v.as_ref().err());
                 let (d, v) = (read_direct::<PredictionLogged>(body), read_via_value::<PredictionLogged>(body));
-                prop_assert_eq!(d.as_ref().ok(), v.as_ref().ok(), "{:?} {:?} {:?}", body, d.as_ref().err(), v.as_ref().err());
+                prop_assert_eq!(format!("{:?}", d.as_ref().ok()), format!("{:?}", v.as_ref().ok()), "{:?} {:?} {:?}", body, d.as_ref().err(), v.as_ref().err());
                 let (d, v) = (read_direct::<Actual>(body), read_via_value::<Actual>(body));
-                prop_assert_eq!(d.as_ref().ok(), v.as_ref().ok(), "{:?} {:?} {:?}", body, d.as_ref().err(), v.as_ref().err());
+                prop_assert_eq!(format!("{:?}", d.as_ref().ok()), format!("{:?}", v.as_ref().ok()), "{:?} {:?} {:?}", body, d.as_ref().err(), v.as_ref().err());
             }
         }
     }
