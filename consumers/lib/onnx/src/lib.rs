@@ -232,7 +232,9 @@ fn planned(mut model: InferenceModel, feeds: &[Feed], batch: TDim) -> Result<Arc
             .set_input_fact(i, InferenceFact::dt_shape(dt, shape))
             .map_err(load_err)?;
     }
-    model
+    let mut typed = model.into_typed().map_err(load_err)?;
+    ml::fast_trees(&mut typed).map_err(load_err)?;
+    typed
         .into_optimized()
         .and_then(|m| m.into_runnable())
         .map_err(load_err)
