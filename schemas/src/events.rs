@@ -219,6 +219,50 @@ avro_enum!(
     PredictionSource { Kafka = "KAFKA", Http = "HTTP" }
 );
 
+/// A shadow version's answer to a request: logged beside the served prediction, never
+/// returned (see `ModelStatus::Shadow`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowPrediction {
+    pub model_version: i64,
+    pub prediction: Prediction,
+}
+
+fn prediction_value(p: &Prediction) -> Value {
+    record(vec![
+        ("value", opt(p.value, Value::Double)),
+        ("class", opt(p.class.as_deref(), s)),
+        (
+            "probabilities",
+            map(&p.probabilities, |x| Value::Double(*x)),
+        ),
+    ])
+}
+
+fn prediction_from_value(value: Value, name: &str) -> Result<Prediction> {
+    let mut p = Fields::new(value, name)?;
+    Ok(Prediction {
+        value: p.optional("value", as_double)?,
+        class: p.optional("class", as_string)?,
+        probabilities: p.map("probabilities", as_double)?,
+    })
+}
+
+fn write_prediction(out: &mut Vec<u8>, p: &Prediction) {
+    binary::optional(out, p.value, binary::double);
+    binary::optional(out, p.class.as_deref(), binary::string);
+    binary::map(out, p.probabilities.iter(), |out, x| {
+        binary::double(out, *x)
+    });
+}
+
+fn read_prediction(r: &mut Reader<'_>) -> Result<Prediction> {
+    Ok(Prediction {
+        value: r.optional("value", Reader::double)?,
+        class: r.optional("class", Reader::string)?,
+        probabilities: r.map("probabilities", |r, _| r.double("probabilities"))?,
+    })
+}
+
 /// driftline.predictions
 #[derive(Debug, Clone, PartialEq)]
 pub struct PredictionLogged {
@@ -231,6 +275,8 @@ pub struct PredictionLogged {
     pub served_at: i64,
     pub latency_us: i64,
     pub source: PredictionSource,
+    /// The shadow version's prediction, when one was shadowing production.
+    pub shadow: Option<ShadowPrediction>,
 }
 
 impl Event for PredictionLogged {
@@ -238,65 +284,64 @@ impl Event for PredictionLogged {
     schema_of!("driftline.predictions.avsc");
 
     fn to_value(&self) -> Value {
-        let p = &self.prediction;
         record(vec![
             ("request_id", s(&self.request_id)),
             ("model", s(&self.model)),
             ("model_version", Value::Long(self.model_version)),
             ("event_time", ts(self.event_time)),
             ("features", features_value(&self.features)),
-            (
-                "prediction",
-                record(vec![
-                    ("value", opt(p.value, Value::Double)),
-                    ("class", opt(p.class.as_deref(), s)),
-                    (
-                        "probabilities",
-                        map(&p.probabilities, |x| Value::Double(*x)),
-                    ),
-                ]),
-            ),
+            ("prediction", prediction_value(&self.prediction)),
             ("served_at", ts(self.served_at)),
             ("latency_us", Value::Long(self.latency_us)),
             ("source", self.source.to_value()),
+            (
+                "shadow",
+                opt(self.shadow.as_ref(), |sh| {
+                    record(vec![
+                        ("model_version", Value::Long(sh.model_version)),
+                        ("prediction", prediction_value(&sh.prediction)),
+                    ])
+                }),
+            ),
         ])
     }
 
     fn from_value(value: Value) -> Result<Self> {
         let mut f = Fields::new(value, "PredictionLogged")?;
-        let mut p = Fields::new(f.take("prediction")?, "prediction")?;
         Ok(Self {
             request_id: f.string("request_id")?,
             model: f.string("model")?,
             model_version: f.long("model_version")?,
             event_time: f.long("event_time")?,
             features: f.map("features", feature_from_value)?,
-            prediction: Prediction {
-                value: p.optional("value", as_double)?,
-                class: p.optional("class", as_string)?,
-                probabilities: p.map("probabilities", as_double)?,
-            },
+            prediction: prediction_from_value(f.take("prediction")?, "prediction")?,
             served_at: f.long("served_at")?,
             latency_us: f.long("latency_us")?,
             source: PredictionSource::parse(f.symbol("source")?, "source")?,
+            shadow: f.optional("shadow", |v, name| {
+                let mut sh = Fields::new(v, name)?;
+                Ok(ShadowPrediction {
+                    model_version: sh.long("model_version")?,
+                    prediction: prediction_from_value(sh.take("prediction")?, "shadow.prediction")?,
+                })
+            })?,
         })
     }
 
     fn write_body(&self, out: &mut Vec<u8>) -> bool {
-        let p = &self.prediction;
         binary::string(out, &self.request_id);
         binary::string(out, &self.model);
         binary::long(out, self.model_version);
         binary::long(out, self.event_time);
         binary::features(out, &self.features);
-        binary::optional(out, p.value, binary::double);
-        binary::optional(out, p.class.as_deref(), binary::string);
-        binary::map(out, p.probabilities.iter(), |out, x| {
-            binary::double(out, *x)
-        });
+        write_prediction(out, &self.prediction);
         binary::long(out, self.served_at);
         binary::long(out, self.latency_us);
         binary::long(out, self.source.index());
+        binary::optional(out, self.shadow.as_ref(), |out, sh| {
+            binary::long(out, sh.model_version);
+            write_prediction(out, &sh.prediction);
+        });
         true
     }
 
@@ -308,14 +353,16 @@ impl Event for PredictionLogged {
                 model_version: r.long("model_version")?,
                 event_time: r.long("event_time")?,
                 features: r.features()?,
-                prediction: Prediction {
-                    value: r.optional("value", Reader::double)?,
-                    class: r.optional("class", Reader::string)?,
-                    probabilities: r.map("probabilities", |r, _| r.double("probabilities"))?,
-                },
+                prediction: read_prediction(r)?,
                 served_at: r.long("served_at")?,
                 latency_us: r.long("latency_us")?,
                 source: PredictionSource::from_index(r.long("source")?, "source")?,
+                shadow: r.optional("shadow", |r, _| {
+                    Ok(ShadowPrediction {
+                        model_version: r.long("shadow.model_version")?,
+                        prediction: read_prediction(r)?,
+                    })
+                })?,
             })
         };
         Some(read(r))
@@ -765,6 +812,7 @@ avro_enum!(
         Rejected = "REJECTED",
         RolledBack = "ROLLED_BACK",
         Canary = "CANARY",
+        Shadow = "SHADOW",
     }
 );
 

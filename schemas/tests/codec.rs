@@ -445,21 +445,32 @@ fn features() -> impl Strategy<Value = Features> {
     )
 }
 
+fn prediction() -> impl Strategy<Value = Prediction> {
+    (
+        proptest::option::of(-1e300f64..1e300),
+        proptest::option::of(text()),
+        proptest::collection::btree_map(text(), 0.0f64..1.0, 0..5),
+    )
+        .prop_map(|(value, class, probabilities)| Prediction {
+            value,
+            class,
+            probabilities,
+        })
+}
+
 fn prediction_logged() -> impl Strategy<Value = PredictionLogged> {
     (
         (text(), text(), any::<i64>(), any::<i64>(), features()),
-        (
-            proptest::option::of(-1e300f64..1e300),
-            proptest::option::of(text()),
-            proptest::collection::btree_map(text(), 0.0f64..1.0, 0..5),
-        ),
+        prediction(),
         (any::<i64>(), any::<i64>(), any::<bool>()),
+        proptest::option::of((any::<i64>(), prediction())),
     )
         .prop_map(
             |(
                 (request_id, model, model_version, event_time, features),
-                p,
+                prediction,
                 (served_at, latency_us, http),
+                shadow,
             )| {
                 PredictionLogged {
                     request_id,
@@ -467,11 +478,7 @@ fn prediction_logged() -> impl Strategy<Value = PredictionLogged> {
                     model_version,
                     event_time,
                     features,
-                    prediction: Prediction {
-                        value: p.0,
-                        class: p.1,
-                        probabilities: p.2,
-                    },
+                    prediction,
                     served_at,
                     latency_us,
                     source: if http {
@@ -479,6 +486,10 @@ fn prediction_logged() -> impl Strategy<Value = PredictionLogged> {
                     } else {
                         PredictionSource::Kafka
                     },
+                    shadow: shadow.map(|(model_version, prediction)| ShadowPrediction {
+                        model_version,
+                        prediction,
+                    }),
                 }
             },
         )

@@ -258,6 +258,7 @@ fn prediction(i: usize) -> PredictionLogged {
         served_at: 0,
         latency_us: 1,
         source: PredictionSource::Kafka,
+        shadow: None,
     }
 }
 

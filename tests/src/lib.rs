@@ -271,6 +271,7 @@ pub mod samples {
             served_at: 1_700_000_000_123,
             latency_us: 87,
             source: PredictionSource::Http,
+            shadow: None,
         }
     }
 

@@ -52,6 +52,7 @@ fn prediction(i: i64) -> PredictionLogged {
         served_at: T0 + 2 * HOUR * i,
         latency_us: 1,
         source: PredictionSource::Kafka,
+        shadow: None,
     }
 }
 

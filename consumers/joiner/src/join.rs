@@ -361,6 +361,7 @@ mod tests {
                 served_at: t,
                 latency_us: 0,
                 source: PredictionSource::Kafka,
+                shadow: None,
             },
             SourcePosition {
                 topic: "p".into(),

@@ -484,6 +484,7 @@ mod tests {
             served_at: 0,
             latency_us: 0,
             source: PredictionSource::Kafka,
+            shadow: None,
         }
     }
 

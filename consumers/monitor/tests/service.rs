@@ -159,6 +159,7 @@ async fn produce_stream(t: &Topics, n: usize) -> Result<()> {
             served_at: 0,
             latency_us: 1,
             source: PredictionSource::Kafka,
+            shadow: None,
         };
         let a = Actual {
             request_id: p.request_id.clone(),

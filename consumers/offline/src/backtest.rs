@@ -228,6 +228,7 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
             served_at: row.event_time,
             latency_us: 0,
             source: PredictionSource::Kafka,
+            shadow: None,
         };
         monitor.observe(&monitor.event_of(&logged));
         if let (Some(_), Some(target)) = (&model, &row.target) {

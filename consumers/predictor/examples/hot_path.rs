@@ -85,6 +85,7 @@ fn main() -> Result<(), BoxError> {
             served_at: 1_700_000_000_000,
             latency_us: 12,
             source: PredictionSource::Kafka,
+            shadow: None,
         })
         .collect();
 

@@ -26,7 +26,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
 use crate::metrics::PredictorMetrics;
-use crate::slots::{ModelSlots, Served};
+use crate::slots::{ModelSlots, Pick, Served};
 
 /// Where HTTP predictions are logged.
 #[derive(Clone)]
@@ -254,8 +254,8 @@ fn served(state: &AppState, name: &str) -> Result<Arc<Served>, ApiError> {
 }
 
 /// The version that answers a request logged under `request_id` (production, or a
-/// canary for the ids in its share).
-fn served_for(state: &AppState, name: &str, request_id: &str) -> Result<Arc<Served>, ApiError> {
+/// canary for the ids in its share), and the shadow.
+fn served_for(state: &AppState, name: &str, request_id: &str) -> Result<Pick, ApiError> {
     if state.slots.spec(name).is_none() {
         return Err(ApiError::UnknownModel(name.to_string()));
     }
@@ -267,7 +267,8 @@ fn served_for(state: &AppState, name: &str, request_id: &str) -> Result<Arc<Serv
 
 fn served_version(state: &AppState, name: &str, version: &str) -> Result<Arc<Served>, ApiError> {
     served(state, name)?;
-    // Only production and the canary are loaded; older versions are in the registry.
+    // Only production, the canary and the shadow are loaded; older versions are in the
+    // registry.
     version
         .parse()
         .ok()
@@ -347,8 +348,13 @@ async fn infer_version(
     Path((name, version)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let s = served_version(&state, &name, &version)?;
-    infer_with(&state, &limits, |_| Ok(s), &body).await
+    // A version asked for by name answers alone: no shadow beside it.
+    let served = served_version(&state, &name, &version)?;
+    let pick = Pick {
+        served,
+        shadow: None,
+    };
+    infer_with(&state, &limits, |_| Ok(pick), &body).await
 }
 
 /// Answers an OIP request with the version `pick` chooses for its first logged id: the
@@ -356,7 +362,7 @@ async fn infer_version(
 async fn infer_with(
     state: &AppState,
     limits: &Limits,
-    pick: impl FnOnce(&str) -> Result<Arc<Served>, ApiError>,
+    pick: impl FnOnce(&str) -> Result<Pick, ApiError>,
     body: &[u8],
 ) -> Result<Json<Value>, ApiError> {
     let req = json::infer_body(body, limits.batch_rows)?;
@@ -370,8 +376,9 @@ async fn infer_with(
             None => fresh_id(),
         })
         .collect();
-    let s = pick(ids.first().map_or("", String::as_str))?;
-    let predictions = predict_rows(state, &s, &batch, &ids)?;
+    let pick = pick(ids.first().map_or("", String::as_str))?;
+    let predictions = predict_rows(state, &pick, &batch, &ids)?;
+    let s = &pick.served;
     let mut outputs = Vec::new();
     match s.spec.target.kind {
         driftline_schemas::spec::TargetKind::Regression => {
@@ -426,8 +433,9 @@ async fn predict(State((state, limits)): St, body: Bytes) -> Result<Json<Value>,
     };
     let (single, batch) = (req.single, req.rows);
     let ids: Vec<String> = (0..batch.len()).map(|_| fresh_id()).collect();
-    let s = served_for(&state, &name, ids.first().map_or("", String::as_str))?;
-    let predictions = predict_rows(&state, &s, &batch, &ids)?;
+    let pick = served_for(&state, &name, ids.first().map_or("", String::as_str))?;
+    let predictions = predict_rows(&state, &pick, &batch, &ids)?;
+    let s = &pick.served;
     let render = |p: &Prediction, id: &str| {
         let mut v = json!({ "request_id": id });
         if let Some(x) = p.value {
@@ -452,13 +460,15 @@ async fn predict(State((state, limits)): St, body: Bytes) -> Result<Json<Value>,
     Ok(Json(out))
 }
 
-/// Validates every row (naming the field), predicts, and logs each prediction.
+/// Validates every row (naming the field), predicts, and logs each prediction (with the
+/// shadow's beside it).
 fn predict_rows(
     state: &AppState,
-    s: &Served,
+    pick: &Pick,
     batch: &[Features],
     ids: &[String],
 ) -> Result<Vec<Prediction>, ApiError> {
+    let s = &pick.served;
     for (row, features) in batch.iter().enumerate() {
         if let Err(problems) = s.spec.validate(features) {
             let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
@@ -484,6 +494,23 @@ fn predict_rows(
         .inc_by(batch.len() as u64);
     if let Some(log) = &state.log {
         let served_at = now_ms();
+        // Only logged, so only predicted when there is a log.
+        let mut shadows = match pick.shadow_batch(&refs) {
+            Ok(Some(shadows)) => {
+                let v = shadows.first().map_or(0, |sh| sh.model_version);
+                state.metrics.shadowed(&s.model, v, shadows.len(), None);
+                shadows.into_iter().map(Some).collect()
+            }
+            Ok(None) => Vec::new(),
+            Err(error) => {
+                let v = pick.shadow.as_ref().map_or(0, |sh| sh.version);
+                state
+                    .metrics
+                    .shadowed(&s.model, v, batch.len(), Some(&error));
+                Vec::new()
+            }
+        }
+        .into_iter();
         for ((features, prediction), id) in batch.iter().zip(&predictions).zip(ids) {
             let logged = PredictionLogged {
                 request_id: id.clone(),
@@ -495,6 +522,7 @@ fn predict_rows(
                 served_at,
                 latency_us,
                 source: PredictionSource::Http,
+                shadow: shadows.next().flatten(),
             };
             match log.codec.encode(&logged) {
                 Ok(bytes) => {

@@ -16,6 +16,8 @@ pub struct PredictorMetrics {
     pub model_version: IntGaugeVec,
     /// Hot swaps, by model.
     pub swaps: IntCounterVec,
+    /// A shadow's predictions, by model and outcome (logged, failed).
+    pub shadow: IntCounterVec,
 }
 
 impl PredictorMetrics {
@@ -41,6 +43,11 @@ impl PredictorMetrics {
             "Production versions swapped in.",
             &["model"],
         );
+        let shadow = counter(
+            "shadow_predictions_total",
+            "Shadow versions' predictions, logged or failed.",
+            &["model", "outcome"],
+        );
         let http_latency = HistogramVec::new(
             HistogramOpts::new("http_request_seconds", "HTTP request latency, seconds.")
                 .buckets(prometheus::exponential_buckets(0.00005, 2.0, 16).expect("valid buckets")),
@@ -61,6 +68,26 @@ impl PredictorMetrics {
             http_latency,
             model_version,
             swaps,
+            shadow,
+        }
+    }
+
+    /// Counts `n` shadow predictions of `model` and whether they failed. A failing
+    /// shadow never touches the served answer; it is counted, and logged at the 1st,
+    /// 2nd, 4th, 8th... failure so that a shadow failing on every request cannot flood
+    /// the log.
+    pub fn shadowed(&self, model: &str, version: i64, n: usize, failure: Option<&str>) {
+        let outcome = if failure.is_some() {
+            "failed"
+        } else {
+            "logged"
+        };
+        let c = self.shadow.with_label_values(&[model, outcome]);
+        c.inc_by(n as u64);
+        if let Some(error) = failure
+            && c.get().is_power_of_two()
+        {
+            tracing::warn!(%model, version, failures = c.get(), %error, "the shadow version could not predict; served predictions are not affected");
         }
     }
 }

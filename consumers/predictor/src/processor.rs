@@ -64,12 +64,13 @@ impl Processor for PredictProcessor {
             .codec
             .decode(record.payload.unwrap_or_default())
             .map_err(Rejection::decode)?;
-        let Some(served) = self.slots.for_request(&request.model, &request.request_id) else {
+        let Some(pick) = self.slots.for_request(&request.model, &request.request_id) else {
             return Err(Rejection::validation(format!(
                 "unknown model {:?} (or none in production)",
                 request.model
             )));
         };
+        let served = &pick.served;
         if let Err(problems) = served.spec.validate(&request.features) {
             let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
             return Err(Rejection::validation(text.join("; ")));
@@ -84,6 +85,19 @@ impl Processor for PredictProcessor {
                 ),
             })?;
         self.counted(&request.model);
+        let latency_us = started.elapsed().as_micros() as i64;
+        let shadow = match pick.shadow_batch(&[&request.features]) {
+            Ok(s) => s.and_then(|mut s| s.pop()),
+            Err(error) => {
+                let v = pick.shadow.as_ref().map_or(0, |s| s.version);
+                self.metrics.shadowed(&request.model, v, 1, Some(&error));
+                None
+            }
+        };
+        if let Some(s) = &shadow {
+            self.metrics
+                .shadowed(&request.model, s.model_version, 1, None);
+        }
         let logged = PredictionLogged {
             request_id: request.request_id,
             model: request.model,
@@ -92,8 +106,9 @@ impl Processor for PredictProcessor {
             features: request.features,
             prediction,
             served_at: now_ms(),
-            latency_us: started.elapsed().as_micros() as i64,
+            latency_us,
             source: PredictionSource::Kafka,
+            shadow,
         };
         Output::event(&self.codec, &self.predictions_topic, &logged)
             .map(|o| vec![o])

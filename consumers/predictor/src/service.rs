@@ -95,7 +95,7 @@ pub async fn run(args: PredictorArgs, shutdown: CancellationToken, health: Healt
         move |change: &ServingChange, reg: &Registry| match slots.sync(&change.model, reg) {
             Ok(Some(serving)) => {
                 let v = serving.production;
-                info!(model = %change.model, version = v, canary = ?serving.canary, "now serving");
+                info!(model = %change.model, version = v, canary = ?serving.canary, shadow = ?serving.shadow, "now serving");
                 metrics
                     .model_version
                     .with_label_values(&[&change.model])

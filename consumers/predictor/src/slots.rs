@@ -3,7 +3,9 @@
 //!
 //! A canary answers a share of the requests: those whose request id hashes below the
 //! share ([`canary_bucket`]), so a request id always meets the same version, whichever
-//! predictor instance serves it and however often it is sent.
+//! predictor instance serves it and however often it is sent. A shadow predicts every
+//! request beside the version that answers; its prediction is logged in the served
+//! prediction's `shadow` field and never returned.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -11,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use driftline_model::TrainedModel;
 use driftline_onnx::OnnxModel;
 use driftline_runtime::registry::Registry;
-use driftline_schemas::events::{Features, ModelPublished, Prediction};
+use driftline_schemas::events::{Features, ModelPublished, Prediction, ShadowPrediction};
 use driftline_schemas::spec::FeatureSpec;
 
 use crate::{Error, Result};
@@ -77,17 +79,20 @@ impl Served {
     }
 }
 
-/// What serves one model: production, and perhaps a canary with its share.
+/// What serves one model: production, and perhaps a canary with its share and a shadow.
 #[derive(Clone)]
 struct Slot {
     production: Arc<Served>,
     canary: Option<(Arc<Served>, f64)>,
+    shadow: Option<Arc<Served>>,
 }
 
 impl Slot {
-    /// The loaded versions: production, then the canary.
+    /// The loaded versions: production, the canary, the shadow.
     fn versions(&self) -> impl Iterator<Item = &Arc<Served>> {
-        std::iter::once(&self.production).chain(self.canary.iter().map(|c| &c.0))
+        std::iter::once(&self.production)
+            .chain(self.canary.iter().map(|c| &c.0))
+            .chain(self.shadow.iter())
     }
 }
 
@@ -96,6 +101,37 @@ impl Slot {
 pub struct Serving {
     pub production: i64,
     pub canary: Option<(i64, f64)>,
+    pub shadow: Option<i64>,
+}
+
+/// Who answers a request: the version whose prediction is returned, and the shadow that
+/// predicts it too (unless it is the same version).
+pub struct Pick {
+    pub served: Arc<Served>,
+    pub shadow: Option<Arc<Served>>,
+}
+
+impl Pick {
+    /// The shadow's predictions of `rows`, to log beside the served ones; `None` when
+    /// there is no shadow or it failed (the reason).
+    pub fn shadow_batch(
+        &self,
+        rows: &[&Features],
+    ) -> Result<Option<Vec<ShadowPrediction>>, String> {
+        let Some(shadow) = &self.shadow else {
+            return Ok(None);
+        };
+        let predictions = shadow.predict_batch(rows)?;
+        Ok(Some(
+            predictions
+                .into_iter()
+                .map(|prediction| ShadowPrediction {
+                    model_version: shadow.version,
+                    prediction,
+                })
+                .collect(),
+        ))
+    }
 }
 
 /// Where a request id falls in [0, 1): FNV-1a over its bytes, then SplitMix64's
@@ -157,7 +193,8 @@ impl ModelSlots {
             .map(|s| s.production.clone())
     }
 
-    /// Version `version` of `model`, if it is loaded (production or the canary).
+    /// Version `version` of `model`, if it is loaded (production, the canary or the
+    /// shadow).
     pub fn loaded(&self, model: &str, version: i64) -> Option<Arc<Served>> {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
         slots
@@ -167,15 +204,17 @@ impl ModelSlots {
             .cloned()
     }
 
-    /// The version that answers `request_id`: the canary for ids below its share,
-    /// production for the rest.
-    pub fn for_request(&self, model: &str, request_id: &str) -> Option<Arc<Served>> {
+    /// The version that answers `request_id` (the canary for ids below its share,
+    /// production for the rest) and the shadow.
+    pub fn for_request(&self, model: &str, request_id: &str) -> Option<Pick> {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
         let slot = slots.get(model)?;
-        Some(match &slot.canary {
+        let served = match &slot.canary {
             Some((canary, share)) if canary_bucket(request_id) < *share => canary.clone(),
             _ => slot.production.clone(),
-        })
+        };
+        let shadow = slot.shadow.clone().filter(|s| s.version != served.version);
+        Some(Pick { served, shadow })
     }
 
     /// Ready when every configured model has a version loaded.
@@ -184,10 +223,10 @@ impl ModelSlots {
         !self.specs.is_empty() && self.specs.keys().all(|m| slots.contains_key(m))
     }
 
-    /// Loads the registry's production version and canary of `model` (if it is one we
-    /// serve; versions already loaded are kept) and swaps them in. Returns what now
-    /// serves. A canary that cannot be loaded is an error and production keeps serving
-    /// alone.
+    /// Loads the registry's production version, canary and shadow of `model` (if it is
+    /// one we serve; versions already loaded are kept) and swaps them in. Returns what
+    /// now serves. A canary or shadow that cannot be loaded is an error and production
+    /// keeps serving without it.
     pub fn sync(&self, model: &str, registry: &Registry) -> Result<Option<Serving>> {
         let Some(spec) = self.specs.get(model) else {
             return Ok(None);
@@ -211,21 +250,37 @@ impl ModelSlots {
             }
         };
         let production = load(record)?;
-        let (canary, failed) = match registry.canary(model) {
-            None => (None, None),
-            Some(c) => match load(c) {
-                Ok(s) => (Some((s, c.traffic_share)), None),
-                Err(e) => (None, Some(e)),
-            },
-        };
+        let mut failed = None;
+        let canary = registry.canary(model).and_then(|c| match load(c) {
+            Ok(s) => Some((s, c.traffic_share)),
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        });
+        let shadow = registry.shadow(model).and_then(|c| match load(c) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        });
         let serving = Serving {
             production: production.version,
             canary: canary.as_ref().map(|(s, share)| (s.version, *share)),
+            shadow: shadow.as_ref().map(|s| s.version),
         };
         self.slots
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(model.to_string(), Slot { production, canary });
+            .insert(
+                model.to_string(),
+                Slot {
+                    production,
+                    canary,
+                    shadow,
+                },
+            );
         match failed {
             Some(e) => Err(e),
             None => Ok(Some(serving)),

@@ -1,4 +1,4 @@
-//! `driftline models list|show|promote|canary|reject|rollback`: the registry from the
+//! `driftline models list|show|promote|canary|shadow|reject|rollback|import`: the registry from the
 //! command line.
 //! It reads the compacted models topic to its end (the registry is nothing else), prints
 //! JSON, and for promote/rollback publishes the records [`crate::ops`] computes.
@@ -55,7 +55,10 @@ pub enum ModelsCommand {
         #[arg(long, default_value_t = 0.1)]
         share: f64,
     },
-    /// Reject a version that is not in production (ends its canary).
+    /// Let a version predict every request beside production: its predictions are
+    /// logged (the `shadow` field of driftline.predictions) and never returned.
+    Shadow { model: String, version: i64 },
+    /// Reject a version that is not in production (ends its canary or shadow).
     Reject { model: String, version: i64 },
     /// Put the previous production version back.
     Rollback { model: String },
@@ -77,6 +80,9 @@ pub enum ModelsCommand {
         /// Start as a canary answering this share of the requests (else production).
         #[arg(long)]
         canary: Option<f64>,
+        /// Start as a shadow of production (else production).
+        #[arg(long, conflicts_with = "canary")]
+        shadow: bool,
     },
 }
 
@@ -135,6 +141,7 @@ pub async fn execute(args: &ModelsArgs) -> Result<Value> {
             version,
             share,
         } => ops::canary(&reg, model, *version, *share, now_ms())?,
+        ModelsCommand::Shadow { model, version } => ops::shadow(&reg, model, *version, now_ms())?,
         ModelsCommand::Reject { model, version } => ops::reject(&reg, model, *version, now_ms())?,
         ModelsCommand::Rollback { model } => ops::rollback(&reg, model, now_ms())?,
         ModelsCommand::Import {
@@ -142,7 +149,15 @@ pub async fn execute(args: &ModelsArgs) -> Result<Value> {
             onnx,
             data,
             canary,
-        } => import(&reg, spec, onnx, data.as_deref(), *canary)?,
+            shadow,
+        } => {
+            let start = match (canary, shadow) {
+                (Some(share), _) => ops::Start::Canary(*share),
+                (None, true) => ops::Start::Shadow,
+                (None, false) => ops::Start::Production,
+            };
+            import(&reg, spec, onnx, data.as_deref(), start)?
+        }
     };
     let codec = Codec::single_object();
     let records = jobs::made_whole(
@@ -177,7 +192,7 @@ fn import(
     spec_path: &Path,
     onnx: &Path,
     data: Option<&Path>,
-    canary: Option<f64>,
+    start: ops::Start,
 ) -> Result<Vec<ModelPublished>> {
     let spec = FeatureSpec::load(spec_path).map_err(|e| Error::Config(e.to_string()))?;
     if spec.model.algorithm != ops::IMPORTED {
@@ -232,7 +247,7 @@ fn import(
         metrics,
         reference_profile,
         window,
-        canary,
+        start,
     };
     ops::imported(reg, import, now_ms())
 }

@@ -643,7 +643,7 @@ impl Runner {
 
     /// Publishes the live gate's decisions of the partitions this instance owns, each as
     /// the registry operation it names, in one transaction with clearing it. A decision
-    /// the registry has moved past (the canary ended, production changed) is cleared
+    /// the registry has moved past (the trial ended, production changed) is cleared
     /// unpublished.
     async fn run_decisions(&self, shutdown: &CancellationToken) -> Result<()> {
         for (key, d) in pending_decisions(&self.store)? {
@@ -663,11 +663,15 @@ impl Runner {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             let (model, version, action) = (&d.model, d.version, d.action.as_str());
+            let on_trial = [registry.canary(model), registry.shadow(model)]
+                .into_iter()
+                .flatten()
+                .any(|c| c.version == version);
             let made = match d.action {
-                Action::Promote if registry.canary(model).map(|c| c.version) == Some(version) => {
+                Action::Promote if on_trial => {
                     Some(ops::promote(&registry, model, version, now_ms()))
                 }
-                Action::Reject if registry.canary(model).map(|c| c.version) == Some(version) => {
+                Action::Reject if on_trial => {
                     Some(ops::reject(&registry, model, version, now_ms()))
                 }
                 Action::Rollback

@@ -20,7 +20,7 @@ pub struct TrainerMetrics {
     /// The live rollout gate's decisions, by action: promote, reject, rollback, keep.
     pub rollout_decisions: IntCounterVec,
     /// Mean live loss on the primary metric, by model and role (production over its
-    /// term, canary over its trial); NaN before a row.
+    /// term, canary and shadow over their trials); NaN before a row.
     pub live_error: GaugeVec,
 }
 
@@ -71,7 +71,7 @@ impl TrainerMetrics {
         let live_error = GaugeVec::new(
             Opts::new(
                 "trainer_live_error",
-                "Mean live loss on the primary metric (MAE or log loss) over labelled rows, by model and role (production, canary).",
+                "Mean live loss on the primary metric (MAE or log loss) over labelled rows, by model and role (production, canary, shadow).",
             ),
             &["model", "role"],
         )

@@ -10,7 +10,11 @@
 //! - canary v share: publish v with status canary and its traffic share: predictors send
 //!   it that share of the requests (by request id) until a later production record
 //!   (promote v, or any other) or `reject v` ends it.
-//! - import: a model trained elsewhere (ONNX) as the next version, production or a canary.
+//! - shadow v: publish v with status shadow: predictors predict every request with it too
+//!   and log its answer beside the served one, never returning it, until a later
+//!   production record or `reject v` ends it.
+//! - import: a model trained elsewhere (ONNX) as the next version, production, a canary
+//!   or a shadow.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +22,7 @@ use driftline_runtime::registry::Registry;
 use driftline_schemas::events::{FeatureProfile, ModelPublished, ModelStatus, TrainingWindow};
 use serde_json::{Value, json};
 
+pub use crate::train::Start;
 use crate::{Error, Result};
 
 /// A version without its bytes and profile samples: what list and show print.
@@ -57,6 +62,7 @@ pub fn list(reg: &Registry) -> Value {
                 "model": name,
                 "production": reg.production(name).map(|m| m.version),
                 "canary": reg.canary(name).map(|m| m.version),
+                "shadow": reg.shadow(name).map(|m| m.version),
                 "latest": reg.latest_version(name),
                 "versions": reg.versions(name).count(),
             })
@@ -74,6 +80,7 @@ pub fn show(reg: &Registry, model: &str) -> Result<Value> {
         "model": model,
         "production": reg.production(model).map(|m| m.version),
         "canary": reg.canary(model).map(|m| m.version),
+        "shadow": reg.shadow(model).map(|m| m.version),
         "versions": reg.versions(model).map(version_view).collect::<Vec<_>>(),
     }))
 }
@@ -136,28 +143,42 @@ pub fn canary(
     now: i64,
 ) -> Result<Vec<ModelPublished>> {
     let record = lookup(reg, model, version)?;
-    if !(share > 0.0 && share <= 1.0) {
-        return Err(Error::Config(format!(
-            "a canary's share must be in (0, 1], not {share}"
-        )));
-    }
-    match reg.production(model) {
-        None => {
-            return Err(Error::Conflict(format!(
-                "{model} has no version in production for a canary to share traffic with"
-            )));
-        }
-        Some(p) if p.version == version => {
-            return Err(Error::Conflict(format!(
-                "{model} v{version} is in production"
-            )));
-        }
-        Some(_) => {}
-    }
+    check_share(share)?;
+    beside_production(reg, model, version, "a canary to share traffic with")?;
     Ok(vec![restated(reg, record, ModelStatus::Canary, share, now)])
 }
 
-/// The record that rejects `version` (ending its canary, if it is one).
+/// The record that makes `version` a shadow of production.
+pub fn shadow(reg: &Registry, model: &str, version: i64, now: i64) -> Result<Vec<ModelPublished>> {
+    let record = lookup(reg, model, version)?;
+    beside_production(reg, model, version, "a shadow to run beside")?;
+    Ok(vec![restated(reg, record, ModelStatus::Shadow, 0.0, now)])
+}
+
+fn check_share(share: f64) -> Result<()> {
+    if share > 0.0 && share <= 1.0 {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "a canary's share must be in (0, 1], not {share}"
+        )))
+    }
+}
+
+/// Refuses a canary or shadow (`what`) when there is no production, or it is production.
+fn beside_production(reg: &Registry, model: &str, version: i64, what: &str) -> Result<()> {
+    match reg.production(model) {
+        None => Err(Error::Conflict(format!(
+            "{model} has no version in production for {what}"
+        ))),
+        Some(p) if p.version == version => Err(Error::Conflict(format!(
+            "{model} v{version} is in production"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The record that rejects `version` (ending its canary or shadow, if it is one).
 pub fn reject(reg: &Registry, model: &str, version: i64, now: i64) -> Result<Vec<ModelPublished>> {
     let record = lookup(reg, model, version)?;
     if reg.production(model).is_some_and(|p| p.version == version) {
@@ -181,8 +202,7 @@ pub struct Import {
     pub metrics: BTreeMap<String, f64>,
     pub reference_profile: Vec<FeatureProfile>,
     pub window: TrainingWindow,
-    /// Start as a canary answering this share of the requests (else production).
-    pub canary: Option<f64>,
+    pub start: Start,
 }
 
 /// The record that publishes `import` as its model's next version (trigger
@@ -196,23 +216,22 @@ pub fn imported(reg: &Registry, import: Import, now: i64) -> Result<Vec<ModelPub
         )));
     }
     let production = reg.production(&import.model).map(|m| m.version);
-    let (status, traffic_share) = match (import.canary, production) {
-        (None, _) => (ModelStatus::Production, 0.0),
-        (Some(share), _) if !(share > 0.0 && share <= 1.0) => {
-            return Err(Error::Config(format!(
-                "a canary's share must be in (0, 1], not {share}"
-            )));
+    let version = reg.latest_version(&import.model) + 1;
+    let (status, traffic_share) = match import.start {
+        Start::Production => (ModelStatus::Production, 0.0),
+        Start::Canary(share) => {
+            check_share(share)?;
+            let what = "a canary to share traffic with";
+            beside_production(reg, &import.model, version, what)?;
+            (ModelStatus::Canary, share)
         }
-        (Some(_), None) => {
-            return Err(Error::Conflict(format!(
-                "{} has no version in production for a canary to share traffic with",
-                import.model
-            )));
+        Start::Shadow => {
+            beside_production(reg, &import.model, version, "a shadow to run beside")?;
+            (ModelStatus::Shadow, 0.0)
         }
-        (Some(share), Some(_)) => (ModelStatus::Canary, share),
     };
     Ok(vec![ModelPublished {
-        version: reg.latest_version(&import.model) + 1,
+        version,
         algorithm: IMPORTED.to_string(),
         hyper_parameters: BTreeMap::new(),
         metrics: import.metrics,
@@ -351,6 +370,34 @@ mod tests {
             Some((3, 0.0))
         );
         assert!(matches!(reject(&r, "m", 3, 44), Err(Error::Conflict(_))));
+    }
+
+    #[test]
+    fn a_shadow_needs_a_production_beside_it_and_ends_by_promotion_or_rejection() {
+        let mut r = registry();
+        assert!(matches!(shadow(&r, "m", 2, 40), Err(Error::Conflict(_))));
+        assert!(matches!(
+            shadow(&r, "n", 1, 40),
+            Err(Error::UnknownModel(_))
+        ));
+        for m in shadow(&r, "m", 3, 40).unwrap() {
+            assert_eq!(m.status, ModelStatus::Shadow);
+            r.apply(m);
+        }
+        assert_eq!(r.shadow("m").map(|m| m.version), Some(3));
+        assert_eq!(list(&r)["models"][0]["shadow"], 3);
+        for m in reject(&r, "m", 3, 41).unwrap() {
+            r.apply(m);
+        }
+        assert!(r.shadow("m").is_none());
+        for m in shadow(&r, "m", 3, 42).unwrap() {
+            r.apply(m);
+        }
+        for m in promote(&r, "m", 3, 43).unwrap() {
+            r.apply(m);
+        }
+        assert!(r.shadow("m").is_none());
+        assert_eq!(r.production("m").map(|m| m.version), Some(3));
     }
 
     #[test]

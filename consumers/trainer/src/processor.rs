@@ -157,19 +157,28 @@ impl TrainerProcessor {
             Serving {
                 production: reg.production(model).map(|m| (m.version, m.published_at)),
                 canary: reg.canary(model).map(|m| (m.version, m.published_at)),
+                shadow: reg.shadow(model).map(|m| (m.version, m.published_at)),
             }
         };
         let mut state = before.clone();
         state.follow(serving, &self.gate);
         let metric = primary_metric(kind);
-        let loss = Joined::of(&l.prediction.prediction, &l.actual)
-            .and_then(|j| j.loss(metric))
-            .filter(|x| x.is_finite());
-        if let Some(loss) = loss {
+        let loss = |p| {
+            Joined::of(p, &l.actual)
+                .and_then(|j| j.loss(metric))
+                .filter(|x| x.is_finite())
+        };
+        if let Some(row_loss) = loss(&l.prediction.prediction) {
+            let shadow = l
+                .prediction
+                .shadow
+                .as_ref()
+                .and_then(|sh| loss(&sh.prediction).map(|x| (sh.model_version, x)));
             let row = Row {
                 version: l.prediction.model_version,
                 served_at: l.prediction.served_at,
-                loss,
+                loss: row_loss,
+                shadow,
             };
             for (version, action, reason) in state.count(row, &self.gate, metric) {
                 info!(%model, version, action = action.as_str(), %reason, "live rollout gate");
@@ -194,6 +203,7 @@ impl TrainerProcessor {
         for (role, live) in [
             ("production", state.production.as_ref().map(|t| t.live)),
             ("canary", state.canary.as_ref().map(|t| t.live)),
+            ("shadow", state.shadow.as_ref().map(|t| t.live)),
         ] {
             let gauge = self.metrics.live_error.with_label_values(&[model, role]);
             gauge.set(live.and_then(|l| l.mean()).unwrap_or(f64::NAN));
@@ -567,6 +577,7 @@ mod tests {
                 served_at: t,
                 latency_us: 1,
                 source: PredictionSource::Kafka,
+                shadow: None,
             };
             let a = Actual {
                 request_id: id.into(),

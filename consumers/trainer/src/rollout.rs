@@ -7,6 +7,9 @@
 //!   same time (rows served since the canary's record) are summed. Once both have
 //!   [`Gate::min_rows`] labelled rows, the canary is promoted if its mean loss beats
 //!   production's by the margin (the holdout gate's rule, [`better`]), else rejected.
+//!   A shadow is judged the same way on the rows production served since the shadow's
+//!   record, each of which carries the shadow's prediction of the same request: the two
+//!   sides are the very same requests.
 //! - **Watch.** When a newer version replaces production (promoted by the trial or by
 //!   hand) and the version it replaced has a live error over at least `min_rows` rows,
 //!   the newcomer's first [`Gate::watch_rows`] rows are compared with it: if the
@@ -82,20 +85,24 @@ pub struct Watch {
     pub decided: bool,
 }
 
-/// One model's rollout state (kept in the store, committed with the labelled offsets).
+/// One model's rollout state (kept in the store, committed with the labelled offsets;
+/// a field missing from an older state is empty).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Rollout {
     pub production: Option<Term>,
     pub canary: Option<Trial>,
+    pub shadow: Option<Trial>,
     pub watch: Option<Watch>,
 }
 
-/// What serves a model now, by the registry: (version, `published_at`) of production
-/// and of the canary.
+/// What serves a model now, by the registry: (version, `published_at`) of production,
+/// of the canary and of the shadow.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Serving {
     pub production: Option<(i64, i64)>,
     pub canary: Option<(i64, i64)>,
+    pub shadow: Option<(i64, i64)>,
 }
 
 /// One labelled row as the gate sees it.
@@ -106,6 +113,8 @@ pub struct Row {
     pub served_at: i64,
     /// Its loss on the primary metric.
     pub loss: f64,
+    /// The shadow's version and its loss on the same request, when one was logged.
+    pub shadow: Option<(i64, f64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,11 +166,13 @@ impl Rollout {
                     && gate.watch_rows > 0
                     && version > old.version
                 {
-                    // Beside the canary, the same traffic at the same time; else its term.
-                    let reference = match &self.canary {
-                        Some(t) if t.version == version => t.production,
-                        _ => old.live,
-                    };
+                    // Beside the canary or shadow, the same traffic at the same time; else
+                    // its term.
+                    let trial = [&self.canary, &self.shadow]
+                        .into_iter()
+                        .flatten()
+                        .find(|t| t.version == version);
+                    let reference = trial.map_or(old.live, |t| t.production);
                     self.watch = (reference.rows >= gate.min_rows).then_some(Watch {
                         previous: old.version,
                         reference,
@@ -175,15 +186,19 @@ impl Rollout {
                 });
             }
         }
-        let trial = self.canary.as_ref().map(|t| (t.version, t.since));
-        if trial != serving.canary {
-            self.canary = serving.canary.map(|(version, since)| Trial {
-                version,
-                since,
-                live: Live::default(),
-                production: Live::default(),
-                decided: false,
-            });
+        for (trial, now) in [
+            (&mut self.canary, serving.canary),
+            (&mut self.shadow, serving.shadow),
+        ] {
+            if trial.as_ref().map(|t| (t.version, t.since)) != now {
+                *trial = now.map(|(version, since)| Trial {
+                    version,
+                    since,
+                    live: Live::default(),
+                    production: Live::default(),
+                    decided: false,
+                });
+            }
         }
     }
 
@@ -207,30 +222,25 @@ impl Rollout {
         {
             c.live.add(row.loss);
         }
-        let mut decisions = Vec::new();
-        if let (Some(c), Some(p)) = (&mut self.canary, &self.production)
-            && !c.decided
-            && c.live.rows >= gate.min_rows
-            && c.production.rows >= gate.min_rows
+        // The shadow's trial pairs each request production answered with the shadow's
+        // answer to it.
+        if let (Some(sh), Some(p), Some((version, loss))) =
+            (&mut self.shadow, &self.production, row.shadow)
+            && version == sh.version
+            && row.version == p.version
+            && row.served_at >= sh.since
+            && row.served_at >= p.since
         {
-            c.decided = true;
-            let wins = beats(c.live, c.production, gate.margin, metric);
-            let action = if wins {
-                Action::Promote
-            } else {
-                Action::Reject
-            };
-            let reason = format!(
-                "canary v{} {metric} {} over {} live rows vs production v{} {} over {}: {}",
-                c.version,
-                fmt(c.live),
-                c.live.rows,
-                p.version,
-                fmt(c.production),
-                c.production.rows,
-                action.as_str()
-            );
-            decisions.push((c.version, action, reason));
+            sh.live.add(loss);
+            sh.production.add(row.loss);
+        }
+        let mut decisions = Vec::new();
+        for (trial, role) in [(&mut self.canary, "canary"), (&mut self.shadow, "shadow")] {
+            if let (Some(c), Some(p)) = (trial, &self.production)
+                && let Some(decision) = c.judge(p.version, role, gate, metric)
+            {
+                decisions.push(decision);
+            }
         }
         if let (Some(w), Some(p)) = (&mut self.watch, &self.production)
             && !w.decided
@@ -256,6 +266,37 @@ impl Rollout {
             decisions.push((p.version, action, reason));
         }
         decisions
+    }
+}
+
+impl Trial {
+    /// Promotes or rejects the version once both sides have `gate.min_rows` rows; once.
+    fn judge(
+        &mut self,
+        production: i64,
+        role: &str,
+        gate: &Gate,
+        metric: &str,
+    ) -> Option<(i64, Action, String)> {
+        if self.decided || self.live.rows < gate.min_rows || self.production.rows < gate.min_rows {
+            return None;
+        }
+        self.decided = true;
+        let action = if beats(self.live, self.production, gate.margin, metric) {
+            Action::Promote
+        } else {
+            Action::Reject
+        };
+        let reason = format!(
+            "{role} v{} {metric} {} over {} live rows vs production v{production} {} over {}: {}",
+            self.version,
+            fmt(self.live),
+            self.live.rows,
+            fmt(self.production),
+            self.production.rows,
+            action.as_str()
+        );
+        Some((self.version, action, reason))
     }
 }
 
@@ -289,7 +330,30 @@ mod tests {
             version,
             served_at,
             loss,
+            shadow: None,
         }
+    }
+
+    /// A row production v1 served at `served_at`, with shadow v2's answer beside it.
+    fn shadowed(served_at: i64, loss: f64, shadow_loss: f64) -> Row {
+        Row {
+            shadow: Some((2, shadow_loss)),
+            ..row(1, served_at, loss)
+        }
+    }
+
+    /// Production v1 since t=0, shadow v2 since t=100.
+    fn shadowing() -> Rollout {
+        let mut r = Rollout::default();
+        r.follow(
+            Serving {
+                production: Some((1, 0)),
+                shadow: Some((2, 100)),
+                canary: None,
+            },
+            &GATE,
+        );
+        r
     }
 
     /// Production v1 since t=0, canary v2 since t=100.
@@ -299,6 +363,7 @@ mod tests {
             Serving {
                 production: Some((1, 0)),
                 canary: Some((2, 100)),
+                shadow: None,
             },
             &GATE,
         );
@@ -355,6 +420,7 @@ mod tests {
             Serving {
                 production: Some((2, 500)),
                 canary: None,
+                shadow: None,
             },
             &GATE,
         );
@@ -374,6 +440,7 @@ mod tests {
             Serving {
                 production: Some((1, 0)),
                 canary: None,
+                shadow: None,
             },
             &GATE,
         );
@@ -383,6 +450,7 @@ mod tests {
             Serving {
                 production: Some((3, 100)),
                 canary: None,
+                shadow: None,
             },
             &GATE,
         );
@@ -394,6 +462,7 @@ mod tests {
             Serving {
                 production: Some((1, 200)),
                 canary: None,
+                shadow: None,
             },
             &GATE,
         );
@@ -406,12 +475,14 @@ mod tests {
         let v1 = Serving {
             production: Some((1, 0)),
             canary: None,
+            shadow: None,
         };
         r.follow(v1, &GATE);
         decisions(&mut r, (0..5).map(|i| row(1, i, 1.0)));
         let v2 = Serving {
             production: Some((2, 100)),
             canary: None,
+            shadow: None,
         };
         r.follow(v2, &GATE);
         assert!(
@@ -440,6 +511,7 @@ mod tests {
             Serving {
                 production: Some((1, 0)),
                 canary: Some((2, 300)),
+                shadow: None,
             },
             &GATE,
         );
@@ -448,9 +520,60 @@ mod tests {
             Serving {
                 production: Some((1, 0)),
                 canary: None,
+                shadow: None,
             },
             &GATE,
         );
         assert!(r.canary.is_none());
+    }
+
+    #[test]
+    fn a_shadow_is_judged_on_the_same_requests_production_answered() {
+        let mut r = shadowing();
+        // Rows from before the shadow's record, or without its answer, do not count.
+        let before = (0..20).map(|i| shadowed(50 + i, 1.0, 0.1));
+        let plain = (0..20).map(|i| row(1, 200 + i, 1.0));
+        assert!(decisions(&mut r, before.chain(plain)).is_empty());
+        assert_eq!(r.shadow.as_ref().map(|t| t.production.rows), Some(0));
+        let better = (0..10).map(|i| shadowed(200 + i, 2.0, 1.0));
+        assert_eq!(decisions(&mut r, better), [(2, Action::Promote)]);
+        let t = r.shadow.clone().expect("on trial");
+        assert_eq!((t.live.rows, t.production.rows), (10, 10));
+        assert_eq!((t.live.mean(), t.production.mean()), (Some(1.0), Some(2.0)));
+
+        // A worse shadow is rejected, with its role in the reason.
+        let mut r = shadowing();
+        let worse = (0..10).map(|i| shadowed(200 + i, 1.0, 1.5));
+        let out: Vec<_> = worse.flat_map(|x| r.count(x, &GATE, "mae")).collect();
+        assert_eq!((out.len(), out[0].1), (1, Action::Reject));
+        assert!(out[0].2.starts_with("shadow v2 mae 1.5000"), "{}", out[0].2);
+    }
+
+    #[test]
+    fn a_promoted_shadow_is_watched_against_production_beside_it() {
+        let mut r = shadowing();
+        let trial = (0..10).map(|i| shadowed(200 + i, 2.0, 1.0));
+        assert_eq!(decisions(&mut r, trial), [(2, Action::Promote)]);
+        r.follow(
+            Serving {
+                production: Some((2, 500)),
+                canary: None,
+                shadow: None,
+            },
+            &GATE,
+        );
+        let w = r.watch.clone().expect("watched");
+        assert_eq!((w.previous, w.reference.mean()), (1, Some(2.0)));
+        assert!(r.shadow.is_none());
+        let after = (0..10).map(|i| row(2, 600 + i, 3.0));
+        assert_eq!(decisions(&mut r, after), [(2, Action::Rollback)]);
+    }
+
+    #[test]
+    fn a_state_saved_before_shadows_reads_back_with_none() {
+        let saved = r#"{"production":{"version":1,"since":0,"live":{"rows":3,"loss":1.5}},"canary":null,"watch":null}"#;
+        let r: Rollout = serde_json::from_str(saved).unwrap();
+        assert_eq!(r.production.map(|t| t.live.rows), Some(3));
+        assert!(r.shadow.is_none());
     }
 }

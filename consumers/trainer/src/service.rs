@@ -30,7 +30,7 @@ use crate::labelled::RowIndex;
 use crate::metrics::TrainerMetrics;
 use crate::processor::{Schedule, Topics, TrainerProcessor};
 use crate::rollout::Gate;
-use crate::train::{TrainOptions, defaults};
+use crate::train::{Start, TrainOptions, defaults};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Args)]
@@ -117,9 +117,13 @@ pub enum RolloutMode {
     /// It becomes a canary answering `--canary-share` of the requests, and the live gate
     /// promotes or rejects it once labels join.
     Canary,
+    /// It becomes a shadow: it predicts every request beside production, logged and
+    /// never returned, and the live gate promotes or rejects it on the same requests.
+    Shadow,
 }
 
-/// The rollout mode and the live gate (which judges every canary, however it was made).
+/// The rollout mode and the live gate (which judges every canary and shadow, however it
+/// was made).
 #[derive(Debug, Clone, Args)]
 pub struct RolloutArgs {
     #[arg(long = "rollout", env = "DRIFTLINE_ROLLOUT", value_enum, default_value_t = RolloutMode::Direct)]
@@ -134,7 +138,7 @@ pub struct RolloutArgs {
     pub live_min_rows: u64,
     /// After a newer version replaces production, roll back if its first N labelled rows
     /// are worse than the replaced version's live error by --promotion-margin (0 = off)
-    /// [default: --live-min-rows with --rollout canary, else 0].
+    /// [default: --live-min-rows with --rollout canary or shadow, else 0].
     #[arg(long, env = "DRIFTLINE_ROLLBACK_WATCH_ROWS")]
     pub rollback_watch_rows: Option<u64>,
 }
@@ -153,7 +157,7 @@ impl Default for RolloutArgs {
 impl RolloutArgs {
     pub fn gate(&self, margin: f64) -> Gate {
         let watch = match self.mode {
-            RolloutMode::Canary => self.live_min_rows,
+            RolloutMode::Canary | RolloutMode::Shadow => self.live_min_rows,
             RolloutMode::Direct => 0,
         };
         Gate {
@@ -163,9 +167,13 @@ impl RolloutArgs {
         }
     }
 
-    /// The share new versions are published with, in canary mode.
-    pub fn canary_share(&self) -> Option<f64> {
-        (self.mode == RolloutMode::Canary).then_some(self.canary_share)
+    /// How a retrained winner starts.
+    pub fn start(&self) -> Start {
+        match self.mode {
+            RolloutMode::Direct => Start::Production,
+            RolloutMode::Canary => Start::Canary(self.canary_share),
+            RolloutMode::Shadow => Start::Shadow,
+        }
     }
 }
 
@@ -383,7 +391,7 @@ async fn consume(
             holdout_fraction: args.holdout_fraction,
             promotion_margin: args.promotion_margin,
             min_rows: args.min_rows,
-            canary_share: args.rollout.canary_share(),
+            start: args.rollout.start(),
         },
         metrics: metrics.clone(),
         wake: wake.clone(),

@@ -27,9 +27,19 @@ pub struct TrainOptions {
     pub promotion_margin: f64,
     /// Fewest usable rows a window must have (a smaller window is widened backwards).
     pub min_rows: usize,
-    /// With a share, a candidate that beats production becomes a canary answering that
-    /// share of the requests (the live gate decides the rest); without, production.
-    pub canary_share: Option<f64>,
+    /// How a candidate that beats production starts: production, a canary or a shadow
+    /// (the live gate decides the rest).
+    pub start: Start,
+}
+
+/// How a new version starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Start {
+    Production,
+    /// A canary answering this share of the requests.
+    Canary(f64),
+    /// Predicting every request beside production, logged, never returned.
+    Shadow,
 }
 
 /// The trainer's defaults, in one place for its flags and [`TrainOptions::default`].
@@ -45,7 +55,7 @@ impl Default for TrainOptions {
             holdout_fraction: defaults::HOLDOUT_FRACTION,
             promotion_margin: defaults::PROMOTION_MARGIN,
             min_rows: defaults::MIN_ROWS,
-            canary_share: None,
+            start: Start::Production,
         }
     }
 }
@@ -186,10 +196,11 @@ pub fn train(
         fmt(incumbent_metrics.get(metric)),
         if promoted { "promote" } else { "reject" }
     ));
-    // A first version has nothing to share traffic with.
-    let (status, traffic_share) = match (promoted, opts.canary_share, ctx.incumbent) {
+    // A first version has nothing to share traffic with or shadow.
+    let (status, traffic_share) = match (promoted, opts.start, ctx.incumbent) {
         (false, _, _) => (ModelStatus::Rejected, 0.0),
-        (true, Some(share), Some(_)) => (ModelStatus::Canary, share),
+        (true, Start::Canary(share), Some(_)) => (ModelStatus::Canary, share),
+        (true, Start::Shadow, Some(_)) => (ModelStatus::Shadow, 0.0),
         (true, _, _) => (ModelStatus::Production, 0.0),
     };
     let reference_profile = reference_profile(spec, &model, &train);
@@ -393,7 +404,7 @@ mod tests {
     #[test]
     fn with_a_canary_share_a_winner_becomes_a_canary_and_a_first_version_production() {
         let opts = TrainOptions {
-            canary_share: Some(0.2),
+            start: Start::Canary(0.2),
             ..TrainOptions::default()
         };
         let v1 = train(

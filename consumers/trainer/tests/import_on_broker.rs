@@ -154,6 +154,7 @@ async fn imported_onnx_models_answer_as_onnxruntime_over_http_and_kafka_on_every
         onnx: fixture(&format!("{}.onnx", c.model)),
         data: Some(fixture("rows.csv.gz")),
         canary: None,
+        shadow: false,
     };
     for c in &cases {
         driftline_trainer::cli::execute(&models_args(import(c))).await?;

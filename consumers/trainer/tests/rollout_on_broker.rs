@@ -2,8 +2,10 @@
 //! retrained version that beats production on the holdout becomes a canary answering 20%
 //! of the requests (each request id always the same version); once the labels of live
 //! traffic join, it beats production on live error and the trainer promotes it. A worse
-//! version promoted by hand is rolled back after its first labelled rows. Every step is a
-//! record on the models topic.
+//! version promoted by hand is rolled back after its first labelled rows. With `--rollout
+//! shadow` the winner predicts every request beside production, logged and never
+//! returned, and is promoted on the very same requests. Every step is a record on the
+//! models topic.
 
 mod common;
 
@@ -12,13 +14,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use common::{CUTOFF, HOUR, World, summary, x_of};
-use driftline_predictor::service::PredictorArgs;
 use driftline_predictor::slots::canary_bucket;
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{
     Actual, Event, FeatureValue, ModelStatus, PredictionLogged, PredictionRequest,
 };
-use driftline_tests::{kafka, produce, producer, unique};
+use driftline_tests::{free_port, http, kafka, produce, producer};
 use driftline_trainer::cli::{ModelsArgs, ModelsCommand};
 use driftline_trainer::service::{RolloutArgs, RolloutMode};
 use rdkafka::producer::FutureProducer;
@@ -29,13 +30,13 @@ const LIVE_ROWS: u64 = 60;
 
 /// Live traffic: requests `from..to` through the predictor (ids `live-<i>`, event times
 /// after every other row of the test), target y = 5 - 2x; once each has its prediction
-/// the actuals follow. Returns the version that served each request.
+/// the actuals follow. Returns each request's logged prediction.
 async fn traffic(
     w: &World,
     p: &FutureProducer,
     from: i64,
     to: i64,
-) -> Result<BTreeMap<String, i64>> {
+) -> Result<BTreeMap<String, PredictionLogged>> {
     let codec = Codec::single_object();
     let t = |i: i64| CUTOFF + (2_000 + i) * 6 * HOUR;
     for i in from..to {
@@ -60,7 +61,7 @@ async fn traffic(
                     .strip_prefix("live-")
                     .and_then(|i| i.parse().ok());
                 if i.is_some_and(|i: i64| (from..to).contains(&i)) {
-                    served.insert(l.request_id, l.model_version);
+                    served.insert(l.request_id.clone(), l);
                 }
             }
         })?;
@@ -98,26 +99,7 @@ async fn a_canary_that_wins_on_live_labels_is_promoted_and_a_worse_promotion_rol
         rollback_watch_rows: None,
     };
     let trainer = w.spawn_trainer(args, &shutdown);
-    let predictor = tokio::spawn(driftline_predictor::service::run(
-        PredictorArgs {
-            kafka: kafka(),
-            specs: vec![w.spec_path.clone()],
-            http_addr: "127.0.0.1:0".parse()?,
-            state_dir: state.path().join("predictor"),
-            group: unique("predictor"),
-            requests_topic: w.requests.clone(),
-            predictions_topic: w.predictions.clone(),
-            models_topic: w.models.clone(),
-            trust: Default::default(),
-            dlq_topic: w.dlq.clone(),
-            body_limit: 1 << 20,
-            concurrency: 16,
-            timeout_ms: 5_000,
-            max_rows: 10_000,
-        },
-        shutdown.clone(),
-        Default::default(),
-    ));
+    let predictor = w.spawn_predictor(state.path(), "127.0.0.1:0".parse()?, &shutdown);
     let p = producer()?;
     let model = w.model.clone();
 
@@ -142,7 +124,11 @@ async fn a_canary_that_wins_on_live_labels_is_promoted_and_a_worse_promotion_rol
 
     // Live traffic: a fifth of the ids meet v2, always the ones the hash picks. One batch:
     // its labels follow its predictions, so the gate cannot decide in the middle of it.
-    let served = traffic(&w, &p, 0, 500).await?;
+    let served: BTreeMap<String, i64> = traffic(&w, &p, 0, 500)
+        .await?
+        .into_iter()
+        .map(|(id, l)| (id, l.model_version))
+        .collect();
     let mut sent = 500;
     let picked = served.keys().filter(|id| canary_bucket(id) < SHARE).count();
     ensure!(
@@ -180,7 +166,7 @@ async fn a_canary_that_wins_on_live_labels_is_promoted_and_a_worse_promotion_rol
         by_v2 += traffic(&w, &p, sent, sent + 100)
             .await?
             .values()
-            .filter(|v| **v == 2)
+            .filter(|l| l.model_version == 2)
             .count();
         sent += 100;
         ensure!(sent <= 4_000, "v2 does not serve alone");
@@ -217,7 +203,7 @@ async fn a_canary_that_wins_on_live_labels_is_promoted_and_a_worse_promotion_rol
         by_v3 += traffic(&w, &p, sent, sent + 100)
             .await?
             .values()
-            .filter(|v| **v == 3)
+            .filter(|l| l.model_version == 3)
             .count();
         sent += 100;
         let reg = w.registry().await?;
@@ -255,6 +241,147 @@ async fn a_canary_that_wins_on_live_labels_is_promoted_and_a_worse_promotion_rol
             (2, ModelStatus::Production),
         ]
     );
+
+    shutdown.cancel();
+    trainer.await?.context("trainer")?;
+    predictor.await??;
+    joiner.await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shadow_predicts_every_request_unseen_and_is_promoted_on_the_same_requests() -> Result<()>
+{
+    let w = World::new().await?;
+    let state = tempfile::tempdir()?;
+    let shutdown = CancellationToken::new();
+    let joiner = w.spawn_joiner(state.path(), &shutdown);
+    let mut args = w.trainer_args(state.path());
+    args.rollout = RolloutArgs {
+        mode: RolloutMode::Shadow,
+        live_min_rows: LIVE_ROWS,
+        ..RolloutArgs::default()
+    };
+    let trainer = w.spawn_trainer(args, &shutdown);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let predictor = w.spawn_predictor(state.path(), addr, &shutdown);
+    let p = producer()?;
+    let model = w.model.clone();
+
+    w.wait_registry("bootstrap v1", Duration::from_secs(90), |r| {
+        r.production(&model).is_some()
+    })
+    .await?;
+
+    // The world changes (y = 5 - 2x); a retrain's winner becomes a shadow.
+    w.send_labelled(&p, 0, 300, |x| 5.0 - 2.0 * x).await?;
+    w.wait_labelled(300).await?;
+    w.send_retrain(&p, "r1", 0, 300).await?;
+    let reg = w
+        .wait_registry("v2 a shadow", Duration::from_secs(90), |r| {
+            r.shadow(&model).is_some_and(|c| c.version == 2)
+        })
+        .await?;
+    assert_eq!(reg.production(&model).map(|m| m.version), Some(1));
+
+    // Over HTTP the client gets production's answer, and nothing of the shadow's.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (status, body) = http(addr, "POST", "/predict", Some(br#"{"features": {"x": 4}}"#))
+            .await
+            .unwrap_or((0, String::new()));
+        if status == 200 {
+            break body;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the predictor never answered: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let answer: serde_json::Value = serde_json::from_str(&body)?;
+    ensure!(answer["version"] == 1, "HTTP answered by {body}");
+    ensure!(
+        !body.contains("shadow"),
+        "the shadow leaked into the answer: {body}"
+    );
+
+    // Every request is answered by v1 and carries v2's prediction of it beside (but for
+    // a few the predictor answered before it read the shadow record).
+    let served = traffic(&w, &p, 0, 200).await?;
+    ensure!(
+        served.values().all(|l| l.model_version == 1),
+        "a request was answered by the shadow"
+    );
+    let unshadowed: Vec<&String> = served
+        .iter()
+        .filter(|(_, l)| l.shadow.as_ref().map(|s| s.model_version) != Some(2))
+        .map(|(id, _)| id)
+        .collect();
+    ensure!(
+        unshadowed.len() <= 5,
+        "requests without the shadow's prediction: {unshadowed:?}"
+    );
+    // v2 learnt the new world: its logged answers are the new line's, v1's the old one's.
+    let l = served.values().find(|l| l.shadow.is_some()).unwrap();
+    let x = match l.features.get("x") {
+        Some(FeatureValue::Number(x)) => *x,
+        _ => bail!("no x in {l:?}"),
+    };
+    let shadow = l
+        .shadow
+        .as_ref()
+        .unwrap()
+        .prediction
+        .value
+        .unwrap_or(f64::NAN);
+    ensure!(
+        (shadow - (5.0 - 2.0 * x)).abs() < 0.5,
+        "shadow predicted {shadow} at x={x}"
+    );
+
+    // Labels joined: on the same requests v2's error is far below v1's; promoted.
+    let reg = w
+        .wait_registry(
+            "v2 promoted by the live gate",
+            Duration::from_secs(90),
+            |r| r.production(&model).is_some_and(|m| m.version == 2),
+        )
+        .await?;
+    assert!(reg.shadow(&model).is_none());
+    let steps: Vec<(i64, ModelStatus)> = w
+        .model_records()?
+        .into_iter()
+        .map(|r| (r.version, r.status))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (1, ModelStatus::Production),
+            (2, ModelStatus::Shadow),
+            (2, ModelStatus::Production),
+        ]
+    );
+    // Once the predictor has read the promotion, v2 answers and nothing shadows it.
+    let mut sent = 200;
+    loop {
+        let after = traffic(&w, &p, sent, sent + 20).await?;
+        sent += 20;
+        if after
+            .values()
+            .all(|l| l.model_version == 2 && l.shadow.is_none())
+        {
+            break;
+        }
+        ensure!(
+            sent < 300,
+            "after the promotion: {:?}",
+            after
+                .values()
+                .map(|l| (l.model_version, l.shadow.is_some()))
+                .collect::<Vec<_>>()
+        );
+    }
 
     shutdown.cancel();
     trainer.await?.context("trainer")?;

@@ -990,6 +990,7 @@ mod tests {
             served_at: 7,
             latency_us: 1,
             source: PredictionSource::Kafka,
+            shadow: None,
         }
     }
 

@@ -49,7 +49,7 @@ impl Default for Registry {
 }
 
 /// What a record changed in what serves a model: its production version (`from` →
-/// `to`), or its canary.
+/// `to`), its canary or its shadow.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServingChange {
     pub model: String,
@@ -57,6 +57,8 @@ pub struct ServingChange {
     pub to: Option<i64>,
     /// The canary after the record: version and traffic share.
     pub canary: Option<(i64, f64)>,
+    /// The shadow version after the record.
+    pub shadow: Option<i64>,
 }
 
 impl Registry {
@@ -76,6 +78,7 @@ impl Registry {
         let model = record.model.clone();
         let before = self.production(&model).map(|m| m.version);
         let canary_before = self.canary_share(&model);
+        let shadow_before = self.shadow(&model).map(|m| m.version);
         self.thin.remove(&(model.clone(), record.version));
         self.versions
             .entry(model.clone())
@@ -83,13 +86,17 @@ impl Registry {
             .insert(record.version, record);
         let after = self.production(&model).map(|m| m.version);
         let canary = self.canary_share(&model);
+        let shadow = self.shadow(&model).map(|m| m.version);
         self.thin_out(&model);
-        (before != after || canary_before != canary).then_some(ServingChange {
-            model,
-            from: before,
-            to: after,
-            canary,
-        })
+        (before != after || canary_before != canary || shadow_before != shadow).then_some(
+            ServingChange {
+                model,
+                from: before,
+                to: after,
+                canary,
+                shadow,
+            },
+        )
     }
 
     fn canary_share(&self, model: &str) -> Option<(i64, f64)> {
@@ -97,10 +104,11 @@ impl Registry {
     }
 
     /// Drops the bytes and profile of every version of `model` that is neither production,
-    /// the canary, nor among the newest `keep_whole`.
+    /// the canary, the shadow, nor among the newest `keep_whole`.
     fn thin_out(&mut self, model: &str) {
         let production = self.production(model).map(|m| m.version);
         let canary = self.canary(model).map(|m| m.version);
+        let shadow = self.shadow(model).map(|m| m.version);
         let Some(versions) = self.versions.get_mut(model) else {
             return;
         };
@@ -113,6 +121,7 @@ impl Registry {
         for (version, record) in versions.range_mut(..keep_from) {
             if Some(*version) == production
                 || Some(*version) == canary
+                || Some(*version) == shadow
                 || self.thin.contains(&(model.to_string(), *version))
             {
                 continue;
@@ -150,11 +159,21 @@ impl Registry {
     /// after the production record (a promotion or rollback since ends a canary) and is
     /// not production itself.
     pub fn canary(&self, model: &str) -> Option<&ModelPublished> {
+        self.beside_production(model, ModelStatus::Canary)
+    }
+
+    /// The version predicting every request beside production, logged and never
+    /// returned: as [`Registry::canary`], for status shadow.
+    pub fn shadow(&self, model: &str) -> Option<&ModelPublished> {
+        self.beside_production(model, ModelStatus::Shadow)
+    }
+
+    fn beside_production(&self, model: &str, status: ModelStatus) -> Option<&ModelPublished> {
         let production = self.production(model)?;
         self.versions
             .get(model)?
             .values()
-            .filter(|m| m.status == ModelStatus::Canary && m.version != production.version)
+            .filter(|m| m.status == status && m.version != production.version)
             .filter(|m| m.published_at > production.published_at)
             .max_by_key(|m| (m.published_at, m.version))
     }
@@ -503,7 +522,7 @@ pub async fn follow(
                     c.thinned.inc_by(reg.thinned() - before);
                 }
                 if let Some(change) = changed {
-                    info!(%model, from = ?change.from, to = ?change.to, canary = ?change.canary, "serving versions changed");
+                    info!(%model, from = ?change.from, to = ?change.to, canary = ?change.canary, shadow = ?change.shadow, "serving versions changed");
                     on_change(&change, &reg);
                 } else {
                     info!(%model, version, %status, "model version recorded");
@@ -670,6 +689,36 @@ mod tests {
         assert!(refusal(&canary(4, 1.5, 40), 50).is_some());
         assert!(refusal(&canary(4, f64::NAN, 40), 50).is_some());
         assert!(refusal(&canary(4, 1.0, 40), 50).is_none());
+    }
+
+    #[test]
+    fn a_shadow_runs_beside_production_and_a_canary_until_a_later_production_record() {
+        let mut r = Registry::default();
+        r.apply(record(1, ModelStatus::Production, 10));
+        let change = r.apply(record(2, ModelStatus::Shadow, 20)).unwrap();
+        assert_eq!(
+            (change.to, change.canary, change.shadow),
+            (Some(1), None, Some(2))
+        );
+        // A canary of another version does not end the shadow.
+        let canary = ModelPublished {
+            traffic_share: 0.2,
+            ..record(3, ModelStatus::Canary, 21)
+        };
+        let change = r.apply(canary).unwrap();
+        assert_eq!((change.canary, change.shadow), (Some((3, 0.2)), Some(2)));
+        // Rejecting it ends it; a new shadow replaces an old one.
+        assert_eq!(
+            r.apply(record(2, ModelStatus::Rejected, 22))
+                .unwrap()
+                .shadow,
+            None
+        );
+        r.apply(record(4, ModelStatus::Shadow, 23));
+        assert_eq!(r.shadow("m").map(|m| m.version), Some(4));
+        // Promoting it (or anything else) ends it.
+        let change = r.apply(record(4, ModelStatus::Production, 30)).unwrap();
+        assert_eq!((change.to, change.shadow), (Some(4), None));
     }
 
     #[test]

@@ -175,6 +175,37 @@ impl World {
         ))
     }
 
+    /// A predictor in-process for this world's models, answering HTTP on `http_addr`,
+    /// running until `shutdown`.
+    pub fn spawn_predictor(
+        &self,
+        state: &Path,
+        http_addr: std::net::SocketAddr,
+        shutdown: &CancellationToken,
+    ) -> JoinHandle<driftline_predictor::Result<()>> {
+        let args = driftline_predictor::service::PredictorArgs {
+            kafka: kafka(),
+            specs: self.specs.iter().map(|(_, spec)| spec.clone()).collect(),
+            http_addr,
+            state_dir: state.join("predictor"),
+            group: unique("predictor"),
+            requests_topic: self.requests.clone(),
+            predictions_topic: self.predictions.clone(),
+            models_topic: self.models.clone(),
+            trust: Default::default(),
+            dlq_topic: self.dlq.clone(),
+            body_limit: 1 << 20,
+            concurrency: 16,
+            timeout_ms: 5_000,
+            max_rows: 10_000,
+        };
+        tokio::spawn(driftline_predictor::service::run(
+            args,
+            shutdown.clone(),
+            Default::default(),
+        ))
+    }
+
     /// A trainer in-process with `args` (usually `trainer_args`), running until `shutdown`.
     pub fn spawn_trainer(
         &self,
@@ -358,6 +389,7 @@ pub fn row(model: &str, i: i64, f: impl Fn(f64) -> f64) -> (PredictionLogged, Ac
         served_at: t,
         latency_us: 1,
         source: PredictionSource::Kafka,
+        shadow: None,
     };
     let actual = Actual {
         request_id: id,
