@@ -143,6 +143,11 @@ async fn dashboard_renders_charts_with_data_in_a_headless_browser() -> Result<()
         attr_of(&dom, "models", "data-rows")
     );
     ensure!(
+        count(&dom, "steps", "data-rows") >= 3,
+        "rollout steps: {:?}",
+        attr_of(&dom, "steps", "data-rows")
+    );
+    ensure!(
         count(&dom, "latest", "data-rows") == 4,
         "latest report: {:?}",
         attr_of(&dom, "latest", "data-rows")

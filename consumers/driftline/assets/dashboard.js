@@ -151,6 +151,18 @@ function drawModels() {
   fill(document.getElementById("models"), rows);
 }
 
+function drawSteps() {
+  const rows = [...data.steps].reverse().map(s => {
+    const tr = document.createElement("tr");
+    cell(tr, time(s.published_at));
+    cell(tr, "v" + s.version);
+    const share = s.traffic_share === null ? "" : " (" + Math.round(s.traffic_share * 100) + "% of requests)";
+    cell(tr, s.status.toLowerCase().replace("_", " ") + share, s.status);
+    return tr;
+  });
+  fill(document.getElementById("steps"), rows);
+}
+
 function drawLatest() {
   const r = data.latest;
   if (!r) return;
@@ -180,6 +192,7 @@ function draw() {
   drawDrift();
   drawDays();
   drawModels();
+  drawSteps();
   drawLatest();
   const predictions = data.days.reduce((n, d) => n + d.predictions, 0);
   document.getElementById("status").textContent =

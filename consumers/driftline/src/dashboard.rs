@@ -20,6 +20,8 @@ use serde::Serialize;
 
 /// Drift reports kept for the charts.
 const MAX_REPORTS: usize = 500;
+/// Registry steps kept for the rollout table.
+const MAX_STEPS: usize = 200;
 /// Event-time days kept for the prediction and error charts.
 const MAX_DAYS: usize = 1000;
 const DAY_MS: i64 = 86_400_000;
@@ -78,6 +80,9 @@ pub struct History {
     days: BTreeMap<i64, DayBucket>,
     /// version -> latest record
     models: BTreeMap<i64, ModelPublished>,
+    /// Every record of the models topic as it arrived (newest last): a canary started,
+    /// a shadow, a promotion, a rejection, a rollback.
+    steps: VecDeque<Step>,
     numeric_wasserstein: Option<f64>,
     psi: Option<f64>,
     /// Bumped on every change, so the page can tell when to redraw.
@@ -123,6 +128,19 @@ impl History {
         let mut m = m.clone();
         m.model_bytes = Vec::new();
         m.reference_profile = Vec::new();
+        let step = Step {
+            version: m.version,
+            status: m.status,
+            traffic_share: (m.status == ModelStatus::Canary).then_some(m.traffic_share),
+            published_at: m.published_at,
+        };
+        // The same record read twice (a restart re-reads the topic) is one step.
+        if !self.steps.contains(&step) {
+            self.steps.push_back(step);
+            while self.steps.len() > MAX_STEPS {
+                self.steps.pop_front();
+            }
+        }
         self.models.insert(m.version, m);
         self.revision += 1;
     }
@@ -203,6 +221,7 @@ impl History {
                     incumbent_metrics: &m.incumbent_metrics,
                 })
                 .collect(),
+            steps: &self.steps,
             latest: self.latest.as_ref(),
         }
     }
@@ -220,6 +239,7 @@ struct View<'a> {
     reports: &'a VecDeque<ReportPoint>,
     days: Vec<DayView>,
     models: Vec<ModelView<'a>>,
+    steps: &'a VecDeque<Step>,
     /// The latest report in its one JSON view (the monitor's API shows the same).
     latest: Option<&'a DriftReport>,
 }
@@ -237,6 +257,16 @@ struct DayView {
     prediction_mean: Option<f64>,
     errors: u64,
     mean_abs_error: Option<f64>,
+}
+
+/// One record of the models topic: what happened to a version, when.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Step {
+    version: i64,
+    status: ModelStatus,
+    /// A canary's share of the requests.
+    traffic_share: Option<f64>,
+    published_at: i64,
 }
 
 /// A model record without its bytes and reference profile.
@@ -426,6 +456,7 @@ pub(crate) mod sample {
             served_at: event_time,
             latency_us: 150,
             source: PredictionSource::Kafka,
+            shadow: None,
         }
     }
 
@@ -652,6 +683,52 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&h.to_json()).expect("valid JSON");
         assert_eq!(v["models"].as_array().map(Vec::len), Some(1));
         assert_eq!(v["models"][0]["status"], "PRODUCTION");
+    }
+
+    #[test]
+    fn every_rollout_step_is_listed_once_in_the_order_it_happened() {
+        use driftline_schemas::events::ModelStatus::*;
+        let mut h = History::default();
+        let mut at = 0;
+        let mut step = |h: &mut History, version, status, share: f64| {
+            at += 1;
+            let mut m = sample::model(version, status, "DRIFT", 1.0, None);
+            m.traffic_share = share;
+            m.published_at = at;
+            h.record_model(&m);
+            m
+        };
+        step(&mut h, 1, Production, 0.0);
+        let canary = step(&mut h, 2, Canary, 0.2);
+        step(&mut h, 2, Production, 0.0);
+        step(&mut h, 3, Shadow, 0.0);
+        step(&mut h, 3, Rejected, 0.0);
+        step(&mut h, 2, RolledBack, 0.0);
+        h.record_model(&canary);
+        let v: serde_json::Value = serde_json::from_str(&h.to_json()).expect("valid JSON");
+        let steps: Vec<(i64, &str, Option<f64>)> = v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["version"].as_i64().unwrap(),
+                    s["status"].as_str().unwrap(),
+                    s["traffic_share"].as_f64(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (1, "PRODUCTION", None),
+                (2, "CANARY", Some(0.2)),
+                (2, "PRODUCTION", None),
+                (3, "SHADOW", None),
+                (3, "REJECTED", None),
+                (2, "ROLLED_BACK", None),
+            ]
+        );
     }
 
     #[test]
