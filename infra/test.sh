@@ -23,6 +23,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "[test] cargo test" >&2
 cargo test --workspace --locked --no-fail-fast "$@"
 # The fault suite's short form, on a broker of its own (the full form: infra/faults.sh).
+# `cargo test` has just built driftline, send_data and driftline-faults for the integration
+# tests; a `cargo build` here would build them again with other features (no dev-dependencies
+# unify in), 10 minutes cold, and the next `cargo test` would build them back.
 echo "[test] fault suite (short form)" >&2
-cargo build --locked --bin driftline --bin send_data --bin driftline-faults
 "$CARGO_TARGET_DIR/debug/driftline-faults" --short
