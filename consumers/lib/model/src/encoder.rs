@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use driftline_schemas::events::{FeatureValue, Features};
 use driftline_schemas::spec::{FeatureDef, FeatureSpec, Kind};
+use ndarray::{Array2, Axis};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{category_label, number_label};
@@ -84,12 +85,15 @@ enum Encoding {
 }
 
 impl Encoder {
-    /// Fits the encoder on training rows only.
-    pub fn fit<R: Borrow<Features> + Sync>(
+    /// Fits the encoder on training rows only, and returns it with those rows encoded (row
+    /// `i` is what [`Self::encode_into`] gives `rows[i]`). Both come from one pass over the
+    /// rows: reading the feature maps costs more than a linear fit's arithmetic, so the
+    /// training matrix is built from what fitting gathered rather than by reading them again.
+    pub fn fit_transform<R: Borrow<Features> + Sync>(
         spec: &FeatureSpec,
         rows: &[R],
         options: EncoderOptions,
-    ) -> Result<Self> {
+    ) -> Result<(Self, Array2<f64>)> {
         if options.max_categories == 0 {
             return Err(Error::HyperParameter {
                 name: "max_categories".into(),
@@ -125,11 +129,7 @@ impl Encoder {
         let mut seen: Vec<Seen> = defs.iter().map(|_| Seen::default()).collect();
         for part in parts {
             for (all, part) in seen.iter_mut().zip(part) {
-                all.values.extend(part.values);
-                all.missing_rows.extend(part.missing_rows);
-                for (label, k) in part.counts {
-                    *all.counts.entry(label).or_default() += k;
-                }
+                all.absorb(part);
             }
         }
         let n = rows.len() as u32;
@@ -141,11 +141,14 @@ impl Encoder {
         };
         // Missing-row patterns that already have an indicator column.
         let mut patterns: Vec<Vec<u32>> = Vec::new();
+        let mut fills = Vec::with_capacity(defs.len());
         for (def, seen) in defs.into_iter().zip(seen) {
             let Seen {
                 values,
                 missing_rows,
+                labels,
                 counts,
+                row_labels,
             } = seen;
             let encoding = match def.kind {
                 Kind::Numeric => {
@@ -168,21 +171,36 @@ impl Encoder {
                         && some_missing
                         && !patterns.contains(&missing_rows)
                     {
-                        patterns.push(missing_rows);
+                        patterns.push(missing_rows.clone());
                         Some(column())
                     } else {
                         None
                     };
+                    let (mean, std) = (
+                        if mean.is_finite() { mean } else { 0.0 },
+                        if constant { 1.0 } else { std },
+                    );
+                    fills.push(Fill::Numeric {
+                        values,
+                        missing_rows,
+                        mean,
+                        std,
+                        value_column,
+                        missing_column,
+                    });
                     Encoding::Numeric {
-                        mean: if mean.is_finite() { mean } else { 0.0 },
-                        std: if constant { 1.0 } else { std },
+                        mean,
+                        std,
                         value_column,
                         missing_column,
                     }
                 }
                 Kind::Categorical => {
                     let missing = missing_rows.len() as u32;
-                    let mut ranked: Vec<(String, u64)> = counts.into_iter().collect();
+                    let mut ranked: Vec<(String, u64)> = labels
+                        .iter()
+                        .map(|(label, &id)| (label.clone(), counts[id as usize]))
+                        .collect();
                     ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
                     let others = ranked.len() > options.max_categories;
                     ranked.truncate(options.max_categories);
@@ -190,9 +208,20 @@ impl Encoder {
                     let reference = kept.next();
                     let mut names: Vec<String> = kept.collect();
                     names.sort();
-                    let levels = names.into_iter().map(|c| (c, column())).collect();
+                    let levels: Vec<(String, u32)> =
+                        names.into_iter().map(|c| (c, column())).collect();
                     let other_column = others.then(&mut column);
                     let missing_column = (missing > 0 && missing < n).then(&mut column);
+                    let mut label_columns = vec![None; counts.len()];
+                    for (label, id) in labels {
+                        label_columns[id as usize] =
+                            level_column(&label, &reference, &levels, other_column);
+                    }
+                    fills.push(Fill::Categorical {
+                        row_labels,
+                        label_columns,
+                        missing_column,
+                    });
                     Encoding::Categorical {
                         reference,
                         levels,
@@ -206,10 +235,12 @@ impl Encoder {
                 encoding,
             });
         }
-        Ok(Self {
+        let encoder = Self {
             n_columns: next as usize,
             features,
-        })
+        };
+        let x = fill_matrix(&fills, rows.len(), encoder.n_columns, chunk);
+        Ok((encoder, x))
     }
 
     /// How many columns an encoded row has.
@@ -407,8 +438,145 @@ struct Seen {
     values: Vec<f64>,
     /// Rows (by position) where the feature is missing.
     missing_rows: Vec<u32>,
-    /// A categorical feature's labels and how often each was seen.
-    counts: HashMap<String, u64>,
+    /// A categorical feature's labels, each with its number (in order of first sight)...
+    labels: HashMap<String, u32>,
+    /// ...how often each number was seen...
+    counts: Vec<u64>,
+    /// ...and each row's number ([`NO_LABEL`] where the feature is missing).
+    row_labels: Vec<u32>,
+}
+
+/// A row without a label in [`Seen::row_labels`].
+const NO_LABEL: u32 = u32::MAX;
+
+impl Seen {
+    fn see_label(&mut self, label: std::borrow::Cow<'_, str>) {
+        let id = match self.labels.get(label.as_ref()) {
+            Some(&id) => id,
+            None => {
+                let id = self.counts.len() as u32;
+                self.labels.insert(label.into_owned(), id);
+                self.counts.push(0);
+                id
+            }
+        };
+        self.counts[id as usize] += 1;
+        self.row_labels.push(id);
+    }
+
+    /// Appends what the next slice of rows saw, renumbering its labels.
+    fn absorb(&mut self, part: Seen) {
+        self.values.extend(part.values);
+        self.missing_rows.extend(part.missing_rows);
+        let mut renumber = vec![0u32; part.counts.len()];
+        for (label, id) in part.labels {
+            let next = self.counts.len() as u32;
+            let ours = *self.labels.entry(label).or_insert(next);
+            if ours == next {
+                self.counts.push(0);
+            }
+            self.counts[ours as usize] += part.counts[id as usize];
+            renumber[id as usize] = ours;
+        }
+        self.row_labels
+            .extend(part.row_labels.into_iter().map(|id| {
+                if id == NO_LABEL {
+                    NO_LABEL
+                } else {
+                    renumber[id as usize]
+                }
+            }));
+    }
+}
+
+/// How one feature's gathered values become its columns of the training matrix.
+enum Fill {
+    Numeric {
+        values: Vec<f64>,
+        missing_rows: Vec<u32>,
+        mean: f64,
+        std: f64,
+        value_column: Option<u32>,
+        missing_column: Option<u32>,
+    },
+    Categorical {
+        row_labels: Vec<u32>,
+        /// The column of each label number; `None` for the reference level.
+        label_columns: Vec<Option<u32>>,
+        missing_column: Option<u32>,
+    },
+}
+
+/// The training matrix from what [`gather`] saw, `chunk` rows per core: the same numbers
+/// [`Encoder::encode_into`] writes, computed the same way.
+fn fill_matrix(fills: &[Fill], n: usize, p: usize, chunk: usize) -> Array2<f64> {
+    let mut x = Array2::<f64>::zeros((n, p));
+    if p == 0 {
+        return x;
+    }
+    std::thread::scope(|s| {
+        for (i, mut out) in x.axis_chunks_iter_mut(Axis(0), chunk).enumerate() {
+            s.spawn(move || {
+                let first = i * chunk;
+                // Where each numeric feature's values and missing rows stand at `first`.
+                let mut cursors: Vec<(usize, usize)> = fills
+                    .iter()
+                    .map(|f| match f {
+                        Fill::Numeric { missing_rows, .. } => {
+                            let m = missing_rows.partition_point(|&r| (r as usize) < first);
+                            (first - m, m)
+                        }
+                        Fill::Categorical { .. } => (0, 0),
+                    })
+                    .collect();
+                let Some(out) = out.as_slice_mut() else {
+                    return;
+                };
+                for (r, row) in (first..).zip(out.chunks_exact_mut(p)) {
+                    for (fill, (v, m)) in fills.iter().zip(&mut cursors) {
+                        match fill {
+                            Fill::Numeric {
+                                values,
+                                missing_rows,
+                                mean,
+                                std,
+                                value_column,
+                                missing_column,
+                            } => {
+                                if missing_rows.get(*m).is_some_and(|&x| x as usize == r) {
+                                    *m += 1;
+                                    if let Some(c) = missing_column {
+                                        row[*c as usize] = 1.0;
+                                    }
+                                } else {
+                                    if let Some(c) = value_column {
+                                        row[*c as usize] = (values[*v] - mean) / std;
+                                    }
+                                    *v += 1;
+                                }
+                            }
+                            Fill::Categorical {
+                                row_labels,
+                                label_columns,
+                                missing_column,
+                            } => {
+                                let id = row_labels[r];
+                                let column = if id == NO_LABEL {
+                                    *missing_column
+                                } else {
+                                    label_columns[id as usize]
+                                };
+                                if let Some(c) = column {
+                                    row[c as usize] = 1.0;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    x
 }
 
 /// What `defs` need from `rows`, the first of which is row number `first`.
@@ -424,14 +592,11 @@ fn gather<R: Borrow<Features>>(defs: &[&FeatureDef], rows: &[R], first: u32) -> 
                     None => seen.missing_rows.push(n),
                 },
                 Kind::Categorical => match value.and_then(category_label) {
-                    Some(c) => {
-                        if let Some(k) = seen.counts.get_mut(c.as_ref()) {
-                            *k += 1;
-                        } else {
-                            seen.counts.insert(c.into_owned(), 1);
-                        }
+                    Some(c) => seen.see_label(c),
+                    None => {
+                        seen.missing_rows.push(n);
+                        seen.row_labels.push(NO_LABEL);
                     }
-                    None => seen.missing_rows.push(n),
                 },
             }
         }
@@ -540,7 +705,7 @@ mod tests {
             features(Some(2.0), Some("c")),
             features(Some(2.0), None),
         ];
-        let e = Encoder::fit(
+        let (e, _) = Encoder::fit_transform(
             &spec(),
             &rows,
             EncoderOptions {
@@ -611,7 +776,7 @@ mod tests {
             .iter()
             .map(|c| [("colour".to_string(), FeatureValue::Category(c.to_string()))].into())
             .collect();
-        let e = Encoder::fit(&spec(), &rows, EncoderOptions::default()).unwrap();
+        let (e, _) = Encoder::fit_transform(&spec(), &rows, EncoderOptions::default()).unwrap();
         let mut row = vec![0.0; e.n_columns()];
         e.encode_into(
             &[("colour".to_string(), FeatureValue::Number(8.0))].into(),
@@ -633,8 +798,61 @@ mod tests {
                 [("x".to_string(), v.clone()), ("k".to_string(), v)].into()
             })
             .collect();
-        let e = Encoder::fit(&spec(), &rows, EncoderOptions::default()).unwrap();
+        let (e, _) = Encoder::fit_transform(&spec(), &rows, EncoderOptions::default()).unwrap();
         assert_eq!(e.column_names(), ["k", "k=<missing>", "x"]);
+    }
+
+    #[test]
+    fn the_training_matrix_is_what_encode_into_gives_each_row() {
+        // Every case at once: missing and non-finite values, numbers in strings, numbers
+        // for categories, overflow categories, `k` missing exactly where `x` is (one shared
+        // indicator), and enough rows for a slice per core.
+        let colours = ["a", "b", "c", "d", "e"];
+        let rows: Vec<Features> = (0..1001usize)
+            .map(|i| {
+                let mut f = Features::new();
+                let x = match i % 7 {
+                    0 => FeatureValue::Missing,
+                    1 => FeatureValue::Number(f64::NAN),
+                    2 => FeatureValue::Category(format!(" {} ", i % 13)),
+                    3 => FeatureValue::Category("n/a".into()),
+                    _ => FeatureValue::Number((i as f64).sin() * 100.0),
+                };
+                f.insert("x".into(), x);
+                if ![0, 1, 3].contains(&(i % 7)) {
+                    f.insert("k".into(), FeatureValue::Number((i % 5) as f64));
+                }
+                let colour = match i % 11 {
+                    0 => None,
+                    1 => Some(FeatureValue::Number((i % 3) as f64)),
+                    2 => Some(FeatureValue::Number(f64::INFINITY)),
+                    3 => Some(FeatureValue::Missing),
+                    _ => Some(FeatureValue::Category(colours[(i * i) % 5].into())),
+                };
+                if let Some(c) = colour {
+                    f.insert("colour".into(), c);
+                }
+                f
+            })
+            .collect();
+        for max_categories in [2, 30] {
+            let options = EncoderOptions {
+                max_categories,
+                ..Default::default()
+            };
+            let (e, x) = Encoder::fit_transform(&spec(), &rows, options).unwrap();
+            assert!(e.column_names().contains(&"k=<missing>".to_string()));
+            assert!(!e.column_names().contains(&"x=<missing>".to_string()));
+            let mut row = vec![f64::NAN; e.n_columns()];
+            for (i, f) in rows.iter().enumerate() {
+                e.encode_into(f, &mut row);
+                assert_eq!(
+                    x.row(i).to_vec(),
+                    row,
+                    "row {i}, max_categories {max_categories}"
+                );
+            }
+        }
     }
 
     #[test]

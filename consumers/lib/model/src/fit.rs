@@ -8,7 +8,7 @@ use driftline_schemas::spec::{FeatureSpec, TargetKind};
 use linfa::prelude::*;
 use linfa_linear::LinearRegression;
 use linfa_logistic::{LogisticRegression, MultiLogisticRegression};
-use ndarray::{Array1, Array2, Axis};
+use ndarray::{Array1, Array2};
 
 use crate::algorithm::{self, Algorithm, BoostParams, Params, Parsed};
 use crate::data::LabelledRow;
@@ -77,7 +77,7 @@ pub(crate) fn fit_rows(
         _ => rows,
     };
     let features: Vec<&Features> = rows.iter().map(|r| &r.features).collect();
-    let encoder = Encoder::fit(spec, &features, options)?;
+    let (encoder, x) = Encoder::fit_transform(spec, &features, options)?;
     let p = encoder.n_columns();
     if p == 0 {
         return Err(Error::Fit(
@@ -85,7 +85,6 @@ pub(crate) fn fit_rows(
                 .into(),
         ));
     }
-    let x = encode(&encoder, rows);
     let mut diagnostics = BTreeMap::new();
     let fitted = match &params {
         Params::Linear | Params::ElasticNet { .. } => {
@@ -118,31 +117,6 @@ pub(crate) fn fit_rows(
         _ => Error::Fit(e.to_string()),
     })?;
     Ok(model)
-}
-
-/// The rows encoded, on every core: reading the rows' feature maps costs more than all of
-/// a linear fit's arithmetic.
-fn encode(encoder: &Encoder, rows: &[&LabelledRow]) -> Array2<f64> {
-    let p = encoder.n_columns();
-    let mut x = Array2::<f64>::zeros((rows.len(), p));
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let chunk = rows.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        for (rows, mut out) in rows
-            .chunks(chunk)
-            .zip(x.axis_chunks_iter_mut(Axis(0), chunk))
-        {
-            s.spawn(move || {
-                // A fresh standard-layout array: every row is one contiguous slice.
-                if let Some(out) = out.as_slice_mut() {
-                    for (r, slice) in rows.iter().zip(out.chunks_exact_mut(p)) {
-                        encoder.encode_into(&r.features, slice);
-                    }
-                }
-            });
-        }
-    });
-    x
 }
 
 /// Boosted trees; what the search chose replaces the given hyper-parameters on the card.
