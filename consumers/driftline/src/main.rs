@@ -38,6 +38,8 @@ enum Command {
     Monitor(driftline_monitor::service::MonitorArgs),
     /// Pair predictions with their actuals and publish them to driftline.labelled.
     Joiner(driftline_joiner::service::JoinerArgs),
+    /// Post the monitor's drift decisions (raised, changed, resolved) to webhooks.
+    Alerts(driftline_alerts::service::AlertsArgs),
     /// Train and publish model versions (bootstrap, retrain requests, schedule).
     Trainer(driftline_trainer::service::TrainerArgs),
     /// The model registry: list, show, promote, rollback.
@@ -120,6 +122,12 @@ async fn run(command: Command) -> Result<()> {
         )
         .await?),
         Command::Joiner(args) => Ok(driftline_joiner::service::run(
+            args,
+            driftline_process::shutdown::on_signal(),
+            Default::default(),
+        )
+        .await?),
+        Command::Alerts(args) => Ok(driftline_alerts::service::run(
             args,
             driftline_process::shutdown::on_signal(),
             Default::default(),

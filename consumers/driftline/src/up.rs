@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use driftline_alerts::service::AlertsArgs;
 use driftline_joiner::service::JoinerArgs;
 use driftline_kafka::KafkaArgs;
 use driftline_monitor::service::MonitorArgs;
@@ -163,6 +164,16 @@ pub async fn run(args: UpArgs) -> Result<()> {
         "joiner",
         driftline_joiner::service::run(joiner, shutdown.clone(), Health::default()),
     );
+    // Alerts only when a webhook is set (DRIFTLINE_WEBHOOKS, DRIFTLINE_SLACK_WEBHOOKS).
+    let (mut alerts, _) = service_settings::<AlertsArgs>()?;
+    if alerts.any_target() {
+        alerts.kafka = args.kafka.clone();
+        alerts.state_dir = state_dir.join("alerts");
+        services.spawn(
+            "alerts",
+            driftline_alerts::service::run(alerts, shutdown.clone(), Health::default()),
+        );
+    }
     // The trainer and monitor take their defaults from their own flag definitions, except
     // three that suit a replay of seasonal data: decide only on a full window (10k events,
     // about ten days of flights), train on at least that many rows, and wait about a month
