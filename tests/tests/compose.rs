@@ -446,6 +446,7 @@ fn compose_commands_and_environment_exist_in_the_code() -> Result<()> {
         ("monitor", "Monitor("),
         ("trainer", "Trainer("),
         ("joiner", "Joiner("),
+        ("alerts", "Alerts("),
         ("topics apply", "Apply {"),
     ]
     .into();

@@ -135,7 +135,11 @@ impl Alert<'_> {
                 .reference
                 .map(|x| format!(" (holdout {x:.4})"))
                 .unwrap_or_default();
-            lines.push(format!("{}: {:.4}{reference}", escape(&m.metric), m.current));
+            lines.push(format!(
+                "{}: {:.4}{reference}",
+                escape(&m.metric),
+                m.current
+            ));
         }
         if !r.reason.is_empty() {
             lines.push(format!("Why: {}", escape(&r.reason)));

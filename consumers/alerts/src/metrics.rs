@@ -20,7 +20,10 @@ impl AlertsMetrics {
             c
         };
         Self {
-            delivered: vec("alerts_delivered_total", "Alerts a webhook took, by body format."),
+            delivered: vec(
+                "alerts_delivered_total",
+                "Alerts a webhook took, by body format.",
+            ),
             failed: vec(
                 "alerts_failed_total",
                 "Alerts a webhook did not take after its retries, by body format (each also a dead letter).",

@@ -51,7 +51,11 @@ impl AlertsProcessor {
 }
 
 impl Processor for AlertsProcessor {
-    fn process(&mut self, record: &Record<'_>, txn: &mut Txn<'_>) -> Result<Vec<Output>, Rejection> {
+    fn process(
+        &mut self,
+        record: &Record<'_>,
+        txn: &mut Txn<'_>,
+    ) -> Result<Vec<Output>, Rejection> {
         let report: DriftReport = self
             .codec
             .decode(record.payload.unwrap_or_default())
@@ -63,7 +67,11 @@ impl Processor for AlertsProcessor {
                 kind: "state",
                 error: e.to_string(),
             })?
-            .and_then(|b| std::str::from_utf8(&b).ok().and_then(DriftDecision::from_symbol));
+            .and_then(|b| {
+                std::str::from_utf8(&b)
+                    .ok()
+                    .and_then(DriftDecision::from_symbol)
+            });
         let now = alert::level(&report, self.min);
         let Some(change) = alert::change(previous, now) else {
             return Ok(vec![]);

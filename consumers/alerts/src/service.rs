@@ -28,10 +28,20 @@ pub struct AlertsArgs {
     pub kafka: KafkaArgs,
     /// A webhook that takes the generic JSON body (the change, the drifted features and
     /// the whole report). Repeat the flag, or separate URLs by commas in the variable.
-    #[arg(long = "webhook", env = "DRIFTLINE_WEBHOOKS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "webhook",
+        env = "DRIFTLINE_WEBHOOKS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub webhooks: Vec<String>,
     /// A Slack incoming webhook (or any that takes Slack's `{"text": ...}`).
-    #[arg(long = "slack-webhook", env = "DRIFTLINE_SLACK_WEBHOOKS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "slack-webhook",
+        env = "DRIFTLINE_SLACK_WEBHOOKS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub slack_webhooks: Vec<String>,
     /// The least decision that raises an alert: `drift`, or `warning` for both. Below it a
     /// report counts as no drift, so its fall back below is a resolved alert.
@@ -42,16 +52,24 @@ pub struct AlertsArgs {
     #[arg(long, env = "DRIFTLINE_WEBHOOK_ATTEMPTS", default_value_t = 5)]
     pub webhook_attempts: u32,
     /// How long one post may take. The pauses between attempts start at 0.5 s and double,
-    /// up to 8 s: five attempts give up after about 40 s at worst.
+    /// up to 8 s: five attempts give up after about 33 s at worst.
     #[arg(long, env = "DRIFTLINE_WEBHOOK_TIMEOUT", default_value = "5s", value_parser = parse_duration_ms)]
     pub webhook_timeout: i64,
     /// Where the /metrics endpoint listens.
-    #[arg(long, env = "DRIFTLINE_ALERTS_HTTP_ADDR", default_value = "127.0.0.1:8084")]
+    #[arg(
+        long,
+        env = "DRIFTLINE_ALERTS_HTTP_ADDR",
+        default_value = "127.0.0.1:8084"
+    )]
     pub http_addr: SocketAddr,
     /// Where each model's last level and the offsets live (RocksDB).
     #[arg(long, env = "DRIFTLINE_ALERTS_STATE", default_value = "state/alerts")]
     pub state_dir: PathBuf,
-    #[arg(long, env = "DRIFTLINE_ALERTS_GROUP", default_value = "driftline-alerts")]
+    #[arg(
+        long,
+        env = "DRIFTLINE_ALERTS_GROUP",
+        default_value = "driftline-alerts"
+    )]
     pub group: String,
     #[arg(long, env = "DRIFTLINE_TOPIC_DRIFT", default_value = topics::DRIFT)]
     pub drift_topic: String,
@@ -119,8 +137,13 @@ pub async fn run(args: AlertsArgs, shutdown: CancellationToken, health: Health) 
 
     let result = async {
         let store = Arc::new(Store::open(&args.state_dir, false)?);
-        let processor =
-            AlertsProcessor::new(service.codec.clone(), poster, targets, args.alert_on, metrics);
+        let processor = AlertsProcessor::new(
+            service.codec.clone(),
+            poster,
+            targets,
+            args.alert_on,
+            metrics,
+        );
         let mut opts = RunOptions::new(args.group.clone(), vec![args.drift_topic.clone()]);
         opts.dlq_topic = args.dlq_topic.clone();
         // One report per transaction: a commit that fails re-posts one alert, not a batch.

@@ -14,8 +14,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
-use tokio::runtime::Handle;
 use serde_json::Value;
+use tokio::runtime::Handle;
 use tracing::{debug, warn};
 
 use crate::alert::Alert;
@@ -156,7 +156,9 @@ impl Poster {
     /// Call it inside the tokio runtime whose blocking pool will call [`Poster::post`].
     pub fn new(retry: Retry) -> Result<Self> {
         if retry.attempts == 0 {
-            return Err(Error::Config("--webhook-attempts must be at least 1".into()));
+            return Err(Error::Config(
+                "--webhook-attempts must be at least 1".into(),
+            ));
         }
         let client = Client::builder()
             .timeout(retry.timeout)
@@ -199,7 +201,10 @@ impl Poster {
                     });
                 }
                 Attempt::Transient(last, asked) => {
-                    let wait = asked.unwrap_or(pause).max(pause).min(self.retry.max_backoff);
+                    let wait = asked
+                        .unwrap_or(pause)
+                        .max(pause)
+                        .min(self.retry.max_backoff);
                     warn!(%target, id = alert.id(), attempt, error = %last, wait_ms = wait.as_millis() as u64, "webhook failed; trying again");
                     std::thread::sleep(wait);
                     pause = (pause * 2).min(self.retry.max_backoff);
@@ -286,7 +291,9 @@ mod tests {
     /// A real HTTP server on a loopback socket that answers the given statuses in turn
     /// (200 once they run out).
     async fn server(statuses: &[u16]) -> (String, Seen) {
-        let script = Arc::new(Mutex::new(statuses.iter().copied().collect::<VecDeque<_>>()));
+        let script = Arc::new(Mutex::new(
+            statuses.iter().copied().collect::<VecDeque<_>>(),
+        ));
         let seen: Seen = Arc::default();
         let app = axum::Router::new()
             .route(
@@ -296,7 +303,9 @@ mod tests {
                      headers: HeaderMap,
                      body: String| async move {
                         let key = headers["idempotency-key"].to_str().unwrap().to_string();
-                        seen.lock().unwrap().push((key, serde_json::from_str(&body).unwrap()));
+                        seen.lock()
+                            .unwrap()
+                            .push((key, serde_json::from_str(&body).unwrap()));
                         let status = script.lock().unwrap().pop_front().unwrap_or(200);
                         let mut h = HeaderMap::new();
                         if status == 429 {
@@ -371,7 +380,10 @@ mod tests {
     async fn a_target_that_keeps_failing_gives_up_after_the_attempts_with_the_last_status() {
         let (url, seen) = server(&[500, 502, 503, 504]).await;
         let failed = post(&url, Format::Json, quick()).await.unwrap_err();
-        assert_eq!(failed.to_string(), "HTTP 503 Service Unavailable (after 3 attempts)");
+        assert_eq!(
+            failed.to_string(),
+            "HTTP 503 Service Unavailable (after 3 attempts)"
+        );
         assert_eq!(seen.lock().unwrap().len(), 3);
     }
 
@@ -413,7 +425,11 @@ mod tests {
 
     #[test]
     fn a_webhook_that_is_not_an_http_url_is_refused_without_echoing_it() {
-        for bad in ["ftp://h/SECRET", "hooks.slack.com/SECRET", "mailto:SECRET@example.com"] {
+        for bad in [
+            "ftp://h/SECRET",
+            "hooks.slack.com/SECRET",
+            "mailto:SECRET@example.com",
+        ] {
             let e = Target::new(bad, Format::Json).unwrap_err().to_string();
             assert!(e.contains("http or https URL"), "{e}");
             assert!(!e.contains("SECRET"), "{e}");
