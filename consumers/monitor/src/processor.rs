@@ -23,6 +23,11 @@ use crate::state::{self, prefix};
 use crate::{Error, Result};
 
 /// The latest report of each model, shared with the HTTP API.
+/// How long after a production record a predictor may still serve the version before it
+/// while it swaps (loading a model takes well under a second; a busy registry follower
+/// a few). A prediction of that version served later means the swap failed.
+pub const SWAP_GRACE_MS: i64 = 60_000;
+
 pub type LatestReports = Arc<RwLock<BTreeMap<String, DriftReport>>>;
 
 /// Reads a version whole (with its reference profile) from the models topic, for one the
@@ -182,15 +187,40 @@ impl MonitorProcessor {
     /// registry follower read it); `None` when it never shows. One older than the
     /// window's that the registry does not know is a late message, not serving: a
     /// rollback re-publishes a version, so the registry knows it first.
-    fn serving(&self, model: &str, version: i64, current: Option<i64>) -> Option<bool> {
+    ///
+    /// A failed swap (production that the predictor could not load) leaves the version
+    /// before it serving. A monitor that has a window keeps it, as its version's
+    /// predictions go on; one without a window (a new monitor) takes an older version as
+    /// serving when its prediction was served more than [`SWAP_GRACE_MS`] after the
+    /// production record was published: in-flight predictions of the version replaced,
+    /// and the history a new monitor reads, were served before that. A canary or shadow
+    /// is never taken for it. `served_at` comes from the log, so a replay decides alike.
+    fn serving(
+        &self,
+        model: &str,
+        version: i64,
+        current: Option<i64>,
+        served_at: i64,
+    ) -> Option<bool> {
         let newer = current.is_none_or(|c| version > c);
         if newer && !self.await_version(model, version) {
             return None;
         }
         let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+        if registry.version(model, version).is_none() {
+            return Some(false);
+        }
+        let Some(production) = registry.production(model) else {
+            return Some(false);
+        };
+        let candidate = |r: Option<&ModelPublished>| r.is_some_and(|r| r.version == version);
         Some(
-            registry.version(model, version).is_some()
-                && registry.production(model).map(|p| p.version) == Some(version),
+            production.version == version
+                || (current.is_none()
+                    && version < production.version
+                    && !candidate(registry.canary(model))
+                    && !candidate(registry.shadow(model))
+                    && served_at > production.published_at + SWAP_GRACE_MS),
         )
     }
 
@@ -203,6 +233,7 @@ impl MonitorProcessor {
         &mut self,
         model: &str,
         version: i64,
+        served_at: i64,
         txn: &mut Txn<'_>,
     ) -> Result<bool, Rejection> {
         let current = self.monitors.get(model).map(ModelMonitor::version);
@@ -214,7 +245,10 @@ impl MonitorProcessor {
                 "model {model:?} version {version} is not in the registry"
             ))
         };
-        if !self.serving(model, version, current).ok_or_else(unknown)? {
+        if !self
+            .serving(model, version, current, served_at)
+            .ok_or_else(unknown)?
+        {
             return Ok(false);
         }
         let published = self.published(model, version).ok_or_else(unknown)?;
@@ -245,7 +279,7 @@ impl MonitorProcessor {
             .codec
             .decode(record.payload.unwrap_or_default())
             .map_err(Rejection::decode)?;
-        if !self.monitor_for(&p.model, p.model_version, txn)? {
+        if !self.monitor_for(&p.model, p.model_version, p.served_at, txn)? {
             return Ok(Vec::new());
         }
         let Some(monitor) = self.monitors.get_mut(&p.model) else {
@@ -309,7 +343,12 @@ impl MonitorProcessor {
             .decode(record.payload.unwrap_or_default())
             .map_err(Rejection::decode)?;
         let model = l.prediction.model.clone();
-        let current = self.monitor_for(&model, l.prediction.model_version, txn)?;
+        let current = self.monitor_for(
+            &model,
+            l.prediction.model_version,
+            l.prediction.served_at,
+            txn,
+        )?;
         let Some(monitor) = self.monitors.get_mut(&model) else {
             // No window yet, and this pair's version is not the one serving.
             self.metrics
@@ -370,6 +409,7 @@ impl Processor for MonitorProcessor {
 mod tests {
     use super::*;
     use driftline_runtime::registry::Registry;
+    use driftline_schemas::events::ModelStatus;
     use driftline_tests::samples;
 
     fn processor() -> MonitorProcessor {
@@ -468,6 +508,88 @@ mod tests {
         p.restore(&store).unwrap();
         assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(p.monitors["flights"].version(), 4);
+    }
+
+    #[test]
+    fn a_new_monitor_follows_the_version_a_failed_swap_left_serving_but_not_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let v4 = samples::model();
+        // v5 is production, but the predictor could not load it and serves v4 still.
+        let promoted_at = v4.published_at + 1;
+        let p = processor();
+        p.registry.write().unwrap().apply(ModelPublished {
+            version: 5,
+            published_at: promoted_at,
+            ..samples::model()
+        });
+        let window_of = |p: &mut MonitorProcessor, version: i64, served_at: i64| {
+            let bytes = Codec::single_object()
+                .encode(&PredictionLogged {
+                    model_version: version,
+                    served_at,
+                    ..samples::prediction()
+                })
+                .unwrap();
+            let mut txn = store.txn();
+            p.process(&record("p", &bytes), &mut txn).unwrap();
+            p.monitors.get("flights").map(ModelMonitor::version)
+        };
+        let mut p = p;
+        assert_eq!(window_of(&mut p, 4, promoted_at - 1), None, "history");
+        assert_eq!(
+            window_of(&mut p, 4, promoted_at + SWAP_GRACE_MS),
+            None,
+            "in flight during the swap"
+        );
+        assert_eq!(
+            window_of(&mut p, 4, promoted_at + SWAP_GRACE_MS + 1),
+            Some(4),
+            "still served after the swap should have happened"
+        );
+        assert_eq!(
+            window_of(&mut p, 4, promoted_at + 2 * SWAP_GRACE_MS),
+            Some(4)
+        );
+        assert_eq!(
+            window_of(&mut p, 5, promoted_at + 3 * SWAP_GRACE_MS),
+            Some(5),
+            "the swap succeeds at last"
+        );
+        assert_eq!(
+            window_of(&mut p, 4, promoted_at + 3 * SWAP_GRACE_MS),
+            Some(5),
+            "a straggler of v4 does not pull the window back"
+        );
+    }
+
+    #[test]
+    fn a_canary_is_never_taken_for_a_version_left_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let mut p = processor();
+        let at = samples::model().published_at;
+        p.registry.write().unwrap().apply(ModelPublished {
+            version: 5,
+            published_at: at + 1,
+            ..samples::model()
+        });
+        p.registry.write().unwrap().apply(ModelPublished {
+            version: 3,
+            published_at: at + 2,
+            status: ModelStatus::Canary,
+            ..samples::model()
+        });
+        let bytes = Codec::single_object()
+            .encode(&PredictionLogged {
+                model_version: 3,
+                served_at: at + 10 * SWAP_GRACE_MS,
+                ..samples::prediction()
+            })
+            .unwrap();
+        let mut txn = store.txn();
+        p.process(&record("p", &bytes), &mut txn).unwrap();
+        assert!(p.monitors.is_empty());
     }
 
     #[test]
