@@ -86,20 +86,19 @@ impl Processor for AlertsProcessor {
         let mut failed = Vec::new();
         for target in &self.targets {
             let format = target.format.name();
-            match self.poster.post(target, &alert) {
-                Ok(attempts) => {
-                    self.metrics.delivered.with_label_values(&[format]).inc();
-                    self.metrics
-                        .attempts
-                        .with_label_values(&[format])
-                        .inc_by(u64::from(attempts));
-                }
+            let posted = self.poster.post(target, &alert);
+            let attempts = match &posted {
+                Ok(attempts) => *attempts,
+                Err(f) => f.attempts,
+            };
+            self.metrics
+                .attempts
+                .with_label_values(&[format])
+                .inc_by(u64::from(attempts));
+            match posted {
+                Ok(_) => self.metrics.delivered.with_label_values(&[format]).inc(),
                 Err(f) => {
                     self.metrics.failed.with_label_values(&[format]).inc();
-                    self.metrics
-                        .attempts
-                        .with_label_values(&[format])
-                        .inc_by(u64::from(f.attempts));
                     failed.push(format!("{target}: {f}"));
                 }
             }

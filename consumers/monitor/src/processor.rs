@@ -22,12 +22,12 @@ use crate::monitor::{JoinedActual, ModelMonitor, MonitorConfig};
 use crate::state::{self, prefix};
 use crate::{Error, Result};
 
-/// The latest report of each model, shared with the HTTP API.
 /// How long after a production record a predictor may still serve the version before it
 /// while it swaps (loading a model takes well under a second; a busy registry follower
 /// a few). A prediction of that version served later means the swap failed.
 pub const SWAP_GRACE_MS: i64 = 60_000;
 
+/// The latest report of each model, shared with the HTTP API.
 pub type LatestReports = Arc<RwLock<BTreeMap<String, DriftReport>>>;
 
 /// Reads a version whole (with its reference profile) from the models topic, for one the
@@ -229,13 +229,8 @@ impl MonitorProcessor {
     /// version's, a rollback the restored older version's. A late prediction of a version
     /// no longer serving is ignored (false), so in-flight predictions of the version
     /// replaced cannot pull the window back to it.
-    fn monitor_for(
-        &mut self,
-        model: &str,
-        version: i64,
-        served_at: i64,
-        txn: &mut Txn<'_>,
-    ) -> Result<bool, Rejection> {
+    fn monitor_for(&mut self, p: &PredictionLogged, txn: &mut Txn<'_>) -> Result<bool, Rejection> {
+        let (model, version) = (p.model.as_str(), p.model_version);
         let current = self.monitors.get(model).map(ModelMonitor::version);
         if current == Some(version) {
             return Ok(true);
@@ -246,7 +241,7 @@ impl MonitorProcessor {
             ))
         };
         if !self
-            .serving(model, version, current, served_at)
+            .serving(model, version, current, p.served_at)
             .ok_or_else(unknown)?
         {
             return Ok(false);
@@ -279,7 +274,7 @@ impl MonitorProcessor {
             .codec
             .decode(record.payload.unwrap_or_default())
             .map_err(Rejection::decode)?;
-        if !self.monitor_for(&p.model, p.model_version, p.served_at, txn)? {
+        if !self.monitor_for(&p, txn)? {
             return Ok(Vec::new());
         }
         let Some(monitor) = self.monitors.get_mut(&p.model) else {
@@ -343,12 +338,7 @@ impl MonitorProcessor {
             .decode(record.payload.unwrap_or_default())
             .map_err(Rejection::decode)?;
         let model = l.prediction.model.clone();
-        let current = self.monitor_for(
-            &model,
-            l.prediction.model_version,
-            l.prediction.served_at,
-            txn,
-        )?;
+        let current = self.monitor_for(&l.prediction, txn)?;
         let Some(monitor) = self.monitors.get_mut(&model) else {
             // No window yet, and this pair's version is not the one serving.
             self.metrics
@@ -517,7 +507,7 @@ mod tests {
         let v4 = samples::model();
         // v5 is production, but the predictor could not load it and serves v4 still.
         let promoted_at = v4.published_at + 1;
-        let p = processor();
+        let mut p = processor();
         p.registry.write().unwrap().apply(ModelPublished {
             version: 5,
             published_at: promoted_at,
@@ -535,7 +525,6 @@ mod tests {
             p.process(&record("p", &bytes), &mut txn).unwrap();
             p.monitors.get("flights").map(ModelMonitor::version)
         };
-        let mut p = p;
         assert_eq!(window_of(&mut p, 4, promoted_at - 1), None, "history");
         assert_eq!(
             window_of(&mut p, 4, promoted_at + SWAP_GRACE_MS),
