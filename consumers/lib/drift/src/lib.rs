@@ -39,6 +39,7 @@ pub mod kstwo;
 pub mod numeric;
 mod plain;
 pub mod policy;
+pub mod quality;
 pub mod report;
 
 pub use categorical::CategoryCounts;

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use driftline_drift::categorical::{self, CategoryCounts};
 use driftline_drift::kstwo;
 use driftline_drift::numeric::{self, Binning, Bins, SortedSample};
+use driftline_drift::quality;
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
@@ -343,4 +344,38 @@ fn categorical_chi2_js_and_psi_match_scipy_including_unseen_categories() {
     wp.report("chi2 p-value");
     wjs.report("jensen-shannon (categorical)");
     wpsi.report("psi (categorical)");
+}
+
+#[test]
+fn quality_thresholds_and_beta_binomial_pmf_match_scipy() {
+    let doc = fixture("quality.json");
+    let mut worst = Worst::default();
+    for c in doc["cases"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        let n = c["n"].as_u64().unwrap();
+        let null = quality::Null {
+            a: c["a"].as_f64().unwrap(),
+            b: c["b"].as_f64().unwrap(),
+        };
+        let alpha = c["alpha"].as_f64().unwrap();
+        let want = c["threshold"].as_u64().unwrap();
+        let got = quality::threshold(n, null, alpha);
+        // Exact, unless SciPy's tail at the boundary is within rounding of alpha itself.
+        let boundary = rel(c["tail_at_threshold"].as_f64().unwrap(), alpha)
+            .min(rel(c["tail_below"].as_f64().unwrap(), alpha));
+        assert!(
+            got == want || (got.abs_diff(want) == 1 && boundary < 1e-9),
+            "{name} alpha {alpha}: threshold {got}, SciPy {want}"
+        );
+        for pair in c["logpmf"].as_array().unwrap() {
+            let k = pair[0].as_u64().unwrap();
+            let want = pair[1].as_f64().unwrap();
+            let got = quality::ln_pmf(n, k, null);
+            // Log-probabilities: absolute error relative to max(1, |value|).
+            let err = (got - want).abs() / want.abs().max(1.0);
+            worst.see(err, format!("{name}, k {k}"));
+            assert!(err < 1e-9, "{name}: logpmf({k}) {got} vs SciPy {want}");
+        }
+    }
+    worst.report("beta-binomial logpmf");
 }
