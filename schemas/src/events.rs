@@ -583,6 +583,19 @@ pub struct FeatureDrift {
     pub chi2_p: Option<f64>,
     pub missing_share: f64,
     pub drifted: bool,
+    /// The checks behind `drifted`.
+    pub signals: Vec<Signal>,
+}
+
+/// One check behind a feature's verdict: what was measured, where it fires, how that line
+/// was set.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Signal {
+    pub name: String,
+    pub value: f64,
+    pub threshold: f64,
+    pub fired: bool,
+    pub method: String,
 }
 
 impl FeatureDrift {
@@ -601,6 +614,23 @@ impl FeatureDrift {
             ("chi2_p", opt(self.chi2_p, Value::Double)),
             ("missing_share", Value::Double(self.missing_share)),
             ("drifted", Value::Boolean(self.drifted)),
+            (
+                "signals",
+                Value::Array(
+                    self.signals
+                        .iter()
+                        .map(|x| {
+                            record(vec![
+                                ("name", s(&x.name)),
+                                ("value", Value::Double(x.value)),
+                                ("threshold", Value::Double(x.threshold)),
+                                ("fired", Value::Boolean(x.fired)),
+                                ("method", s(&x.method)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
         ])
     }
 
@@ -617,6 +647,16 @@ impl FeatureDrift {
             chi2_p: f.optional("chi2_p", as_double)?,
             missing_share: f.double("missing_share")?,
             drifted: f.boolean("drifted")?,
+            signals: f.array("signals", |v, _| {
+                let mut x = Fields::new(v, "Signal")?;
+                Ok(Signal {
+                    name: x.string("name")?,
+                    value: x.double("value")?,
+                    threshold: x.double("threshold")?,
+                    fired: x.boolean("fired")?,
+                    method: x.string("method")?,
+                })
+            })?,
         })
     }
 }

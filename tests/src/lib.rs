@@ -298,6 +298,22 @@ pub mod samples {
             chi2_p: None,
             missing_share: 0.0,
             drifted: true,
+            signals: vec![
+                Signal {
+                    name: "missing_share".into(),
+                    value: 0.0,
+                    threshold: 0.0032,
+                    fired: false,
+                    method: "from the reference: a beta-binomial tail of 2.5e-3".into(),
+                },
+                Signal {
+                    name: "wasserstein_norm".into(),
+                    value: 0.9,
+                    threshold: 0.1,
+                    fired: true,
+                    method: "fixed".into(),
+                },
+            ],
         };
         DriftReport {
             report_id: "flights-3-abc".into(),
@@ -323,6 +339,7 @@ pub mod samples {
                     chi2_p: Some(0.4),
                     missing_share: 0.02,
                     drifted: false,
+                    signals: vec![],
                 },
             ],
             prediction: Some(FeatureDrift {

@@ -177,6 +177,7 @@ mod tests {
             chi2_p: None,
             missing_share: 0.0,
             drifted,
+            signals: vec![],
         };
         DriftReport {
             report_id: "flights-3-7".into(),

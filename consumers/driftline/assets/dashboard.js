@@ -175,7 +175,10 @@ function drawLatest() {
     cell(tr, f.name);
     cell(tr, f.kind.toLowerCase());
     for (const k of ["psi", "ks_d", "ks_p", "wasserstein_norm", "jensen_shannon", "chi2_p", "missing_share"]) cell(tr, fmt(f[k]), "num");
-    cell(tr, f.drifted ? "yes" : "no", f.drifted ? "drifted" : "");
+    // The signal that fired, with its line; every signal and how its line was set on hover.
+    const fired = (f.signals || []).find(s => s.fired);
+    const td = cell(tr, f.drifted ? "yes" + (fired ? ` (${fired.name} ${fmt(fired.value)} vs ${fmt(fired.threshold)})` : "") : "no", f.drifted ? "drifted" : "");
+    td.title = (f.signals || []).map(s => `${s.name} ${fmt(s.value)} vs ${fmt(s.threshold)} (${s.method})`).join("\n");
     return tr;
   }));
   fill(document.getElementById("performance"), r.performance.map(p => {

@@ -353,6 +353,7 @@ pub(crate) mod sample {
             chi2_p: None,
             missing_share: 0.0,
             drifted,
+            signals: vec![],
         }
     }
 

@@ -4,7 +4,7 @@
 use clap::Args;
 use driftline_drift::DriftPolicy;
 use driftline_drift::concept::Watch;
-use driftline_drift::policy::defaults;
+use driftline_drift::policy::{QualityPolicy, defaults};
 use driftline_schemas::duration::parse_duration_ms;
 
 use crate::Result;
@@ -67,6 +67,19 @@ pub struct PolicyArgs {
         default_value_t = defaults::JENSEN_SHANNON
     )]
     pub categorical_threshold: f64,
+    /// Data quality checks (missing share, numbers outside the reference's range, unseen
+    /// categories) fire at thresholds derived from the reference, at this chance of a
+    /// false alarm per evaluation over every check of every feature; 0 turns them off.
+    #[arg(
+        long,
+        env = "DRIFTLINE_MONITOR_QUALITY_FALSE_ALARM_RATE",
+        default_value_t = defaults::QUALITY_FALSE_ALARM_RATE
+    )]
+    pub quality_false_alarm_rate: f64,
+    /// A fixed rule, off by default: a feature drifts when its missing share grows by
+    /// this much (absolute, e.g. 0.1).
+    #[arg(long, env = "DRIFTLINE_MONITOR_MISSING_SHARE_INCREASE")]
+    pub missing_share_increase: Option<f64>,
     /// Multiple-testing correction of p-values: none, bonferroni, bh.
     #[arg(long, env = "DRIFTLINE_MONITOR_CORRECTION", default_value = "none")]
     pub correction: Correction,
@@ -107,6 +120,10 @@ impl PolicyArgs {
             numeric: DriftPolicy::numeric_rules(self.numeric_threshold),
             categorical: DriftPolicy::categorical_rules(self.categorical_threshold),
             share: self.share,
+            quality: (self.quality_false_alarm_rate > 0.0).then_some(QualityPolicy {
+                false_alarm_rate: self.quality_false_alarm_rate,
+            }),
+            missing_share_increase: self.missing_share_increase,
             ..base
         };
         let config = MonitorConfig {

@@ -52,7 +52,7 @@ impl MonitorMetrics {
         Self {
             statistic: gauge(
                 "drift_statistic",
-                "Latest drift statistic of a feature (psi, ks_d, ks_p, wasserstein_norm, jensen_shannon, chi2_p, missing_share).",
+                "Latest drift statistic of a feature (psi, ks_d, ks_p, wasserstein_norm, jensen_shannon, chi2_p, missing_share, out_of_range, unseen_category).",
                 &["model", "feature", "statistic"],
             ),
             feature_drifted: int_gauge(
@@ -126,6 +126,15 @@ impl MonitorMetrics {
             for (name, v) in stats {
                 if let Some(v) = v {
                     self.statistic.with_label_values(&[m, &f.name, name]).set(v);
+                }
+            }
+            // The data quality shares the report carries as signals (missing_share is
+            // set above already).
+            for s in &f.signals {
+                if matches!(s.name.as_str(), "out_of_range" | "unseen_category") {
+                    self.statistic
+                        .with_label_values(&[m, &f.name, &s.name])
+                        .set(s.value);
                 }
             }
             self.feature_drifted

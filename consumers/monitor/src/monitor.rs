@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use driftline_drift::concept::ErrorWatch;
+use driftline_drift::policy::FeatureVerdict;
 use driftline_model::{PREDICTION, lower_is_better};
 use driftline_schemas::events::{
     DriftReport, FeatureDrift, FeatureKind, FeatureProfile, FeatureValue, Labelled,
@@ -321,7 +322,7 @@ impl ModelMonitor {
         let mut features = Vec::new();
         let mut prediction = None;
         for (i, ((prof, s), v)) in self.profiles.iter().zip(&stats).zip(&verdicts).enumerate() {
-            let fd = feature_drift(&prof.name, kinds[i], s, v.drifted);
+            let fd = feature_drift(&prof.name, kinds[i], s, v);
             if Some(i) == self.prediction {
                 prediction = Some(fd);
             } else {
@@ -341,7 +342,7 @@ impl ModelMonitor {
             window_events: self.window.len() as u64,
             seen: seq,
             share_drifted: share,
-            drifted_features: drifted.clone(),
+            drifted_features: features.iter().filter(|f| f.drifted).map(why).collect(),
             prediction_drifted: prediction.as_ref().is_some_and(|p| p.drifted),
             performance_drop: performance_drop.clone(),
             error_rise: self.error_rise.take(),
@@ -423,7 +424,29 @@ impl ModelMonitor {
     }
 }
 
-fn feature_drift(name: &str, kind: FeatureKind, s: &FeatureStats, drifted: bool) -> FeatureDrift {
+/// A drifted feature with the signal that fired: "temp (out_of_range 12.0% >= 0.9%)".
+fn why(f: &FeatureDrift) -> String {
+    let Some(s) = f.signals.iter().find(|s| s.fired) else {
+        return f.name.clone();
+    };
+    let (value, threshold, op) = match s.name.as_str() {
+        "missing_share" | "out_of_range" | "unseen_category" => (
+            format!("{:.1}%", s.value * 100.0),
+            format!("{:.1}%", s.threshold * 100.0),
+            ">=",
+        ),
+        "ks_p" | "chi2_p" => (format!("{:.1e}", s.value), format!("{}", s.threshold), "<"),
+        _ => (format!("{:.3}", s.value), format!("{}", s.threshold), ">="),
+    };
+    format!("{} ({} {value} {op} {threshold})", f.name, s.name)
+}
+
+fn feature_drift(
+    name: &str,
+    kind: FeatureKind,
+    s: &FeatureStats,
+    v: &FeatureVerdict,
+) -> FeatureDrift {
     FeatureDrift {
         name: name.to_string(),
         kind,
@@ -434,7 +457,8 @@ fn feature_drift(name: &str, kind: FeatureKind, s: &FeatureStats, drifted: bool)
         jensen_shannon: s.jensen_shannon,
         chi2_p: s.chi2_p,
         missing_share: s.current_missing_share,
-        drifted,
+        drifted: v.drifted,
+        signals: v.signals(),
     }
 }
 
@@ -532,6 +556,44 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_report_states_each_signal_with_its_threshold_and_how_it_was_set() {
+        let mut m = ModelMonitor::new(
+            "m",
+            3,
+            &profiles(),
+            [("mae".to_string(), 2.0)].into(),
+            config(),
+        );
+        let evals = run(&mut m, 0..1500, 600, 2.0);
+        let x = |e: &Evaluation| {
+            let f = e.report.features.iter().find(|f| f.name == "x").cloned();
+            f.expect("x in the report")
+        };
+        let calm = x(&evals[3]);
+        let names: Vec<_> = calm.signals.iter().map(|s| s.name.as_str()).collect();
+        // Small windows: the KS p-value rule decides (see DriftPolicy).
+        assert_eq!(names, ["missing_share", "out_of_range", "ks_p"]);
+        assert!(calm.signals.iter().all(|s| !s.fired), "{calm:?}");
+        assert!(calm.signals[1].method.starts_with("from the reference"));
+        assert_eq!(calm.signals[2].method, "fixed");
+        // Shifted by 40 on a reference of 0..99: 40% of the values past its largest.
+        let last = evals.last().expect("evaluations");
+        let shifted = x(last);
+        let out = &shifted.signals[1];
+        assert!(
+            out.fired && out.value == 0.4 && out.threshold < 0.05,
+            "{out:?}"
+        );
+        assert!(shifted.drifted);
+        // The decision says which signal fired, and where its line was.
+        assert!(
+            last.report.reason.contains("x (out_of_range 40.0% >= "),
+            "{}",
+            last.report.reason
+        );
     }
 
     #[test]

@@ -179,8 +179,9 @@ impl MonitorPolicy {
                     current_count: s.current_count,
                     reference_missing_share: s.reference_missing_share,
                     current_missing_share: s.current_missing_share,
+                    quality: s.quality.clone(),
                 };
-                self.drift.feature(*kind, &e)
+                self.drift.feature(*kind, &e, kinds.len())
             })
             .collect()
     }
@@ -204,6 +205,7 @@ pub struct Findings {
     /// Events ever seen by this window (its next sequence number).
     pub seen: u64,
     pub share_drifted: f64,
+    /// The drifted features, each with the signal that fired (see `monitor::why`).
     pub drifted_features: Vec<String>,
     pub prediction_drifted: bool,
     /// (metric, current, holdout) of the primary metric when it is worse than allowed.

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use driftline_drift::categorical::{self, CategoryCounts};
 use driftline_drift::numeric::{self, Bins};
-use driftline_drift::{SortedSample, kstwo};
+use driftline_drift::{SortedSample, kstwo, quality};
 use driftline_schemas::events::{FeatureKind, FeatureProfile};
 
 /// A fixed-point sum with 40 fractional bits: exact under addition and subtraction.
@@ -62,6 +62,8 @@ pub struct FeatureStats {
     pub current_count: u64,
     pub reference_missing_share: f64,
     pub current_missing_share: f64,
+    /// The data quality checks' counts.
+    pub quality: Vec<quality::Count>,
 }
 
 /// An f64 as a key ordered like the number (finite values only; -0 is stored as 0).
@@ -82,6 +84,8 @@ const STRIDE: usize = 16;
 pub struct NumericTracker {
     reference: SortedSample,
     reference_missing: u64,
+    /// The profile's (missing, non-missing) counts, before any subsampling.
+    profile_counts: (u64, u64),
     reference_std: Option<f64>,
     bins: Option<Bins>,
     reference_bins: Vec<u64>,
@@ -120,6 +124,7 @@ impl NumericTracker {
             reference_std: numeric::std_dev(reference.as_slice()).filter(|s| *s > 0.0),
             // The profile's sample may be a subsample; its missing share is the profile's.
             reference_missing: scale_missing(profile, reference.len()),
+            profile_counts: (profile.missing.max(0) as u64, profile.count.max(0) as u64),
             current_bins: vec![0; reference_bins.len()],
             reference_bins,
             bins: binned,
@@ -195,6 +200,24 @@ impl NumericTracker {
         }
     }
 
+    /// Missing values, and values in the outer gaps: below or above every reference value.
+    fn quality(&self) -> Vec<quality::Count> {
+        let mut out = vec![quality::Count::missing(
+            self.profile_counts,
+            (self.missing, self.count),
+        )];
+        if let Some(null) = quality::Null::out_of_range(self.reference.len() as u64) {
+            let k = self.distinct.len();
+            out.push(quality::Count {
+                check: quality::Check::OutOfRange,
+                null,
+                hits: self.cells[0].count + self.cells[k].count,
+                total: self.count,
+            });
+        }
+        out
+    }
+
     /// The window's statistics against the reference.
     pub fn stats(&self) -> FeatureStats {
         let (n, m) = (self.reference.len() as u64, self.count);
@@ -203,6 +226,7 @@ impl NumericTracker {
             current_count: m,
             reference_missing_share: share(self.reference_missing, n),
             current_missing_share: share(self.missing, m),
+            quality: self.quality(),
             ..Default::default()
         };
         if n == 0 || m == 0 {
@@ -492,7 +516,14 @@ impl CategoricalTracker {
             missing: self.missing,
         };
         let st = categorical::compare(&self.reference, &current);
+        let quality = std::iter::once(quality::Count::missing(
+            (self.reference.missing, self.reference.total()),
+            (self.missing, self.count),
+        ))
+        .chain(quality::Count::unseen(&self.reference, &current))
+        .collect();
         FeatureStats {
+            quality,
             psi: st.psi,
             jensen_shannon: st.jensen_shannon,
             chi2_p: st.chi2.map(|c| c.p),
@@ -615,7 +646,53 @@ mod tests {
             );
             assert_eq!(got.current_count, 600);
             assert!((got.current_missing_share - 1.0 / 601.0).abs() < 1e-15);
+            // The outer gaps' counts are the values outside the reference's range.
+            let mut window = all[300..].to_vec();
+            window.sort_by(f64::total_cmp);
+            let mut sorted = reference.clone();
+            sorted.sort_by(f64::total_cmp);
+            assert_eq!(
+                got.quality[1],
+                quality::Count::out_of_range(&sorted, &window).unwrap(),
+                "case {case}"
+            );
+            assert_eq!((got.quality[0].hits, got.quality[0].total), (1, 601));
         }
+    }
+
+    #[test]
+    fn unseen_categories_and_missing_values_are_counted_for_the_quality_checks() {
+        let profile = FeatureProfile {
+            name: "c".into(),
+            kind: FeatureKind::Categorical,
+            count: 4,
+            missing: 1,
+            sample: vec![],
+            categories: [
+                ("a".to_string(), 2),
+                ("b".to_string(), 1),
+                ("c".to_string(), 1),
+            ]
+            .into(),
+        };
+        let mut t = CategoricalTracker::new(&profile);
+        let z = t.add(Some("z"));
+        for label in [Some("a"), Some("z"), Some("y"), None] {
+            t.add(label);
+        }
+        t.remove(z);
+        let q = t.stats().quality;
+        assert_eq!(q[0], quality::Count::missing((1, 4), (1, 3)));
+        assert_eq!(
+            q[1],
+            quality::Count {
+                check: quality::Check::UnseenCategory,
+                // Two of the four reference values are in a category seen once.
+                null: quality::Null::unseen(2, 4).unwrap(),
+                hits: 2,
+                total: 3,
+            }
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //! Checked against `scipy.stats.betabinom` in `tests/scipy_fixtures.rs`.
 
 use serde::{Deserialize, Serialize};
+
+use crate::categorical::CategoryCounts;
 use statrs::function::beta::ln_beta;
 use statrs::function::gamma::ln_gamma;
 
@@ -67,7 +69,7 @@ impl Null {
 
     /// The range of `values` reference numbers; none below two (no range to speak of).
     pub fn out_of_range(values: u64) -> Option<Self> {
-        (values >= 2).then(|| Self {
+        (values >= 2).then_some(Self {
             a: 2.0,
             b: values as f64 - 1.0,
         })
@@ -76,7 +78,7 @@ impl Null {
     /// `values` non-missing reference values, `singletons` of them in a category seen
     /// once; none without values.
     pub fn unseen(singletons: u64, values: u64) -> Option<Self> {
-        (values > 0).then(|| Self {
+        (values > 0).then_some(Self {
             a: singletons as f64 + 1.0,
             b: values.saturating_sub(singletons) as f64 + 1.0,
         })
@@ -96,6 +98,53 @@ pub struct Count {
     pub hits: u64,
     /// Values the check looked at.
     pub total: u64,
+}
+
+impl Count {
+    /// Missing values: `missing` of `missing + values` on each side.
+    pub fn missing(reference: (u64, u64), current: (u64, u64)) -> Self {
+        let ((rm, rv), (cm, cv)) = (reference, current);
+        Self {
+            check: Check::MissingShare,
+            null: Null::missing(rm, rm + rv),
+            hits: cm,
+            total: cm + cv,
+        }
+    }
+
+    /// Numbers of `current` outside the range of `reference` (both sorted, no NaN); none
+    /// for a reference of fewer than two.
+    pub fn out_of_range(reference: &[f64], current: &[f64]) -> Option<Self> {
+        let null = Null::out_of_range(reference.len() as u64)?;
+        let (lo, hi) = (reference[0], reference[reference.len() - 1]);
+        let below = current.partition_point(|x| *x < lo);
+        let above = current.len() - current.partition_point(|x| *x <= hi);
+        Some(Self {
+            check: Check::OutOfRange,
+            null,
+            hits: (below + above) as u64,
+            total: current.len() as u64,
+        })
+    }
+
+    /// Values of `current` in a category `reference` never saw; none for an empty
+    /// reference.
+    pub fn unseen(reference: &CategoryCounts, current: &CategoryCounts) -> Option<Self> {
+        let singletons = reference.counts.values().filter(|c| **c == 1).count() as u64;
+        let null = Null::unseen(singletons, reference.total())?;
+        let hits = current
+            .counts
+            .iter()
+            .filter(|(label, _)| !reference.counts.contains_key(*label))
+            .map(|(_, c)| c)
+            .sum();
+        Some(Self {
+            check: Check::UnseenCategory,
+            null,
+            hits,
+            total: current.total(),
+        })
+    }
 }
 
 /// A check's outcome: shares of the window, and the false-alarm rate the threshold was

@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::frame::{ColumnData, Frame};
 use crate::numeric::{Binning, SortedSample};
 use crate::policy::{DriftPolicy, FeatureEvidence, Reason};
+use crate::quality::Count;
 use crate::{Error, Result, categorical, numeric};
+use driftline_schemas::events::Signal;
 
 /// How to compare.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -55,6 +57,8 @@ pub struct ColumnReport {
     pub unseen_categories: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unseen_share: Option<f64>,
+    /// The checks behind `drifted`: data quality, then the rule that decided.
+    pub signals: Vec<Signal>,
 }
 
 impl ColumnReport {
@@ -71,6 +75,7 @@ impl ColumnReport {
             chi2_p: self.chi2_p,
             missing_share: self.missing_share,
             drifted: self.drifted,
+            signals: self.signals.clone(),
         }
     }
 }
@@ -107,13 +112,14 @@ fn columns_as_map<S: Serializer>(
     m.end()
 }
 
-/// Statistics of one feature from its two sides. A numeric column compared with a
-/// categorical one is compared as categorical.
+/// Statistics of one feature from its two sides, judged as one of `features` compared
+/// together. A numeric column compared with a categorical one is compared as categorical.
 pub fn compare_column(
     name: &str,
     reference: &ColumnData,
     current: &ColumnData,
     options: &CompareOptions,
+    features: usize,
 ) -> ColumnReport {
     let share = |missing: u64, count: u64| {
         let all = missing + count;
@@ -128,6 +134,10 @@ pub fn compare_column(
         current_count: current.count(),
         reference_missing_share: share(reference.missing(), reference.count()),
         current_missing_share: share(current.missing(), current.count()),
+        quality: vec![Count::missing(
+            (reference.missing(), reference.count()),
+            (current.missing(), current.count()),
+        )],
         ..Default::default()
     };
     let mut ks_d = None;
@@ -140,10 +150,14 @@ pub fn compare_column(
             e.wasserstein_norm = st.wasserstein_norm;
             e.jensen_shannon = st.jensen_shannon;
             ks_d = st.ks_d;
+            e.quality
+                .extend(Count::out_of_range(r.as_slice(), c.as_slice()));
             FeatureKind::Numeric
         }
         _ => {
-            let st = categorical::compare(&reference.to_categorical(), &current.to_categorical());
+            let (r, c) = (reference.to_categorical(), current.to_categorical());
+            let st = categorical::compare(&r, &c);
+            e.quality.extend(Count::unseen(&r, &c));
             e.psi = st.psi;
             e.jensen_shannon = st.jensen_shannon;
             e.chi2_p = st.chi2.map(|c| c.p);
@@ -151,7 +165,7 @@ pub fn compare_column(
             FeatureKind::Categorical
         }
     };
-    let verdict = options.policy.feature(kind, &e);
+    let verdict = options.policy.feature(kind, &e, features);
     let (unseen_categories, unseen_share) = match unseen {
         Some((names, share)) => (Some(names), Some(share)),
         None => (None, None),
@@ -167,6 +181,7 @@ pub fn compare_column(
         chi2_p: e.chi2_p,
         drifted: verdict.drifted,
         reason: verdict.reason,
+        signals: verdict.signals(),
         reference_count: e.reference_count,
         current_count: e.current_count,
         reference_missing_share: e.reference_missing_share,
@@ -209,7 +224,10 @@ pub fn compare(
                     std::iter::from_fn(|| {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let (rc, cc) = pairs.get(i)?;
-                        Some((i, compare_column(&rc.name, &rc.data, &cc.data, options)))
+                        Some((
+                            i,
+                            compare_column(&rc.name, &rc.data, &cc.data, options, pairs.len()),
+                        ))
                     })
                     .collect::<Vec<_>>()
                 })
@@ -351,7 +369,10 @@ fn reason_text(r: &Reason) -> String {
             let op = if statistic.is_p_value() { "<" } else { ">=" };
             format!("{} {op} {threshold}", statistic.name())
         }
-        Reason::MissingShare { increase } => format!("missing +{:.1}%", increase * 100.0),
+        Reason::MissingShare { increase, .. } => format!("missing +{:.1}%", increase * 100.0),
+        Reason::Quality {
+            check, threshold, ..
+        } => format!("{} >= {:.2}%", check.name(), threshold * 100.0),
         Reason::NoEvidence => "no evidence".into(),
     }
 }
@@ -469,8 +490,16 @@ mod tests {
             lines[0].starts_with("column") && lines[2].starts_with("x "),
             "{t}"
         );
-        assert!(lines[2].contains("yes (wasserstein_norm >= 0.1)"), "{t}");
+        // A third of the values lie past the reference's largest: the quality check
+        // decides before any distance is looked at.
+        assert!(lines[2].contains("yes (out_of_range >= 0."), "{t}");
         assert!(t.contains("data set drifted: yes"), "{t}");
+        // Squeezed inside the reference's range: the distance decides.
+        let c = frame(&("x\n".to_string() + &rows(|i| format!("{}", 30 + i % 70), 3000)));
+        let t = compare(&r, &c, &CompareOptions::default())
+            .unwrap()
+            .render_table();
+        assert!(t.contains("yes (wasserstein_norm >= 0.1)"), "{t}");
     }
 
     #[test]
@@ -480,6 +509,7 @@ mod tests {
             &numeric_column(vec![1.0, 2.0, f64::NAN]),
             &numeric_column(vec![1.0, 3.0]),
             &CompareOptions::default(),
+            1,
         );
         let e = r.to_feature_drift();
         assert_eq!(
