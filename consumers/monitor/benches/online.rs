@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use driftline_monitor::MonitorPolicy;
 use driftline_monitor::window::{Observation, Window, WindowConfig};
 use driftline_schemas::events::{FeatureKind, FeatureProfile, FeatureValue};
 use rand::{Rng, SeedableRng};
@@ -111,6 +112,25 @@ fn main() {
     times.sort_by(f64::total_cmp);
     println!(
         "evaluation, 100k window, {features} features (10k-value references, SciPy's exact KS p-value): median {:.2} ms, max {:.2} ms",
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+
+    // The decision on those statistics: the default policy's rules for every feature.
+    let (policy, kinds, stats) = (
+        MonitorPolicy::default(),
+        window.kinds().collect::<Vec<_>>(),
+        window.stats(),
+    );
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        std::hint::black_box(policy.features(&kinds, &stats));
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "decision on those statistics, default policy: median {:.1} µs, max {:.1} µs",
         times[times.len() / 2],
         times[times.len() - 1]
     );
