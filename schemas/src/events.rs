@@ -598,7 +598,40 @@ pub struct Signal {
     pub method: String,
 }
 
+impl Signal {
+    /// p-values fire below their line; every other signal at or above it.
+    fn is_p_value(&self) -> bool {
+        self.name.ends_with("_p")
+    }
+}
+
+/// "out_of_range 40.0% >= 0.8%", "ks_p 1.2e-7 < 0.05", "wasserstein_norm 0.310 >= 0.1"
+/// ("<" and ">=" turn to ">=" and "<" when it did not fire).
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (value, threshold) = match self.name.as_str() {
+            "missing_share" | "out_of_range" | "unseen_category" => (
+                format!("{:.1}%", self.value * 100.0),
+                format!("{:.1}%", self.threshold * 100.0),
+            ),
+            _ if self.is_p_value() => (format!("{:.1e}", self.value), self.threshold.to_string()),
+            _ => (format!("{:.3}", self.value), self.threshold.to_string()),
+        };
+        let op = match (self.is_p_value(), self.fired) {
+            (true, true) | (false, false) => "<",
+            (true, false) | (false, true) => ">=",
+        };
+        write!(f, "{} {value} {op} {threshold}", self.name)
+    }
+}
+
 impl FeatureDrift {
+    /// The signal that decided a drifted feature: the first that fired, in the policy's
+    /// order (data quality, then the statistic's rule).
+    pub fn deciding_signal(&self) -> Option<&Signal> {
+        self.signals.iter().find(|s| s.fired)
+    }
+
     fn to_value(&self) -> Value {
         record(vec![
             ("name", s(&self.name)),
@@ -1085,4 +1118,42 @@ pub fn all_schemas() -> [(&'static str, &'static Schema); 8] {
         (ModelPublished::TOPIC, ModelPublished::schema()),
         (DeadLetter::TOPIC, DeadLetter::schema()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Signal;
+
+    fn signal(name: &str, value: f64, threshold: f64, fired: bool) -> Signal {
+        Signal {
+            name: name.into(),
+            value,
+            threshold,
+            fired,
+            method: "fixed".into(),
+        }
+    }
+
+    #[test]
+    fn a_signal_reads_as_its_value_against_its_line_in_the_direction_it_fires() {
+        let cases = [
+            (
+                signal("out_of_range", 0.4, 0.008, true),
+                "out_of_range 40.0% >= 0.8%",
+            ),
+            (
+                signal("missing_share", 0.01, 0.02, false),
+                "missing_share 1.0% < 2.0%",
+            ),
+            (signal("ks_p", 1.2e-7, 0.05, true), "ks_p 1.2e-7 < 0.05"),
+            (signal("chi2_p", 0.3, 0.05, false), "chi2_p 3.0e-1 >= 0.05"),
+            (
+                signal("wasserstein_norm", 0.31, 0.1, true),
+                "wasserstein_norm 0.310 >= 0.1",
+            ),
+        ];
+        for (s, text) in cases {
+            assert_eq!(s.to_string(), text);
+        }
+    }
 }

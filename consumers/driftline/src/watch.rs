@@ -49,12 +49,16 @@ impl Seen {
                 .unwrap_or_else(|| "-".into())
         );
         if let Some(r) = &self.latest_report {
+            // The drifted features with the largest PSI, each with the signal that fired.
             let mut top: Vec<_> = r.features.iter().filter(|f| f.drifted).collect();
             top.sort_by(|a, b| b.psi.unwrap_or(0.0).total_cmp(&a.psi.unwrap_or(0.0)));
             let names: Vec<String> = top
                 .iter()
                 .take(3)
-                .map(|f| format!("{} psi {:.2}", f.name, f.psi.unwrap_or(f64::NAN)))
+                .map(|f| match f.deciding_signal() {
+                    Some(s) => format!("{} {s}", f.name),
+                    None => format!("{} psi {:.2}", f.name, f.psi.unwrap_or(f64::NAN)),
+                })
                 .collect();
             let decision = if (r.window.count as u64) < self.min_samples {
                 format!(
@@ -240,5 +244,68 @@ pub async fn print_every(seen: Arc<Mutex<Seen>>, every: Duration, shutdown: Canc
         let rate = (s.predictions - last.1) as f64 / last.0.elapsed().as_secs_f64();
         last = (Instant::now(), s.predictions);
         eprintln!("[up] {}", s.line(rate));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use driftline_schemas::events::{FeatureDrift, Signal};
+
+    use super::Seen;
+    use crate::dashboard::sample;
+
+    fn signal(name: &str, value: f64, threshold: f64, fired: bool) -> Signal {
+        Signal {
+            name: name.into(),
+            value,
+            threshold,
+            fired,
+            method: "fixed".into(),
+        }
+    }
+
+    #[test]
+    fn the_summary_names_the_drifted_features_with_the_signal_that_fired() {
+        let mut report = sample::report(60, 1);
+        let with = |name: &str, psi: f64, signals: Vec<Signal>| FeatureDrift {
+            signals,
+            ..sample::feature(name, psi, true)
+        };
+        report.features = vec![
+            with(
+                "dewp",
+                3.0,
+                vec![
+                    signal("out_of_range", 0.001, 0.002, false),
+                    signal("wasserstein_norm", 0.12, 0.1, true),
+                ],
+            ),
+            // Both fired: the data quality check is the policy's first.
+            with(
+                "temp",
+                0.5,
+                vec![
+                    signal("out_of_range", 0.029, 0.002, true),
+                    signal("wasserstein_norm", 0.2, 0.1, true),
+                ],
+            ),
+            with("humid", 0.4, vec![signal("ks_p", 1e-6, 0.05, true)]),
+            // A record from before reports had signals.
+            with("pressure", 1.0, vec![]),
+            sample::feature("visib", 9.0, false),
+        ];
+        let seen = Seen {
+            latest_report: Some(report),
+            min_samples: 1,
+            ..Seen::default()
+        };
+        let line = seen.line(10.0);
+        assert!(
+            line.contains(
+                "(dewp wasserstein_norm 0.120 >= 0.1, pressure psi 1.00, temp out_of_range 2.9% >= 0.2%)"
+            ),
+            "{line}"
+        );
+        assert!(!line.contains("humid") && !line.contains("visib"), "{line}");
     }
 }

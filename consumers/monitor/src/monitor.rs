@@ -424,21 +424,12 @@ impl ModelMonitor {
     }
 }
 
-/// A drifted feature with the signal that fired: "temp (out_of_range 12.0% >= 0.9%)".
+/// A drifted feature with the signal that decided it: "temp (out_of_range 12.0% >= 0.9%)".
 fn why(f: &FeatureDrift) -> String {
-    let Some(s) = f.signals.iter().find(|s| s.fired) else {
-        return f.name.clone();
-    };
-    let (value, threshold, op) = match s.name.as_str() {
-        "missing_share" | "out_of_range" | "unseen_category" => (
-            format!("{:.1}%", s.value * 100.0),
-            format!("{:.1}%", s.threshold * 100.0),
-            ">=",
-        ),
-        "ks_p" | "chi2_p" => (format!("{:.1e}", s.value), format!("{}", s.threshold), "<"),
-        _ => (format!("{:.3}", s.value), format!("{}", s.threshold), ">="),
-    };
-    format!("{} ({} {value} {op} {threshold})", f.name, s.name)
+    match f.deciding_signal() {
+        Some(s) => format!("{} ({s})", f.name),
+        None => f.name.clone(),
+    }
 }
 
 fn feature_drift(
