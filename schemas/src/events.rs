@@ -599,6 +599,17 @@ pub struct Signal {
 }
 
 impl Signal {
+    /// A signal whose line is a fixed setting of the policy.
+    pub fn fixed(name: &str, value: f64, threshold: f64, fired: bool) -> Self {
+        Self {
+            name: name.into(),
+            value,
+            threshold,
+            fired,
+            method: "fixed".into(),
+        }
+    }
+
     /// p-values fire below their line; every other signal at or above it.
     fn is_p_value(&self) -> bool {
         self.name.ends_with("_p")
@@ -1124,31 +1135,27 @@ pub fn all_schemas() -> [(&'static str, &'static Schema); 8] {
 mod tests {
     use super::Signal;
 
-    fn signal(name: &str, value: f64, threshold: f64, fired: bool) -> Signal {
-        Signal {
-            name: name.into(),
-            value,
-            threshold,
-            fired,
-            method: "fixed".into(),
-        }
-    }
-
     #[test]
     fn a_signal_reads_as_its_value_against_its_line_in_the_direction_it_fires() {
         let cases = [
             (
-                signal("out_of_range", 0.4, 0.008, true),
+                Signal::fixed("out_of_range", 0.4, 0.008, true),
                 "out_of_range 40.0% >= 0.8%",
             ),
             (
-                signal("missing_share", 0.01, 0.02, false),
+                Signal::fixed("missing_share", 0.01, 0.02, false),
                 "missing_share 1.0% < 2.0%",
             ),
-            (signal("ks_p", 1.2e-7, 0.05, true), "ks_p 1.2e-7 < 0.05"),
-            (signal("chi2_p", 0.3, 0.05, false), "chi2_p 3.0e-1 >= 0.05"),
             (
-                signal("wasserstein_norm", 0.31, 0.1, true),
+                Signal::fixed("ks_p", 1.2e-7, 0.05, true),
+                "ks_p 1.2e-7 < 0.05",
+            ),
+            (
+                Signal::fixed("chi2_p", 0.3, 0.05, false),
+                "chi2_p 3.0e-1 >= 0.05",
+            ),
+            (
+                Signal::fixed("wasserstein_norm", 0.31, 0.1, true),
                 "wasserstein_norm 0.310 >= 0.1",
             ),
         ];

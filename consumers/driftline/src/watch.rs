@@ -254,16 +254,6 @@ mod tests {
     use super::Seen;
     use crate::dashboard::sample;
 
-    fn signal(name: &str, value: f64, threshold: f64, fired: bool) -> Signal {
-        Signal {
-            name: name.into(),
-            value,
-            threshold,
-            fired,
-            method: "fixed".into(),
-        }
-    }
-
     #[test]
     fn the_summary_names_the_drifted_features_with_the_signal_that_fired() {
         let mut report = sample::report(60, 1);
@@ -276,8 +266,8 @@ mod tests {
                 "dewp",
                 3.0,
                 vec![
-                    signal("out_of_range", 0.001, 0.002, false),
-                    signal("wasserstein_norm", 0.12, 0.1, true),
+                    Signal::fixed("out_of_range", 0.001, 0.002, false),
+                    Signal::fixed("wasserstein_norm", 0.12, 0.1, true),
                 ],
             ),
             // Both fired: the data quality check is the policy's first.
@@ -285,11 +275,11 @@ mod tests {
                 "temp",
                 0.5,
                 vec![
-                    signal("out_of_range", 0.029, 0.002, true),
-                    signal("wasserstein_norm", 0.2, 0.1, true),
+                    Signal::fixed("out_of_range", 0.029, 0.002, true),
+                    Signal::fixed("wasserstein_norm", 0.2, 0.1, true),
                 ],
             ),
-            with("humid", 0.4, vec![signal("ks_p", 1e-6, 0.05, true)]),
+            with("humid", 0.4, vec![Signal::fixed("ks_p", 1e-6, 0.05, true)]),
             // A record from before reports had signals.
             with("pressure", 1.0, vec![]),
             sample::feature("visib", 9.0, false),

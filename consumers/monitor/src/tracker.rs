@@ -206,15 +206,12 @@ impl NumericTracker {
             self.profile_counts,
             (self.missing, self.count),
         )];
-        if let Some(null) = quality::Null::out_of_range(self.reference.len() as u64) {
-            let k = self.distinct.len();
-            out.push(quality::Count {
-                check: quality::Check::OutOfRange,
-                null,
-                hits: self.cells[0].count + self.cells[k].count,
-                total: self.count,
-            });
-        }
+        let outer = self.cells[0].count + self.cells[self.distinct.len()].count;
+        out.extend(quality::Count::outside_range(
+            self.reference.len() as u64,
+            outer,
+            self.count,
+        ));
         out
     }
 

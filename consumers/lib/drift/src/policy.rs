@@ -281,20 +281,18 @@ impl FeatureVerdict {
                 statistic,
                 threshold,
                 value,
-            } => out.push(Signal {
-                name: statistic.name().into(),
+            } => out.push(Signal::fixed(
+                statistic.name(),
                 value,
                 threshold,
-                fired: self.drifted,
-                method: "fixed".into(),
-            }),
-            Reason::MissingShare { increase, limit } => out.push(Signal {
-                name: "missing_share_increase".into(),
-                value: increase,
-                threshold: limit,
-                fired: true,
-                method: "fixed".into(),
-            }),
+                self.drifted,
+            )),
+            Reason::MissingShare { increase, limit } => out.push(Signal::fixed(
+                "missing_share_increase",
+                increase,
+                limit,
+                true,
+            )),
             Reason::Quality { .. } | Reason::NoEvidence => {}
         }
         out

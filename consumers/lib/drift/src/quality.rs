@@ -115,15 +115,25 @@ impl Count {
     /// Numbers of `current` outside the range of `reference` (both sorted, no NaN); none
     /// for a reference of fewer than two.
     pub fn out_of_range(reference: &[f64], current: &[f64]) -> Option<Self> {
-        let null = Null::out_of_range(reference.len() as u64)?;
-        let (lo, hi) = (reference[0], reference[reference.len() - 1]);
-        let below = current.partition_point(|x| *x < lo);
-        let above = current.len() - current.partition_point(|x| *x <= hi);
+        let (lo, hi) = (reference.first()?, reference.last()?);
+        let below = current.partition_point(|x| x < lo);
+        let above = current.len() - current.partition_point(|x| x <= hi);
+        Self::outside_range(
+            reference.len() as u64,
+            (below + above) as u64,
+            current.len() as u64,
+        )
+    }
+
+    /// `hits` of `total` numbers outside the range of `reference` reference values, counted
+    /// elsewhere (the monitor's tracker knows them from its outer cells); none for a
+    /// reference of fewer than two.
+    pub fn outside_range(reference: u64, hits: u64, total: u64) -> Option<Self> {
         Some(Self {
             check: Check::OutOfRange,
-            null,
-            hits: (below + above) as u64,
-            total: current.len() as u64,
+            null: Null::out_of_range(reference)?,
+            hits,
+            total,
         })
     }
 
