@@ -616,8 +616,8 @@ impl Signal {
     }
 }
 
-/// "out_of_range 40.0% >= 0.8%", "ks_p 1.2e-7 < 0.05", "wasserstein_norm 0.310 >= 0.1"
-/// ("<" and ">=" turn to ">=" and "<" when it did not fire).
+/// "out_of_range 40.0% >= 0.8%", "ks_p 1.2e-7 < 0.05", "wasserstein_norm 0.310 >= 0.1",
+/// "jensen_shannon 0.052 < 0.087" (a line from the reference) ("<" and ">=" turn to ">=" and "<" when it did not fire).
 impl std::fmt::Display for Signal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (value, threshold) = match self.name.as_str() {
@@ -626,7 +626,14 @@ impl std::fmt::Display for Signal {
                 format!("{:.1}%", self.threshold * 100.0),
             ),
             _ if self.is_p_value() => (format!("{:.1e}", self.value), self.threshold.to_string()),
-            _ => (format!("{:.3}", self.value), self.threshold.to_string()),
+            // A fixed line reads as it was set; one from the reference has many digits.
+            _ if self.method == "fixed" => {
+                (format!("{:.3}", self.value), self.threshold.to_string())
+            }
+            _ => (
+                format!("{:.3}", self.value),
+                format!("{:.3}", self.threshold),
+            ),
         };
         let op = match (self.is_p_value(), self.fired) {
             (true, true) | (false, false) => "<",
@@ -923,6 +930,46 @@ pub struct FeatureProfile {
     pub sample: Vec<f64>,
     /// Category counts (categorical features).
     pub categories: BTreeMap<String, i64>,
+    /// How the feature's drift distance varies between sub-windows of the reference (empty:
+    /// fixed thresholds).
+    pub sub_windows: Vec<SubWindows>,
+}
+
+/// A statistic over the consecutive sub-windows of one size of time-ordered rows.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SubWindows {
+    /// Rows per sub-window.
+    pub window: i64,
+    /// Sub-windows measured.
+    pub count: i64,
+    pub mean: f64,
+    /// Sample standard deviation over the sub-windows.
+    pub sd: f64,
+}
+
+impl SubWindows {
+    fn to_value(self) -> Value {
+        record(vec![
+            ("window", Value::Long(self.window)),
+            ("count", Value::Long(self.count)),
+            ("mean", Value::Double(self.mean)),
+            ("sd", Value::Double(self.sd)),
+        ])
+    }
+
+    fn from_value(v: Value) -> Result<Self> {
+        let mut x = Fields::new(v, "SubWindows")?;
+        Ok(Self {
+            window: x.long("window")?,
+            count: x.long("count")?,
+            mean: x.double("mean")?,
+            sd: x.double("sd")?,
+        })
+    }
+}
+
+fn sub_windows_value(w: &[SubWindows]) -> Value {
+    Value::Array(w.iter().map(|x| x.to_value()).collect())
 }
 
 /// driftline.models (compacted; key `model/version`)
@@ -944,6 +991,10 @@ pub struct ModelPublished {
     pub published_at: i64,
     /// For [`ModelStatus::Canary`]: the share of requests, in (0, 1], it answers.
     pub traffic_share: f64,
+    /// How the holdout's mean error varies between its sub-windows (empty: the fixed rise).
+    pub error_sub_windows: Vec<SubWindows>,
+    /// Permutation importance on the holdout, per feature.
+    pub feature_importance: BTreeMap<String, f64>,
 }
 
 impl Event for ModelPublished {
@@ -967,6 +1018,7 @@ impl Event for ModelPublished {
                         Value::Array(p.sample.iter().map(|x| Value::Double(*x)).collect()),
                     ),
                     ("categories", map(&p.categories, |x| Value::Long(*x))),
+                    ("sub_windows", sub_windows_value(&p.sub_windows)),
                 ])
             })
             .collect();
@@ -998,6 +1050,14 @@ impl Event for ModelPublished {
             ("status", self.status.to_value()),
             ("published_at", ts(self.published_at)),
             ("traffic_share", Value::Double(self.traffic_share)),
+            (
+                "error_sub_windows",
+                sub_windows_value(&self.error_sub_windows),
+            ),
+            (
+                "feature_importance",
+                map(&self.feature_importance, |x| Value::Double(*x)),
+            ),
         ])
     }
 
@@ -1029,6 +1089,7 @@ impl Event for ModelPublished {
                     missing: p.long("missing")?,
                     sample: p.array("sample", as_double)?,
                     categories: p.map("categories", as_long)?,
+                    sub_windows: p.array("sub_windows", |v, _| SubWindows::from_value(v))?,
                 })
             })?,
             model_format: f.string("model_format")?,
@@ -1036,6 +1097,8 @@ impl Event for ModelPublished {
             status: ModelStatus::parse(f.symbol("status")?, "status")?,
             published_at: f.long("published_at")?,
             traffic_share: f.double("traffic_share")?,
+            error_sub_windows: f.array("error_sub_windows", |v, _| SubWindows::from_value(v))?,
+            feature_importance: f.map("feature_importance", as_double)?,
         })
     }
 
@@ -1157,6 +1220,13 @@ mod tests {
             (
                 Signal::fixed("wasserstein_norm", 0.31, 0.1, true),
                 "wasserstein_norm 0.310 >= 0.1",
+            ),
+            (
+                Signal {
+                    method: "from the reference's sub-windows".into(),
+                    ..Signal::fixed("jensen_shannon", 0.0523, 0.08712345, false)
+                },
+                "jensen_shannon 0.052 < 0.087",
             ),
         ];
         for (s, text) in cases {

@@ -196,6 +196,8 @@ fn model_published() -> ModelPublished {
         status: ModelStatus::Production,
         published_at: 30,
         traffic_share: 0.0,
+        error_sub_windows: Vec::new(),
+        feature_importance: Default::default(),
     }
 }
 
@@ -224,6 +226,7 @@ fn canary_records_are_candidates_to_consumers_from_before_canaries() {
     assert!(fields.iter().all(|(n, _)| n != "traffic_share"));
 
     let mut value = model_published().to_value();
+    without_v4_fields(&mut value);
     if let Value::Record(fields) = &mut value {
         fields.retain(|(n, _)| n != "traffic_share");
     }
@@ -232,6 +235,23 @@ fn canary_records_are_candidates_to_consumers_from_before_canaries() {
     bytes.extend(write_datum(&v2, value).unwrap());
     let read: ModelPublished = Codec::single_object().decode(&bytes).unwrap();
     assert_eq!(read, model_published());
+}
+
+/// A models record as writers before version 4 wrote it: no sub-windows, no importance.
+fn without_v4_fields(value: &mut Value) {
+    let Value::Record(fields) = value else {
+        return;
+    };
+    fields.retain(|(n, _)| n != "error_sub_windows" && n != "feature_importance");
+    for (name, field) in fields.iter_mut() {
+        if let (true, Value::Array(profiles)) = (name == "reference_profile", field) {
+            for p in profiles {
+                if let Value::Record(p) = p {
+                    p.retain(|(n, _)| n != "sub_windows");
+                }
+            }
+        }
+    }
 }
 
 fn models_v1_schema() -> Schema {
@@ -243,6 +263,7 @@ fn reads_model_records_written_before_training_window_had_offsets() {
     let v1 = models_v1_schema();
     // The record as a v1 producer wrote it: the same fields, no `end_offsets`.
     let mut value = model_published().to_value();
+    without_v4_fields(&mut value);
     if let Value::Record(fields) = &mut value {
         // Nor the fields v2 and later added.
         fields.retain(|(n, _)| n != "traffic_share");

@@ -274,6 +274,7 @@ fn model_record() -> ModelPublished {
             missing: 0,
             sample,
             categories: Default::default(),
+            sub_windows: Vec::new(),
         }
     };
     ModelPublished {
@@ -297,6 +298,7 @@ fn model_record() -> ModelPublished {
                 categories: [("a", 333), ("b", 333), ("c", 333)]
                     .map(|(k, n)| (k.to_string(), n))
                     .into(),
+                sub_windows: Vec::new(),
             },
             numeric("prediction", |x| 2.0 * x),
         ],
@@ -305,6 +307,8 @@ fn model_record() -> ModelPublished {
         status: ModelStatus::Production,
         published_at: 1,
         traffic_share: 0.0,
+        error_sub_windows: Vec::new(),
+        feature_importance: Default::default(),
     }
 }
 

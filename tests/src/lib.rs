@@ -398,6 +398,12 @@ pub mod samples {
                     missing: 1,
                     sample: vec![30.0, 41.5, 55.2],
                     categories: Default::default(),
+                    sub_windows: vec![SubWindows {
+                        window: 100,
+                        count: 5,
+                        mean: 0.12,
+                        sd: 0.03,
+                    }],
                 },
                 FeatureProfile {
                     name: "origin".into(),
@@ -406,6 +412,7 @@ pub mod samples {
                     missing: 0,
                     sample: vec![],
                     categories: [("EWR".to_string(), 3), ("JFK".to_string(), 1)].into(),
+                    sub_windows: Vec::new(),
                 },
             ],
             model_format: "driftline-linear/1".into(),
@@ -413,6 +420,13 @@ pub mod samples {
             status: ModelStatus::Production,
             published_at: 1_700_000_000_500,
             traffic_share: 0.0,
+            error_sub_windows: vec![SubWindows {
+                window: 200,
+                count: 7,
+                mean: 11.5,
+                sd: 1.25,
+            }],
+            feature_importance: [("distance".to_string(), 0.4)].into(),
         }
     }
 

@@ -97,7 +97,7 @@ async fn dashboard_renders_charts_with_data_in_a_headless_browser() -> Result<()
     let history = Arc::new(Mutex::new(dashboard::History::default()));
     {
         let mut h = history.lock().unwrap();
-        h.set_thresholds(0.1, 0.2);
+        h.set_thresholds(Some(0.1), 0.2);
         for day in 1..=40 {
             sample::feed_day(&mut h, day);
         }

@@ -60,6 +60,8 @@ fn model(
         status: ModelStatus::Production,
         published_at,
         traffic_share: 0.0,
+        error_sub_windows: Vec::new(),
+        feature_importance: Default::default(),
     })
 }
 

@@ -90,8 +90,10 @@ pub struct History {
 }
 
 impl History {
-    pub fn set_thresholds(&mut self, numeric_wasserstein: f64, psi: f64) {
-        self.numeric_wasserstein = Some(numeric_wasserstein);
+    /// The lines the charts draw: the Wasserstein line only when it is one for every
+    /// feature (fixed thresholds; calibrated lines differ by feature and window size).
+    pub fn set_thresholds(&mut self, numeric_wasserstein: Option<f64>, psi: f64) {
+        self.numeric_wasserstein = numeric_wasserstein;
         self.psi = Some(psi);
         self.revision += 1;
     }
@@ -439,6 +441,8 @@ pub(crate) mod sample {
             status,
             published_at: START + version * 20 * DAY_MS,
             traffic_share: 0.0,
+            error_sub_windows: Vec::new(),
+            feature_importance: Default::default(),
         }
     }
 
@@ -508,7 +512,7 @@ pub(crate) mod sample {
 
     pub fn history() -> History {
         let mut h = History::default();
-        h.set_thresholds(0.1, 0.2);
+        h.set_thresholds(Some(0.1), 0.2);
         for day in 1..=60 {
             feed_day(&mut h, day);
         }

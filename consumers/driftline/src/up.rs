@@ -203,8 +203,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
     if !set.contains("cooldown") {
         monitor.policy.cooldown = Some(UP_COOLDOWN);
     }
+    if !set.contains("share") && !set.contains("release_share") {
+        (monitor.policy.share, monitor.policy.release_share) = UP_SHARE;
+    }
     let monitor_thresholds = (
-        monitor.policy.numeric_threshold,
+        (monitor.policy.thresholds == driftline_monitor::cli::Thresholds::Fixed)
+            .then_some(monitor.policy.numeric_threshold),
         driftline_drift::policy::defaults::PSI,
     );
     let monitor_min_samples = monitor.policy.min_samples;
@@ -461,6 +465,10 @@ impl Services {
 const UP_MIN_ROWS: usize = 10_000;
 const UP_MIN_SAMPLES: u64 = 10_000;
 const UP_COOLDOWN: u64 = 30_000;
+/// The share of drifted features that makes the model drift, and its release. With the
+/// calibrated lines half of the flights features drift together only once in the
+/// April-December replay (docs/DETECTION.md); a quarter shows the loop at work.
+const UP_SHARE: (f64, f64) = (0.25, 0.2);
 
 /// The consumer group of the predictor `up` runs.
 const PREDICTOR_GROUP: &str = "driftline-predictor";

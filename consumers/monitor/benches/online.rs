@@ -7,6 +7,8 @@
 
 use std::time::Instant;
 
+use driftline_drift::calibrate;
+use driftline_drift::numeric::Sorted;
 use driftline_monitor::MonitorPolicy;
 use driftline_monitor::window::{Observation, Window, WindowConfig};
 use driftline_schemas::events::{FeatureKind, FeatureProfile, FeatureValue};
@@ -15,11 +17,15 @@ use rand::{Rng, SeedableRng};
 const NUMERIC: usize = 10;
 const CATEGORICAL: usize = 3;
 
+/// Profiles with sub-windows as the trainer measures them, so the decision uses the
+/// calibrated lines.
 fn profiles(rng: &mut rand::rngs::StdRng) -> Vec<FeatureProfile> {
     let mut out = Vec::new();
     for f in 0..NUMERIC {
-        let mut sample: Vec<f64> = (0..10_000).map(|_| rng.random::<f64>() * 100.0).collect();
+        let values: Vec<f64> = (0..10_000).map(|_| rng.random::<f64>() * 100.0).collect();
+        let mut sample = values.clone();
         sample.sort_by(f64::total_cmp);
+        let sub_windows = calibrate::numeric_sub_windows(&values, Sorted::new(&sample).unwrap());
         out.push(FeatureProfile {
             name: format!("n{f}"),
             kind: FeatureKind::Numeric,
@@ -27,8 +33,11 @@ fn profiles(rng: &mut rand::rngs::StdRng) -> Vec<FeatureProfile> {
             missing: 0,
             sample,
             categories: Default::default(),
+            sub_windows,
         });
     }
+    let labels: Vec<u32> = (0..10_000).map(|i| i % 16).collect();
+    let categorical = calibrate::categorical_sub_windows(&labels, 16);
     for f in 0..CATEGORICAL {
         out.push(FeatureProfile {
             name: format!("c{f}"),
@@ -37,6 +46,7 @@ fn profiles(rng: &mut rand::rngs::StdRng) -> Vec<FeatureProfile> {
             missing: 0,
             sample: vec![],
             categories: (0..16).map(|i| (format!("k{i}"), 625)).collect(),
+            sub_windows: categorical.clone(),
         });
     }
     out

@@ -1,16 +1,26 @@
 //! The monitor's policy flags, shared by the service and the offline `backtest`
 //! (consumers/offline).
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use driftline_drift::DriftPolicy;
 use driftline_drift::concept::Watch;
-use driftline_drift::policy::{QualityPolicy, defaults};
+use driftline_drift::policy::{Calibration, defaults};
 use driftline_schemas::duration::parse_duration_ms;
 
 use crate::Result;
 use crate::monitor::MonitorConfig;
 use crate::policy::{Correction, MonitorPolicy};
 use crate::window::WindowConfig;
+
+/// Where the lines of the distances and of the error's rise come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Thresholds {
+    /// From how they varied between sub-windows of the reference and of the holdout.
+    Calibrated,
+    /// The fixed lines (`--numeric-threshold`, `--categorical-threshold`,
+    /// `--max-error-increase`).
+    Fixed,
+}
 
 /// The window and decision policy (shared by the service and `backtest`).
 #[derive(Debug, Clone, Args)]
@@ -53,29 +63,43 @@ pub struct PolicyArgs {
     /// Once confirmed, the drift holds until the share falls below this.
     #[arg(long, env = "DRIFTLINE_MONITOR_RELEASE_SHARE", default_value_t = 0.4)]
     pub release_share: f64,
-    /// A numeric feature drifts at this normalised Wasserstein distance (reference sds).
+    /// Where the lines of the distances and of the error's rise come from: `calibrated`,
+    /// from how they varied between sub-windows of the reference and the holdout, at
+    /// `--false-alarm-rate` (the fixed lines below for a model without them); `fixed`, the
+    /// lines below.
+    #[arg(
+        long,
+        env = "DRIFTLINE_MONITOR_THRESHOLDS",
+        value_enum,
+        default_value = "calibrated"
+    )]
+    pub thresholds: Thresholds,
+    /// A numeric feature drifts at this normalised Wasserstein distance (reference sds),
+    /// with fixed thresholds.
     #[arg(
         long,
         env = "DRIFTLINE_MONITOR_NUMERIC_THRESHOLD",
         default_value_t = defaults::WASSERSTEIN_NORM
     )]
     pub numeric_threshold: f64,
-    /// A categorical feature drifts at this Jensen-Shannon distance.
+    /// A categorical feature drifts at this Jensen-Shannon distance, with fixed thresholds.
     #[arg(
         long,
         env = "DRIFTLINE_MONITOR_CATEGORICAL_THRESHOLD",
         default_value_t = defaults::JENSEN_SHANNON
     )]
     pub categorical_threshold: f64,
-    /// Data quality checks (missing share, numbers outside the reference's range, unseen
-    /// categories) fire at thresholds derived from the reference, at this chance of a
-    /// false alarm per evaluation over every check of every feature; 0 turns them off.
+    /// The chance of a false alarm per evaluation over every check whose line comes from
+    /// the reference: data quality (missing share, numbers outside the reference's range,
+    /// unseen categories), calibrated distances and the error's rise. 0 turns the data
+    /// quality checks off and the thresholds fixed.
     #[arg(
         long,
-        env = "DRIFTLINE_MONITOR_QUALITY_FALSE_ALARM_RATE",
-        default_value_t = defaults::QUALITY_FALSE_ALARM_RATE
+        alias = "quality-false-alarm-rate",
+        env = "DRIFTLINE_MONITOR_FALSE_ALARM_RATE",
+        default_value_t = defaults::FALSE_ALARM_RATE
     )]
-    pub quality_false_alarm_rate: f64,
+    pub false_alarm_rate: f64,
     /// A fixed rule, off by default: a feature drifts when its missing share grows by
     /// this much (absolute, e.g. 0.1).
     #[arg(long, env = "DRIFTLINE_MONITOR_MISSING_SHARE_INCREASE")]
@@ -83,7 +107,8 @@ pub struct PolicyArgs {
     /// Multiple-testing correction of p-values: none, bonferroni, bh.
     #[arg(long, env = "DRIFTLINE_MONITOR_CORRECTION", default_value = "none")]
     pub correction: Correction,
-    /// Relative worsening of MAE (or log-loss) over the holdout that counts as drift.
+    /// Relative worsening of MAE (or log-loss) over the holdout that counts as drift, with
+    /// fixed thresholds.
     #[arg(
         long,
         env = "DRIFTLINE_MONITOR_MAX_ERROR_INCREASE",
@@ -120,8 +145,9 @@ impl PolicyArgs {
             numeric: DriftPolicy::numeric_rules(self.numeric_threshold),
             categorical: DriftPolicy::categorical_rules(self.categorical_threshold),
             share: self.share,
-            quality: (self.quality_false_alarm_rate > 0.0).then_some(QualityPolicy {
-                false_alarm_rate: self.quality_false_alarm_rate,
+            calibration: (self.false_alarm_rate > 0.0).then_some(Calibration {
+                false_alarm_rate: self.false_alarm_rate,
+                distances: self.thresholds == Thresholds::Calibrated,
             }),
             missing_share_increase: self.missing_share_increase,
             ..base

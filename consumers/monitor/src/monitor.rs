@@ -6,12 +6,13 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use driftline_drift::calibrate::NullCurve;
 use driftline_drift::concept::ErrorWatch;
 use driftline_drift::policy::FeatureVerdict;
 use driftline_model::{PREDICTION, lower_is_better};
 use driftline_schemas::events::{
-    DriftReport, FeatureDrift, FeatureKind, FeatureProfile, FeatureValue, Labelled,
-    PredictionLogged, ReportWindow, RetrainRequested, RetrainTrigger, offsets_key,
+    DriftReport, FeatureDrift, FeatureKind, FeatureProfile, FeatureValue, Labelled, ModelPublished,
+    PredictionLogged, ReportWindow, RetrainRequested, RetrainTrigger, SubWindows, offsets_key,
 };
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +60,38 @@ impl MonitorConfig {
             )));
         }
         Ok(())
+    }
+}
+
+/// What a version's holdout says: its metrics, and how its mean error varied between
+/// sub-windows of it (where the line for a rise of the error comes from).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Holdout {
+    pub metrics: BTreeMap<String, f64>,
+    pub error_sub_windows: Vec<SubWindows>,
+    /// Permutation importance per feature (what a drifted feature's weight in the
+    /// decision's "why" is).
+    pub feature_importance: BTreeMap<String, f64>,
+}
+
+impl Holdout {
+    pub fn of(published: &ModelPublished) -> Self {
+        Self {
+            metrics: published.metrics.clone(),
+            error_sub_windows: published.error_sub_windows.clone(),
+            feature_importance: published.feature_importance.clone(),
+        }
+    }
+}
+
+/// Metrics alone: the fixed rise decides.
+impl From<BTreeMap<String, f64>> for Holdout {
+    fn from(metrics: BTreeMap<String, f64>) -> Self {
+        Self {
+            metrics,
+            error_sub_windows: Vec::new(),
+            feature_importance: Default::default(),
+        }
     }
 }
 
@@ -111,6 +144,8 @@ pub struct ModelMonitor {
     profiles: Vec<FeatureProfile>,
     prediction: Option<usize>,
     holdout: BTreeMap<String, f64>,
+    importance: BTreeMap<String, f64>,
+    error_null: Option<NullCurve>,
     config: MonitorConfig,
     window: Window,
     perf: PerformanceWindow,
@@ -124,21 +159,23 @@ pub struct ModelMonitor {
 
 impl ModelMonitor {
     /// A fresh monitor of `version`, compared with its reference `profiles` (the
-    /// [`PREDICTION`] profile, when present, monitors the model's output) and `holdout`
-    /// metrics.
+    /// [`PREDICTION`] profile, when present, monitors the model's output) and `holdout`.
     pub fn new(
         model: &str,
         version: i64,
         profiles: &[FeatureProfile],
-        holdout: BTreeMap<String, f64>,
+        holdout: impl Into<Holdout>,
         config: MonitorConfig,
     ) -> Self {
+        let holdout = holdout.into();
         Self {
             model: model.to_string(),
             version,
             prediction: profiles.iter().position(|p| p.name == PREDICTION),
             profiles: profiles.to_vec(),
-            holdout,
+            error_null: NullCurve::fit(&holdout.error_sub_windows),
+            holdout: holdout.metrics,
+            importance: holdout.feature_importance,
             window: Window::new(profiles, config.window),
             perf: PerformanceWindow::new(config.window.max_events, 0),
             errors: ErrorWatch::new(config.policy.error_watch),
@@ -156,7 +193,7 @@ impl ModelMonitor {
     pub fn restore(
         meta: &ModelMeta,
         profiles: &[FeatureProfile],
-        holdout: BTreeMap<String, f64>,
+        holdout: impl Into<Holdout>,
         config: MonitorConfig,
         events: impl IntoIterator<Item = Observation>,
         joined: impl IntoIterator<Item = Joined>,
@@ -329,11 +366,13 @@ impl ModelMonitor {
                 features.push(fd);
             }
         }
-        let drifted: Vec<String> = features
-            .iter()
-            .filter(|f| f.drifted)
-            .map(|f| f.name.clone())
-            .collect();
+        let mut by_contribution: Vec<&FeatureDrift> =
+            features.iter().filter(|f| f.drifted).collect();
+        by_contribution.sort_by(|a, b| {
+            let c = |f: &FeatureDrift| contribution(f, &self.importance);
+            c(b).total_cmp(&c(a))
+        });
+        let drifted: Vec<String> = by_contribution.iter().map(|f| f.name.clone()).collect();
         let (share, _) = policy.drift.dataset(drifted.len(), features.len());
         let performance = self.perf.compare(&self.holdout);
         let performance_drop = self.performance_drop();
@@ -342,7 +381,10 @@ impl ModelMonitor {
             window_events: self.window.len() as u64,
             seen: seq,
             share_drifted: share,
-            drifted_features: features.iter().filter(|f| f.drifted).map(why).collect(),
+            drifted_features: by_contribution
+                .iter()
+                .map(|f| why(f, self.importance.get(&f.name)))
+                .collect(),
             prediction_drifted: prediction.as_ref().is_some_and(|p| p.drifted),
             performance_drop: performance_drop.clone(),
             error_rise: self.error_rise.take(),
@@ -401,11 +443,14 @@ impl ModelMonitor {
         Evaluation { report, retrain }
     }
 
-    /// The primary error metric when it is worse than the holdout's by more than allowed
-    /// on enough joined actuals.
-    fn performance_drop(&self) -> Option<(String, f64, f64)> {
-        let bound = self.config.policy.max_error_increase?;
-        if self.perf.rows() < self.config.policy.min_samples {
+    /// The primary error metric, on enough joined actuals, when it rose above the line
+    /// from the holdout's sub-windows (calibrated), or by more than the allowed share of
+    /// the holdout's value (fixed, or without sub-windows): what it is and against what.
+    fn performance_drop(&self) -> Option<String> {
+        let policy = &self.config.policy;
+        let bound = policy.max_error_increase?;
+        let rows = self.perf.rows();
+        if rows < policy.min_samples {
             return None;
         }
         let metrics = self.perf.metrics();
@@ -413,6 +458,18 @@ impl ModelMonitor {
             .into_iter()
             .find(|m| metrics.contains_key(m))?;
         let (cur, reference) = (metrics[metric], *self.holdout.get(metric)?);
+        let calibrated = policy.drift.calibration.filter(|c| c.distances);
+        if let (Some(c), Some(null)) = (calibrated, self.error_null) {
+            // Both are means of the same per-row error (the metric is lower-is-better).
+            let alpha = c.per_check(self.profiles.len());
+            let line = null.threshold(rows, alpha);
+            let (small, large) = null.sizes();
+            return (cur >= line).then(|| {
+                format!(
+                    "{metric} {cur:.4} >= {line:.4} (holdout {reference:.4}; from its sub-windows of {small} to {large} rows: a gamma tail of {alpha:.1e})"
+                )
+            });
+        }
         let lower = lower_is_better(metric).unwrap_or(true);
         let worse = if lower {
             cur - reference
@@ -420,16 +477,46 @@ impl ModelMonitor {
             reference - cur
         };
         (reference.abs() > 0.0 && worse / reference.abs() > bound)
-            .then(|| (metric.to_string(), cur, reference))
+            .then(|| format!("{metric} {cur:.4} vs {reference:.4} on the holdout"))
     }
 }
 
-/// A drifted feature with the signal that decided it: "temp (out_of_range 12.0% >= 0.9%)".
-fn why(f: &FeatureDrift) -> String {
-    match f.deciding_signal() {
-        Some(s) => format!("{} ({s})", f.name),
-        None => f.name.clone(),
+/// A drifted feature with the signal that decided it and the feature's importance:
+/// "temp (out_of_range 12.0% >= 0.9%; importance 0.310)".
+fn why(f: &FeatureDrift, importance: Option<&f64>) -> String {
+    let importance = importance.map(|i| format!("importance {i:.3}"));
+    let parts: Vec<String> = f
+        .deciding_signal()
+        .map(|s| s.to_string())
+        .into_iter()
+        .chain(importance)
+        .collect();
+    if parts.is_empty() {
+        f.name.clone()
+    } else {
+        format!("{} ({})", f.name, parts.join("; "))
     }
+}
+
+/// How much a drifted feature weighs in the decision: how far its deciding signal is past
+/// its line (value over threshold; threshold over value for a p-value), times the
+/// feature's importance to the model (taken as 1 for all when the version has none, and
+/// as 0 when negative: a feature whose shuffling helped does not matter to the model).
+fn contribution(f: &FeatureDrift, importance: &BTreeMap<String, f64>) -> f64 {
+    let past = f.deciding_signal().map_or(1.0, |s| {
+        let ratio = if s.name.ends_with("_p") {
+            s.threshold / s.value
+        } else {
+            s.value / s.threshold
+        };
+        if ratio.is_finite() { ratio } else { f64::MAX }
+    });
+    let weight = if importance.is_empty() {
+        1.0
+    } else {
+        importance.get(&f.name).copied().unwrap_or(0.0).max(0.0)
+    };
+    weight * past
 }
 
 fn feature_drift(
@@ -456,7 +543,45 @@ fn feature_drift(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use driftline_schemas::events::{Actual, DriftDecision, Prediction, PredictionSource};
+    use driftline_schemas::events::{Actual, DriftDecision, Prediction, PredictionSource, Signal};
+
+    #[test]
+    fn drifted_features_are_ranked_by_how_far_past_their_line_times_their_importance() {
+        let drifted = |name: &str, signal: Signal| FeatureDrift {
+            name: name.into(),
+            kind: FeatureKind::Numeric,
+            psi: None,
+            ks_d: None,
+            ks_p: None,
+            wasserstein_norm: None,
+            jensen_shannon: None,
+            chi2_p: None,
+            missing_share: 0.0,
+            drifted: true,
+            signals: vec![signal],
+        };
+        // Far past its line but unimportant, against just past it and important.
+        let far = drifted("hour", Signal::fixed("wasserstein_norm", 0.9, 0.1, true));
+        let near = drifted("temp", Signal::fixed("wasserstein_norm", 0.15, 0.1, true));
+        let p = drifted("carrier", Signal::fixed("chi2_p", 1e-4, 0.05, true));
+        let importance: BTreeMap<String, f64> = [
+            ("hour".into(), 0.01),
+            ("temp".into(), 2.0),
+            ("carrier".into(), -0.5),
+        ]
+        .into();
+        assert!((contribution(&far, &importance) - 0.09).abs() < 1e-12);
+        assert!((contribution(&near, &importance) - 3.0).abs() < 1e-12);
+        assert_eq!(contribution(&p, &importance), 0.0, "negative importance: 0");
+        // Without importance, how far past the line alone (500 times for the p-value).
+        let none = BTreeMap::new();
+        assert!((contribution(&p, &none) - 500.0).abs() < 1e-9);
+        assert_eq!(
+            why(&near, importance.get("temp")),
+            "temp (wasserstein_norm 0.150 >= 0.1; importance 2.000)"
+        );
+        assert_eq!(why(&far, None), "hour (wasserstein_norm 0.900 >= 0.1)");
+    }
 
     fn profiles() -> Vec<FeatureProfile> {
         let numeric = |name: &str, sample: Vec<f64>| FeatureProfile {
@@ -466,6 +591,7 @@ mod tests {
             missing: 0,
             sample,
             categories: Default::default(),
+            sub_windows: Vec::new(),
         };
         vec![
             numeric("x", (0..1000).map(|i| f64::from(i % 100)).collect()),
@@ -555,7 +681,7 @@ mod tests {
             "m",
             3,
             &profiles(),
-            [("mae".to_string(), 2.0)].into(),
+            BTreeMap::from([("mae".to_string(), 2.0)]),
             config(),
         );
         let evals = run(&mut m, 0..1500, 600, 2.0);
@@ -593,7 +719,7 @@ mod tests {
             "m",
             3,
             &profiles(),
-            [("mae".to_string(), 2.0)].into(),
+            BTreeMap::from([("mae".to_string(), 2.0)]),
             config(),
         );
         let evals = run(&mut m, 0..1500, 600, 2.0);
@@ -690,7 +816,7 @@ mod tests {
             "m",
             3,
             &profiles(),
-            [("mae".to_string(), 2.0)].into(),
+            BTreeMap::from([("mae".to_string(), 2.0)]),
             config(),
         );
         let evals = run(&mut m, 0..600, usize::MAX, 3.0);
@@ -704,7 +830,7 @@ mod tests {
 
     #[test]
     fn a_restored_monitor_continues_exactly_like_the_original() {
-        let mut a = ModelMonitor::new("m", 3, &profiles(), Default::default(), config());
+        let mut a = ModelMonitor::new("m", 3, &profiles(), Holdout::default(), config());
         let first = run(&mut a, 0..700, 400, 1.0);
         assert!(!first.is_empty());
         // What the service would have stored: the meta and the slots in order.
@@ -727,7 +853,7 @@ mod tests {
         let mut b = ModelMonitor::restore(
             &a.meta(),
             &profiles(),
-            Default::default(),
+            Holdout::default(),
             config(),
             events,
             joined,

@@ -1,14 +1,18 @@
 //! When the monitor says a model has drifted, and when it asks for a retrain.
 //!
 //! Per feature, [`DriftPolicy`] (driftline-drift) decides on effect sizes (normalised
-//! Wasserstein for numbers, Jensen-Shannon for categories, PSI as a fallback; p-values
-//! only for windows of at most 1,000 values), because on large windows every p-value is
-//! tiny. On top of it, per evaluation:
+//! Wasserstein for numbers, Jensen-Shannon for categories), because on large windows every
+//! p-value is tiny: at a line set from how the distance varied between sub-windows of the
+//! reference (docs/DETECTION.md), or at fixed lines (PSI as a fallback; p-values for
+//! windows of at most 1,000 values) when the profile has no sub-windows or when asked. On
+//! top of it, per evaluation:
 //!
 //! - **the model is drifting** when the share of drifted features reaches
 //!   `drift.share` (0.5), or the prediction itself drifted, or the primary error metric
-//!   (MAE for regression, log-loss for classification) is worse than the holdout's by more
-//!   than `max_error_increase` (25% relative) on at least `min_samples` joined actuals;
+//!   (MAE for regression, log-loss for classification) rose, on at least `min_samples`
+//!   joined actuals, above the line set from the holdout's sub-windows at the same
+//!   false-alarm rate (or, without them or when asked, by more than `max_error_increase`,
+//!   25% relative, over the holdout's value);
 //! - **minimum sample** (`min_samples`, 1,000): with fewer events in the window the
 //!   statistics are noise, so the decision is NO_DRIFT, whatever they say;
 //! - **confirmation** (`confirmations`, 3): a drift must be seen on that many consecutive
@@ -180,6 +184,7 @@ impl MonitorPolicy {
                     reference_missing_share: s.reference_missing_share,
                     current_missing_share: s.current_missing_share,
                     quality: s.quality.clone(),
+                    null: s.null,
                 };
                 self.drift.feature(*kind, &e, kinds.len())
             })
@@ -208,8 +213,8 @@ pub struct Findings {
     /// The drifted features, each with the signal that fired (see `monitor::why`).
     pub drifted_features: Vec<String>,
     pub prediction_drifted: bool,
-    /// (metric, current, holdout) of the primary metric when it is worse than allowed.
-    pub performance_drop: Option<(String, f64, f64)>,
+    /// The primary metric, when it is worse than allowed: what it is and against what.
+    pub performance_drop: Option<String>,
     /// What the error detector said since the last evaluation, when the errors rose.
     pub error_rise: Option<String>,
 }
@@ -254,10 +259,8 @@ impl PolicyState {
         if f.prediction_drifted && policy.prediction_drift {
             causes.push("the prediction drifted".to_string());
         }
-        if let Some((metric, cur, reference)) = &f.performance_drop {
-            causes.push(format!(
-                "{metric} {cur:.4} vs {reference:.4} on the holdout"
-            ));
+        if let Some(why) = &f.performance_drop {
+            causes.push(why.clone());
         }
         if let Some(why) = &f.error_rise {
             causes.push(why.clone());

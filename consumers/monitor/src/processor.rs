@@ -18,7 +18,7 @@ use driftline_schemas::events::{DriftReport, Labelled, ModelPublished, Predictio
 use tracing::{debug, info, warn};
 
 use crate::metrics::MonitorMetrics;
-use crate::monitor::{JoinedActual, ModelMonitor, MonitorConfig};
+use crate::monitor::{Holdout, JoinedActual, ModelMonitor, MonitorConfig};
 use crate::state::{self, prefix};
 use crate::{Error, Result};
 
@@ -163,7 +163,7 @@ impl MonitorProcessor {
             let monitor = ModelMonitor::restore(
                 &meta,
                 &published.reference_profile,
-                published.metrics.clone(),
+                Holdout::of(&published),
                 self.config.clone(),
                 events,
                 joined,
@@ -251,7 +251,7 @@ impl MonitorProcessor {
             model,
             version,
             &published.reference_profile,
-            published.metrics.clone(),
+            Holdout::of(&published),
             self.config.clone(),
         );
         if let Some(old) = self.monitors.remove(model) {

@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use driftline_drift::calibrate::NullCurve;
 use driftline_drift::categorical::{self, CategoryCounts};
 use driftline_drift::numeric::{self, Bins};
 use driftline_drift::{SortedSample, kstwo, quality};
@@ -64,6 +65,8 @@ pub struct FeatureStats {
     pub current_missing_share: f64,
     /// The data quality checks' counts.
     pub quality: Vec<quality::Count>,
+    /// How the distance varies between windows of the reference (from its profile).
+    pub null: Option<NullCurve>,
 }
 
 /// An f64 as a key ordered like the number (finite values only; -0 is stored as 0).
@@ -101,6 +104,7 @@ pub struct NumericTracker {
     cells: Vec<Cell>,
     count: u64,
     missing: u64,
+    null: Option<NullCurve>,
 }
 
 impl NumericTracker {
@@ -134,6 +138,7 @@ impl NumericTracker {
             reference_le,
             count: 0,
             missing: 0,
+            null: NullCurve::fit(&profile.sub_windows),
         }
     }
 
@@ -224,6 +229,7 @@ impl NumericTracker {
             reference_missing_share: share(self.reference_missing, n),
             current_missing_share: share(self.missing, m),
             quality: self.quality(),
+            null: self.null,
             ..Default::default()
         };
         if n == 0 || m == 0 {
@@ -432,6 +438,7 @@ pub struct CategoricalTracker {
     counts: Vec<u64>,
     count: u64,
     missing: u64,
+    null: Option<NullCurve>,
 }
 
 impl CategoricalTracker {
@@ -451,6 +458,7 @@ impl CategoricalTracker {
             counts: Vec::new(),
             count: 0,
             missing: 0,
+            null: NullCurve::fit(&profile.sub_windows),
         }
     }
 
@@ -528,6 +536,7 @@ impl CategoricalTracker {
             current_count: self.count,
             reference_missing_share: share(self.reference.missing, self.reference.total()),
             current_missing_share: share(self.missing, self.count),
+            null: self.null,
             ..Default::default()
         }
     }
@@ -579,6 +588,7 @@ mod tests {
             missing: 0,
             sample,
             categories: Default::default(),
+            sub_windows: Vec::new(),
         }
     }
 
@@ -671,6 +681,7 @@ mod tests {
                 ("c".to_string(), 1),
             ]
             .into(),
+            sub_windows: Vec::new(),
         };
         let mut t = CategoricalTracker::new(&profile);
         let z = t.add(Some("z"));
@@ -723,6 +734,7 @@ mod tests {
             missing: 0,
             sample: vec![],
             categories: [("a".to_string(), 2), ("b".to_string(), 2)].into(),
+            sub_windows: Vec::new(),
         };
         let mut t = CategoricalTracker::new(&p);
         let ids: Vec<_> = ["a", "b", "z", "z"]

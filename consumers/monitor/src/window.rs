@@ -210,6 +210,7 @@ mod tests {
                 missing: 0,
                 sample: (0..100).map(f64::from).collect(),
                 categories: Default::default(),
+                sub_windows: Vec::new(),
             },
             FeatureProfile {
                 name: "c".into(),
@@ -218,6 +219,7 @@ mod tests {
                 missing: 0,
                 sample: vec![],
                 categories: [("a".to_string(), 1), ("b".to_string(), 1)].into(),
+                sub_windows: Vec::new(),
             },
         ]
     }

@@ -85,6 +85,7 @@ fn model_record() -> ModelPublished {
             missing: 0,
             sample: v,
             categories: Default::default(),
+            sub_windows: Vec::new(),
         }
     };
     ModelPublished {
@@ -107,6 +108,7 @@ fn model_record() -> ModelPublished {
                 missing: 0,
                 sample: vec![],
                 categories: cats,
+                sub_windows: Vec::new(),
             },
             numeric("prediction", preds),
         ],
@@ -115,6 +117,8 @@ fn model_record() -> ModelPublished {
         status: ModelStatus::Production,
         published_at: 1,
         traffic_share: 0.0,
+        error_sub_windows: Vec::new(),
+        feature_importance: Default::default(),
     }
 }
 

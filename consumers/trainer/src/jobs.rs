@@ -994,6 +994,7 @@ mod tests {
                     missing: 10,
                     sample: (0..10_000).map(|i| f64::from(i) * 0.5).collect(),
                     categories: Default::default(),
+                    sub_windows: Vec::new(),
                 })
                 .collect(),
             model_format: "x".into(),
@@ -1001,6 +1002,8 @@ mod tests {
             status: ModelStatus::Production,
             published_at: 1,
             traffic_share: 0.0,
+            error_sub_windows: Vec::new(),
+            feature_importance: Default::default(),
         }
     }
 

@@ -246,6 +246,8 @@ pub fn imported(reg: &Registry, import: Import, now: i64) -> Result<Vec<ModelPub
         published_at: now.max(latest_published(reg, &import.model) + 1),
         traffic_share,
         model: import.model,
+        error_sub_windows: Vec::new(),
+        feature_importance: Default::default(),
     }])
 }
 
@@ -309,6 +311,8 @@ mod tests {
             status,
             published_at,
             traffic_share: 0.0,
+            error_sub_windows: Vec::new(),
+            feature_importance: Default::default(),
         }
     }
 

@@ -652,6 +652,8 @@ mod tests {
             } else {
                 0.0
             },
+            error_sub_windows: Vec::new(),
+            feature_importance: Default::default(),
         }
     }
 

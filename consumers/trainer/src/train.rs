@@ -9,9 +9,10 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use driftline_drift::calibrate;
 use driftline_model::{
-    FORMAT, LabelledRow, TrainedModel, better, evaluate, fit, lower_is_better, primary_metric,
-    reference_profile, split_by_time,
+    FORMAT, LabelledRow, TrainedModel, better, evaluate, evaluate_with_errors, fit,
+    lower_is_better, permutation_importance, primary_metric, reference_profile, split_by_time,
 };
 use driftline_schemas::events::{ModelPublished, ModelStatus, TrainingWindow};
 use driftline_schemas::spec::{FeatureSpec, TargetKind};
@@ -173,7 +174,7 @@ pub fn train(
         "fitted in {fit_seconds:.2}s; evaluating candidate and incumbent"
     ));
 
-    let metrics = evaluate(&model, &holdout);
+    let (metrics, errors) = evaluate_with_errors(&model, &holdout);
     let incumbent_metrics = match ctx.incumbent {
         // An incumbent that no longer loads (format change) is scored as nothing: any
         // finite candidate beats it.
@@ -227,6 +228,8 @@ pub fn train(
         status,
         published_at: ctx.published_at,
         traffic_share,
+        error_sub_windows: calibrate::mean_sub_windows(&errors),
+        feature_importance: permutation_importance(&model, spec, &holdout),
     };
     Ok(Trained {
         record,

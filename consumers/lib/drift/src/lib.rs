@@ -32,6 +32,7 @@
 //! assert!((stats.wasserstein_norm.unwrap() - 10.0 / 28.866).abs() < 1e-3);
 //! ```
 
+pub mod calibrate;
 pub mod categorical;
 pub mod concept;
 pub mod frame;

@@ -29,6 +29,11 @@
 //!   window's size at a false-alarm rate of 1% per evaluation over all the checks of all
 //!   features (Bonferroni: each of the two checks of each of F features at 0.01 / 2F).
 //!   The old fixed rule, a missing share grown by 0.1 (absolute), is an option;
+//! - calibrated distances ([`crate::calibrate`]): when the profile carries how the
+//!   distance varied between sub-windows of the reference, the line is the distance a
+//!   window of this size exceeds by chance at the same false-alarm rate, split over the
+//!   checks with the quality checks, and it decides at every window size; the fixed lines
+//!   above stay for profiles without sub-windows and as an option;
 //! - the data set has drifted when at least half of its features have.
 
 use driftline_schemas::events::{FeatureKind, Signal};
@@ -46,8 +51,8 @@ pub mod defaults {
     pub const SMALL_SAMPLE_MAX_VALUES: u64 = 1_000;
     /// p-value below which a small window's test drifts.
     pub const P_VALUE: f64 = 0.05;
-    /// The chance of any data quality check firing on an evaluation of unchanged data.
-    pub const QUALITY_FALSE_ALARM_RATE: f64 = 0.01;
+    /// The chance of any calibrated check firing on an evaluation of unchanged data.
+    pub const FALSE_ALARM_RATE: f64 = 0.01;
     /// Data quality checks per feature: missing share, and out of range (numeric) or unseen
     /// category (categorical); the false-alarm rate is split over them.
     pub const QUALITY_CHECKS_PER_FEATURE: usize = 2;
@@ -55,6 +60,7 @@ pub mod defaults {
     pub const SHARE: f64 = 0.5;
 }
 
+use crate::calibrate::NullCurve;
 use crate::quality::{self, Check};
 use crate::{Error, Result};
 
@@ -130,9 +136,10 @@ pub struct DriftPolicy {
     pub numeric: Vec<Rule>,
     pub categorical: Vec<Rule>,
     pub small_sample: Option<SmallSample>,
-    /// Data quality checks with thresholds from the reference; `None` turns them off.
-    #[serde(default)]
-    pub quality: Option<QualityPolicy>,
+    /// Thresholds from the reference: the data quality checks, and the distances when
+    /// asked; `None`: fixed lines only.
+    #[serde(default, alias = "quality")]
+    pub calibration: Option<Calibration>,
     /// A fixed rule, off by default: a feature drifts when its missing share grows by at
     /// least this much.
     pub missing_share_increase: Option<f64>,
@@ -150,32 +157,44 @@ impl Default for DriftPolicy {
                 numeric: Rule::new(Statistic::KsP, defaults::P_VALUE),
                 categorical: Rule::new(Statistic::Chi2P, defaults::P_VALUE),
             }),
-            quality: Some(QualityPolicy::default()),
+            calibration: Some(Calibration::default()),
             missing_share_increase: None,
             share: defaults::SHARE,
         }
     }
 }
 
-/// How the data quality checks decide.
+/// How the checks with thresholds from the reference decide.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct QualityPolicy {
-    /// The chance that any check of any feature fires on one evaluation of unchanged data.
+pub struct Calibration {
+    /// The chance that any calibrated check (of any feature, or the error's rise) fires on
+    /// one evaluation of unchanged data.
     pub false_alarm_rate: f64,
+    /// Whether the distances (and the error's rise) take their lines from the reference's
+    /// sub-windows when it has them; false: the fixed lines.
+    #[serde(default = "yes")]
+    pub distances: bool,
 }
 
-impl Default for QualityPolicy {
+fn yes() -> bool {
+    true
+}
+
+impl Default for Calibration {
     fn default() -> Self {
         Self {
-            false_alarm_rate: defaults::QUALITY_FALSE_ALARM_RATE,
+            false_alarm_rate: defaults::FALSE_ALARM_RATE,
+            distances: true,
         }
     }
 }
 
-impl QualityPolicy {
-    /// Each check's rate in an evaluation of `features` features (Bonferroni).
+impl Calibration {
+    /// Each check's rate in an evaluation of `features` features (Bonferroni over the
+    /// quality checks and the distance of each feature, and the error's rise).
     pub fn per_check(&self, features: usize) -> f64 {
-        self.false_alarm_rate / (features.max(1) * defaults::QUALITY_CHECKS_PER_FEATURE) as f64
+        let per_feature = defaults::QUALITY_CHECKS_PER_FEATURE + usize::from(self.distances);
+        self.false_alarm_rate / (features.max(1) * per_feature + 1) as f64
     }
 }
 
@@ -212,6 +231,9 @@ pub struct FeatureEvidence {
     pub current_missing_share: f64,
     /// The data quality checks' counts (see [`crate::quality`]).
     pub quality: Vec<quality::Count>,
+    /// How the feature's distance (normalised Wasserstein; Jensen-Shannon for categories)
+    /// varies between windows of the reference, when the profile says.
+    pub null: Option<NullCurve>,
 }
 
 impl FeatureEvidence {
@@ -236,6 +258,9 @@ pub enum Reason {
         statistic: Statistic,
         threshold: f64,
         value: f64,
+        /// Set when the threshold came from the reference's sub-windows.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_reference: Option<FromReference>,
     },
     /// The missing share grew by at least the policy's fixed limit.
     MissingShare { increase: f64, limit: f64 },
@@ -247,6 +272,23 @@ pub enum Reason {
     },
     /// No rule's statistic was available (e.g. an empty side): not drifted.
     NoEvidence,
+}
+
+/// How a calibrated distance's line was set: its false-alarm rate and the sub-window
+/// sizes the null was fitted on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FromReference {
+    pub alpha: f64,
+    pub sizes: (i64, i64),
+}
+
+impl FromReference {
+    pub fn method(&self) -> String {
+        format!(
+            "from the reference's sub-windows of {} to {} values: a gamma tail of {:.1e}",
+            self.sizes.0, self.sizes.1, self.alpha
+        )
+    }
 }
 
 /// One feature's verdict.
@@ -281,12 +323,17 @@ impl FeatureVerdict {
                 statistic,
                 threshold,
                 value,
-            } => out.push(Signal::fixed(
-                statistic.name(),
-                value,
-                threshold,
-                self.drifted,
-            )),
+                from_reference,
+            } => out.push(match from_reference {
+                Some(r) => Signal {
+                    name: statistic.name().into(),
+                    value,
+                    threshold,
+                    fired: self.drifted,
+                    method: r.method(),
+                },
+                None => Signal::fixed(statistic.name(), value, threshold, self.drifted),
+            }),
             Reason::MissingShare { increase, limit } => out.push(Signal::fixed(
                 "missing_share_increase",
                 increase,
@@ -311,11 +358,11 @@ impl DriftPolicy {
         {
             return bad(format!("missing share increase {m} is not in (0, 1]"));
         }
-        if let Some(q) = self.quality
+        if let Some(q) = self.calibration
             && !(q.false_alarm_rate > 0.0 && q.false_alarm_rate < 1.0)
         {
             return bad(format!(
-                "quality false-alarm rate {} is not in (0, 1)",
+                "false-alarm rate {} is not in (0, 1)",
                 q.false_alarm_rate
             ));
         }
@@ -356,9 +403,8 @@ impl DriftPolicy {
         e: &FeatureEvidence,
         features: usize,
     ) -> FeatureVerdict {
-        let quality: Vec<quality::Signal> = self
-            .quality
-            .map(|q| q.per_check(features))
+        let alpha = self.calibration.map(|c| c.per_check(features));
+        let quality: Vec<quality::Signal> = alpha
             .map(|alpha| e.quality.iter().filter_map(|c| c.judge(alpha)).collect())
             .unwrap_or_default();
         let verdict = |drifted, reason| FeatureVerdict {
@@ -382,6 +428,30 @@ impl DriftPolicy {
                 return verdict(true, Reason::MissingShare { increase, limit });
             }
         }
+        // A line from the reference's sub-windows, at this window's size, decides first.
+        let statistic = match kind {
+            FeatureKind::Numeric => Statistic::WassersteinNorm,
+            FeatureKind::Categorical => Statistic::JensenShannon,
+        };
+        if let (Some(c), Some(alpha), Some(null)) = (self.calibration, alpha, e.null)
+            && c.distances
+            && e.current_count > 0
+            && let Some(value) = e.get(statistic)
+        {
+            let threshold = null.threshold(e.current_count, alpha);
+            return verdict(
+                value >= threshold,
+                Reason::Rule {
+                    statistic,
+                    threshold,
+                    value,
+                    from_reference: Some(FromReference {
+                        alpha,
+                        sizes: null.sizes(),
+                    }),
+                },
+            );
+        }
         let small = self
             .small_sample
             .as_ref()
@@ -402,6 +472,7 @@ impl DriftPolicy {
                         statistic: rule.statistic,
                         threshold: rule.threshold,
                         value,
+                        from_reference: None,
                     },
                 );
             }
@@ -547,7 +618,7 @@ mod tests {
     #[test]
     fn the_fixed_missing_rule_is_an_option() {
         let p = DriftPolicy {
-            quality: None,
+            calibration: None,
             missing_share_increase: Some(0.1),
             ..Default::default()
         };
@@ -564,11 +635,17 @@ mod tests {
     }
 
     #[test]
-    fn the_quality_false_alarm_rate_is_split_over_every_check_of_every_feature() {
-        let q = QualityPolicy::default();
-        assert_eq!(q.per_check(5), 0.01 / 10.0);
+    fn the_false_alarm_rate_is_split_over_every_check_of_every_feature() {
+        let q = Calibration::default();
+        // Two quality checks and a distance per feature, and the error's rise.
+        assert_eq!(q.per_check(5), 0.01 / 16.0);
+        let fixed = Calibration {
+            distances: false,
+            ..q
+        };
+        assert_eq!(fixed.per_check(5), 0.01 / 11.0);
         // More features, a stricter line for each: 1.6% of 5,000 (against 1% of 10,000)
-        // fires alone (SciPy: at 76 of 5,000), not among 100 (at 90).
+        // fires alone, not among 100.
         let p = DriftPolicy::default();
         let e = big(FeatureEvidence {
             quality: vec![missing(80, 5_000)],
@@ -576,6 +653,72 @@ mod tests {
         });
         assert!(p.feature(FeatureKind::Numeric, &e, 1).drifted);
         assert!(!p.feature(FeatureKind::Numeric, &e, 100).drifted);
+    }
+
+    #[test]
+    fn a_line_from_the_reference_follows_the_window_size() {
+        use driftline_schemas::events::SubWindows;
+        // Between sub-windows of the reference the distance was 0.1 ± 0.02 at 100
+        // values and half that at 400: it falls like 1/sqrt(n).
+        let null = NullCurve::fit(&[
+            SubWindows {
+                window: 100,
+                count: 50,
+                mean: 0.1,
+                sd: 0.02,
+            },
+            SubWindows {
+                window: 400,
+                count: 12,
+                mean: 0.05,
+                sd: 0.01,
+            },
+        ])
+        .unwrap();
+        let at = |n, value| FeatureEvidence {
+            wasserstein_norm: Some(value),
+            ks_p: Some(1e-9),
+            reference_count: 10_000,
+            current_count: n,
+            null: Some(null),
+            ..Default::default()
+        };
+        let p = DriftPolicy::default();
+        // 0.08 is ordinary in 100 values (and decides there, not the p-value), a shift in
+        // 10,000 (where the fixed line, 0.1, would miss it).
+        let small = p.feature(FeatureKind::Numeric, &at(100, 0.08), 1);
+        assert!(!small.drifted, "{small:?}");
+        let large = p.feature(FeatureKind::Numeric, &at(10_000, 0.08), 1);
+        assert!(large.drifted, "{large:?}");
+        let Reason::Rule {
+            statistic,
+            threshold,
+            from_reference: Some(r),
+            ..
+        } = large.reason
+        else {
+            panic!("{large:?}")
+        };
+        assert_eq!(statistic, Statistic::WassersteinNorm);
+        assert_eq!(threshold, null.threshold(10_000, r.alpha));
+        assert_eq!(r.alpha, Calibration::default().per_check(1));
+        let signal = large.signals().pop().unwrap();
+        assert!(signal.fired);
+        assert_eq!(
+            signal.method,
+            "from the reference's sub-windows of 100 to 400 values: a gamma tail of 2.5e-3"
+        );
+        // Fixed thresholds on request: the reference's sub-windows are ignored.
+        let fixed = DriftPolicy {
+            calibration: Some(Calibration {
+                distances: false,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = fixed.feature(FeatureKind::Numeric, &at(10_000, 0.08), 1);
+        assert!(!v.drifted);
+        assert_eq!(v.signals().pop().unwrap().method, "fixed");
     }
 
     #[test]

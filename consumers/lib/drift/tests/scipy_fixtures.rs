@@ -11,6 +11,7 @@
 
 use std::path::PathBuf;
 
+use driftline_drift::calibrate;
 use driftline_drift::categorical::{self, CategoryCounts};
 use driftline_drift::kstwo;
 use driftline_drift::numeric::{self, Binning, Bins, SortedSample};
@@ -378,4 +379,31 @@ fn quality_thresholds_and_beta_binomial_pmf_match_scipy() {
         }
     }
     worst.report("beta-binomial logpmf");
+}
+
+#[test]
+fn calibrated_lines_are_at_or_a_little_above_scipys_gamma_quantile() {
+    let doc = fixture("gamma.json");
+    let mut worst = Worst::default();
+    for c in doc["cases"].as_array().unwrap() {
+        let f = |k: &str| c[k].as_f64().unwrap();
+        let (mean, sd, alpha, shape) = (f("mean"), f("sd"), f("alpha"), f("shape"));
+        let got = calibrate::gamma_upper_quantile(mean, sd, alpha);
+        let want = f("isf");
+        let err = (got - want) / want;
+        worst.see(err.abs(), format!("shape {shape}, alpha {alpha}"));
+        // Wilson-Hilferty errs upward at the rates the monitor uses (fewer false alarms):
+        // at most 15% at shape 1/2 and a rate of 1e-6, under 1.2% from shape 10; below
+        // by at most 2.5% only at rates of 1% and more.
+        let range = match (shape >= 10.0, alpha < 0.01) {
+            (true, _) => -0.001..=0.012,
+            (false, true) => 0.0..=0.15,
+            (false, false) => -0.025..=0.003,
+        };
+        assert!(
+            range.contains(&err),
+            "shape {shape}, alpha {alpha}: {got} vs SciPy {want}"
+        );
+    }
+    worst.report("gamma upper quantile (Wilson-Hilferty)");
 }

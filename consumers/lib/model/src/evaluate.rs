@@ -24,12 +24,24 @@ use crate::joined::EPS;
 ///
 /// Always `rows`: how many rows were scored. With no scorable rows only `rows` (0) is set.
 pub fn evaluate(model: &TrainedModel, holdout: &[LabelledRow]) -> BTreeMap<String, f64> {
-    evaluate_rows(model, holdout.iter())
+    evaluate_rows(model, holdout.iter(), &mut Vec::new())
+}
+
+/// [`evaluate`], and each scored row's error in the [`primary_metric`] (absolute error;
+/// log-loss), in row order: how the error varies along the holdout.
+pub fn evaluate_with_errors(
+    model: &TrainedModel,
+    holdout: &[LabelledRow],
+) -> (BTreeMap<String, f64>, Vec<f64>) {
+    let mut errors = Vec::with_capacity(holdout.len());
+    let metrics = evaluate_rows(model, holdout.iter(), &mut errors);
+    (metrics, errors)
 }
 
 pub(crate) fn evaluate_rows<'a>(
     model: &TrainedModel,
     rows: impl Iterator<Item = &'a LabelledRow>,
+    errors: &mut Vec<f64>,
 ) -> BTreeMap<String, f64> {
     let mut scratch = Scratch::default();
     let mut out = BTreeMap::new();
@@ -44,6 +56,7 @@ pub(crate) fn evaluate_rows<'a>(
                 };
                 let e = p - y;
                 n += 1;
+                errors.push(e.abs());
                 abs += e.abs();
                 sq += e * e;
                 sum_y += y;
@@ -78,6 +91,7 @@ pub(crate) fn evaluate_rows<'a>(
                 n += 1;
                 correct += usize::from(truth == Some(predicted));
                 let p = truth.map_or(0.0, |t| scratch_prob(&scratch, t));
+                errors.push(-p.clamp(EPS, 1.0 - EPS).ln());
                 loss -= p.clamp(EPS, 1.0 - EPS).ln();
             }
             out.insert("rows".into(), n as f64);
@@ -88,6 +102,46 @@ pub(crate) fn evaluate_rows<'a>(
         }
     }
     out
+}
+
+/// Permutation importance on a holdout: per spec feature, how much the [`primary_metric`]
+/// worsens when the feature's values are moved to other rows, each row taking the value
+/// of the row half the holdout away (a fixed permutation: it keeps the column's values
+/// and breaks their link to the target, and the same rows give the same figures). About 0
+/// for a feature the model does not use; negative only by chance.
+pub fn permutation_importance(
+    model: &TrainedModel,
+    spec: &FeatureSpec,
+    holdout: &[LabelledRow],
+) -> BTreeMap<String, f64> {
+    let metric = primary_metric(model.target_kind());
+    let Some(base) = evaluate(model, holdout).get(metric).copied() else {
+        return BTreeMap::new();
+    };
+    let n = holdout.len();
+    let mut rows = holdout.to_vec();
+    let set = |row: &mut LabelledRow, name: &str, from: &LabelledRow| match from.features.get(name)
+    {
+        Some(v) => {
+            row.features.insert(name.to_string(), v.clone());
+        }
+        None => {
+            row.features.remove(name);
+        }
+    };
+    spec.features
+        .iter()
+        .filter_map(|def| {
+            for (i, row) in rows.iter_mut().enumerate() {
+                set(row, &def.name, &holdout[(i + n / 2) % n]);
+            }
+            let permuted = evaluate(model, &rows).get(metric).copied();
+            for (row, original) in rows.iter_mut().zip(holdout) {
+                set(row, &def.name, original);
+            }
+            Some((def.name.clone(), permuted? - base))
+        })
+        .collect()
 }
 
 /// The metrics of [`evaluate`] for predictions already made, one per row (an imported
@@ -267,7 +321,10 @@ pub fn search(
         let fitted = fit_rows(spec, algorithm, &hp, fit_part);
         let fit_seconds = started.elapsed().as_secs_f64();
         let (metrics, error) = match fitted {
-            Ok(m) => (evaluate_rows(&m, validation.iter().copied()), None),
+            Ok(m) => (
+                evaluate_rows(&m, validation.iter().copied(), &mut Vec::new()),
+                None,
+            ),
             Err(e) => (BTreeMap::new(), Some(e.to_string())),
         };
         if let Some(score) = metrics.get(metric).copied().filter(|x| x.is_finite()) {
@@ -316,6 +373,41 @@ mod tests {
 
     fn m(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn permutation_importance_ranks_the_feature_the_target_follows_first() {
+        use crate::data::Target;
+        use crate::fit;
+        use driftline_schemas::events::FeatureValue;
+        let spec =
+            FeatureSpec::from_toml(include_str!("../../../../tests/fixtures/toy.toml")).unwrap();
+        // y = 3x; the colour alternates and carries nothing.
+        let rows: Vec<LabelledRow> = (0..400)
+            .map(|i| {
+                let x = f64::from((i * 37) % 101);
+                let colour = if i % 2 == 0 { "red" } else { "blue" };
+                LabelledRow {
+                    event_time: i64::from(i),
+                    features: [
+                        ("x".to_string(), FeatureValue::Number(x)),
+                        ("colour".to_string(), FeatureValue::Category(colour.into())),
+                    ]
+                    .into(),
+                    target: Target::Value(3.0 * x),
+                }
+            })
+            .collect();
+        let (train, holdout) = crate::split_by_time(rows, 0.25);
+        let model = fit(&spec, &train).unwrap();
+        let imp = permutation_importance(&model, &spec, &holdout);
+        assert!(imp["x"] > 30.0, "{imp:?}");
+        assert!(imp["colour"].abs() < 1e-6, "{imp:?}");
+        assert_eq!(
+            imp,
+            permutation_importance(&model, &spec, &holdout),
+            "deterministic"
+        );
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! Reference profiles: what the monitor compares live traffic with, computed from the rows a
 //! model version was trained on and shipped with it in `ModelPublished.reference_profile`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+
+use driftline_drift::calibrate;
+use driftline_drift::numeric::Sorted;
 
 use driftline_schemas::events::{FeatureKind, FeatureProfile, FeatureValue, Features, Prediction};
 use driftline_schemas::spec::{FeatureSpec, Kind};
@@ -24,6 +28,10 @@ pub const PREDICTION: &str = "prediction";
 /// spaced order statistics (the value at rank ⌊(i + ½)·n / cap⌋ for each i), which keeps the
 /// quantiles and is deterministic. Categorical: `categories` counts each label (numbers read
 /// as labels, `7.0` → `"7"`), `count` is their total and `missing` the rest.
+///
+/// `rows` are in time order: each profile's `sub_windows` measure the drift distance of
+/// consecutive sub-windows of them against the rest ([`calibrate`]), which is where the
+/// monitor's calibrated thresholds come from.
 pub fn reference_profile(
     spec: &FeatureSpec,
     model: &TrainedModel,
@@ -50,30 +58,11 @@ pub fn feature_profiles(spec: &FeatureSpec, rows: &[&Features]) -> Vec<FeaturePr
                     _ => None,
                 }),
             ),
-            Kind::Categorical => {
-                let mut categories: BTreeMap<String, i64> = BTreeMap::new();
-                let mut missing = 0;
-                for f in rows {
-                    match f.get(&def.name).and_then(category_label) {
-                        Some(c) => {
-                            if let Some(k) = categories.get_mut(c.as_ref()) {
-                                *k += 1;
-                            } else {
-                                categories.insert(c.into_owned(), 1);
-                            }
-                        }
-                        None => missing += 1,
-                    }
-                }
-                FeatureProfile {
-                    name: def.name.clone(),
-                    kind: FeatureKind::Categorical,
-                    count: categories.values().sum(),
-                    missing,
-                    sample: Vec::new(),
-                    categories,
-                }
-            }
+            Kind::Categorical => categorical_profile(
+                &def.name,
+                rows.iter()
+                    .map(|f| f.get(&def.name).and_then(category_label)),
+            ),
         })
         .collect()
 }
@@ -90,27 +79,17 @@ pub fn prediction_profile(model: &TrainedModel, rows: &[&Features]) -> FeaturePr
             }),
         )
     } else {
-        let mut counts = vec![0i64; model.classes().len()];
-        for f in rows {
-            if let Raw::Class(c) = model.raw(&mut scratch, f) {
-                counts[c] += 1;
-            }
-        }
-        let categories: BTreeMap<String, i64> = model
-            .classes()
-            .iter()
-            .cloned()
-            .zip(counts)
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        FeatureProfile {
-            name: PREDICTION.into(),
-            kind: FeatureKind::Categorical,
-            count: categories.values().sum(),
-            missing: 0,
-            sample: Vec::new(),
-            categories,
-        }
+        let classes = model.classes();
+        let mut profile = categorical_profile(
+            PREDICTION,
+            rows.iter().map(|f| match model.raw(&mut scratch, f) {
+                Raw::Class(c) => Some(classes[c].as_str().into()),
+                _ => None,
+            }),
+        );
+        // A row the model cannot classify is not a missing prediction.
+        profile.missing = 0;
+        profile
     }
 }
 
@@ -118,19 +97,12 @@ pub fn prediction_profile(model: &TrainedModel, rows: &[&Features]) -> FeaturePr
 /// numeric values, or counts of the predicted classes.
 pub fn prediction_profile_of(predictions: &[Prediction]) -> FeatureProfile {
     if predictions.iter().any(|p| p.class.is_some()) {
-        let mut categories: BTreeMap<String, i64> = BTreeMap::new();
-        for c in predictions.iter().filter_map(|p| p.class.as_ref()) {
-            *categories.entry(c.clone()).or_default() += 1;
-        }
-        let count = categories.values().sum();
-        return FeatureProfile {
-            name: PREDICTION.into(),
-            kind: FeatureKind::Categorical,
-            count,
-            missing: predictions.len() as i64 - count,
-            sample: Vec::new(),
-            categories,
-        };
+        return categorical_profile(
+            PREDICTION,
+            predictions
+                .iter()
+                .map(|p| p.class.as_deref().map(Into::into)),
+        );
     }
     numeric_profile(
         PREDICTION,
@@ -140,24 +112,70 @@ pub fn prediction_profile_of(predictions: &[Prediction]) -> FeatureProfile {
     )
 }
 
+/// Values in time order; the sub-windows are measured against the sample the monitor gets.
 fn numeric_profile(name: &str, values: impl Iterator<Item = Option<f64>>) -> FeatureProfile {
-    let mut sample = Vec::new();
+    let mut in_order = Vec::new();
     let mut missing = 0;
     for v in values {
         match v {
-            Some(x) => sample.push(x),
+            Some(x) => in_order.push(x),
             None => missing += 1,
         }
     }
-    sample.sort_by(f64::total_cmp);
-    let count = sample.len() as i64;
+    let mut sorted = in_order.clone();
+    sorted.sort_by(f64::total_cmp);
+    let count = sorted.len() as i64;
+    let sample = even_subsample(sorted, SAMPLE_CAP);
+    let sub_windows = Sorted::new(&sample)
+        .map(|s| calibrate::numeric_sub_windows(&in_order, s))
+        .unwrap_or_default();
     FeatureProfile {
         name: name.to_string(),
         kind: FeatureKind::Numeric,
         count,
         missing,
-        sample: even_subsample(sample, SAMPLE_CAP),
+        sample,
         categories: BTreeMap::new(),
+        sub_windows,
+    }
+}
+
+/// Labels in time order (`None`: missing).
+fn categorical_profile<'a>(
+    name: &str,
+    labels: impl Iterator<Item = Option<Cow<'a, str>>>,
+) -> FeatureProfile {
+    let mut numbers: BTreeMap<String, u32> = BTreeMap::new();
+    let mut in_order = Vec::new();
+    let mut missing = 0;
+    for label in labels {
+        let Some(c) = label else {
+            missing += 1;
+            continue;
+        };
+        let next = numbers.len() as u32;
+        let i = match numbers.get(c.as_ref()) {
+            Some(i) => *i,
+            None => *numbers.entry(c.into_owned()).or_insert(next),
+        };
+        in_order.push(i);
+    }
+    let mut counts = vec![0i64; numbers.len()];
+    for i in &in_order {
+        counts[*i as usize] += 1;
+    }
+    let sub_windows = calibrate::categorical_sub_windows(&in_order, numbers.len());
+    FeatureProfile {
+        name: name.to_string(),
+        kind: FeatureKind::Categorical,
+        count: in_order.len() as i64,
+        missing,
+        sample: Vec::new(),
+        categories: numbers
+            .into_iter()
+            .map(|(label, i)| (label, counts[i as usize]))
+            .collect(),
+        sub_windows,
     }
 }
 
@@ -175,6 +193,39 @@ pub fn even_subsample(sorted: Vec<f64>, cap: usize) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_profile_says_how_its_distance_varies_between_sub_windows_in_time_order() {
+        let spec =
+            FeatureSpec::from_toml(include_str!("../../../../tests/fixtures/toy.toml")).unwrap();
+        // x drifts slowly upward; the colour changes every 200 rows.
+        let rows: Vec<Features> = (0..2_000)
+            .map(|i| {
+                let colour = if i / 200 % 2 == 0 { "red" } else { "blue" };
+                Features::from([
+                    ("x".to_string(), FeatureValue::Number(f64::from(i))),
+                    ("colour".to_string(), FeatureValue::Category(colour.into())),
+                ])
+            })
+            .collect();
+        let refs: Vec<&Features> = rows.iter().collect();
+        let profiles = feature_profiles(&spec, &refs);
+        for p in &profiles {
+            let sizes: Vec<i64> = p.sub_windows.iter().map(|w| w.window).collect();
+            assert_eq!(sizes, [100, 200, 400], "{}", p.name);
+        }
+        // Windows of 100 of a steady ramp, taken in time order, sit far from the rest
+        // (shuffled rows would put them about 0.13 sd from it).
+        let x = &profiles[0].sub_windows[0];
+        assert_eq!(x.count, 20);
+        assert!(x.mean > 0.5, "{x:?}");
+        // Windows of 100 and 200 hold one colour; 400 holds both.
+        let c = &profiles[1].sub_windows;
+        assert!(c[0].mean > 0.4 && c[0].sd < 1e-12, "{c:?}");
+        assert!(c[2].mean < 1e-9, "{c:?}");
+        assert_eq!(profiles[1].categories.len(), 2);
+        assert_eq!(profiles[1].count, 2_000);
+    }
 
     #[test]
     fn subsample_keeps_quantiles_and_is_sorted() {

@@ -585,6 +585,8 @@ mod tests {
             status,
             published_at,
             traffic_share: 0.0,
+            error_sub_windows: Vec::new(),
+            feature_importance: Default::default(),
         }
     }
 

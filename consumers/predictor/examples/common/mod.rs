@@ -79,6 +79,8 @@ impl Bench {
             status: ModelStatus::Production,
             published_at: 1,
             traffic_share: 0.0,
+            error_sub_windows: Vec::new(),
+            feature_importance: Default::default(),
         };
         let producer: FutureProducer = self.kafka.producer_config().create()?;
         producer

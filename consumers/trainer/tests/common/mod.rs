@@ -466,5 +466,7 @@ pub fn record(model: &str, version: i64, status: ModelStatus, published_at: i64)
         status,
         published_at,
         traffic_share: 0.0,
+        error_sub_windows: Vec::new(),
+        feature_importance: Default::default(),
     }
 }
