@@ -1,14 +1,16 @@
 //! `driftline backtest`: a data file replayed through the monitor's window and policy
-//! without Kafka.
+//! without Kafka; with `--retrain`, through the whole loop (a retrain on the policy's
+//! window, the promotion gate, the new version's reference), with the error beside that
+//! of the first model kept throughout.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use driftline_dataset::rows::{Mapped, RowMapper};
-use driftline_model::{LabelledRow, Target, TrainedModel, feature_profiles};
+use driftline_model::{Joined, LabelledRow, Target, TrainedModel, feature_profiles};
 use driftline_monitor::cli::PolicyArgs;
-use driftline_monitor::monitor::{Evaluation, ModelMonitor};
+use driftline_monitor::monitor::{Evaluation, Holdout, ModelMonitor};
 use driftline_schemas::events::{
     Actual, DriftDecision, Features, Labelled, PredictionLogged, PredictionSource, RetrainRequested,
 };
@@ -46,6 +48,16 @@ pub struct BacktestArgs {
     /// Monitor the features only: fit no model, so no prediction drift or error metrics.
     #[arg(long)]
     pub no_model: bool,
+    /// Act on each retrain request as the trainer would: fit on the labelled rows of the
+    /// monitor's window, promote only past the incumbent on the same holdout, then monitor
+    /// the new version against its own reference.
+    #[arg(long)]
+    pub retrain: bool,
+    /// A documented change in the data, e.g. 2013-06-01 (repeatable): the summary counts
+    /// retrain requests before the first as false alarms and times the first request
+    /// after each.
+    #[arg(long = "change-at")]
+    pub change_at: Vec<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: BacktestFormat,
     #[command(flatten)]
@@ -60,6 +72,28 @@ pub struct BacktestEvaluation {
     pub evaluation: Evaluation,
 }
 
+/// A retrain the backtest ran (`--retrain`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retrained {
+    pub row: usize,
+    pub event_time: i64,
+    pub version: i64,
+    pub promoted: bool,
+    /// The primary metric on the holdout: the candidate's and the incumbent's.
+    pub candidate: Option<f64>,
+    pub incumbent: Option<f64>,
+}
+
+/// The labelled rows' mean error (absolute error; 1 for a wrong class).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Errors {
+    pub rows: u64,
+    /// The version serving at the time.
+    pub served: f64,
+    /// The first version, kept throughout.
+    pub first: f64,
+}
+
 /// What a backtest did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backtest {
@@ -68,6 +102,8 @@ pub struct Backtest {
     /// Rows skipped: unparseable event time, target or feature.
     pub skipped_rows: usize,
     pub evaluations: Vec<BacktestEvaluation>,
+    pub retrained: Vec<Retrained>,
+    pub errors: Errors,
 }
 
 impl Backtest {
@@ -157,19 +193,15 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
         ));
     }
 
-    let labelled: Vec<LabelledRow> = reference
-        .iter()
-        .filter_map(|r| {
-            Some(LabelledRow {
-                event_time: r.event_time,
-                features: r.features.clone(),
-                target: r.target.clone()?,
-            })
-        })
-        .collect();
-    let (model, profiles, holdout) = if args.no_model {
+    let labelled = labelled_rows(reference);
+    let (model, profiles, holdout, record) = if args.no_model {
         let refs: Vec<&Features> = reference.iter().map(|r| &r.features).collect();
-        (None, feature_profiles(&spec, &refs), Default::default())
+        (
+            None,
+            feature_profiles(&spec, &refs),
+            Default::default(),
+            None,
+        )
     } else {
         // The trainer's own training: fit on the older rows, judge on the newest (the
         // holdout), profile the rows it learnt from.
@@ -186,14 +218,19 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
         };
         let trained = train(&spec, labelled, &context, &options, &mut |_| {})?;
         let model = TrainedModel::from_bytes(&trained.record.model_bytes)?;
-        (
-            Some(model),
-            trained.record.reference_profile,
-            trained.record.metrics,
-        )
+        let holdout = Holdout::of(&trained.record);
+        let profiles = trained.record.reference_profile.clone();
+        (Some(model), profiles, holdout, Some(trained.record))
     };
+    let first = model.clone();
+    let mut serving = model.zip(record);
+    let changes = args
+        .change_at
+        .iter()
+        .map(|t| parse_time(t).map_err(Error::Config))
+        .collect::<Result<Vec<i64>>>()?;
 
-    let mut monitor = ModelMonitor::new(&spec.model.name, 1, &profiles, holdout, config);
+    let mut monitor = ModelMonitor::new(&spec.model.name, 1, &profiles, holdout, config.clone());
     let io = |e: std::io::Error| Error::Data {
         path: "output".into(),
         message: e.to_string(),
@@ -207,6 +244,8 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
         .map_err(io)?;
     }
     let mut evaluations = Vec::new();
+    let mut retrained = Vec::new();
+    let mut errors = Errors::default();
     let mut replayed = 0;
     for (i, row) in replay.iter().enumerate() {
         if until.is_some_and(|u| row.event_time >= u) {
@@ -214,14 +253,15 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
         }
         replayed += 1;
         let request_id = format!("row-{}", split + i);
-        let prediction = model
+        let prediction = serving
             .as_ref()
-            .map(|m| m.predict(&row.features))
+            .map(|(m, _)| m.predict(&row.features))
             .unwrap_or_default();
+        let version = serving.as_ref().map_or(1, |(_, r)| r.version);
         let logged = PredictionLogged {
             request_id: request_id.clone(),
             model: spec.model.name.clone(),
-            model_version: 1,
+            model_version: version,
             event_time: row.event_time,
             features: row.features.clone(),
             prediction,
@@ -231,7 +271,7 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
             shadow: None,
         };
         monitor.observe(&monitor.event_of(&logged));
-        if let (Some(_), Some(target)) = (&model, &row.target) {
+        if let (Some(_), Some(target)) = (&serving, &row.target) {
             // The label joins at once (the joiner's pair, without the bus): a backtest
             // judges what the model would have seen.
             let (value, class) = match target {
@@ -246,6 +286,15 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
                 class,
                 observed_at: row.event_time,
             };
+            let baseline = first.as_ref().map(|m| m.predict(&row.features));
+            if let (Some(served), Some(first)) = (
+                Joined::of(&logged.prediction, &actual),
+                baseline.and_then(|p| Joined::of(&p, &actual)),
+            ) {
+                errors.rows += 1;
+                errors.served += served.error();
+                errors.first += first.error();
+            }
             monitor.label(&Labelled {
                 prediction: logged,
                 actual,
@@ -256,18 +305,176 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
         if monitor.due() {
             let evaluation = monitor.evaluate(row.event_time, None);
             print_evaluation(out, args.format, split + i, &evaluation).map_err(io)?;
+            let request = evaluation.retrain.clone();
             evaluations.push(BacktestEvaluation {
                 row: split + i,
                 evaluation,
             });
+            if let (true, Some(request), Some((_, incumbent))) = (args.retrain, request, &serving) {
+                // The trainer's rows: the labelled rows of the monitor's window.
+                let from = (i + 1).saturating_sub(config.window.max_events);
+                let rows = labelled_rows(&replay[from..=i]);
+                let context = Context {
+                    version: incumbent.version + 1,
+                    trigger: &request.retrain_id,
+                    incumbent: Some(incumbent),
+                    published_at: row.event_time,
+                    end_offsets: Default::default(),
+                };
+                let options = TrainOptions {
+                    min_rows: 2,
+                    ..TrainOptions::default()
+                };
+                let trained = train(&spec, rows, &context, &options, &mut |_| {})?;
+                let r = &trained.record;
+                let outcome = Retrained {
+                    row: split + i,
+                    event_time: row.event_time,
+                    version: r.version,
+                    promoted: trained.promoted,
+                    candidate: r.metrics.get(trained.metric).copied(),
+                    incumbent: r.incumbent_metrics.get(trained.metric).copied(),
+                };
+                print_retrained(out, args.format, &outcome, trained.metric).map_err(io)?;
+                retrained.push(outcome);
+                if trained.promoted {
+                    let model = TrainedModel::from_bytes(&r.model_bytes)?;
+                    let mut next = ModelMonitor::new(
+                        &spec.model.name,
+                        r.version,
+                        &r.reference_profile,
+                        Holdout::of(r),
+                        config.clone(),
+                    );
+                    next.continue_positions(&monitor);
+                    monitor = next;
+                    serving = Some((model, trained.record));
+                }
+            }
         }
     }
-    Ok(Backtest {
+    let bt = Backtest {
         reference_rows: split,
         replayed_rows: replayed,
         skipped_rows,
         evaluations,
-    })
+        retrained,
+        errors,
+    };
+    if args.format == BacktestFormat::Table {
+        print_summary(out, &bt, &changes).map_err(io)?;
+    }
+    Ok(bt)
+}
+
+fn labelled_rows(rows: &[Row]) -> Vec<LabelledRow> {
+    rows.iter()
+        .filter_map(|r| {
+            Some(LabelledRow {
+                event_time: r.event_time,
+                features: r.features.clone(),
+                target: r.target.clone()?,
+            })
+        })
+        .collect()
+}
+
+fn print_retrained(
+    out: &mut dyn Write,
+    format: BacktestFormat,
+    r: &Retrained,
+    metric: &str,
+) -> std::io::Result<()> {
+    let num = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.3}"));
+    match format {
+        BacktestFormat::Jsonl => writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "row": r.row,
+                "event_time": format_time(r.event_time),
+                "retrained": {"version": r.version, "promoted": r.promoted, "metric": metric,
+                    "candidate": r.candidate, "incumbent": r.incumbent},
+            })
+        ),
+        BacktestFormat::Table => writeln!(
+            out,
+            "{:>7}  {:<20}  retrained: v{} {} ({metric} on its holdout {} vs the incumbent's {})",
+            r.row,
+            format_time(r.event_time),
+            r.version,
+            if r.promoted { "promoted" } else { "rejected" },
+            num(r.candidate),
+            num(r.incumbent),
+        ),
+    }
+}
+
+/// The retrain requests beside the documented changes, the retrains, and the error.
+fn print_summary(out: &mut dyn Write, bt: &Backtest, changes: &[i64]) -> std::io::Result<()> {
+    let requests: Vec<i64> = bt
+        .evaluations
+        .iter()
+        .filter(|e| e.evaluation.retrain.is_some())
+        .map(|e| e.evaluation.report.window.end_time)
+        .collect();
+    writeln!(out)?;
+    writeln!(out, "retrain requests: {}", requests.len())?;
+    let mut sorted = changes.to_vec();
+    sorted.sort_unstable();
+    if let Some(first) = sorted.first() {
+        let before = requests.iter().filter(|t| *t < first).count();
+        writeln!(
+            out,
+            "  before the first change ({}): {before} (false alarms)",
+            format_time(*first)
+        )?;
+    }
+    for (k, c) in sorted.iter().enumerate() {
+        let next = sorted.get(k + 1).copied().unwrap_or(i64::MAX);
+        match requests.iter().find(|t| **t >= *c && **t < next) {
+            Some(t) => writeln!(
+                out,
+                "  change at {}: first request {} ({:.1} days later)",
+                format_time(*c),
+                format_time(*t),
+                (t - c) as f64 / 86_400_000.0
+            )?,
+            None => writeln!(
+                out,
+                "  change at {}: no request before the next change or the end",
+                format_time(*c)
+            )?,
+        }
+    }
+    if !bt.retrained.is_empty() {
+        let promoted: Vec<String> = bt
+            .retrained
+            .iter()
+            .filter(|r| r.promoted)
+            .map(|r| format!("v{} at {}", r.version, format_time(r.event_time)))
+            .collect();
+        writeln!(
+            out,
+            "retrained {} times: {} promoted ({}), {} rejected",
+            bt.retrained.len(),
+            promoted.len(),
+            promoted.join(", "),
+            bt.retrained.len() - promoted.len()
+        )?;
+    }
+    let e = bt.errors;
+    if e.rows > 0 {
+        let n = e.rows as f64;
+        writeln!(
+            out,
+            "mean error over {} labelled rows: {:.3} as served, {:.3} with the first model throughout",
+            e.rows,
+            e.served / n,
+            e.first / n
+        )?;
+    }
+    Ok(())
 }
 
 fn print_evaluation(
