@@ -611,7 +611,7 @@ impl Signal {
     }
 
     /// p-values fire below their line; every other signal at or above it.
-    fn is_p_value(&self) -> bool {
+    pub fn is_p_value(&self) -> bool {
         self.name.ends_with("_p")
     }
 }

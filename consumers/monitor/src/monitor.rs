@@ -504,7 +504,7 @@ fn why(f: &FeatureDrift, importance: Option<&f64>) -> String {
 /// as 0 when negative: a feature whose shuffling helped does not matter to the model).
 fn contribution(f: &FeatureDrift, importance: &BTreeMap<String, f64>) -> f64 {
     let past = f.deciding_signal().map_or(1.0, |s| {
-        let ratio = if s.name.ends_with("_p") {
+        let ratio = if s.is_p_value() {
             s.threshold / s.value
         } else {
             s.value / s.threshold

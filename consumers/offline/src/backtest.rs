@@ -194,6 +194,11 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
     }
 
     let labelled = labelled_rows(reference);
+    // As the trainer trains, without its minimum: a backtest's windows may be small.
+    let options = TrainOptions {
+        min_rows: 2,
+        ..TrainOptions::default()
+    };
     let (model, profiles, holdout, record) = if args.no_model {
         let refs: Vec<&Features> = reference.iter().map(|r| &r.features).collect();
         (
@@ -211,10 +216,6 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
             incumbent: None,
             published_at: 0,
             end_offsets: Default::default(),
-        };
-        let options = TrainOptions {
-            min_rows: 2,
-            ..TrainOptions::default()
         };
         let trained = train(&spec, labelled, &context, &options, &mut |_| {})?;
         let model = TrainedModel::from_bytes(&trained.record.model_bytes)?;
@@ -286,7 +287,12 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
                 class,
                 observed_at: row.event_time,
             };
-            let baseline = first.as_ref().map(|m| m.predict(&row.features));
+            // Until a retrain is promoted the first model is the one serving: its
+            // prediction is the one just made.
+            let baseline = first.as_ref().map(|m| match version {
+                1 => logged.prediction.clone(),
+                _ => m.predict(&row.features),
+            });
             if let (Some(served), Some(first)) = (
                 Joined::of(&logged.prediction, &actual),
                 baseline.and_then(|p| Joined::of(&p, &actual)),
@@ -320,10 +326,6 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
                     incumbent: Some(incumbent),
                     published_at: row.event_time,
                     end_offsets: Default::default(),
-                };
-                let options = TrainOptions {
-                    min_rows: 2,
-                    ..TrainOptions::default()
                 };
                 let trained = train(&spec, rows, &context, &options, &mut |_| {})?;
                 let r = &trained.record;

@@ -91,8 +91,9 @@ pub(crate) fn evaluate_rows<'a>(
                 n += 1;
                 correct += usize::from(truth == Some(predicted));
                 let p = truth.map_or(0.0, |t| scratch_prob(&scratch, t));
-                errors.push(-p.clamp(EPS, 1.0 - EPS).ln());
-                loss -= p.clamp(EPS, 1.0 - EPS).ln();
+                let e = -p.clamp(EPS, 1.0 - EPS).ln();
+                errors.push(e);
+                loss += e;
             }
             out.insert("rows".into(), n as f64);
             if n > 0 {
