@@ -610,6 +610,27 @@ impl Signal {
         }
     }
 
+    fn to_value(&self) -> Value {
+        record(vec![
+            ("name", s(&self.name)),
+            ("value", Value::Double(self.value)),
+            ("threshold", Value::Double(self.threshold)),
+            ("fired", Value::Boolean(self.fired)),
+            ("method", s(&self.method)),
+        ])
+    }
+
+    fn from_value(v: Value) -> Result<Self> {
+        let mut x = Fields::new(v, "Signal")?;
+        Ok(Signal {
+            name: x.string("name")?,
+            value: x.double("value")?,
+            threshold: x.double("threshold")?,
+            fired: x.boolean("fired")?,
+            method: x.string("method")?,
+        })
+    }
+
     /// p-values fire below their line; every other signal at or above it.
     pub fn is_p_value(&self) -> bool {
         self.name.ends_with("_p")
@@ -667,20 +688,7 @@ impl FeatureDrift {
             ("drifted", Value::Boolean(self.drifted)),
             (
                 "signals",
-                Value::Array(
-                    self.signals
-                        .iter()
-                        .map(|x| {
-                            record(vec![
-                                ("name", s(&x.name)),
-                                ("value", Value::Double(x.value)),
-                                ("threshold", Value::Double(x.threshold)),
-                                ("fired", Value::Boolean(x.fired)),
-                                ("method", s(&x.method)),
-                            ])
-                        })
-                        .collect(),
-                ),
+                Value::Array(self.signals.iter().map(Signal::to_value).collect()),
             ),
         ])
     }
@@ -698,16 +706,7 @@ impl FeatureDrift {
             chi2_p: f.optional("chi2_p", as_double)?,
             missing_share: f.double("missing_share")?,
             drifted: f.boolean("drifted")?,
-            signals: f.array("signals", |v, _| {
-                let mut x = Fields::new(v, "Signal")?;
-                Ok(Signal {
-                    name: x.string("name")?,
-                    value: x.double("value")?,
-                    threshold: x.double("threshold")?,
-                    fired: x.boolean("fired")?,
-                    method: x.string("method")?,
-                })
-            })?,
+            signals: f.array("signals", |v, _| Signal::from_value(v))?,
         })
     }
 }
@@ -735,6 +734,9 @@ pub struct DriftReport {
     pub share_drifted: f64,
     pub decision: DriftDecision,
     pub reason: String,
+    /// The multivariate check (the window's mean PCA reconstruction error), when the
+    /// version's record carries its reference.
+    pub multivariate: Option<Signal>,
 }
 
 impl Event for DriftReport {
@@ -783,6 +785,10 @@ impl Event for DriftReport {
             ("share_drifted", Value::Double(self.share_drifted)),
             ("decision", self.decision.to_value()),
             ("reason", s(&self.reason)),
+            (
+                "multivariate",
+                opt(self.multivariate.as_ref(), Signal::to_value),
+            ),
         ])
     }
 
@@ -813,6 +819,7 @@ impl Event for DriftReport {
             share_drifted: f.double("share_drifted")?,
             decision: DriftDecision::parse(f.symbol("decision")?, "decision")?,
             reason: f.string("reason")?,
+            multivariate: f.optional("multivariate", |v, _| Signal::from_value(v))?,
         })
     }
 
@@ -972,6 +979,86 @@ fn sub_windows_value(w: &[SubWindows]) -> Value {
     Value::Array(w.iter().map(|x| x.to_value()).collect())
 }
 
+/// The PCA of a reference behind the multivariate drift check (see `driftline_drift::multivariate`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Reconstruction {
+    pub columns: Vec<ReconstructionColumn>,
+    /// The standardised columns' means.
+    pub center: Vec<f64>,
+    /// The principal axes kept, each over the columns.
+    pub components: Vec<Vec<f64>>,
+    pub explained_variance: f64,
+    /// The mean per-row error over sub-windows of the reference in time order.
+    pub sub_windows: Vec<SubWindows>,
+}
+
+/// How one column is encoded and standardised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReconstructionColumn {
+    pub name: String,
+    pub kind: FeatureKind,
+    /// The encoded value of a missing cell.
+    pub fill: f64,
+    /// Each label's share of the reference (categorical).
+    pub frequencies: BTreeMap<String, f64>,
+    pub mean: f64,
+    pub scale: f64,
+}
+
+impl Reconstruction {
+    fn to_value(&self) -> Value {
+        let doubles = |xs: &[f64]| Value::Array(xs.iter().map(|x| Value::Double(*x)).collect());
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| {
+                record(vec![
+                    ("name", s(&c.name)),
+                    ("kind", c.kind.to_value()),
+                    ("fill", Value::Double(c.fill)),
+                    ("frequencies", map(&c.frequencies, |x| Value::Double(*x))),
+                    ("mean", Value::Double(c.mean)),
+                    ("scale", Value::Double(c.scale)),
+                ])
+            })
+            .collect();
+        record(vec![
+            ("columns", Value::Array(columns)),
+            ("center", doubles(&self.center)),
+            (
+                "components",
+                Value::Array(self.components.iter().map(|c| doubles(c)).collect()),
+            ),
+            ("explained_variance", Value::Double(self.explained_variance)),
+            ("sub_windows", sub_windows_value(&self.sub_windows)),
+        ])
+    }
+
+    fn from_value(v: Value) -> Result<Self> {
+        let mut r = Fields::new(v, "Reconstruction")?;
+        Ok(Self {
+            columns: r.array("columns", |v, _| {
+                let mut c = Fields::new(v, "ReconstructionColumn")?;
+                Ok(ReconstructionColumn {
+                    name: c.string("name")?,
+                    kind: FeatureKind::parse(c.symbol("kind")?, "kind")?,
+                    fill: c.double("fill")?,
+                    frequencies: c.map("frequencies", as_double)?,
+                    mean: c.double("mean")?,
+                    scale: c.double("scale")?,
+                })
+            })?,
+            center: r.array("center", as_double)?,
+            components: r.array("components", |v, name| match unwrap_union(v) {
+                Value::Array(xs) => xs.into_iter().map(|x| as_double(x, name)).collect(),
+                _ => Err(field_err(name, "expected an array of doubles")),
+            })?,
+            explained_variance: r.double("explained_variance")?,
+            sub_windows: r.array("sub_windows", |v, _| SubWindows::from_value(v))?,
+        })
+    }
+}
+
 /// driftline.models (compacted; key `model/version`)
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelPublished {
@@ -995,6 +1082,8 @@ pub struct ModelPublished {
     pub error_sub_windows: Vec<SubWindows>,
     /// Permutation importance on the holdout, per feature.
     pub feature_importance: BTreeMap<String, f64>,
+    /// The PCA of the reference behind the multivariate drift check.
+    pub multivariate: Option<Reconstruction>,
 }
 
 impl Event for ModelPublished {
@@ -1058,6 +1147,10 @@ impl Event for ModelPublished {
                 "feature_importance",
                 map(&self.feature_importance, |x| Value::Double(*x)),
             ),
+            (
+                "multivariate",
+                opt(self.multivariate.as_ref(), Reconstruction::to_value),
+            ),
         ])
     }
 
@@ -1099,6 +1192,7 @@ impl Event for ModelPublished {
             traffic_share: f.double("traffic_share")?,
             error_sub_windows: f.array("error_sub_windows", |v, _| SubWindows::from_value(v))?,
             feature_importance: f.map("feature_importance", as_double)?,
+            multivariate: f.optional("multivariate", |v, _| Reconstruction::from_value(v))?,
         })
     }
 

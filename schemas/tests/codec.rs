@@ -198,6 +198,7 @@ fn model_published() -> ModelPublished {
         traffic_share: 0.0,
         error_sub_windows: Vec::new(),
         feature_importance: Default::default(),
+        multivariate: None,
     }
 }
 
@@ -237,12 +238,15 @@ fn canary_records_are_candidates_to_consumers_from_before_canaries() {
     assert_eq!(read, model_published());
 }
 
-/// A models record as writers before version 4 wrote it: no sub-windows, no importance.
+/// A models record as writers before version 4 wrote it: no sub-windows, no importance
+/// (nor the later multivariate reference).
 fn without_v4_fields(value: &mut Value) {
     let Value::Record(fields) = value else {
         return;
     };
-    fields.retain(|(n, _)| n != "error_sub_windows" && n != "feature_importance");
+    fields.retain(|(n, _)| {
+        !["error_sub_windows", "feature_importance", "multivariate"].contains(&n.as_str())
+    });
     for (name, field) in fields.iter_mut() {
         if let (true, Value::Array(profiles)) = (name == "reference_profile", field) {
             for p in profiles {

@@ -309,6 +309,7 @@ fn model_record() -> ModelPublished {
         traffic_share: 0.0,
         error_sub_windows: Vec::new(),
         feature_importance: Default::default(),
+        multivariate: None,
     }
 }
 

@@ -354,6 +354,15 @@ pub mod samples {
             share_drifted: 0.5,
             decision: DriftDecision::Drift,
             reason: "1 of 2 features drifted".into(),
+            multivariate: Some(Signal {
+                name: "reconstruction_error".into(),
+                value: 1.31,
+                threshold: 1.21,
+                fired: true,
+                method:
+                    "from the reference's sub-windows of 100 to 6400 rows: a gamma tail of 1.0e-3"
+                        .into(),
+            }),
         }
     }
 
@@ -427,6 +436,7 @@ pub mod samples {
                 sd: 1.25,
             }],
             feature_importance: [("distance".to_string(), 0.4)].into(),
+            multivariate: None,
         }
     }
 

@@ -62,6 +62,7 @@ fn model(
         traffic_share: 0.0,
         error_sub_windows: Vec::new(),
         feature_importance: Default::default(),
+        multivariate: None,
     })
 }
 

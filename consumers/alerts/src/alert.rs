@@ -198,6 +198,7 @@ mod tests {
             share_drifted: 0.5,
             decision,
             reason: "mae 30% over holdout & 1 of 2 features drifted".into(),
+            multivariate: None,
         }
     }
 

@@ -335,6 +335,7 @@ mod tests {
             share_drifted: 0.0,
             decision: DriftDecision::Drift,
             reason: String::new(),
+            multivariate: None,
         }
     }
 

@@ -406,6 +406,7 @@ pub(crate) mod sample {
             } else {
                 "no feature drifted".into()
             },
+            multivariate: None,
             features,
         }
     }
@@ -443,6 +444,7 @@ pub(crate) mod sample {
             traffic_share: 0.0,
             error_sub_windows: Vec::new(),
             feature_importance: Default::default(),
+            multivariate: None,
         }
     }
 

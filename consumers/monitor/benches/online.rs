@@ -1,5 +1,5 @@
-//! The monitor's online costs, without Kafka: the update cost per event and feature, the
-//! evaluation time of a 100k-event window, and the resident memory over a long replay.
+//! The monitor's online costs, without Kafka: the update cost per event and feature
+//! (without and with the multivariate check), the evaluation time of a 100k-event window, and the resident memory over a long replay.
 //!
 //! `cargo bench -p driftline-monitor --bench online` (add `-- --events 5000000` for the
 //! long replay). Continuous values (every value distinct) are the worst case of the order
@@ -7,8 +7,8 @@
 
 use std::time::Instant;
 
-use driftline_drift::calibrate;
 use driftline_drift::numeric::Sorted;
+use driftline_drift::{calibrate, multivariate};
 use driftline_monitor::MonitorPolicy;
 use driftline_monitor::window::{Observation, Window, WindowConfig};
 use driftline_schemas::events::{FeatureKind, FeatureProfile, FeatureValue};
@@ -111,6 +111,28 @@ fn main() {
         "update (insert + evict), 100k window, {features} features: {per:.0} ns per event and feature ({:.2} µs per event)",
         per * features as f64 / 1_000.0
     );
+
+    // The same with the multivariate check: each event also scored by the reference's PCA.
+    let reference = events(&mut rng, 10_000, &labels);
+    let columns: Vec<(&str, FeatureKind)> =
+        profiles.iter().map(|p| (p.name.as_str(), p.kind)).collect();
+    let pca = multivariate::fit(&columns, reference.len(), |i, j| &reference[i].values[j]);
+    let mut with_pca = Window::new(&profiles, cfg).with_multivariate(pca.as_ref());
+    warm.iter().for_each(|e| {
+        with_pca.push(e);
+    });
+    let started = Instant::now();
+    for e in &batch {
+        with_pca.push(e);
+    }
+    let per_pca = started.elapsed().as_nanos() as f64 / (batch.len() * features) as f64;
+    println!(
+        "update with the multivariate check ({} components): {per_pca:.0} ns per event and feature ({:.2} µs per event); mean reconstruction error {:.3}",
+        pca.as_ref().map_or(0, |r| r.components.len()),
+        per_pca * features as f64 / 1_000.0,
+        with_pca.reconstruction_error().unwrap_or(f64::NAN)
+    );
+    drop(with_pca);
 
     // Evaluation on the full 100k window.
     let mut times = Vec::new();

@@ -123,6 +123,10 @@ pub struct PolicyArgs {
     /// retrain without waiting for confirmations.
     #[arg(long, env = "DRIFTLINE_MONITOR_ERROR_DETECTOR", default_value = "off")]
     pub error_detector: Watch,
+    /// Do not let the multivariate check (PCA reconstruction error) decide (it is still
+    /// reported).
+    #[arg(long, env = "DRIFTLINE_MONITOR_IGNORE_MULTIVARIATE")]
+    pub ignore_multivariate: bool,
 }
 
 impl Default for PolicyArgs {
@@ -170,6 +174,7 @@ impl PolicyArgs {
                 max_error_increase: (!self.ignore_performance).then_some(self.max_error_increase),
                 prediction_drift: true,
                 error_watch: self.error_detector,
+                multivariate: !self.ignore_multivariate,
             },
         };
         config.validate()?;

@@ -75,6 +75,7 @@ mod tests {
             share_drifted: 0.25,
             decision: DriftDecision::Warning,
             reason: "r".into(),
+            multivariate: None,
         }
     }
 

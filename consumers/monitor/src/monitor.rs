@@ -12,7 +12,8 @@ use driftline_drift::policy::FeatureVerdict;
 use driftline_model::{PREDICTION, lower_is_better};
 use driftline_schemas::events::{
     DriftReport, FeatureDrift, FeatureKind, FeatureProfile, FeatureValue, Labelled, ModelPublished,
-    PredictionLogged, ReportWindow, RetrainRequested, RetrainTrigger, SubWindows, offsets_key,
+    PredictionLogged, Reconstruction, ReportWindow, RetrainRequested, RetrainTrigger, Signal,
+    SubWindows, offsets_key,
 };
 use serde::{Deserialize, Serialize};
 
@@ -63,8 +64,9 @@ impl MonitorConfig {
     }
 }
 
-/// What a version's holdout says: its metrics, and how its mean error varied between
-/// sub-windows of it (where the line for a rise of the error comes from).
+/// What a version's record says beside its profiles: the holdout's metrics, how its mean
+/// error varied between sub-windows of it (where the line for a rise of the error comes
+/// from), and the reference's PCA for the multivariate check.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Holdout {
     pub metrics: BTreeMap<String, f64>,
@@ -72,6 +74,7 @@ pub struct Holdout {
     /// Permutation importance per feature (what a drifted feature's weight in the
     /// decision's "why" is).
     pub feature_importance: BTreeMap<String, f64>,
+    pub multivariate: Option<Reconstruction>,
 }
 
 impl Holdout {
@@ -80,6 +83,7 @@ impl Holdout {
             metrics: published.metrics.clone(),
             error_sub_windows: published.error_sub_windows.clone(),
             feature_importance: published.feature_importance.clone(),
+            multivariate: published.multivariate.clone(),
         }
     }
 }
@@ -91,6 +95,7 @@ impl From<BTreeMap<String, f64>> for Holdout {
             metrics,
             error_sub_windows: Vec::new(),
             feature_importance: Default::default(),
+            multivariate: None,
         }
     }
 }
@@ -146,6 +151,9 @@ pub struct ModelMonitor {
     holdout: BTreeMap<String, f64>,
     importance: BTreeMap<String, f64>,
     error_null: Option<NullCurve>,
+    reconstruction: Option<Reconstruction>,
+    /// The mean reconstruction error's null curve, from the reference's sub-windows.
+    multivariate_null: Option<NullCurve>,
     config: MonitorConfig,
     window: Window,
     perf: PerformanceWindow,
@@ -176,7 +184,13 @@ impl ModelMonitor {
             error_null: NullCurve::fit(&holdout.error_sub_windows),
             holdout: holdout.metrics,
             importance: holdout.feature_importance,
-            window: Window::new(profiles, config.window),
+            window: Window::new(profiles, config.window)
+                .with_multivariate(holdout.multivariate.as_ref()),
+            multivariate_null: holdout
+                .multivariate
+                .as_ref()
+                .and_then(|r| NullCurve::fit(&r.sub_windows)),
+            reconstruction: holdout.multivariate,
             perf: PerformanceWindow::new(config.window.max_events, 0),
             errors: ErrorWatch::new(config.policy.error_watch),
             error_rise: None,
@@ -199,7 +213,8 @@ impl ModelMonitor {
         joined: impl IntoIterator<Item = Joined>,
     ) -> Self {
         let mut m = Self::new(&meta.model, meta.version, profiles, holdout, config);
-        m.window = Window::resume(profiles, m.config.window, meta.first_seq, meta.newest_time);
+        m.window = Window::resume(profiles, m.config.window, meta.first_seq, meta.newest_time)
+            .with_multivariate(m.reconstruction.as_ref());
         for e in events {
             m.window.push(&e);
         }
@@ -376,6 +391,7 @@ impl ModelMonitor {
         let (share, _) = policy.drift.dataset(drifted.len(), features.len());
         let performance = self.perf.compare(&self.holdout);
         let performance_drop = self.performance_drop();
+        let multivariate = self.multivariate();
         let seq = self.window.next_seq();
         let findings = Findings {
             window_events: self.window.len() as u64,
@@ -388,6 +404,10 @@ impl ModelMonitor {
             prediction_drifted: prediction.as_ref().is_some_and(|p| p.drifted),
             performance_drop: performance_drop.clone(),
             error_rise: self.error_rise.take(),
+            multivariate: multivariate
+                .as_ref()
+                .filter(|s| s.fired)
+                .map(ToString::to_string),
         };
         let decision = self.state.decide(policy, &findings);
         self.last_eval_seq = seq;
@@ -439,8 +459,41 @@ impl ModelMonitor {
             share_drifted: share,
             decision: decision.decision,
             reason: decision.reason,
+            multivariate,
         };
         Evaluation { report, retrain }
+    }
+
+    /// The multivariate check: the window's mean reconstruction error against the line for
+    /// its size from the reference's sub-windows (the calibrated gamma tail, or NannyML's
+    /// mean + 3 sd with fixed lines); `None` without a multivariate reference.
+    fn multivariate(&self) -> Option<Signal> {
+        let value = self.window.reconstruction_error()?;
+        let null = self.multivariate_null?;
+        let n = self.window.len() as u64;
+        let (small, large) = null.sizes();
+        let from = format!("from the reference's sub-windows of {small} to {large} rows");
+        let (threshold, method) = match self.config.policy.drift.calibration {
+            Some(c) if c.distances => {
+                let alpha = c.per_check(self.profiles.len());
+                let line = null.threshold(n, alpha);
+                (line, format!("{from}: a gamma tail of {alpha:.1e}"))
+            }
+            _ => {
+                let (mean, sd) = null.at(n);
+                (
+                    mean + 3.0 * sd,
+                    format!("{from}: mean + 3 sd (NannyML's rule)"),
+                )
+            }
+        };
+        Some(Signal {
+            name: "reconstruction_error".into(),
+            value,
+            threshold,
+            fired: value >= threshold,
+            method,
+        })
     }
 
     /// The primary error metric, on enough joined actuals, when it rose above the line
@@ -861,5 +914,121 @@ mod tests {
         let rest_a = run(&mut a, 700..1400, 400, 1.0);
         let rest_b = run(&mut b, 700..1400, 400, 1.0);
         assert_eq!(rest_a, rest_b);
+    }
+
+    /// A reference where y follows x, and live traffic where it no longer does: each
+    /// feature keeps its own distribution, only how they move together changes.
+    fn paired(i: usize, together: bool) -> (f64, f64) {
+        // SplitMix64's finaliser: independent-looking uniform draws without a generator.
+        let h = |k: u64| {
+            let mut z = k.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) as f64 / u64::MAX as f64
+        };
+        let x = (h(i as u64 * 2 + 1) * 100.0).floor();
+        let noise = h(i as u64 * 2 + 2) * 3.0;
+        let other = (h(i as u64 * 2 + 1_000_003) * 100.0).floor();
+        (x, if together { x + noise } else { other + noise })
+    }
+
+    fn pair_event(i: usize, together: bool) -> Observation {
+        let (x, y) = paired(i, together);
+        Observation {
+            event_time: i as i64,
+            values: vec![FeatureValue::Number(x), FeatureValue::Number(y)],
+        }
+    }
+
+    #[test]
+    fn a_change_in_how_features_move_together_is_seen_by_the_multivariate_check_alone() {
+        let reference: Vec<[FeatureValue; 2]> = (0..4_000)
+            .map(|i| {
+                let (x, y) = paired(i, true);
+                [FeatureValue::Number(x), FeatureValue::Number(y)]
+            })
+            .collect();
+        let pca = driftline_drift::multivariate::fit(
+            &[("x", FeatureKind::Numeric), ("y", FeatureKind::Numeric)],
+            reference.len(),
+            |i, j| &reference[i][j],
+        );
+        let profile = |j: usize, name: &str| {
+            let mut sample: Vec<f64> = reference
+                .iter()
+                .map(|r| match r[j] {
+                    FeatureValue::Number(v) => v,
+                    _ => f64::NAN,
+                })
+                .collect();
+            sample.sort_by(f64::total_cmp);
+            FeatureProfile {
+                name: name.into(),
+                kind: FeatureKind::Numeric,
+                count: sample.len() as i64,
+                missing: 0,
+                sample,
+                categories: Default::default(),
+                sub_windows: Vec::new(),
+            }
+        };
+        let holdout = Holdout {
+            multivariate: pca,
+            ..Default::default()
+        };
+        // Windows past 1,000 events, where the distances decide (not the p-values).
+        let mut cfg = config();
+        cfg.window.max_events = 2_000;
+        cfg.evaluate_every = 500;
+        cfg.policy.min_samples = 1_000;
+        let mut m = ModelMonitor::new(
+            "m",
+            3,
+            &[profile(0, "x"), profile(1, "y")],
+            holdout,
+            cfg.clone(),
+        );
+        let mut evaluations = Vec::new();
+        for i in 10_000..18_000 {
+            m.observe(&pair_event(i, i < 14_000));
+            if m.due() {
+                evaluations.push((i, m.evaluate(0, None).report));
+            }
+        }
+        let (before, after): (Vec<_>, Vec<_>) = evaluations.iter().partition(|(i, _)| *i < 14_000);
+        for (_, r) in &before {
+            let s = r.multivariate.as_ref().unwrap();
+            assert!(!s.fired, "{s}");
+            assert_eq!(r.decision, DriftDecision::NoDrift, "{}", r.reason);
+        }
+        // Once the window holds only the new pairing, the check fires, no feature does.
+        let settled: Vec<_> = after.iter().filter(|(i, _)| *i >= 16_000).collect();
+        assert!(!settled.is_empty());
+        for (_, r) in settled {
+            let s = r.multivariate.as_ref().unwrap();
+            assert!(s.fired && s.value > 2.0 * s.threshold, "{s}");
+            assert!(r.features.iter().all(|f| !f.drifted), "{:?}", r.features);
+            assert_eq!(r.decision, DriftDecision::Drift);
+            assert!(r.reason.contains("joint distribution"), "{}", r.reason);
+        }
+        // Off in the policy: still reported, no longer deciding.
+        let mut quiet = cfg;
+        quiet.policy.multivariate = false;
+        let mut q = ModelMonitor::new(
+            "m",
+            3,
+            &[profile(0, "x"), profile(1, "y")],
+            Holdout {
+                multivariate: m.reconstruction.clone(),
+                ..Default::default()
+            },
+            quiet,
+        );
+        for i in 14_000..16_000 {
+            q.observe(&pair_event(i, false));
+        }
+        let r = q.evaluate(0, None).report;
+        assert!(r.multivariate.unwrap().fired);
+        assert_eq!(r.decision, DriftDecision::NoDrift);
     }
 }

@@ -28,6 +28,11 @@
 //!   error of the version; a rise it signals is a cause at the next evaluation and needs
 //!   no confirmations (the detector has its own confidence). Off by default until the
 //!   detection benchmarks of issue #16 say which default raises no false alarms;
+//! - **multivariate drift** (`multivariate`, on): the window's mean PCA reconstruction
+//!   error (NannyML's multivariate check, driftline-drift's `multivariate`) above the line
+//!   from the reference's sub-windows: the calibrated gamma tail, or with fixed lines
+//!   NannyML's mean + 3 sd; it sees a change in how features move together that no
+//!   feature's own distance shows;
 //! - **multiple testing** (`correction`, none): with Bonferroni or Benjamini-Hochberg the
 //!   p-values of the features are adjusted before rules that test p-values use them (the
 //!   small-window rules); reports keep the raw p-values.
@@ -117,6 +122,14 @@ pub struct MonitorPolicy {
     /// without confirmations (the detector has its own confidence).
     #[serde(default)]
     pub error_watch: Watch,
+    /// Whether the multivariate check (the window's PCA reconstruction error) decides; it
+    /// is reported either way when the version's record carries its reference.
+    #[serde(default = "yes")]
+    pub multivariate: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for MonitorPolicy {
@@ -131,6 +144,7 @@ impl Default for MonitorPolicy {
             max_error_increase: Some(0.25),
             prediction_drift: true,
             error_watch: Watch::Off,
+            multivariate: true,
         }
     }
 }
@@ -217,6 +231,8 @@ pub struct Findings {
     pub performance_drop: Option<String>,
     /// What the error detector said since the last evaluation, when the errors rose.
     pub error_rise: Option<String>,
+    /// The multivariate check, when it fired: its value against its line.
+    pub multivariate: Option<String>,
 }
 
 /// The decision and whether to ask for a retrain now.
@@ -258,6 +274,9 @@ impl PolicyState {
         }
         if f.prediction_drifted && policy.prediction_drift {
             causes.push("the prediction drifted".to_string());
+        }
+        if let Some(why) = f.multivariate.as_ref().filter(|_| policy.multivariate) {
+            causes.push(format!("the features' joint distribution changed ({why})"));
         }
         if let Some(why) = &f.performance_drop {
             causes.push(why.clone());
@@ -320,6 +339,7 @@ mod tests {
             prediction_drifted: false,
             performance_drop: None,
             error_rise: None,
+            multivariate: None,
         }
     }
 

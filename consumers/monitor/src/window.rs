@@ -6,7 +6,9 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
-use driftline_schemas::events::{FeatureKind, FeatureProfile, FeatureValue};
+use driftline_drift::frame::number_label;
+use driftline_drift::multivariate::Reconstructor;
+use driftline_schemas::events::{FeatureKind, FeatureProfile, FeatureValue, Reconstruction};
 use serde::{Deserialize, Serialize};
 
 use crate::tracker::{FeatureStats, Tracker};
@@ -51,16 +53,25 @@ pub struct Window {
     cells: VecDeque<f64>,
     first_seq: u64,
     newest_time: i64,
+    multivariate: Option<Multivariate>,
 }
 
-/// How a number reads as a category label (as the reference profiles count it).
-pub fn number_label(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e15 {
-        format!("{}", x as i64)
-    } else {
-        format!("{x}")
-    }
+/// The multivariate check's part of the window: each event's reconstruction error, in
+/// fixed point so that the window's sum is exact whatever the order of adds and removes
+/// (a restored window sums to the same bits).
+#[derive(Debug, Clone)]
+struct Multivariate {
+    reconstructor: Reconstructor,
+    /// For each reconstruction column, the window feature it reads (`None`: not in the
+    /// profiles, read as missing).
+    columns: Vec<Option<usize>>,
+    errors: VecDeque<i64>,
+    sum: i128,
+    scratch: Vec<f64>,
 }
+
+/// Fixed-point units of an error: 1e-9 resolves errors far below any line.
+const ERROR_UNITS: f64 = 1e9;
 
 impl Window {
     /// An empty window over the reference `profiles` (features in their order).
@@ -76,7 +87,25 @@ impl Window {
             cells: VecDeque::new(),
             first_seq: 0,
             newest_time: i64::MIN,
+            multivariate: None,
         }
+    }
+
+    /// The same window, also keeping each event's reconstruction error against
+    /// `reference` (none: no multivariate check). Set before the first push.
+    pub fn with_multivariate(mut self, reference: Option<&Reconstruction>) -> Self {
+        self.multivariate = reference.map(|r| Multivariate {
+            reconstructor: Reconstructor::new(r),
+            columns: r
+                .columns
+                .iter()
+                .map(|c| self.names.iter().position(|n| *n == c.name))
+                .collect(),
+            errors: VecDeque::new(),
+            sum: 0,
+            scratch: Vec::new(),
+        });
+        self
     }
 
     /// A window whose first stored event has sequence number `first_seq` and whose newest
@@ -135,6 +164,15 @@ impl Window {
     /// Adds an event and evicts what falls out; returns the evicted sequence numbers
     /// (always the oldest ones, so a range).
     pub fn push(&mut self, event: &Observation) -> Range<u64> {
+        if let Some(m) = &mut self.multivariate {
+            let cols = &m.columns;
+            let e = m.reconstructor.error(&mut m.scratch, |j| {
+                cols[j].and_then(|i| event.values.get(i))
+            });
+            let units = (e * ERROR_UNITS).round() as i64;
+            m.errors.push_back(units);
+            m.sum += i128::from(units);
+        }
         for (i, t) in self.trackers.iter_mut().enumerate() {
             let v = event.values.get(i).unwrap_or(&FeatureValue::Missing);
             let cell = match t {
@@ -180,6 +218,9 @@ impl Window {
         if self.times.pop_front().is_none() {
             return;
         }
+        if let Some(m) = &mut self.multivariate {
+            m.sum -= i128::from(m.errors.pop_front().unwrap_or(0));
+        }
         for t in self.trackers.iter_mut() {
             let cell = self.cells.pop_front().unwrap_or(f64::NAN);
             let present = (!cell.is_nan()).then_some(cell);
@@ -189,6 +230,13 @@ impl Window {
             }
         }
         self.first_seq += 1;
+    }
+
+    /// The mean reconstruction error of the window's events, when it keeps them and is
+    /// not empty.
+    pub fn reconstruction_error(&self) -> Option<f64> {
+        let m = self.multivariate.as_ref()?;
+        (!m.errors.is_empty()).then(|| m.sum as f64 / m.errors.len() as f64 / ERROR_UNITS)
     }
 
     /// Every feature's statistics against its reference, in [`Window::names`] order.
@@ -270,17 +318,39 @@ mod tests {
             ..Default::default()
         };
         let events: Vec<Observation> = (0..120)
-            .map(|i| event(i, (i * 7 % 130) as f64, ["a", "b", "z"][i as usize % 3]))
+            .map(|i| {
+                event(
+                    i,
+                    (i * 7 % 130) as f64,
+                    ["a", "a", "b", "z"][i as usize % 4],
+                )
+            })
             .collect();
-        let mut w = Window::new(&profiles(), cfg);
+        // x twice: one component (2/3 of the variance) is kept, so rows have an error.
+        let pca = driftline_drift::multivariate::fit(
+            &[
+                ("x", FeatureKind::Numeric),
+                ("x", FeatureKind::Numeric),
+                ("c", FeatureKind::Categorical),
+            ],
+            events.len(),
+            |i, j| &events[i].values[j.saturating_sub(1)],
+        );
+        assert!(pca.is_some());
+        let mut w = Window::new(&profiles(), cfg).with_multivariate(pca.as_ref());
         events.iter().for_each(|e| {
             w.push(e);
         });
-        let mut r = Window::resume(&profiles(), cfg, w.first_seq(), w.newest_time());
+        let mut r = Window::resume(&profiles(), cfg, w.first_seq(), w.newest_time())
+            .with_multivariate(pca.as_ref());
         events[w.first_seq() as usize..].iter().for_each(|e| {
             r.push(e);
         });
         assert_eq!(r.stats(), w.stats());
         assert_eq!(r.next_seq(), w.next_seq());
+        // The same events in the window, the same bits (fixed point, not a running float).
+        let e = w.reconstruction_error().unwrap();
+        assert!(e > 0.0);
+        assert_eq!(r.reconstruction_error().unwrap().to_bits(), e.to_bits());
     }
 }

@@ -1004,6 +1004,7 @@ mod tests {
             traffic_share: 0.0,
             error_sub_windows: Vec::new(),
             feature_importance: Default::default(),
+            multivariate: None,
         }
     }
 

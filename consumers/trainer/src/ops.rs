@@ -248,6 +248,7 @@ pub fn imported(reg: &Registry, import: Import, now: i64) -> Result<Vec<ModelPub
         model: import.model,
         error_sub_windows: Vec::new(),
         feature_importance: Default::default(),
+        multivariate: None,
     }])
 }
 
@@ -312,6 +313,7 @@ mod tests {
             published_at,
             traffic_share: 0.0,
             error_sub_windows: Vec::new(),
+            multivariate: None,
             feature_importance: Default::default(),
         }
     }

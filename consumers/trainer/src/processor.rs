@@ -654,6 +654,7 @@ mod tests {
             },
             error_sub_windows: Vec::new(),
             feature_importance: Default::default(),
+            multivariate: None,
         }
     }
 

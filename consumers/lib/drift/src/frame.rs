@@ -363,9 +363,14 @@ impl<'s> Reading<'s> {
     }
 }
 
-/// A number's label when it sits in a categorical column.
-fn number_label(x: f64) -> String {
-    format!("{x}")
+/// How a number reads as a category or class label, everywhere in driftline: integral
+/// values without a decimal point (`7.0` → `"7"`), others as Rust prints them.
+pub fn number_label(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
+    }
 }
 
 /// Exact powers of ten as `f64` (10^22 is the last one a double holds exactly).

@@ -11,6 +11,8 @@
 //! - categorical features ([`categorical`]): the chi-square test of the reference-vs-current
 //!   contingency table (as `scipy.stats.chi2_contingency`), Jensen-Shannon and PSI over
 //!   categories, with unseen categories and missing values counted, never a crash;
+//! - multivariate drift ([`multivariate`]): NannyML's PCA reconstruction error, which sees a
+//!   change in how features move together that no single feature shows;
 //! - a decision ([`policy`]): per-feature thresholds on effect sizes by default (large
 //!   windows make every p-value tiny), and a share of drifted features for the data set.
 //!
@@ -37,6 +39,7 @@ pub mod categorical;
 pub mod concept;
 pub mod frame;
 pub mod kstwo;
+pub mod multivariate;
 pub mod numeric;
 mod plain;
 pub mod policy;

@@ -40,15 +40,7 @@ impl Target {
     }
 }
 
-/// How a number reads as a category or class label: integral values without a decimal
-/// point (`7.0` → `"7"`), others as Rust prints them.
-pub(crate) fn number_label(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e15 {
-        format!("{}", x as i64)
-    } else {
-        format!("{x}")
-    }
-}
+pub(crate) use driftline_drift::frame::number_label;
 
 /// A feature's category label, borrowed when it is already a string.
 pub(crate) fn category_label(value: &FeatureValue) -> Option<Cow<'_, str>> {

@@ -79,7 +79,8 @@ pub use fit::{fit, fit_with};
 pub use joined::Joined;
 pub use model::{FORMAT, Scratch, TrainedModel};
 pub use profile::{
-    PREDICTION, feature_profiles, prediction_profile, prediction_profile_of, reference_profile,
+    PREDICTION, feature_profiles, multivariate_reference, prediction_profile,
+    prediction_profile_of, reference_profile,
 };
 
 use driftline_schemas::spec::TargetKind;

@@ -4,10 +4,12 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use driftline_drift::calibrate;
 use driftline_drift::numeric::Sorted;
+use driftline_drift::{calibrate, multivariate};
 
-use driftline_schemas::events::{FeatureKind, FeatureProfile, FeatureValue, Features, Prediction};
+use driftline_schemas::events::{
+    FeatureKind, FeatureProfile, FeatureValue, Features, Prediction, Reconstruction,
+};
 use driftline_schemas::spec::{FeatureSpec, Kind};
 
 use crate::data::{LabelledRow, category_label};
@@ -41,6 +43,27 @@ pub fn reference_profile(
     let mut profiles = feature_profiles(spec, &features);
     profiles.push(prediction_profile(model, &features));
     profiles
+}
+
+/// The multivariate drift check's reference ([`multivariate::fit`]) on the spec's features
+/// over `rows` in time order; `None` when it cannot be fitted (fewer than two rows, no
+/// variance).
+pub fn multivariate_reference(spec: &FeatureSpec, rows: &[LabelledRow]) -> Option<Reconstruction> {
+    static MISSING: FeatureValue = FeatureValue::Missing;
+    let columns: Vec<(&str, FeatureKind)> = spec
+        .features
+        .iter()
+        .map(|def| {
+            let kind = match def.kind {
+                Kind::Numeric => FeatureKind::Numeric,
+                Kind::Categorical => FeatureKind::Categorical,
+            };
+            (def.name.as_str(), kind)
+        })
+        .collect();
+    multivariate::fit(&columns, rows.len(), |i, j| {
+        rows[i].features.get(columns[j].0).unwrap_or(&MISSING)
+    })
 }
 
 /// The per-feature part of [`reference_profile`], for rows without a model.

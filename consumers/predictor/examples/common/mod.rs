@@ -81,6 +81,7 @@ impl Bench {
             traffic_share: 0.0,
             error_sub_windows: Vec::new(),
             feature_importance: Default::default(),
+            multivariate: None,
         };
         let producer: FutureProducer = self.kafka.producer_config().create()?;
         producer

@@ -468,5 +468,6 @@ pub fn record(model: &str, version: i64, status: ModelStatus, published_at: i64)
         traffic_share: 0.0,
         error_sub_windows: Vec::new(),
         feature_importance: Default::default(),
+        multivariate: None,
     }
 }
