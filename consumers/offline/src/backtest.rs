@@ -54,8 +54,8 @@ pub struct BacktestArgs {
     #[arg(long)]
     pub retrain: bool,
     /// A documented change in the data, e.g. 2013-06-01 (repeatable): the summary counts
-    /// retrain requests before the first as false alarms and times the first request
-    /// after each.
+    /// retrain requests before the first as false alarms and times the first warning and
+    /// the first request after each.
     #[arg(long = "change-at")]
     pub change_at: Vec<String>,
     #[arg(long, value_enum, default_value = "table")]
@@ -420,34 +420,45 @@ fn print_summary(out: &mut dyn Write, bt: &Backtest, changes: &[i64]) -> std::io
         .filter(|e| e.evaluation.retrain.is_some())
         .map(|e| e.evaluation.report.window.end_time)
         .collect();
+    // Evaluations that said anything (a warning or a drift), confirmed or not.
+    let alarms: Vec<i64> = bt
+        .evaluations
+        .iter()
+        .filter(|e| e.evaluation.report.decision != DriftDecision::NoDrift)
+        .map(|e| e.evaluation.report.window.end_time)
+        .collect();
     writeln!(out)?;
     writeln!(out, "retrain requests: {}", requests.len())?;
     let mut sorted = changes.to_vec();
     sorted.sort_unstable();
     if let Some(first) = sorted.first() {
         let before = requests.iter().filter(|t| *t < first).count();
+        let warned = alarms.iter().filter(|t| *t < first).count();
         writeln!(
             out,
-            "  before the first change ({}): {before} (false alarms)",
+            "  before the first change ({}): {before} (false alarms); evaluations with a warning or drift: {warned}",
             format_time(*first)
         )?;
     }
-    for (k, c) in sorted.iter().enumerate() {
-        let next = sorted.get(k + 1).copied().unwrap_or(i64::MAX);
-        match requests.iter().find(|t| **t >= *c && **t < next) {
-            Some(t) => writeln!(
-                out,
-                "  change at {}: first request {} ({:.1} days later)",
-                format_time(*c),
+    let first_in = |times: &[i64], c: i64, next: i64| -> String {
+        match times.iter().find(|t| **t >= c && **t < next) {
+            Some(t) => format!(
+                "{} ({:.1} days later)",
                 format_time(*t),
                 (t - c) as f64 / 86_400_000.0
-            )?,
-            None => writeln!(
-                out,
-                "  change at {}: no request before the next change or the end",
-                format_time(*c)
-            )?,
+            ),
+            None => "none before the next change or the end".to_string(),
         }
+    };
+    for (k, c) in sorted.iter().enumerate() {
+        let next = sorted.get(k + 1).copied().unwrap_or(i64::MAX);
+        writeln!(
+            out,
+            "  change at {}: first warning or drift {}; first request {}",
+            format_time(*c),
+            first_in(&alarms, *c, next),
+            first_in(&requests, *c, next)
+        )?;
     }
     if !bt.retrained.is_empty() {
         let promoted: Vec<String> = bt
