@@ -407,7 +407,7 @@ impl ModelMonitor {
             multivariate: multivariate
                 .as_ref()
                 .filter(|s| s.fired)
-                .map(ToString::to_string),
+                .map(|s| self.multivariate_why(s)),
         };
         let decision = self.state.decide(policy, &findings);
         self.last_eval_seq = seq;
@@ -494,6 +494,25 @@ impl ModelMonitor {
             fired: value >= threshold,
             method,
         })
+    }
+
+    /// A fired multivariate check and the columns carrying most of the window's error:
+    /// "reconstruction_error 1.250 >= 1.161; carried by car_value 41%, salary_range 22%,
+    /// loan_length 15%".
+    fn multivariate_why(&self, signal: &Signal) -> String {
+        let top: Vec<String> = self
+            .window
+            .reconstruction_contributions()
+            .unwrap_or_default()
+            .into_iter()
+            .take(3)
+            .map(|(name, share)| format!("{name} {:.0}%", share * 100.0))
+            .collect();
+        if top.is_empty() {
+            signal.to_string()
+        } else {
+            format!("{signal}; carried by {}", top.join(", "))
+        }
     }
 
     /// The primary error metric, on enough joined actuals, when it rose above the line
@@ -1010,6 +1029,12 @@ mod tests {
             assert!(r.features.iter().all(|f| !f.drifted), "{:?}", r.features);
             assert_eq!(r.decision, DriftDecision::Drift);
             assert!(r.reason.contains("joint distribution"), "{}", r.reason);
+            // Both features carry the error of a broken pairing, about equally.
+            assert!(r.reason.contains("carried by "), "{}", r.reason);
+            let shares = m.window().reconstruction_contributions().unwrap();
+            assert_eq!(shares.len(), 2);
+            assert!((shares[0].1 + shares[1].1 - 1.0).abs() < 1e-9);
+            assert!(shares.iter().all(|(_, s)| *s > 0.3), "{shares:?}");
         }
         // Off in the policy: still reported, no longer deciding.
         let mut quiet = cfg;

@@ -498,6 +498,11 @@ impl CategoricalTracker {
         }
     }
 
+    /// The labels by id (as [`CategoricalTracker::add`] numbers them).
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
     /// Removes a value added before, by the id [`CategoricalTracker::add`] returned.
     pub fn remove(&mut self, id: Option<u32>) {
         match id {

@@ -220,29 +220,54 @@ impl Reconstructor {
     }
 
     /// A row's reconstruction error; `cell(column)` reads its value (`None`: missing), the
-    /// columns in the fitted record's order.
-    /// `scratch` is reused between rows.
+    /// columns in the fitted record's order. `scratch` is reused between rows.
     pub fn error<'a>(
         &self,
         scratch: &mut Vec<f64>,
         cell: impl Fn(usize) -> Option<&'a FeatureValue>,
     ) -> f64 {
-        let d = self.columns.len();
         scratch.clear();
         for (j, c) in self.columns.iter().enumerate() {
             let v = cell(j);
-            let x = match c.kind {
-                FeatureKind::Numeric => v.and_then(as_number).unwrap_or(c.fill),
-                FeatureKind::Categorical => match v.and_then(as_label) {
-                    // Unseen: 0, as CountEncoder's handle_unknown="value".
-                    Some(l) => c.frequencies.get(l.as_ref()).copied().unwrap_or(0.0),
-                    None => c.fill,
-                },
-            };
-            scratch.push((x - c.mean) / c.scale - self.center.get(j).copied().unwrap_or(0.0));
+            scratch.push(match c.kind {
+                FeatureKind::Numeric => self.encode_number(j, v.and_then(as_number)),
+                FeatureKind::Categorical => self.encode_label(j, v.and_then(as_label).as_deref()),
+            });
         }
-        // residual = z − Vᵀ(V z), its squared norm = |z|² − |V z|² (V's rows orthonormal);
-        // computed as the residual itself, which cancellation cannot push below 0.
+        self.residual(scratch);
+        scratch.iter().map(|r| r * r).sum::<f64>().sqrt()
+    }
+
+    /// Column `j`'s encoded value of a number (`None`: missing, the fill).
+    pub fn encode_number(&self, j: usize, x: Option<f64>) -> f64 {
+        x.unwrap_or(self.columns[j].fill)
+    }
+
+    /// Column `j`'s encoded value of a label: its share of the reference, 0 when unseen (as
+    /// CountEncoder's handle_unknown="value"), the fill when missing.
+    pub fn encode_label(&self, j: usize, label: Option<&str>) -> f64 {
+        let c = &self.columns[j];
+        label.map_or(c.fill, |l| c.frequencies.get(l).copied().unwrap_or(0.0))
+    }
+
+    /// Adds each column's squared residual of a row given its encoded values (in column
+    /// order) to `sums`: what [`Self::error`] squares and sums, kept apart by column, to
+    /// say which columns carry a window's error. `encoded` is left as the residual.
+    pub fn add_squared_residuals(&self, encoded: &mut [f64], sums: &mut [f64]) {
+        self.residual(encoded);
+        sums.iter_mut()
+            .zip(encoded.iter())
+            .for_each(|(s, r)| *s += r * r);
+    }
+
+    /// Encoded values in place → standardised, centred → the part the components do not
+    /// reconstruct: z − Vᵀ(V z), computed as the residual itself (|z|² − |V z|² would
+    /// lose it to cancellation).
+    fn residual(&self, z: &mut [f64]) {
+        let d = self.columns.len();
+        for (j, (x, c)) in z.iter_mut().zip(&self.columns).enumerate() {
+            *x = (*x - c.mean) / c.scale - self.center.get(j).copied().unwrap_or(0.0);
+        }
         let mut projected = [0.0f64; 64];
         let mut heap;
         let proj: &mut [f64] = if self.k <= projected.len() {
@@ -252,18 +277,21 @@ impl Reconstructor {
             &mut heap
         };
         for (p, v) in proj.iter_mut().zip(self.components.chunks_exact(d)) {
-            *p = v.iter().zip(scratch.iter()).map(|(a, b)| a * b).sum();
+            *p = v.iter().zip(z.iter()).map(|(a, b)| a * b).sum();
         }
-        let mut sq = 0.0;
-        for (j, z) in scratch.iter().enumerate() {
+        for (j, x) in z.iter_mut().enumerate() {
             let back: f64 = proj
                 .iter()
                 .enumerate()
                 .map(|(c, p)| p * self.components[c * d + j])
                 .sum();
-            sq += (z - back).powi(2);
+            *x -= back;
         }
-        sq.sqrt()
+    }
+
+    /// Column `j`'s kind.
+    pub fn kind(&self, j: usize) -> FeatureKind {
+        self.columns[j].kind
     }
 }
 
@@ -308,6 +336,14 @@ mod tests {
         let e_off = rec.error(&mut s, |j| Some(&off[j]));
         assert!(e_on < 0.05 && e_off > 1.0, "{e_on} {e_off}");
         assert!(!r.sub_windows.is_empty());
+        // Kept apart by column, the squared residuals sum to the error's square.
+        let mut encoded = [
+            rec.encode_number(0, Some(10.0)),
+            rec.encode_number(1, Some(90.0)),
+        ];
+        let mut sums = [0.0; 2];
+        rec.add_squared_residuals(&mut encoded, &mut sums);
+        assert!((sums.iter().sum::<f64>() - e_off * e_off).abs() < 1e-9);
     }
 
     #[test]
