@@ -13,6 +13,8 @@
 //!   categories, with unseen categories and missing values counted, never a crash;
 //! - multivariate drift ([`multivariate`]): NannyML's PCA reconstruction error, which sees a
 //!   change in how features move together that no single feature shows;
+//! - performance before labels ([`estimate`]): NannyML's CBPE of a classifier's accuracy
+//!   from isotonic-calibrated probabilities;
 //! - a decision ([`policy`]): per-feature thresholds on effect sizes by default (large
 //!   windows make every p-value tiny), and a share of drifted features for the data set.
 //!
@@ -37,6 +39,7 @@
 pub mod calibrate;
 pub mod categorical;
 pub mod concept;
+pub mod estimate;
 pub mod frame;
 pub mod kstwo;
 pub mod multivariate;
