@@ -655,8 +655,9 @@ mod tests {
         assert_eq!(why(&far, None), "hour (wasserstein_norm 0.900 >= 0.1)");
     }
 
-    fn profiles() -> Vec<FeatureProfile> {
-        let numeric = |name: &str, sample: Vec<f64>| FeatureProfile {
+    /// A numeric profile of a sorted sample, without sub-windows (fixed lines).
+    fn numeric(name: &str, sample: Vec<f64>) -> FeatureProfile {
+        FeatureProfile {
             name: name.into(),
             kind: FeatureKind::Numeric,
             count: sample.len() as i64,
@@ -664,7 +665,10 @@ mod tests {
             sample,
             categories: Default::default(),
             sub_windows: Vec::new(),
-        };
+        }
+    }
+
+    fn profiles() -> Vec<FeatureProfile> {
         vec![
             numeric("x", (0..1000).map(|i| f64::from(i % 100)).collect()),
             numeric(PREDICTION, (0..1000).map(|i| f64::from(i % 100)).collect()),
@@ -981,15 +985,7 @@ mod tests {
                 })
                 .collect();
             sample.sort_by(f64::total_cmp);
-            FeatureProfile {
-                name: name.into(),
-                kind: FeatureKind::Numeric,
-                count: sample.len() as i64,
-                missing: 0,
-                sample,
-                categories: Default::default(),
-                sub_windows: Vec::new(),
-            }
+            numeric(name, sample)
         };
         let holdout = Holdout {
             multivariate: pca,

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
-use driftline_drift::frame::number_label;
+use driftline_drift::frame::{as_label, as_number};
 use driftline_drift::multivariate::Reconstructor;
 use driftline_schemas::events::{FeatureKind, FeatureProfile, FeatureValue, Reconstruction};
 use serde::{Deserialize, Serialize};
@@ -176,22 +176,12 @@ impl Window {
             let v = event.values.get(i).unwrap_or(&FeatureValue::Missing);
             let cell = match t {
                 Tracker::Numeric(n) => {
-                    let x = match v {
-                        FeatureValue::Number(x) if x.is_finite() => Some(*x),
-                        FeatureValue::Category(c) => {
-                            c.trim().parse().ok().filter(|x: &f64| x.is_finite())
-                        }
-                        _ => None,
-                    };
+                    let x = as_number(v);
                     n.update(x, true);
                     x.unwrap_or(f64::NAN)
                 }
                 Tracker::Categorical(c) => {
-                    let id = match v {
-                        FeatureValue::Category(l) => c.add(Some(l)),
-                        FeatureValue::Number(x) if x.is_finite() => c.add(Some(&number_label(*x))),
-                        _ => c.add(None),
-                    };
+                    let id = c.add(as_label(v).as_deref());
                     id.map_or(f64::NAN, f64::from)
                 }
             };

@@ -11,10 +11,11 @@
 //!
 //! This is the only module that reads files; the statistics never do.
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::path::Path;
 
-use driftline_schemas::events::FeatureKind;
+use driftline_schemas::events::{FeatureKind, FeatureValue};
 use driftline_schemas::spec::{FeatureSpec, Kind};
 
 use rustc_hash::FxHashMap;
@@ -370,6 +371,24 @@ pub fn number_label(x: f64) -> String {
         format!("{}", x as i64)
     } else {
         format!("{x}")
+    }
+}
+
+/// A cell as a numeric column reads it: a finite number, or a category that parses as one.
+pub fn as_number(v: &FeatureValue) -> Option<f64> {
+    match v {
+        FeatureValue::Number(x) if x.is_finite() => Some(*x),
+        FeatureValue::Category(c) => c.trim().parse().ok().filter(|x: &f64| x.is_finite()),
+        _ => None,
+    }
+}
+
+/// A cell as a categorical column reads it: its label (a number by its shortest form).
+pub fn as_label(v: &FeatureValue) -> Option<Cow<'_, str>> {
+    match v {
+        FeatureValue::Category(c) => Some(Cow::Borrowed(c)),
+        FeatureValue::Number(x) if x.is_finite() => Some(Cow::Owned(number_label(*x))),
+        _ => None,
     }
 }
 

@@ -29,28 +29,10 @@ use ndarray::Array2;
 use rustc_hash::FxHashMap;
 
 use crate::calibrate;
-use crate::frame::number_label;
+use crate::frame::{as_label, as_number};
 
 /// The share of the variance the components keep (NannyML's default `n_components`).
 pub const VARIANCE_KEPT: f64 = 0.65;
-
-/// A cell as a numeric column reads it: a finite number, or a category that parses as one.
-pub fn as_number(v: &FeatureValue) -> Option<f64> {
-    match v {
-        FeatureValue::Number(x) if x.is_finite() => Some(*x),
-        FeatureValue::Category(c) => c.trim().parse().ok().filter(|x: &f64| x.is_finite()),
-        _ => None,
-    }
-}
-
-/// A cell as a categorical column reads it: its label (a number by its shortest form).
-pub fn as_label(v: &FeatureValue) -> Option<Cow<'_, str>> {
-    match v {
-        FeatureValue::Category(c) => Some(Cow::Borrowed(c)),
-        FeatureValue::Number(x) if x.is_finite() => Some(Cow::Owned(number_label(*x))),
-        _ => None,
-    }
-}
 
 /// Fits the reconstruction on `rows` reference rows in time order: `columns` names each
 /// column and its kind, `cell(row, column)` reads a value. `None` with fewer than two

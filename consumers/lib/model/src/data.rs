@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use driftline_schemas::events::{FeatureValue, Features};
+use driftline_schemas::events::Features;
 
 /// One training example: the features a prediction saw and the ground truth that arrived.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,16 +41,6 @@ impl Target {
 }
 
 pub(crate) use driftline_drift::frame::number_label;
-
-/// A feature's category label, borrowed when it is already a string.
-pub(crate) fn category_label(value: &FeatureValue) -> Option<Cow<'_, str>> {
-    match value {
-        FeatureValue::Missing => None,
-        FeatureValue::Category(c) => Some(Cow::Borrowed(c)),
-        FeatureValue::Number(x) if x.is_finite() => Some(Cow::Owned(number_label(*x))),
-        FeatureValue::Number(_) => None,
-    }
-}
 
 /// Splits rows by event time: the oldest rows train, the newest `holdout_fraction` of them
 /// are the holdout, so a model is judged on data from after everything it learnt from.

@@ -28,8 +28,9 @@ use driftline_schemas::spec::{FeatureDef, FeatureSpec, Kind};
 use ndarray::{Array2, Axis};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{category_label, number_label};
+use crate::data::number_label;
 use crate::{Error, Result};
+use driftline_drift::frame::as_label;
 
 /// Encoder settings (also read from a spec's hyper-parameters, see [`crate::fit_with`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -591,7 +592,7 @@ fn gather<R: Borrow<Features>>(defs: &[&FeatureDef], rows: &[R], first: u32) -> 
                     Some(x) => seen.values.push(x),
                     None => seen.missing_rows.push(n),
                 },
-                Kind::Categorical => match value.and_then(category_label) {
+                Kind::Categorical => match value.and_then(as_label) {
                     Some(c) => seen.see_label(c),
                     None => {
                         seen.missing_rows.push(n);

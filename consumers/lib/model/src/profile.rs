@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use driftline_drift::frame::{as_label, as_number};
 use driftline_drift::numeric::Sorted;
 use driftline_drift::{calibrate, multivariate};
 
@@ -12,7 +13,7 @@ use driftline_schemas::events::{
 };
 use driftline_schemas::spec::{FeatureSpec, Kind};
 
-use crate::data::{LabelledRow, category_label};
+use crate::data::LabelledRow;
 use crate::model::{Raw, Scratch, TrainedModel};
 
 /// The most values a numeric profile keeps.
@@ -73,18 +74,11 @@ pub fn feature_profiles(spec: &FeatureSpec, rows: &[&Features]) -> Vec<FeaturePr
         .map(|def| match def.kind {
             Kind::Numeric => numeric_profile(
                 &def.name,
-                rows.iter().map(|f| match f.get(&def.name) {
-                    Some(FeatureValue::Number(x)) if x.is_finite() => Some(*x),
-                    Some(FeatureValue::Category(c)) => {
-                        c.trim().parse().ok().filter(|x: &f64| x.is_finite())
-                    }
-                    _ => None,
-                }),
+                rows.iter().map(|f| f.get(&def.name).and_then(as_number)),
             ),
             Kind::Categorical => categorical_profile(
                 &def.name,
-                rows.iter()
-                    .map(|f| f.get(&def.name).and_then(category_label)),
+                rows.iter().map(|f| f.get(&def.name).and_then(as_label)),
             ),
         })
         .collect()
