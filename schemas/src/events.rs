@@ -737,6 +737,51 @@ pub struct DriftReport {
     /// The multivariate check (the window's mean PCA reconstruction error), when the
     /// version's record carries its reference.
     pub multivariate: Option<Signal>,
+    /// The window's performance estimated before labels, when the version has an estimator.
+    pub estimated: Option<EstimatedPerformance>,
+}
+
+/// A performance metric estimated from the predictions alone (NannyML's CBPE), with its
+/// band, the realised value when labels have arrived, and the check on a drop.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EstimatedPerformance {
+    pub metric: String,
+    pub value: f64,
+    pub lower: f64,
+    pub upper: f64,
+    /// The holdout's realised value.
+    pub reference: Option<f64>,
+    /// Over the labelled predictions, when there are any.
+    pub realised: Option<f64>,
+    /// The estimated error against its line (absent without the holdout's sub-windows).
+    pub signal: Option<Signal>,
+}
+
+impl EstimatedPerformance {
+    fn to_value(&self) -> Value {
+        record(vec![
+            ("metric", s(&self.metric)),
+            ("value", Value::Double(self.value)),
+            ("lower", Value::Double(self.lower)),
+            ("upper", Value::Double(self.upper)),
+            ("reference", opt(self.reference, Value::Double)),
+            ("realised", opt(self.realised, Value::Double)),
+            ("signal", opt(self.signal.as_ref(), Signal::to_value)),
+        ])
+    }
+
+    fn from_value(v: Value) -> Result<Self> {
+        let mut e = Fields::new(v, "EstimatedPerformance")?;
+        Ok(Self {
+            metric: e.string("metric")?,
+            value: e.double("value")?,
+            lower: e.double("lower")?,
+            upper: e.double("upper")?,
+            reference: e.optional("reference", as_double)?,
+            realised: e.optional("realised", as_double)?,
+            signal: e.optional("signal", |v, _| Signal::from_value(v))?,
+        })
+    }
 }
 
 impl Event for DriftReport {
@@ -789,6 +834,10 @@ impl Event for DriftReport {
                 "multivariate",
                 opt(self.multivariate.as_ref(), Signal::to_value),
             ),
+            (
+                "estimated",
+                opt(self.estimated.as_ref(), EstimatedPerformance::to_value),
+            ),
         ])
     }
 
@@ -820,6 +869,7 @@ impl Event for DriftReport {
             decision: DriftDecision::parse(f.symbol("decision")?, "decision")?,
             reason: f.string("reason")?,
             multivariate: f.optional("multivariate", |v, _| Signal::from_value(v))?,
+            estimated: f.optional("estimated", |v, _| EstimatedPerformance::from_value(v))?,
         })
     }
 
@@ -1084,6 +1134,46 @@ pub struct ModelPublished {
     pub feature_importance: BTreeMap<String, f64>,
     /// The PCA of the reference behind the multivariate drift check.
     pub multivariate: Option<Reconstruction>,
+    /// A binary classifier's accuracy before labels (CBPE).
+    pub performance_estimator: Option<PerformanceEstimator>,
+}
+
+/// What the monitor needs to estimate a binary classifier's accuracy before labels (see
+/// `driftline_drift::estimate`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PerformanceEstimator {
+    pub positive_class: String,
+    /// The isotonic calibration's points (empty: the probabilities as they are).
+    pub calibration_x: Vec<f64>,
+    pub calibration_y: Vec<f64>,
+    /// Sample standard deviation of the holdout's 0/1 correctness.
+    pub correct_sd: f64,
+    /// The mean estimated error over sub-windows of the holdout in time order.
+    pub sub_windows: Vec<SubWindows>,
+}
+
+impl PerformanceEstimator {
+    fn to_value(&self) -> Value {
+        let doubles = |xs: &[f64]| Value::Array(xs.iter().map(|x| Value::Double(*x)).collect());
+        record(vec![
+            ("positive_class", s(&self.positive_class)),
+            ("calibration_x", doubles(&self.calibration_x)),
+            ("calibration_y", doubles(&self.calibration_y)),
+            ("correct_sd", Value::Double(self.correct_sd)),
+            ("sub_windows", sub_windows_value(&self.sub_windows)),
+        ])
+    }
+
+    fn from_value(v: Value) -> Result<Self> {
+        let mut e = Fields::new(v, "PerformanceEstimator")?;
+        Ok(Self {
+            positive_class: e.string("positive_class")?,
+            calibration_x: e.array("calibration_x", as_double)?,
+            calibration_y: e.array("calibration_y", as_double)?,
+            correct_sd: e.double("correct_sd")?,
+            sub_windows: e.array("sub_windows", |v, _| SubWindows::from_value(v))?,
+        })
+    }
 }
 
 impl Event for ModelPublished {
@@ -1151,6 +1241,13 @@ impl Event for ModelPublished {
                 "multivariate",
                 opt(self.multivariate.as_ref(), Reconstruction::to_value),
             ),
+            (
+                "performance_estimator",
+                opt(
+                    self.performance_estimator.as_ref(),
+                    PerformanceEstimator::to_value,
+                ),
+            ),
         ])
     }
 
@@ -1193,6 +1290,9 @@ impl Event for ModelPublished {
             error_sub_windows: f.array("error_sub_windows", |v, _| SubWindows::from_value(v))?,
             feature_importance: f.map("feature_importance", as_double)?,
             multivariate: f.optional("multivariate", |v, _| Reconstruction::from_value(v))?,
+            performance_estimator: f.optional("performance_estimator", |v, _| {
+                PerformanceEstimator::from_value(v)
+            })?,
         })
     }
 

@@ -199,6 +199,7 @@ fn model_published() -> ModelPublished {
         error_sub_windows: Vec::new(),
         feature_importance: Default::default(),
         multivariate: None,
+        performance_estimator: None,
     }
 }
 

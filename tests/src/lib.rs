@@ -363,6 +363,23 @@ pub mod samples {
                     "from the reference's sub-windows of 100 to 6400 rows: a gamma tail of 1.0e-3"
                         .into(),
             }),
+            estimated: Some(EstimatedPerformance {
+                metric: "accuracy".into(),
+                value: 0.87,
+                lower: 0.84,
+                upper: 0.9,
+                reference: Some(0.93),
+                realised: None,
+                signal: Some(Signal {
+                    name: "estimated_error".into(),
+                    value: 0.13,
+                    threshold: 0.09,
+                    fired: true,
+                    method:
+                        "from the holdout's sub-windows of 100 to 1600 rows: a gamma tail of 1.0e-3"
+                            .into(),
+                }),
+            }),
         }
     }
 
@@ -437,6 +454,7 @@ pub mod samples {
             }],
             feature_importance: [("distance".to_string(), 0.4)].into(),
             multivariate: None,
+            performance_estimator: None,
         }
     }
 

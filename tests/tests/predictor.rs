@@ -63,6 +63,7 @@ fn model(
         error_sub_windows: Vec::new(),
         feature_importance: Default::default(),
         multivariate: None,
+        performance_estimator: None,
     })
 }
 

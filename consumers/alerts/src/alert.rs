@@ -199,6 +199,7 @@ mod tests {
             decision,
             reason: "mae 30% over holdout & 1 of 2 features drifted".into(),
             multivariate: None,
+            estimated: None,
         }
     }
 

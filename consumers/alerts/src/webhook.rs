@@ -336,6 +336,7 @@ mod tests {
             decision: DriftDecision::Drift,
             reason: String::new(),
             multivariate: None,
+            estimated: None,
         }
     }
 

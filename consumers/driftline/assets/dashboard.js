@@ -181,13 +181,27 @@ function drawLatest() {
     td.title = (f.signals || []).map(s => `${s.name} ${fmt(s.value)} vs ${fmt(s.threshold)} (${s.method})`).join("\n");
     return tr;
   }));
-  fill(document.getElementById("performance"), r.performance.map(p => {
+  // Realised metrics, then the window-wide checks: the accuracy estimated before labels
+  // (with its band, beside the realised one) and the multivariate reconstruction error.
+  const row = (name, current, reference, signal) => {
     const tr = document.createElement("tr");
-    cell(tr, p.metric);
-    cell(tr, fmt(p.current), "num");
-    cell(tr, fmt(p.reference), "num");
+    cell(tr, name);
+    cell(tr, current, "num");
+    cell(tr, fmt(reference), "num");
+    const td = cell(tr, signal ? `${signal.name} ${fmt(signal.value)} vs ${fmt(signal.threshold)}` : "–",
+      signal && signal.fired ? "drifted" : "");
+    if (signal) td.title = signal.method;
     return tr;
-  }));
+  };
+  const rows = r.performance.map(p => row(p.metric, fmt(p.current), p.reference, null));
+  const e = r.estimated;
+  if (e) {
+    const realised = e.realised === null ? "" : `, realised ${fmt(e.realised)}`;
+    rows.push(row(e.metric + " estimated before labels",
+      `${fmt(e.value)} (${fmt(e.lower)}–${fmt(e.upper)})${realised}`, e.reference, e.signal));
+  }
+  if (r.multivariate) rows.push(row("reconstruction error", fmt(r.multivariate.value), null, r.multivariate));
+  fill(document.getElementById("performance"), rows);
 }
 
 function draw() {

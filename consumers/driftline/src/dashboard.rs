@@ -407,6 +407,7 @@ pub(crate) mod sample {
                 "no feature drifted".into()
             },
             multivariate: None,
+            estimated: None,
             features,
         }
     }
@@ -445,6 +446,7 @@ pub(crate) mod sample {
             error_sub_windows: Vec::new(),
             feature_importance: Default::default(),
             multivariate: None,
+            performance_estimator: None,
         }
     }
 

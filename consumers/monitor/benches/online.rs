@@ -69,6 +69,7 @@ fn events(rng: &mut rand::rngs::StdRng, n: usize, labels: &[String]) -> Vec<Obse
             Observation {
                 event_time: i as i64,
                 values,
+                chance: None,
             }
         })
         .collect()

@@ -127,6 +127,10 @@ pub struct PolicyArgs {
     /// reported).
     #[arg(long, env = "DRIFTLINE_MONITOR_IGNORE_MULTIVARIATE")]
     pub ignore_multivariate: bool,
+    /// Do not let a drop of the accuracy estimated before labels (CBPE, binary
+    /// classifiers) decide (it is still reported).
+    #[arg(long, env = "DRIFTLINE_MONITOR_IGNORE_ESTIMATE")]
+    pub ignore_estimate: bool,
 }
 
 impl Default for PolicyArgs {
@@ -175,6 +179,7 @@ impl PolicyArgs {
                 prediction_drift: true,
                 error_watch: self.error_detector,
                 multivariate: !self.ignore_multivariate,
+                estimate: !self.ignore_estimate,
             },
         };
         config.validate()?;

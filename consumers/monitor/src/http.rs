@@ -76,6 +76,7 @@ mod tests {
             decision: DriftDecision::Warning,
             reason: "r".into(),
             multivariate: None,
+            estimated: None,
         }
     }
 

@@ -8,12 +8,13 @@ use std::ops::Range;
 
 use driftline_drift::calibrate::NullCurve;
 use driftline_drift::concept::ErrorWatch;
+use driftline_drift::estimate::Estimator;
 use driftline_drift::policy::FeatureVerdict;
 use driftline_model::{PREDICTION, lower_is_better};
 use driftline_schemas::events::{
-    DriftReport, FeatureDrift, FeatureKind, FeatureProfile, FeatureValue, Labelled, ModelPublished,
-    PredictionLogged, Reconstruction, ReportWindow, RetrainRequested, RetrainTrigger, Signal,
-    SubWindows, offsets_key,
+    DriftReport, EstimatedPerformance, FeatureDrift, FeatureKind, FeatureProfile, FeatureValue,
+    Labelled, ModelPublished, PerformanceEstimator, PredictionLogged, Reconstruction, ReportWindow,
+    RetrainRequested, RetrainTrigger, Signal, SubWindows, offsets_key,
 };
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +76,8 @@ pub struct Holdout {
     /// decision's "why" is).
     pub feature_importance: BTreeMap<String, f64>,
     pub multivariate: Option<Reconstruction>,
+    /// CBPE's calibration, for a binary classifier's accuracy before labels.
+    pub performance_estimator: Option<PerformanceEstimator>,
 }
 
 impl Holdout {
@@ -84,6 +87,7 @@ impl Holdout {
             error_sub_windows: published.error_sub_windows.clone(),
             feature_importance: published.feature_importance.clone(),
             multivariate: published.multivariate.clone(),
+            performance_estimator: published.performance_estimator.clone(),
         }
     }
 }
@@ -96,6 +100,7 @@ impl From<BTreeMap<String, f64>> for Holdout {
             error_sub_windows: Vec::new(),
             feature_importance: Default::default(),
             multivariate: None,
+            performance_estimator: None,
         }
     }
 }
@@ -154,6 +159,10 @@ pub struct ModelMonitor {
     reconstruction: Option<Reconstruction>,
     /// The mean reconstruction error's null curve, from the reference's sub-windows.
     multivariate_null: Option<NullCurve>,
+    /// Each prediction's chance of being right, for the accuracy before labels.
+    estimator: Option<Estimator>,
+    /// The mean estimated error's null curve, from the holdout's sub-windows.
+    estimate_null: Option<NullCurve>,
     config: MonitorConfig,
     window: Window,
     perf: PerformanceWindow,
@@ -185,12 +194,18 @@ impl ModelMonitor {
             holdout: holdout.metrics,
             importance: holdout.feature_importance,
             window: Window::new(profiles, config.window)
-                .with_multivariate(holdout.multivariate.as_ref()),
+                .with_multivariate(holdout.multivariate.as_ref())
+                .with_estimate(holdout.performance_estimator.is_some()),
             multivariate_null: holdout
                 .multivariate
                 .as_ref()
                 .and_then(|r| NullCurve::fit(&r.sub_windows)),
             reconstruction: holdout.multivariate,
+            estimator: holdout.performance_estimator.as_ref().map(Estimator::new),
+            estimate_null: holdout
+                .performance_estimator
+                .as_ref()
+                .and_then(|e| NullCurve::fit(&e.sub_windows)),
             perf: PerformanceWindow::new(config.window.max_events, 0),
             errors: ErrorWatch::new(config.policy.error_watch),
             error_rise: None,
@@ -214,7 +229,8 @@ impl ModelMonitor {
     ) -> Self {
         let mut m = Self::new(&meta.model, meta.version, profiles, holdout, config);
         m.window = Window::resume(profiles, m.config.window, meta.first_seq, meta.newest_time)
-            .with_multivariate(m.reconstruction.as_ref());
+            .with_multivariate(m.reconstruction.as_ref())
+            .with_estimate(m.estimator.is_some());
         for e in events {
             m.window.push(&e);
         }
@@ -297,6 +313,10 @@ impl ModelMonitor {
         Observation {
             event_time: p.event_time,
             values,
+            chance: self
+                .estimator
+                .as_ref()
+                .and_then(|e| e.chance(&p.prediction)),
         }
     }
 
@@ -391,6 +411,7 @@ impl ModelMonitor {
         let (share, _) = policy.drift.dataset(drifted.len(), features.len());
         let performance = self.perf.compare(&self.holdout);
         let performance_drop = self.performance_drop();
+        let estimated = self.estimated();
         let multivariate = self.multivariate();
         let seq = self.window.next_seq();
         let findings = Findings {
@@ -408,6 +429,15 @@ impl ModelMonitor {
                 .as_ref()
                 .filter(|s| s.fired)
                 .map(|s| self.multivariate_why(s)),
+            estimated_drop: estimated.as_ref().and_then(|e| {
+                let s = e.signal.as_ref().filter(|s| s.fired)?;
+                let realised = e.realised.map(|r| format!(", realised {r:.3}"));
+                Some(format!(
+                    "{s}: accuracy {:.3}{}",
+                    e.value,
+                    realised.unwrap_or_default()
+                ))
+            }),
         };
         let decision = self.state.decide(policy, &findings);
         self.last_eval_seq = seq;
@@ -460,6 +490,7 @@ impl ModelMonitor {
             decision: decision.decision,
             reason: decision.reason,
             multivariate,
+            estimated,
         };
         Evaluation { report, retrain }
     }
@@ -493,6 +524,48 @@ impl ModelMonitor {
             threshold,
             fired: value >= threshold,
             method,
+        })
+    }
+
+    /// The window's accuracy estimated before labels (CBPE), its band, the realised value
+    /// beside it once labels arrived, and its check: the estimated error (1 − accuracy)
+    /// against the line for the window's size from the holdout's sub-windows (the
+    /// calibrated gamma tail at the error's share, or mean + 3 sd with fixed lines).
+    /// `None` without an estimator or an event with a chance.
+    fn estimated(&self) -> Option<EstimatedPerformance> {
+        let estimator = self.estimator.as_ref()?;
+        let (value, n) = self.window.estimated_accuracy()?;
+        let (lower, upper) = estimator.band(value, n);
+        let signal = self.estimate_null.map(|null| {
+            let (small, large) = null.sizes();
+            let from = format!("from the holdout's sub-windows of {small} to {large} rows");
+            let (threshold, method) = match self.config.policy.drift.calibration {
+                Some(c) if c.distances => {
+                    let alpha = c.per_check(self.profiles.len());
+                    let line = null.threshold(n as u64, alpha);
+                    (line, format!("{from}: a gamma tail of {alpha:.1e}"))
+                }
+                _ => {
+                    let (mean, sd) = null.at(n as u64);
+                    (mean + 3.0 * sd, format!("{from}: mean + 3 sd"))
+                }
+            };
+            Signal {
+                name: "estimated_error".into(),
+                value: 1.0 - value,
+                threshold,
+                fired: 1.0 - value >= threshold,
+                method,
+            }
+        });
+        Some(EstimatedPerformance {
+            metric: "accuracy".into(),
+            value,
+            lower,
+            upper,
+            reference: self.holdout.get("accuracy").copied(),
+            realised: self.perf.metrics().get("accuracy").copied(),
+            signal,
         })
     }
 
@@ -960,6 +1033,7 @@ mod tests {
         Observation {
             event_time: i as i64,
             values: vec![FeatureValue::Number(x), FeatureValue::Number(y)],
+            chance: None,
         }
     }
 
@@ -1050,6 +1124,100 @@ mod tests {
         }
         let r = q.evaluate(0, None).report;
         assert!(r.multivariate.unwrap().fired);
+        assert_eq!(r.decision, DriftDecision::NoDrift);
+    }
+
+    /// A binary classifier's prediction of row `i`: its probability of "yes" spread over
+    /// [0.05, 0.95] (`confident`) or over [0.4, 0.6], and the label, drawn from it.
+    fn classified(i: usize, confident: bool) -> (PredictionLogged, bool) {
+        let (x, y) = paired(i, true);
+        let (u, v) = (x / 100.0, (y - x) / 3.0);
+        let p = if confident {
+            0.05 + 0.9 * u
+        } else {
+            0.4 + 0.2 * u
+        };
+        let class = if p >= 0.5 { "yes" } else { "no" };
+        let mut logged = logged(i, x);
+        logged.prediction = Prediction {
+            value: None,
+            class: Some(class.into()),
+            probabilities: [("yes".to_string(), p), ("no".to_string(), 1.0 - p)].into(),
+        };
+        (logged, v < p)
+    }
+
+    #[test]
+    fn an_accuracy_drop_is_seen_by_the_estimate_before_any_label() {
+        use driftline_drift::estimate::{Scored, fit_estimator};
+        let holdout_rows: Vec<Scored> = (0..4_000)
+            .map(|i| {
+                let (p, positive) = classified(i, true);
+                let yes = p.prediction.probabilities["yes"];
+                Scored {
+                    p: yes,
+                    said_positive: yes >= 0.5,
+                    positive,
+                }
+            })
+            .collect();
+        let estimator = fit_estimator("yes", &holdout_rows).unwrap();
+        let holdout = Holdout {
+            metrics: [("accuracy".to_string(), 0.72)].into(),
+            performance_estimator: Some(estimator),
+            ..Default::default()
+        };
+        let same = holdout.clone();
+        let x = numeric("x", (0..4_000).map(|i| paired(i, true).0).collect());
+        let mut cfg = config();
+        // Windows past 1,000 events, where the distances decide (not the p-values).
+        cfg.window.max_events = 2_000;
+        cfg.evaluate_every = 500;
+        cfg.policy.min_samples = 1_000;
+        let mut m = ModelMonitor::new("m", 3, std::slice::from_ref(&x), holdout, cfg.clone());
+        let mut reports = Vec::new();
+        for i in 10_000..18_000 {
+            // The same inputs throughout; from 14,000 the model is unsure of every row.
+            let (p, _) = classified(i, i < 14_000);
+            m.observe(&m.event_of(&p));
+            if m.due() {
+                reports.push((i, m.evaluate(0, None).report));
+            }
+        }
+        assert!(reports.iter().any(|(i, _)| *i >= 16_000));
+        for (i, r) in &reports {
+            let e = r.estimated.as_ref().unwrap();
+            let s = e.signal.as_ref().unwrap();
+            assert!(e.lower <= e.value && e.value <= e.upper);
+            assert_eq!(e.realised, None, "no label has arrived");
+            assert!(r.features.iter().all(|f| !f.drifted), "{:?}", r.features);
+            if *i < 14_000 {
+                assert!((e.value - 0.72).abs() < 0.05, "{e:?}");
+                assert!(!s.fired, "{s}");
+                assert_eq!(r.decision, DriftDecision::NoDrift, "{}", r.reason);
+            } else if *i >= 16_000 {
+                // The window holds only unsure predictions: about 55% right.
+                assert!((e.value - 0.55).abs() < 0.05, "{e:?}");
+                assert!(s.fired, "{s}");
+                assert_eq!(r.decision, DriftDecision::Drift);
+                assert!(
+                    r.reason
+                        .contains("accuracy estimated before labels dropped"),
+                    "{}",
+                    r.reason
+                );
+            }
+        }
+        // Off in the policy: still reported, no longer deciding.
+        let mut quiet = cfg;
+        quiet.policy.estimate = false;
+        let mut q = ModelMonitor::new("m", 3, &[x], same, quiet);
+        for i in 14_000..16_000 {
+            let (p, _) = classified(i, false);
+            q.observe(&q.event_of(&p));
+        }
+        let r = q.evaluate(0, None).report;
+        assert!(r.estimated.unwrap().signal.unwrap().fired);
         assert_eq!(r.decision, DriftDecision::NoDrift);
     }
 }

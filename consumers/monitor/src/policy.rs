@@ -33,6 +33,12 @@
 //!   from the reference's sub-windows: the calibrated gamma tail, or with fixed lines
 //!   NannyML's mean + 3 sd; it sees a change in how features move together that no
 //!   feature's own distance shows;
+//! - **performance before labels** (`estimate`, on): for a binary classifier, the window's
+//!   accuracy estimated from its calibrated probabilities (NannyML's CBPE,
+//!   driftline-drift's `estimate`), its error (1 − the estimate) above the line from the
+//!   holdout's sub-windows: a drop of accuracy seen before any label arrives. It shares
+//!   the error's rise's share of the false-alarm rate: both are the window's error, the
+//!   estimate standing in until the labels come;
 //! - **multiple testing** (`correction`, none): with Bonferroni or Benjamini-Hochberg the
 //!   p-values of the features are adjusted before rules that test p-values use them (the
 //!   small-window rules); reports keep the raw p-values.
@@ -126,6 +132,10 @@ pub struct MonitorPolicy {
     /// is reported either way when the version's record carries its reference.
     #[serde(default = "yes")]
     pub multivariate: bool,
+    /// Whether a drop of the accuracy estimated before labels (CBPE) decides; it is
+    /// reported either way when the version has an estimator.
+    #[serde(default = "yes")]
+    pub estimate: bool,
 }
 
 fn yes() -> bool {
@@ -145,6 +155,7 @@ impl Default for MonitorPolicy {
             prediction_drift: true,
             error_watch: Watch::Off,
             multivariate: true,
+            estimate: true,
         }
     }
 }
@@ -233,6 +244,8 @@ pub struct Findings {
     pub error_rise: Option<String>,
     /// The multivariate check, when it fired: its value against its line.
     pub multivariate: Option<String>,
+    /// The accuracy estimated before labels, when its error rose past its line.
+    pub estimated_drop: Option<String>,
 }
 
 /// The decision and whether to ask for a retrain now.
@@ -277,6 +290,11 @@ impl PolicyState {
         }
         if let Some(why) = f.multivariate.as_ref().filter(|_| policy.multivariate) {
             causes.push(format!("the features' joint distribution changed ({why})"));
+        }
+        if let Some(why) = f.estimated_drop.as_ref().filter(|_| policy.estimate) {
+            causes.push(format!(
+                "the accuracy estimated before labels dropped ({why})"
+            ));
         }
         if let Some(why) = &f.performance_drop {
             causes.push(why.clone());
@@ -340,6 +358,7 @@ mod tests {
             performance_drop: None,
             error_rise: None,
             multivariate: None,
+            estimated_drop: None,
         }
     }
 

@@ -60,7 +60,9 @@ pub fn decode_meta(b: &[u8]) -> Result<ModelMeta> {
     serde_json::from_slice(b).map_err(|e| Error::State(format!("model meta: {e}")))
 }
 
-/// An event: time, value count, then per value a tag (0 missing, 1 number, 2 label).
+/// An event: time, value count, then per value a tag (0 missing, 1 number, 2 label), then,
+/// when it has one, its chance of being right (absent in events written before there was
+/// one: they read as none).
 pub fn encode_event(e: &Observation) -> Vec<u8> {
     let mut b = Vec::with_capacity(12 + e.values.len() * 9);
     b.extend_from_slice(&e.event_time.to_be_bytes());
@@ -78,6 +80,9 @@ pub fn encode_event(e: &Observation) -> Vec<u8> {
                 b.extend_from_slice(c.as_bytes());
             }
         }
+    }
+    if let Some(c) = e.chance {
+        b.extend_from_slice(&c.to_bits().to_be_bytes());
     }
     b
 }
@@ -128,7 +133,18 @@ pub fn decode_event(b: &[u8]) -> Result<Observation> {
             _ => return Err(corrupt("window event")),
         });
     }
-    Ok(Observation { event_time, values })
+    let chance = match r.0.len() {
+        0 => None,
+        _ => Some(f64::from_bits(r.u64()?)),
+    };
+    if !r.0.is_empty() {
+        return Err(corrupt("window event"));
+    }
+    Ok(Observation {
+        event_time,
+        values,
+        chance,
+    })
 }
 
 /// A joined pair: tag 0 regression (predicted, actual), 1 classification (correct, p).
@@ -177,8 +193,14 @@ mod tests {
                 FeatureValue::Number(-0.25),
                 FeatureValue::Category("UA".into()),
             ],
+            chance: None,
         };
         assert_eq!(decode_event(&encode_event(&e)).unwrap(), e);
+        let scored = Observation {
+            chance: Some(0.875),
+            ..e.clone()
+        };
+        assert_eq!(decode_event(&encode_event(&scored)).unwrap(), scored);
         for j in [
             Joined::Regression {
                 predicted: 1.5,

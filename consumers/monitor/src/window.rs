@@ -35,11 +35,14 @@ impl Default for WindowConfig {
     }
 }
 
-/// One prediction as the window keeps it: its event time and a value per window feature, in [`Window::names`] order.
+/// One prediction as the window keeps it: its event time, a value per window feature, in
+/// [`Window::names`] order, and its chance of being right when the version estimates its
+/// accuracy before labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
     pub event_time: i64,
     pub values: Vec<FeatureValue>,
+    pub chance: Option<f64>,
 }
 
 /// The current window.
@@ -54,6 +57,16 @@ pub struct Window {
     first_seq: u64,
     newest_time: i64,
     multivariate: Option<Multivariate>,
+    estimate: Option<Chances>,
+}
+
+/// The accuracy estimate's part of the window: each event's chance of being right (NaN
+/// when it had none) and their sum in fixed point, exact as the reconstruction errors'.
+#[derive(Debug, Clone, Default)]
+struct Chances {
+    chances: VecDeque<f64>,
+    sum: Fixed,
+    count: usize,
 }
 
 /// The multivariate check's part of the window: each event's reconstruction error, and
@@ -87,6 +100,7 @@ impl Window {
             first_seq: 0,
             newest_time: i64::MIN,
             multivariate: None,
+            estimate: None,
         }
     }
 
@@ -105,6 +119,13 @@ impl Window {
             sum: Fixed::default(),
             scratch: Vec::new(),
         });
+        self
+    }
+
+    /// The same window, also keeping each event's chance of being right (for the accuracy
+    /// estimate) when `estimate`. Set before the first push.
+    pub fn with_estimate(mut self, estimate: bool) -> Self {
+        self.estimate = estimate.then(Chances::default);
         self
     }
 
@@ -172,6 +193,14 @@ impl Window {
             m.errors.push_back(e);
             m.sum.add(e);
         }
+        if let Some(c) = &mut self.estimate {
+            let chance = event.chance.filter(|x| x.is_finite());
+            if let Some(x) = chance {
+                c.sum.add(x);
+                c.count += 1;
+            }
+            c.chances.push_back(chance.unwrap_or(f64::NAN));
+        }
         for (i, t) in self.trackers.iter_mut().enumerate() {
             let v = event.values.get(i).unwrap_or(&FeatureValue::Missing);
             let cell = match t {
@@ -212,6 +241,13 @@ impl Window {
         {
             m.sum.sub(e);
         }
+        if let Some(c) = &mut self.estimate
+            && let Some(x) = c.chances.pop_front()
+            && !x.is_nan()
+        {
+            c.sum.sub(x);
+            c.count -= 1;
+        }
         for t in self.trackers.iter_mut() {
             let cell = self.cells.pop_front().unwrap_or(f64::NAN);
             let present = (!cell.is_nan()).then_some(cell);
@@ -228,6 +264,14 @@ impl Window {
     pub fn reconstruction_error(&self) -> Option<f64> {
         let m = self.multivariate.as_ref()?;
         (!m.errors.is_empty()).then(|| m.sum.value() / m.errors.len() as f64)
+    }
+
+    /// The window's accuracy estimated before labels (the mean chance of being right of
+    /// the events that have one) and how many events it is over; `None` when the window
+    /// keeps no chances or none of its events has one.
+    pub fn estimated_accuracy(&self) -> Option<(f64, usize)> {
+        let c = self.estimate.as_ref()?;
+        (c.count > 0).then(|| (c.sum.value() / c.count as f64, c.count))
     }
 
     /// Which columns carry the window's reconstruction error: each column's share of the
@@ -320,6 +364,7 @@ mod tests {
         Observation {
             event_time: t,
             values: vec![FeatureValue::Number(x), FeatureValue::Category(c.into())],
+            chance: None,
         }
     }
 
@@ -338,6 +383,30 @@ mod tests {
         assert_eq!(w.push(&event(3, 3.0, "b")), 0..1);
         assert_eq!((w.len(), w.first_seq(), w.next_seq()), (3, 1, 4));
         assert_eq!(w.stats()[0].current_count, 3);
+    }
+
+    #[test]
+    fn the_estimated_accuracy_is_the_mean_chance_of_the_events_in_the_window() {
+        let mut w = Window::new(
+            &profiles(),
+            WindowConfig {
+                max_events: 3,
+                ..Default::default()
+            },
+        )
+        .with_estimate(true);
+        assert_eq!(w.estimated_accuracy(), None);
+        let scored = |t: i64, chance: Option<f64>| Observation {
+            chance,
+            ..event(t, 1.0, "a")
+        };
+        for (t, c) in [(0, Some(0.1)), (1, Some(0.9)), (2, None), (3, Some(0.6))] {
+            w.push(&scored(t, c));
+        }
+        // 0.1 left with the first event; the one without a chance does not count.
+        assert_eq!(w.estimated_accuracy(), Some((0.75, 2)));
+        let plain = Window::new(&profiles(), WindowConfig::default());
+        assert_eq!(plain.estimated_accuracy(), None);
     }
 
     #[test]

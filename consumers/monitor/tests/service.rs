@@ -120,6 +120,7 @@ fn model_record() -> ModelPublished {
         error_sub_windows: Vec::new(),
         feature_importance: Default::default(),
         multivariate: None,
+        performance_estimator: None,
     }
 }
 

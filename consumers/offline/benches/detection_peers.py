@@ -15,6 +15,9 @@ alarms) and the delay from the change to the first alarm after it, in rows and d
   tumbling chunks of `--chunk` rows, thresholds from the reference chunks; a chunk alarms when
   any feature or the reconstruction error alerts. An alarm is dated at its chunk's last row
   (when NannyML could first have computed it).
+- NannyML's CBPE (accuracy, from the set's own model's y_pred_proba and y_pred) on the same
+  chunks: its estimate against the realised accuracy, and its alerts (thresholds from the
+  reference chunks), which need no label.
 - River's ADWIN (defaults, delta 0.002) fed the analysis rows' 0/1 errors of the data set's own
   model (y_pred against repaid), one row at a time.
 """
@@ -87,6 +90,30 @@ def nannyml_run(reference, analysis, chunk):
         )
 
 
+def cbpe_run(reference, analysis, chunk):
+    import nannyml as nml
+
+    cbpe = nml.CBPE(
+        y_pred_proba="y_pred_proba", y_pred="y_pred", y_true="repaid", metrics=["accuracy"],
+        chunk_size=chunk, problem_type="classification_binary",
+    )
+    cbpe.fit(reference)
+    e = cbpe.estimate(analysis).filter(period="analysis").to_df()
+    ends = e[("chunk", "end_index")].to_numpy()
+    gaps = (e[("accuracy", "value")] - e[("accuracy", "realized")]).abs()
+    inside = ((e[("accuracy", "lower_confidence_boundary")] <= e[("accuracy", "realized")])
+              & (e[("accuracy", "realized")] <= e[("accuracy", "upper_confidence_boundary")])).sum()
+    print(f"NannyML CBPE accuracy, chunks of {chunk}: mean |estimate - realised| {gaps.mean():.4f} "
+          f"over {len(e)} chunks, the realised value within the band in {inside}")
+    idx = [i for i, a in enumerate(e[("accuracy", "alert")]) if a]
+    summary(
+        f"NannyML CBPE accuracy (no labels), chunks of {chunk}",
+        [analysis["timestamp"].iloc[int(ends[i])] for i in idx],
+        [int(ends[i]) + 1 for i in idx],
+        analysis,
+    )
+
+
 def adwin_run(analysis):
     from river import drift
 
@@ -111,6 +138,7 @@ def main():
     analysis = df[df["timestamp"] >= REFERENCE_END].reset_index(drop=True)
     print(f"reference {len(reference)} rows, analysis {len(analysis)} rows, change at analysis row {int((analysis['timestamp'] < CHANGE).sum())}")
     nannyml_run(reference, analysis, args.chunk)
+    cbpe_run(reference, analysis, args.chunk)
     adwin_run(analysis)
 
 

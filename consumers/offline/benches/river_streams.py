@@ -157,6 +157,19 @@ def peers(header, rows, columns):
     either = uni_alert | m[("reconstruction_error", "alert")].to_numpy()
     summary(f"NannyML univariate + multivariate, chunks of {chunk}",
             [REFERENCE + (i + 1) * chunk - 1 for i, a in enumerate(either) if a])
+    # CBPE on the same logistic model's probabilities: the performance estimate, no labels.
+    scored = []
+    for part in (ref, rest):
+        part = part.copy()
+        part["y_pred_proba"] = model.predict_proba(part[names])[:, 1]
+        part["y_pred"] = (part["y_pred_proba"] >= 0.5).astype(int)
+        scored.append(part)
+    cbpe = nml.CBPE(y_pred_proba="y_pred_proba", y_pred="y_pred", y_true="y", metrics=["accuracy"],
+                    chunk_size=chunk, problem_type="classification_binary")
+    cbpe.fit(scored[0])
+    e = cbpe.estimate(scored[1]).filter(period="analysis").to_df()
+    summary(f"NannyML CBPE accuracy (no labels), chunks of {chunk}",
+            [REFERENCE + (i + 1) * chunk - 1 for i, a in enumerate(e[("accuracy", "alert")]) if a])
 
 
 def main():

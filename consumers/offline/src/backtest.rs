@@ -12,7 +12,8 @@ use driftline_model::{Joined, LabelledRow, Target, TrainedModel, feature_profile
 use driftline_monitor::cli::PolicyArgs;
 use driftline_monitor::monitor::{Evaluation, Holdout, ModelMonitor};
 use driftline_schemas::events::{
-    Actual, DriftDecision, Features, Labelled, PredictionLogged, PredictionSource, RetrainRequested,
+    Actual, DriftDecision, EstimatedPerformance, Features, Labelled, PredictionLogged,
+    PredictionSource, RetrainRequested,
 };
 use driftline_schemas::spec::{FeatureSpec, format_time, parse_time};
 use driftline_trainer::train::{Context, TrainOptions, train};
@@ -459,6 +460,51 @@ fn print_summary(out: &mut dyn Write, bt: &Backtest, changes: &[i64]) -> std::io
             first_in(&alarms, *c, next),
             first_in(&requests, *c, next)
         )?;
+    }
+    // CBPE beside the labels: how close the estimate was to the realised accuracy over
+    // the same window, and when its own line was first crossed after each change.
+    let estimates: Vec<(i64, &EstimatedPerformance)> = bt
+        .evaluations
+        .iter()
+        .filter_map(|e| {
+            let r = &e.evaluation.report;
+            r.estimated.as_ref().map(|x| (r.window.end_time, x))
+        })
+        .collect();
+    let gaps: Vec<f64> = estimates
+        .iter()
+        .filter_map(|(_, x)| x.realised.map(|r| (x.value - r).abs()))
+        .collect();
+    if !gaps.is_empty() {
+        let within = estimates
+            .iter()
+            .filter(|(_, x)| x.realised.is_some_and(|r| x.lower <= r && r <= x.upper))
+            .count();
+        writeln!(
+            out,
+            "{} estimated before labels: mean |estimate - realised| {:.4} over {} evaluations, the realised value within the band in {within}",
+            estimates[0].1.metric,
+            gaps.iter().sum::<f64>() / gaps.len() as f64,
+            gaps.len()
+        )?;
+        let fired: Vec<i64> = estimates
+            .iter()
+            .filter(|(_, x)| x.signal.as_ref().is_some_and(|s| s.fired))
+            .map(|(t, _)| *t)
+            .collect();
+        if let Some(first) = sorted.first() {
+            let before = fired.iter().filter(|t| *t < first).count();
+            writeln!(out, "  its line crossed before the first change: {before}")?;
+        }
+        for (k, c) in sorted.iter().enumerate() {
+            let next = sorted.get(k + 1).copied().unwrap_or(i64::MAX);
+            writeln!(
+                out,
+                "  change at {}: its line first crossed {}",
+                format_time(*c),
+                first_in(&fired, *c, next)
+            )?;
+        }
     }
     if !bt.retrained.is_empty() {
         let promoted: Vec<String> = bt

@@ -1005,6 +1005,7 @@ mod tests {
             error_sub_windows: Vec::new(),
             feature_importance: Default::default(),
             multivariate: None,
+            performance_estimator: None,
         }
     }
 

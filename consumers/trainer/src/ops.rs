@@ -249,6 +249,7 @@ pub fn imported(reg: &Registry, import: Import, now: i64) -> Result<Vec<ModelPub
         error_sub_windows: Vec::new(),
         feature_importance: Default::default(),
         multivariate: None,
+        performance_estimator: None,
     }])
 }
 
@@ -314,6 +315,7 @@ mod tests {
             traffic_share: 0.0,
             error_sub_windows: Vec::new(),
             multivariate: None,
+            performance_estimator: None,
             feature_importance: Default::default(),
         }
     }

@@ -12,8 +12,8 @@ use std::time::Instant;
 use driftline_drift::calibrate;
 use driftline_model::{
     FORMAT, LabelledRow, TrainedModel, better, evaluate, evaluate_with_errors, fit,
-    lower_is_better, multivariate_reference, permutation_importance, primary_metric,
-    reference_profile, split_by_time,
+    lower_is_better, multivariate_reference, performance_estimator, permutation_importance,
+    primary_metric, reference_profile, split_by_time,
 };
 use driftline_schemas::events::{ModelPublished, ModelStatus, TrainingWindow};
 use driftline_schemas::spec::{FeatureSpec, TargetKind};
@@ -232,6 +232,7 @@ pub fn train(
         error_sub_windows: calibrate::mean_sub_windows(&errors),
         feature_importance: permutation_importance(&model, spec, &holdout),
         multivariate: multivariate_reference(spec, &train),
+        performance_estimator: performance_estimator(&model, &holdout),
     };
     Ok(Trained {
         record,

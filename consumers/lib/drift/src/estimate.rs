@@ -9,7 +9,10 @@
 //! `IsotonicRegression(out_of_bounds="clip")`, as NannyML's `IsotonicCalibrator`).
 //! `tests/cbpe_fixtures.rs` checks the calibration and the per-chunk estimates against
 //! NannyML 0.13.1 on its car-loan data. (NannyML calibrates only when cross-validated
-//! calibration lowers the expected calibration error on every fold; on that data it does.)
+//! calibration lowers the pooled expected calibration error of its folds; on that data
+//! it does.)
+
+use driftline_schemas::events::{PerformanceEstimator, Prediction};
 
 /// A monotone increasing step function fitted by pool-adjacent-violators, read between its
 /// points by linear interpolation and clipped outside them (scikit-learn's
@@ -94,6 +97,174 @@ pub fn expected_correct(said_positive: bool, p: f64) -> f64 {
     if said_positive { p } else { 1.0 - p }
 }
 
+impl Isotonic {
+    /// The fitted function from its points (as [`Isotonic::points`] gives them); `None`
+    /// when they are empty, of different lengths or not ascending.
+    pub fn from_points(x: &[f64], y: &[f64]) -> Option<Self> {
+        let ok = !x.is_empty()
+            && x.len() == y.len()
+            && x.windows(2).all(|w| w[0] < w[1])
+            && y.iter().all(|v| v.is_finite());
+        ok.then(|| Self {
+            x: x.to_vec(),
+            y: y.to_vec(),
+        })
+    }
+
+    /// Its distinct inputs, ascending, and the fitted value at each.
+    pub fn points(&self) -> (&[f64], &[f64]) {
+        (&self.x, &self.y)
+    }
+}
+
+/// The holdout rows an estimator is fitted on, in time order: each prediction's
+/// probability of the positive class, whether it said positive, whether it was right.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    pub p: f64,
+    pub said_positive: bool,
+    pub positive: bool,
+}
+
+/// Fits CBPE on a binary classifier's holdout: the isotonic calibration when
+/// cross-validation shows it lowers the calibration error ([`needs_calibration`]), the
+/// spread of the 0/1 correctness (the estimate's sampling error) and the mean estimated
+/// error over sub-windows in time order (the line for a drop). `None` on fewer than two
+/// rows or a holdout of one class.
+pub fn fit_estimator(positive_class: &str, rows: &[Scored]) -> Option<PerformanceEstimator> {
+    let rows: Vec<Scored> = rows.iter().copied().filter(|r| r.p.is_finite()).collect();
+    let n = rows.len();
+    if n < 2 || rows.iter().all(|r| r.positive == rows[0].positive) {
+        return None;
+    }
+    let p: Vec<f64> = rows.iter().map(|r| r.p).collect();
+    let truth: Vec<f64> = rows
+        .iter()
+        .map(|r| f64::from(u8::from(r.positive)))
+        .collect();
+    let calibration = needs_calibration(&p, &truth)
+        .then(|| Isotonic::fit(&p, &truth))
+        .flatten();
+    let calibrated = |x: f64| calibration.as_ref().map_or(x, |c| c.predict(x));
+    let errors: Vec<f64> = rows
+        .iter()
+        .map(|r| 1.0 - expected_correct(r.said_positive, calibrated(r.p)))
+        .collect();
+    let correct: Vec<f64> = rows
+        .iter()
+        .map(|r| f64::from(u8::from(r.said_positive == r.positive)))
+        .collect();
+    let mean = correct.iter().sum::<f64>() / n as f64;
+    let var = correct.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let (x, y) = calibration
+        .as_ref()
+        .map_or((Vec::new(), Vec::new()), |c| (c.x.clone(), c.y.clone()));
+    Some(PerformanceEstimator {
+        positive_class: positive_class.to_string(),
+        calibration_x: x,
+        calibration_y: y,
+        correct_sd: var.sqrt(),
+        sub_windows: crate::calibrate::mean_sub_windows(&errors),
+    })
+}
+
+/// Whether isotonic calibration makes probabilities closer to the outcomes' frequencies,
+/// as NannyML decides (`nannyml.calibration.needs_calibration`): calibrate on 90% of the
+/// rows, read the other 10%, ten times; pool the held-out rows and compare their expected
+/// calibration error ([`calibration_error`], 10 bins) before and after. NannyML draws the
+/// ten folds by a seeded stratified shuffle; here fold k is every tenth row from the k-th,
+/// so the same rows always give the same answer. Like NannyML, it says no when a single
+/// class is present.
+pub fn needs_calibration(p: &[f64], truth: &[f64]) -> bool {
+    const FOLDS: usize = 10;
+    let n = p.len().min(truth.len());
+    if n < 2 * FOLDS || truth[..n].iter().all(|t| *t == truth[0]) {
+        return false;
+    }
+    let (mut held_p, mut held_t, mut held_c) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..FOLDS {
+        let (train_p, train_t): (Vec<f64>, Vec<f64>) = (0..n)
+            .filter(|i| i % FOLDS != k)
+            .map(|i| (p[i], truth[i]))
+            .unzip();
+        let Some(calibration) = Isotonic::fit(&train_p, &train_t) else {
+            return false;
+        };
+        for i in (k..n).step_by(FOLDS) {
+            held_p.push(p[i]);
+            held_t.push(truth[i]);
+            held_c.push(calibration.predict(p[i]));
+        }
+    }
+    calibration_error(&held_t, &held_p, 10) > calibration_error(&held_t, &held_c, 10)
+}
+
+/// The expected calibration error as NannyML computes it: rows sorted by probability,
+/// cut into `bins` of equal count (the last takes the remainder), the mean |mean
+/// probability − frequency of positives| weighted by each bin's share of the rows.
+pub fn calibration_error(truth: &[f64], p: &[f64], bins: usize) -> f64 {
+    let n = p.len().min(truth.len());
+    if n == 0 {
+        return 0.0;
+    }
+    let bins = if n <= 2 * bins { (n / 2).max(1) } else { bins };
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|a, b| p[*a].total_cmp(&p[*b]));
+    let width = n / bins;
+    let mut edges: Vec<usize> = (0..=n).step_by(width).collect();
+    if let Some(last) = edges.last_mut() {
+        *last = n;
+    }
+    edges
+        .windows(2)
+        .map(|e| {
+            let rows = &order[e[0]..e[1]];
+            let k = rows.len() as f64;
+            let mean_p = rows.iter().map(|i| p[*i]).sum::<f64>() / k;
+            let mean_t = rows.iter().map(|i| truth[*i]).sum::<f64>() / k;
+            k / n as f64 * (mean_p - mean_t).abs()
+        })
+        .sum()
+}
+
+/// The live side of CBPE: each prediction's chance of being right, from the version's
+/// [`PerformanceEstimator`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Estimator {
+    positive_class: String,
+    calibration: Option<Isotonic>,
+    correct_sd: f64,
+}
+
+impl Estimator {
+    pub fn new(e: &PerformanceEstimator) -> Self {
+        Self {
+            positive_class: e.positive_class.clone(),
+            calibration: Isotonic::from_points(&e.calibration_x, &e.calibration_y),
+            correct_sd: e.correct_sd,
+        }
+    }
+
+    /// The chance `prediction` is right; `None` without a class or without a
+    /// probability of the positive class.
+    pub fn chance(&self, prediction: &Prediction) -> Option<f64> {
+        let class = prediction.class.as_ref()?;
+        let p = *prediction.probabilities.get(&self.positive_class)?;
+        if !p.is_finite() {
+            return None;
+        }
+        let p = self.calibration.as_ref().map_or(p, |c| c.predict(p));
+        Some(expected_correct(*class == self.positive_class, p))
+    }
+
+    /// NannyML's band around an estimate over `n` predictions: ± 3 sampling errors
+    /// (the holdout's spread of correctness over √n), within [0, 1].
+    pub fn band(&self, estimate: f64, n: usize) -> (f64, f64) {
+        let half = 3.0 * self.correct_sd / (n.max(1) as f64).sqrt();
+        ((estimate - half).max(0.0), (estimate + half).min(1.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +280,44 @@ mod tests {
         let g = Isotonic::fit(&[0.5, 0.5, 0.9], &[0.0, 1.0, 1.0]).unwrap();
         assert_eq!((g.x.len(), g.y[0]), (2, 0.5));
         assert_eq!(expected_correct(false, 0.2), 0.8);
+    }
+
+    #[test]
+    fn an_estimator_read_back_from_its_record_gives_each_prediction_its_chance() {
+        // Scores that overstate the positive class: calibration pulls them down.
+        let rows: Vec<Scored> = (0..1000)
+            .map(|i| {
+                let p = (i % 100) as f64 / 100.0;
+                Scored {
+                    p,
+                    said_positive: p >= 0.5,
+                    positive: (i * 37 % 100) as f64 / 100.0 < p * p,
+                }
+            })
+            .collect();
+        let record = fit_estimator("yes", &rows).unwrap();
+        assert!(!record.calibration_x.is_empty(), "calibrated");
+        assert!(!record.sub_windows.is_empty());
+        let e = Estimator::new(&record);
+        let said = |class: &str, p: f64| Prediction {
+            value: None,
+            class: Some(class.into()),
+            probabilities: [("yes".to_string(), p), ("no".to_string(), 1.0 - p)].into(),
+        };
+        let c = Isotonic::from_points(&record.calibration_x, &record.calibration_y).unwrap();
+        assert_eq!(e.chance(&said("yes", 0.7)), Some(c.predict(0.7)));
+        assert_eq!(e.chance(&said("no", 0.3)), Some(1.0 - c.predict(0.3)));
+        assert_eq!(e.chance(&Prediction::default()), None);
+        let (lo, hi) = e.band(0.9, 100);
+        assert!((hi - lo - 6.0 * record.correct_sd / 10.0).abs() < 1e-12 || hi == 1.0);
+        // One class only: nothing to estimate from.
+        let same: Vec<Scored> = rows
+            .iter()
+            .map(|r| Scored {
+                positive: true,
+                ..*r
+            })
+            .collect();
+        assert_eq!(fit_estimator("yes", &same), None);
     }
 }

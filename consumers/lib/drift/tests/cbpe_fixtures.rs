@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use driftline_drift::estimate::{Isotonic, expected_correct};
+use driftline_drift::estimate::{Isotonic, calibration_error, expected_correct, needs_calibration};
 use serde_json::Value;
 
 fn fixture() -> Value {
@@ -62,4 +62,19 @@ fn calibration_and_estimated_accuracy_match_nannyml_cbpe() {
         let realized = rows.filter(|r| pred[*r] == target[*r]).count() as f64 / size as f64;
         assert!(close(realized, chunk["realized"].as_f64().unwrap()));
     }
+}
+
+#[test]
+fn calibration_error_matches_nannyml_and_the_car_loan_scores_need_calibration() {
+    let f = fixture();
+    let ece = &f["ece"];
+    let got = calibration_error(&floats(&ece["target"]), &floats(&ece["proba"]), 10);
+    let want = ece["value"].as_f64().unwrap();
+    assert!(close(got, want), "{got} vs NannyML {want}");
+    // NannyML decided to calibrate its model's scores; the interleaved folds agree.
+    let reference = &f["reference"];
+    assert!(needs_calibration(
+        &floats(&reference["proba"]),
+        &floats(&reference["target"])
+    ));
 }

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use driftline_drift::estimate::{Scored, fit_estimator};
+use driftline_schemas::events::PerformanceEstimator;
 use driftline_schemas::spec::{FeatureSpec, TargetKind};
 
 use crate::algorithm::Algorithm;
@@ -189,6 +191,36 @@ pub fn evaluate_predictions(
         }
     }
     out
+}
+
+/// CBPE's estimator of a binary classifier's accuracy before labels, fitted on its
+/// holdout (rows in time order: the line for a drop comes from its sub-windows); `None`
+/// for regressors, multiclass models, or a holdout without both classes. Rows whose label
+/// the model never saw are left out.
+pub fn performance_estimator(
+    model: &TrainedModel,
+    holdout: &[LabelledRow],
+) -> Option<PerformanceEstimator> {
+    let classes = model.classes();
+    if classes.len() != 2 {
+        return None;
+    }
+    let mut scratch = Scratch::default();
+    let rows: Vec<Scored> = holdout
+        .iter()
+        .filter_map(|r| {
+            let Raw::Class(predicted) = model.raw(&mut scratch, &r.features) else {
+                return None;
+            };
+            let truth = model.class_index(&r.target.class_label())?;
+            Some(Scored {
+                p: scratch_prob(&scratch, 1),
+                said_positive: predicted == 1,
+                positive: truth == 1,
+            })
+        })
+        .collect();
+    fit_estimator(&classes[1], &rows)
 }
 
 fn scratch_prob(scratch: &Scratch, class: usize) -> f64 {

@@ -73,7 +73,7 @@ pub use data::{LabelledRow, Target, holdout_start, split_by_time};
 pub use encoder::{Encoder, EncoderOptions};
 pub use evaluate::{
     Search, Trial, better, elastic_net_grid, evaluate, evaluate_predictions, evaluate_with_errors,
-    lower_is_better, permutation_importance, primary_metric, search,
+    lower_is_better, performance_estimator, permutation_importance, primary_metric, search,
 };
 pub use fit::{fit, fit_with};
 pub use joined::Joined;

@@ -588,6 +588,7 @@ mod tests {
             error_sub_windows: Vec::new(),
             feature_importance: Default::default(),
             multivariate: None,
+            performance_estimator: None,
         }
     }
 

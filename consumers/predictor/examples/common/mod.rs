@@ -82,6 +82,7 @@ impl Bench {
             error_sub_windows: Vec::new(),
             feature_importance: Default::default(),
             multivariate: None,
+            performance_estimator: None,
         };
         let producer: FutureProducer = self.kafka.producer_config().create()?;
         producer

@@ -469,5 +469,6 @@ pub fn record(model: &str, version: i64, status: ModelStatus, published_at: i64)
         error_sub_windows: Vec::new(),
         feature_importance: Default::default(),
         multivariate: None,
+        performance_estimator: None,
     }
 }
