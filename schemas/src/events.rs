@@ -1138,27 +1138,42 @@ pub struct ModelPublished {
     pub performance_estimator: Option<PerformanceEstimator>,
 }
 
-/// What the monitor needs to estimate a binary classifier's accuracy before labels (see
+/// What the monitor needs to estimate a classifier's accuracy before labels (see
 /// `driftline_drift::estimate`).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PerformanceEstimator {
-    pub positive_class: String,
-    /// The isotonic calibration's points (empty: the probabilities as they are).
-    pub calibration_x: Vec<f64>,
-    pub calibration_y: Vec<f64>,
+    /// Binary: the positive class alone; multiclass: every class.
+    pub classes: Vec<ClassCalibration>,
     /// Sample standard deviation of the holdout's 0/1 correctness.
     pub correct_sd: f64,
     /// The mean estimated error over sub-windows of the holdout in time order.
     pub sub_windows: Vec<SubWindows>,
 }
 
+/// A class's isotonic calibration (empty: its probability as it is).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClassCalibration {
+    pub class: String,
+    pub x: Vec<f64>,
+    pub y: Vec<f64>,
+}
+
 impl PerformanceEstimator {
     fn to_value(&self) -> Value {
         let doubles = |xs: &[f64]| Value::Array(xs.iter().map(|x| Value::Double(*x)).collect());
+        let classes = self
+            .classes
+            .iter()
+            .map(|c| {
+                record(vec![
+                    ("class", s(&c.class)),
+                    ("x", doubles(&c.x)),
+                    ("y", doubles(&c.y)),
+                ])
+            })
+            .collect();
         record(vec![
-            ("positive_class", s(&self.positive_class)),
-            ("calibration_x", doubles(&self.calibration_x)),
-            ("calibration_y", doubles(&self.calibration_y)),
+            ("classes", Value::Array(classes)),
             ("correct_sd", Value::Double(self.correct_sd)),
             ("sub_windows", sub_windows_value(&self.sub_windows)),
         ])
@@ -1167,9 +1182,14 @@ impl PerformanceEstimator {
     fn from_value(v: Value) -> Result<Self> {
         let mut e = Fields::new(v, "PerformanceEstimator")?;
         Ok(Self {
-            positive_class: e.string("positive_class")?,
-            calibration_x: e.array("calibration_x", as_double)?,
-            calibration_y: e.array("calibration_y", as_double)?,
+            classes: e.array("classes", |v, _| {
+                let mut c = Fields::new(v, "ClassCalibration")?;
+                Ok(ClassCalibration {
+                    class: c.string("class")?,
+                    x: c.array("x", as_double)?,
+                    y: c.array("y", as_double)?,
+                })
+            })?,
             correct_sd: e.double("correct_sd")?,
             sub_windows: e.array("sub_windows", |v, _| SubWindows::from_value(v))?,
         })

@@ -240,13 +240,19 @@ fn canary_records_are_candidates_to_consumers_from_before_canaries() {
 }
 
 /// A models record as writers before version 4 wrote it: no sub-windows, no importance
-/// (nor the later multivariate reference).
+/// (nor the later multivariate reference and performance estimator).
 fn without_v4_fields(value: &mut Value) {
     let Value::Record(fields) = value else {
         return;
     };
     fields.retain(|(n, _)| {
-        !["error_sub_windows", "feature_importance", "multivariate"].contains(&n.as_str())
+        ![
+            "error_sub_windows",
+            "feature_importance",
+            "multivariate",
+            "performance_estimator",
+        ]
+        .contains(&n.as_str())
     });
     for (name, field) in fields.iter_mut() {
         if let (true, Value::Array(profiles)) = (name == "reference_profile", field) {

@@ -429,14 +429,11 @@ impl ModelMonitor {
                 .as_ref()
                 .filter(|s| s.fired)
                 .map(|s| self.multivariate_why(s)),
+            // From the predictions alone (not the realised value beside it, which depends
+            // on how the labels interleaved), so a replay gives the same reason.
             estimated_drop: estimated.as_ref().and_then(|e| {
                 let s = e.signal.as_ref().filter(|s| s.fired)?;
-                let realised = e.realised.map(|r| format!(", realised {r:.3}"));
-                Some(format!(
-                    "{s}: accuracy {:.3}{}",
-                    e.value,
-                    realised.unwrap_or_default()
-                ))
+                Some(format!("{s}: accuracy {:.3}", e.value))
             }),
         };
         let decision = self.state.decide(policy, &findings);
@@ -462,7 +459,9 @@ impl ModelMonitor {
             model_version: self.version,
             trigger: if drifted.is_empty()
                 && !findings.prediction_drifted
-                && (performance_drop.is_some() || findings.error_rise.is_some())
+                && (performance_drop.is_some()
+                    || findings.error_rise.is_some()
+                    || (findings.estimated_drop.is_some() && policy.estimate))
             {
                 RetrainTrigger::Performance
             } else {
@@ -1155,13 +1154,14 @@ mod tests {
                 let (p, positive) = classified(i, true);
                 let yes = p.prediction.probabilities["yes"];
                 Scored {
-                    p: yes,
-                    said_positive: yes >= 0.5,
-                    positive,
+                    probabilities: vec![1.0 - yes, yes],
+                    predicted: usize::from(yes >= 0.5),
+                    truth: usize::from(positive),
                 }
             })
             .collect();
-        let estimator = fit_estimator("yes", &holdout_rows).unwrap();
+        let classes = ["no".to_string(), "yes".to_string()];
+        let estimator = fit_estimator(&classes, &holdout_rows).unwrap();
         let holdout = Holdout {
             metrics: [("accuracy".to_string(), 0.72)].into(),
             performance_estimator: Some(estimator),

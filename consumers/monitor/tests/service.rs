@@ -1,6 +1,8 @@
 //! The monitor against the real broker: a shifted stream raises drift and one retrain
-//! request, served over HTTP and /metrics; and kill -9 at random points changes nothing in
-//! what it emits (after removing the re-emitted duplicates, which carry the same ids).
+//! request, served over HTTP and /metrics, and a classifier's unsure answers lower its
+//! accuracy estimated before labels; and kill -9 at random points changes nothing in what
+//! it emits, estimates included (after removing the re-emitted duplicates, which carry the
+//! same ids).
 //!
 //! Needs the broker: `DRIFTLINE_BOOTSTRAP_SERVERS` (default 127.0.0.1:9092).
 
@@ -15,7 +17,7 @@ use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{
     Actual, DriftDecision, DriftReport, Event, FeatureKind, FeatureProfile, FeatureValue, Labelled,
     ModelPublished, ModelStatus, Prediction, PredictionLogged, PredictionSource, RetrainRequested,
-    TrainingWindow,
+    RetrainTrigger, TrainingWindow,
 };
 use driftline_tests::{create_topics, kafka, payload, producer, read_all, unique};
 use rand::{Rng, SeedableRng};
@@ -23,6 +25,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
 const MODEL: &str = "toy";
+/// A classifier beside it, whose reports carry its accuracy estimated before labels.
+const CLASSIFIER: &str = "toy-class";
 
 struct Topics {
     predictions: String,
@@ -135,15 +139,68 @@ async fn send(producer: &FutureProducer, topic: &str, key: &str, bytes: Vec<u8>)
     Ok(())
 }
 
-/// The model, then `n` predictions (the second half drifted) each followed by its pair
-/// with its actual, as the joiner would publish it.
+/// The classifier's answer for `x`: "yes" with probability p = sigmoid(2 (x − 5)), or,
+/// once `unsure`, p in [0.45, 0.55] whatever x; and its true class, drawn from p.
+fn classify(rng: &mut rand::rngs::StdRng, x: f64, unsure: bool) -> (Prediction, String) {
+    let p = if unsure {
+        0.45 + 0.1 * rng.random::<f64>()
+    } else {
+        1.0 / (1.0 + (-2.0 * (x - 5.0)).exp())
+    };
+    let said = if p >= 0.5 { "yes" } else { "no" };
+    let truth = if rng.random::<f64>() < p { "yes" } else { "no" };
+    let prediction = Prediction {
+        value: None,
+        class: Some(said.into()),
+        probabilities: [("yes".to_string(), p), ("no".to_string(), 1.0 - p)].into(),
+    };
+    (prediction, truth.into())
+}
+
+/// The classifier's record: x's profile and CBPE fitted on 5,000 confident answers.
+fn classifier_record() -> ModelPublished {
+    use driftline_drift::estimate::{Scored, fit_estimator};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let (mut xs, mut rows) = (Vec::new(), Vec::new());
+    for _ in 0..5_000 {
+        let (x, _, _) = draw(&mut rng, false);
+        let (p, truth) = classify(&mut rng, x, false);
+        let yes = p.probabilities["yes"];
+        xs.push(x);
+        rows.push(Scored {
+            probabilities: vec![1.0 - yes, yes],
+            predicted: usize::from(yes >= 0.5),
+            truth: usize::from(truth == "yes"),
+        });
+    }
+    let classes = ["no".to_string(), "yes".to_string()];
+    let mut r = model_record();
+    xs.sort_by(f64::total_cmp);
+    r.model = CLASSIFIER.into();
+    r.algorithm = "logistic".into();
+    // Accuracy alone: no realised log-loss to rise, so decisions do not depend on how
+    // the labelled topic interleaves with the predictions.
+    r.metrics = [("accuracy".to_string(), 0.8)].into();
+    r.reference_profile.retain(|p| p.name == "x");
+    r.reference_profile[0].sample = xs;
+    r.performance_estimator = fit_estimator(&classes, &rows);
+    assert!(r.performance_estimator.is_some());
+    r
+}
+
+/// The models, then `n` predictions of the regression (the second half drifted) each
+/// followed by its pair with its actual, as the joiner would publish it; then `n / 2` of
+/// the classifier (the second half unsure of every row), after them so the regression's
+/// offsets are 0 to n − 1.
 async fn produce_stream(t: &Topics, n: usize) -> Result<()> {
     let codec = Codec::single_object();
     let producer = producer()?;
-    let model = model_record();
-    send(&producer, &t.models, &model.key(), codec.encode(&model)?).await?;
+    for model in [model_record(), classifier_record()] {
+        send(&producer, &t.models, &model.key(), codec.encode(&model)?).await?;
+    }
     let mut rng = rand::rngs::StdRng::seed_from_u64(2);
     let mut deliveries = Vec::new();
+    let mut pairs = Vec::new();
     for i in 0..n {
         let (x, y, c) = draw(&mut rng, i >= n / 2);
         let predicted = 2.0 * x + y;
@@ -175,6 +232,40 @@ async fn produce_stream(t: &Topics, n: usize) -> Result<()> {
             class: None,
             observed_at: p.event_time,
         };
+        pairs.push((p, a));
+    }
+    for i in 0..n / 2 {
+        let (x, y, c) = draw(&mut rng, false);
+        let (prediction, truth) = classify(&mut rng, x, i >= n / 4);
+        let p = PredictionLogged {
+            request_id: format!("c{i}"),
+            model: CLASSIFIER.into(),
+            model_version: 1,
+            event_time: 1_000 * i as i64,
+            features: [
+                ("x".to_string(), FeatureValue::Number(x)),
+                ("y".to_string(), FeatureValue::Number(y)),
+                ("c".to_string(), FeatureValue::Category(c.into())),
+            ]
+            .into(),
+            prediction,
+            served_at: 0,
+            latency_us: 1,
+            source: PredictionSource::Kafka,
+            shadow: None,
+        };
+        let a = Actual {
+            request_id: p.request_id.clone(),
+            model: CLASSIFIER.into(),
+            event_time: p.event_time,
+            value: None,
+            class: Some(truth),
+            observed_at: p.event_time,
+        };
+        pairs.push((p, a));
+    }
+    for (p, a) in pairs {
+        let key = p.model.clone();
         let prediction = codec.encode(&p)?;
         let labelled = Labelled {
             prediction: p,
@@ -187,7 +278,7 @@ async fn produce_stream(t: &Topics, n: usize) -> Result<()> {
             (&t.labelled, codec.encode(&labelled)?),
         ] {
             loop {
-                match producer.send_result(FutureRecord::to(topic).key(MODEL).payload(&bytes)) {
+                match producer.send_result(FutureRecord::to(topic).key(&key).payload(&bytes)) {
                     Ok(f) => {
                         deliveries.push(f);
                         break;
@@ -311,8 +402,13 @@ async fn a_shifted_stream_raises_drift_and_one_retrain_request() -> Result<()> {
         Default::default(),
     ));
 
-    let reports: Vec<DriftReport> = decode_all(&drift, 4_000 / 250)?;
-    let retrains: Vec<RetrainRequested> = decode_all(&retrain, 1)?;
+    let all: Vec<DriftReport> = decode_all(&drift, 4_000 / 250 + 2_000 / 250)?;
+    let (reports, classified): (Vec<DriftReport>, Vec<DriftReport>) =
+        all.into_iter().partition(|r| r.model == MODEL);
+    let (retrains, class_retrains): (Vec<RetrainRequested>, Vec<RetrainRequested>) =
+        decode_all::<RetrainRequested>(&retrain, 2)?
+            .into_iter()
+            .partition(|r| r.model == MODEL);
 
     // Over HTTP: the latest report, and the gauges per feature on /metrics.
     let (status, body) = get(&format!("http://127.0.0.1:{port}/models/{MODEL}/drift")).await?;
@@ -369,6 +465,26 @@ async fn a_shifted_stream_raises_drift_and_one_retrain_request() -> Result<()> {
         format!("retrain-{}", r.report_id.clone().unwrap_or_default())
     );
     assert!(r.drifted_features.contains(&"x".to_string()));
+
+    // The classifier's reports carry the accuracy estimated before labels: near the
+    // holdout's while it is confident, then its drop is a cause.
+    assert_eq!(classified.len(), 8, "{classified:?}");
+    let e = classified[1].estimated.as_ref().context("estimated")?;
+    let line = e.signal.as_ref().context("line")?;
+    assert!(!line.fired && e.value > 0.75, "{e:?}");
+    assert!(e.lower < e.value && e.value < e.upper);
+    let last = classified.last().context("reports")?;
+    let e = last.estimated.as_ref().context("estimated")?;
+    assert!(e.signal.as_ref().is_some_and(|s| s.fired), "{e:?}");
+    assert!(
+        last.reason
+            .contains("accuracy estimated before labels dropped"),
+        "{}",
+        last.reason
+    );
+    // Seen in the predictions alone: a performance request, before any label said so.
+    assert_eq!(class_retrains.len(), 1, "{class_retrains:?}");
+    assert_eq!(class_retrains[0].trigger, RetrainTrigger::Performance);
     Ok(())
 }
 
@@ -433,6 +549,9 @@ fn emitted(
     for x in r.iter_mut() {
         x.evaluated_at = 0;
         x.performance.clear();
+        if let Some(e) = &mut x.estimated {
+            e.realised = None;
+        }
         x.window
             .end_offsets
             .retain(|k, _| k.starts_with(&t.predictions));
@@ -451,7 +570,7 @@ fn emitted(
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_random_points_changes_nothing_in_what_it_emits() -> Result<()> {
     const N: usize = 20_000;
-    const REPORTS: usize = N / 250;
+    const REPORTS: usize = N / 250 + N / 2 / 250;
     let t = Topics::new();
     t.create().await?;
     produce_stream(&t, N).await?;

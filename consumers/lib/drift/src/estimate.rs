@@ -12,7 +12,7 @@
 //! calibration lowers the pooled expected calibration error of its folds; on that data
 //! it does.)
 
-use driftline_schemas::events::{PerformanceEstimator, Prediction};
+use driftline_schemas::events::{ClassCalibration, PerformanceEstimator, Prediction};
 
 /// A monotone increasing step function fitted by pool-adjacent-violators, read between its
 /// points by linear interpolation and clipped outside them (scikit-learn's
@@ -117,54 +117,87 @@ impl Isotonic {
     }
 }
 
-/// The holdout rows an estimator is fitted on, in time order: each prediction's
-/// probability of the positive class, whether it said positive, whether it was right.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A holdout row an estimator is fitted on (rows in time order): the model's probability
+/// of each class (in the estimator's class order), the class it said and the true one.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Scored {
-    pub p: f64,
-    pub said_positive: bool,
-    pub positive: bool,
+    pub probabilities: Vec<f64>,
+    pub predicted: usize,
+    pub truth: usize,
 }
 
-/// Fits CBPE on a binary classifier's holdout: the isotonic calibration when
-/// cross-validation shows it lowers the calibration error ([`needs_calibration`]), the
-/// spread of the 0/1 correctness (the estimate's sampling error) and the mean estimated
-/// error over sub-windows in time order (the line for a drop). `None` on fewer than two
-/// rows or a holdout of one class.
-pub fn fit_estimator(positive_class: &str, rows: &[Scored]) -> Option<PerformanceEstimator> {
-    let rows: Vec<Scored> = rows.iter().copied().filter(|r| r.p.is_finite()).collect();
+/// Fits CBPE on a classifier's holdout, as NannyML does: for two classes the second
+/// (`classes[1]`, the positive one) alone, for more each class against the rest; a class's
+/// isotonic calibration is kept only when cross-validation shows it lowers the calibration
+/// error ([`needs_calibration`]). With it: the spread of the 0/1 correctness (the
+/// estimate's sampling error) and the mean estimated error over sub-windows in time order
+/// (the line for a drop). `None` for fewer than two classes or rows, or a holdout of one
+/// class.
+pub fn fit_estimator(classes: &[String], rows: &[Scored]) -> Option<PerformanceEstimator> {
+    fit_estimator_deciding(classes, rows, |_, p, truth| needs_calibration(p, truth))
+}
+
+/// [`fit_estimator`] with the decision to calibrate a class taken by `calibrate(class
+/// index, probabilities, 0/1 truths)` (NannyML's own decisions, in the parity tests).
+pub fn fit_estimator_deciding(
+    classes: &[String],
+    rows: &[Scored],
+    calibrate: impl Fn(usize, &[f64], &[f64]) -> bool,
+) -> Option<PerformanceEstimator> {
+    let k = classes.len();
+    let rows: Vec<&Scored> = rows
+        .iter()
+        .filter(|r| {
+            r.probabilities.len() == k
+                && r.probabilities.iter().all(|p| p.is_finite())
+                && r.predicted < k
+                && r.truth < k
+        })
+        .collect();
     let n = rows.len();
-    if n < 2 || rows.iter().all(|r| r.positive == rows[0].positive) {
+    if k < 2 || n < 2 || rows.iter().all(|r| r.truth == rows[0].truth) {
         return None;
     }
-    let p: Vec<f64> = rows.iter().map(|r| r.p).collect();
-    let truth: Vec<f64> = rows
+    let calibrated: Vec<usize> = if k == 2 { vec![1] } else { (0..k).collect() };
+    let calibrations = calibrated
         .iter()
-        .map(|r| f64::from(u8::from(r.positive)))
+        .map(|&c| {
+            let p: Vec<f64> = rows.iter().map(|r| r.probabilities[c]).collect();
+            let truth: Vec<f64> = rows
+                .iter()
+                .map(|r| f64::from(u8::from(r.truth == c)))
+                .collect();
+            let fitted = calibrate(c, &p, &truth)
+                .then(|| Isotonic::fit(&p, &truth))
+                .flatten();
+            let (x, y) = fitted.map_or((Vec::new(), Vec::new()), |f| (f.x, f.y));
+            ClassCalibration {
+                class: classes[c].clone(),
+                x,
+                y,
+            }
+        })
         .collect();
-    let calibration = needs_calibration(&p, &truth)
-        .then(|| Isotonic::fit(&p, &truth))
-        .flatten();
-    let calibrated = |x: f64| calibration.as_ref().map_or(x, |c| c.predict(x));
+    let record = PerformanceEstimator {
+        classes: calibrations,
+        correct_sd: 0.0,
+        sub_windows: Vec::new(),
+    };
+    let estimator = Estimator::new(&record);
     let errors: Vec<f64> = rows
         .iter()
-        .map(|r| 1.0 - expected_correct(r.said_positive, calibrated(r.p)))
+        .map(|r| 1.0 - estimator.chance_of(&r.probabilities, r.predicted, classes))
         .collect();
     let correct: Vec<f64> = rows
         .iter()
-        .map(|r| f64::from(u8::from(r.said_positive == r.positive)))
+        .map(|r| f64::from(u8::from(r.predicted == r.truth)))
         .collect();
     let mean = correct.iter().sum::<f64>() / n as f64;
     let var = correct.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    let (x, y) = calibration
-        .as_ref()
-        .map_or((Vec::new(), Vec::new()), |c| (c.x.clone(), c.y.clone()));
     Some(PerformanceEstimator {
-        positive_class: positive_class.to_string(),
-        calibration_x: x,
-        calibration_y: y,
         correct_sd: var.sqrt(),
         sub_windows: crate::calibrate::mean_sub_windows(&errors),
+        ..record
     })
 }
 
@@ -231,30 +264,76 @@ pub fn calibration_error(truth: &[f64], p: &[f64], bins: usize) -> f64 {
 /// [`PerformanceEstimator`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Estimator {
-    positive_class: String,
-    calibration: Option<Isotonic>,
+    /// Each calibrated class with its calibration (`None`: its probability as it is).
+    classes: Vec<(String, Option<Isotonic>)>,
     correct_sd: f64,
 }
 
 impl Estimator {
     pub fn new(e: &PerformanceEstimator) -> Self {
         Self {
-            positive_class: e.positive_class.clone(),
-            calibration: Isotonic::from_points(&e.calibration_x, &e.calibration_y),
+            classes: e
+                .classes
+                .iter()
+                .map(|c| (c.class.clone(), Isotonic::from_points(&c.x, &c.y)))
+                .collect(),
             correct_sd: e.correct_sd,
         }
     }
 
-    /// The chance `prediction` is right; `None` without a class or without a
-    /// probability of the positive class.
+    fn calibrate(calibration: &Option<Isotonic>, p: f64) -> f64 {
+        calibration.as_ref().map_or(p, |c| c.predict(p))
+    }
+
+    /// The chance `prediction` is right; `None` without a class or without a probability
+    /// for each calibrated class. Binary (one calibrated class, the positive one): its
+    /// calibrated probability p when it said that class, 1 − p otherwise. Multiclass: the
+    /// said class's calibrated probability over the sum of all (1 / classes when they sum
+    /// to 0, as NannyML).
     pub fn chance(&self, prediction: &Prediction) -> Option<f64> {
-        let class = prediction.class.as_ref()?;
-        let p = *prediction.probabilities.get(&self.positive_class)?;
-        if !p.is_finite() {
-            return None;
+        let said = prediction.class.as_ref()?;
+        if let [(positive, calibration)] = &self.classes[..] {
+            let p = *prediction.probabilities.get(positive)?;
+            if !p.is_finite() {
+                return None;
+            }
+            return Some(expected_correct(
+                said == positive,
+                Self::calibrate(calibration, p),
+            ));
         }
-        let p = self.calibration.as_ref().map_or(p, |c| c.predict(p));
-        Some(expected_correct(*class == self.positive_class, p))
+        let mut sum = 0.0;
+        let mut own = 0.0;
+        for (class, calibration) in &self.classes {
+            let p = *prediction.probabilities.get(class)?;
+            if !p.is_finite() {
+                return None;
+            }
+            let c = Self::calibrate(calibration, p);
+            sum += c;
+            if class == said {
+                own = c;
+            }
+        }
+        Some(if sum != 0.0 {
+            own / sum
+        } else {
+            1.0 / self.classes.len() as f64
+        })
+    }
+
+    /// [`Estimator::chance`] of a holdout row: probabilities in `classes` order.
+    fn chance_of(&self, probabilities: &[f64], predicted: usize, classes: &[String]) -> f64 {
+        let prediction = Prediction {
+            value: None,
+            class: Some(classes[predicted].clone()),
+            probabilities: classes
+                .iter()
+                .cloned()
+                .zip(probabilities.iter().copied())
+                .collect(),
+        };
+        self.chance(&prediction).unwrap_or(0.0)
     }
 
     /// NannyML's band around an estimate over `n` predictions: ± 3 sampling errors
@@ -285,18 +364,23 @@ mod tests {
     #[test]
     fn an_estimator_read_back_from_its_record_gives_each_prediction_its_chance() {
         // Scores that overstate the positive class: calibration pulls them down.
+        let classes = ["no".to_string(), "yes".to_string()];
         let rows: Vec<Scored> = (0..1000)
             .map(|i| {
                 let p = (i % 100) as f64 / 100.0;
                 Scored {
-                    p,
-                    said_positive: p >= 0.5,
-                    positive: (i * 37 % 100) as f64 / 100.0 < p * p,
+                    probabilities: vec![1.0 - p, p],
+                    predicted: usize::from(p >= 0.5),
+                    truth: usize::from(((i * 37) % 100) as f64 / 100.0 < p * p),
                 }
             })
             .collect();
-        let record = fit_estimator("yes", &rows).unwrap();
-        assert!(!record.calibration_x.is_empty(), "calibrated");
+        let record = fit_estimator(&classes, &rows).unwrap();
+        let [positive] = &record.classes[..] else {
+            panic!("binary: the positive class alone")
+        };
+        assert_eq!(positive.class, "yes");
+        assert!(!positive.x.is_empty(), "calibrated");
         assert!(!record.sub_windows.is_empty());
         let e = Estimator::new(&record);
         let said = |class: &str, p: f64| Prediction {
@@ -304,7 +388,7 @@ mod tests {
             class: Some(class.into()),
             probabilities: [("yes".to_string(), p), ("no".to_string(), 1.0 - p)].into(),
         };
-        let c = Isotonic::from_points(&record.calibration_x, &record.calibration_y).unwrap();
+        let c = Isotonic::from_points(&positive.x, &positive.y).unwrap();
         assert_eq!(e.chance(&said("yes", 0.7)), Some(c.predict(0.7)));
         assert_eq!(e.chance(&said("no", 0.3)), Some(1.0 - c.predict(0.3)));
         assert_eq!(e.chance(&Prediction::default()), None);
@@ -314,10 +398,40 @@ mod tests {
         let same: Vec<Scored> = rows
             .iter()
             .map(|r| Scored {
-                positive: true,
-                ..*r
+                truth: 1,
+                ..r.clone()
             })
             .collect();
-        assert_eq!(fit_estimator("yes", &same), None);
+        assert_eq!(fit_estimator(&classes, &same), None);
+    }
+
+    #[test]
+    fn a_multiclass_chance_is_the_said_class_share_of_the_calibrated_probabilities() {
+        let e = Estimator::new(&PerformanceEstimator {
+            classes: ["a", "b", "c"]
+                .iter()
+                .map(|c| ClassCalibration {
+                    class: c.to_string(),
+                    x: Vec::new(),
+                    y: Vec::new(),
+                })
+                .collect(),
+            correct_sd: 0.5,
+            sub_windows: Vec::new(),
+        });
+        let said = |class: &str, p: [f64; 3]| Prediction {
+            value: None,
+            class: Some(class.into()),
+            probabilities: ["a", "b", "c"]
+                .iter()
+                .map(|c| c.to_string())
+                .zip(p)
+                .collect(),
+        };
+        assert_eq!(e.chance(&said("b", [0.2, 0.6, 0.2])), Some(0.6));
+        // Not summing to 1 (as calibrated ones need not): normalised.
+        assert_eq!(e.chance(&said("a", [0.5, 0.25, 0.25])), Some(0.5));
+        assert_eq!(e.chance(&said("a", [1.0, 0.5, 0.5])), Some(0.5));
+        assert_eq!(e.chance(&said("c", [0.0, 0.0, 0.0])), Some(1.0 / 3.0));
     }
 }

@@ -193,18 +193,14 @@ pub fn evaluate_predictions(
     out
 }
 
-/// CBPE's estimator of a binary classifier's accuracy before labels, fitted on its
-/// holdout (rows in time order: the line for a drop comes from its sub-windows); `None`
-/// for regressors, multiclass models, or a holdout without both classes. Rows whose label
-/// the model never saw are left out.
+/// CBPE's estimator of a classifier's accuracy before labels, fitted on its holdout (rows
+/// in time order: the line for a drop comes from its sub-windows); `None` for regressors
+/// or a holdout without two classes. Rows whose label the model never saw are left out.
 pub fn performance_estimator(
     model: &TrainedModel,
     holdout: &[LabelledRow],
 ) -> Option<PerformanceEstimator> {
     let classes = model.classes();
-    if classes.len() != 2 {
-        return None;
-    }
     let mut scratch = Scratch::default();
     let rows: Vec<Scored> = holdout
         .iter()
@@ -212,15 +208,14 @@ pub fn performance_estimator(
             let Raw::Class(predicted) = model.raw(&mut scratch, &r.features) else {
                 return None;
             };
-            let truth = model.class_index(&r.target.class_label())?;
             Some(Scored {
-                p: scratch_prob(&scratch, 1),
-                said_positive: predicted == 1,
-                positive: truth == 1,
+                probabilities: scratch.scores().to_vec(),
+                predicted,
+                truth: model.class_index(&r.target.class_label())?,
             })
         })
         .collect();
-    fit_estimator(&classes[1], &rows)
+    fit_estimator(classes, &rows)
 }
 
 fn scratch_prob(scratch: &Scratch, class: usize) -> f64 {
