@@ -153,6 +153,12 @@ async fn dashboard_renders_charts_with_data_in_a_headless_browser() -> Result<()
         "latest report: {:?}",
         attr_of(&dom, "latest", "data-rows")
     );
+    // The realised MAE, then the multivariate check with its line.
+    ensure!(
+        count(&dom, "performance", "data-rows") == 2 && dom.contains("reconstruction error"),
+        "latest report's checks: {:?}",
+        attr_of(&dom, "performance", "data-rows")
+    );
     ensure!(
         dom.contains("rejected") && dom.contains("dep_delay"),
         "timeline and report are in the page"

@@ -335,7 +335,7 @@ pub(crate) mod sample {
     use driftline_schemas::events::{
         Actual, DriftDecision, DriftReport, FeatureDrift, FeatureKind, Labelled, MetricComparison,
         ModelPublished, ModelStatus, Prediction, PredictionLogged, PredictionSource, ReportWindow,
-        TrainingWindow,
+        Signal, TrainingWindow,
     };
 
     use super::{DAY_MS, History};
@@ -406,7 +406,15 @@ pub(crate) mod sample {
             } else {
                 "no feature drifted".into()
             },
-            multivariate: None,
+            multivariate: Some(Signal {
+                name: "reconstruction_error".into(),
+                value: 1.1 + shift,
+                threshold: 1.3,
+                fired: 1.1 + shift >= 1.3,
+                method:
+                    "from the reference's sub-windows of 100 to 3200 rows: a gamma tail of 1.0e-3"
+                        .into(),
+            }),
             estimated: None,
             features,
         }
