@@ -1,5 +1,5 @@
 //! The monitor's online costs, without Kafka: the update cost per event and feature
-//! (without and with the multivariate check), the evaluation time of a 100k-event window, and the resident memory over a long replay.
+//! (without and with the multivariate check, and with the accuracy estimate), the evaluation time of a 100k-event window, and the resident memory over a long replay.
 //!
 //! `cargo bench -p driftline-monitor --bench online` (add `-- --events 5000000` for the
 //! long replay). Continuous values (every value distinct) are the worst case of the order
@@ -7,11 +7,12 @@
 
 use std::time::Instant;
 
+use driftline_drift::estimate::{Estimator, Scored, fit_estimator};
 use driftline_drift::numeric::Sorted;
 use driftline_drift::{calibrate, multivariate};
 use driftline_monitor::MonitorPolicy;
 use driftline_monitor::window::{Observation, Window, WindowConfig};
-use driftline_schemas::events::{FeatureKind, FeatureProfile, FeatureValue};
+use driftline_schemas::events::{FeatureKind, FeatureProfile, FeatureValue, Prediction};
 use rand::{Rng, SeedableRng};
 
 const NUMERIC: usize = 10;
@@ -134,6 +135,50 @@ fn main() {
         with_pca.reconstruction_error().unwrap_or(f64::NAN)
     );
     drop(with_pca);
+
+    // The same with the accuracy estimate: each prediction also given its chance of being
+    // right (CBPE: an isotonic calibration read, as the monitor's `event_of` does), kept
+    // in the window's fixed-point sum.
+    let classes = ["no".to_string(), "yes".to_string()];
+    let prediction = |p: f64| Prediction {
+        value: None,
+        class: Some(if p >= 0.5 { "yes" } else { "no" }.into()),
+        probabilities: [("yes".to_string(), p), ("no".to_string(), 1.0 - p)].into(),
+    };
+    // Overconfident scores (the truth is drawn from p²), so the calibration is kept.
+    let holdout: Vec<Scored> = (0..10_000)
+        .map(|_| {
+            let p: f64 = rng.random();
+            Scored {
+                probabilities: vec![1.0 - p, p],
+                predicted: usize::from(p >= 0.5),
+                truth: usize::from(rng.random::<f64>() < p * p),
+            }
+        })
+        .collect();
+    let record = fit_estimator(&classes, &holdout).expect("two classes");
+    let estimator = Estimator::new(&record);
+    let predictions: Vec<Prediction> = (0..batch.len()).map(|_| prediction(rng.random())).collect();
+    let mut with_estimate = Window::new(&profiles, cfg).with_estimate(true);
+    warm.iter().for_each(|e| {
+        with_estimate.push(e);
+    });
+    let mut scored = batch.clone();
+    let started = Instant::now();
+    for (e, p) in scored.iter_mut().zip(&predictions) {
+        e.chance = estimator.chance(p);
+        with_estimate.push(e);
+    }
+    let per_estimate = started.elapsed().as_nanos() as f64 / (batch.len() * features) as f64;
+    println!(
+        "update with the accuracy estimate (calibration of {} points): {per_estimate:.0} ns per event and feature ({:.2} µs per event); estimated accuracy {:.3}",
+        record.classes[0].x.len(),
+        per_estimate * features as f64 / 1_000.0,
+        with_estimate
+            .estimated_accuracy()
+            .map_or(f64::NAN, |(a, _)| a)
+    );
+    drop(with_estimate);
 
     // Evaluation on the full 100k window.
     let mut times = Vec::new();
