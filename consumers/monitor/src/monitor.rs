@@ -156,7 +156,6 @@ pub struct ModelMonitor {
     holdout: BTreeMap<String, f64>,
     importance: BTreeMap<String, f64>,
     error_null: Option<NullCurve>,
-    reconstruction: Option<Reconstruction>,
     /// The mean reconstruction error's null curve, from the reference's sub-windows.
     multivariate_null: Option<NullCurve>,
     /// Each prediction's chance of being right, for the accuracy before labels.
@@ -200,7 +199,6 @@ impl ModelMonitor {
                 .multivariate
                 .as_ref()
                 .and_then(|r| NullCurve::fit(&r.sub_windows)),
-            reconstruction: holdout.multivariate,
             estimator: holdout.performance_estimator.as_ref().map(Estimator::new),
             estimate_null: holdout
                 .performance_estimator
@@ -228,9 +226,11 @@ impl ModelMonitor {
         joined: impl IntoIterator<Item = Joined>,
     ) -> Self {
         let mut m = Self::new(&meta.model, meta.version, profiles, holdout, config);
-        m.window = Window::resume(profiles, m.config.window, meta.first_seq, meta.newest_time)
-            .with_multivariate(m.reconstruction.as_ref())
-            .with_estimate(m.estimator.is_some());
+        // The new monitor's empty window (its reconstruction built once), moved to where
+        // the persisted one stood.
+        let empty = Window::new(&[], m.config.window);
+        m.window =
+            std::mem::replace(&mut m.window, empty).resumed_at(meta.first_seq, meta.newest_time);
         for e in events {
             m.window.push(&e);
         }
@@ -1061,7 +1061,7 @@ mod tests {
             numeric(name, sample)
         };
         let holdout = Holdout {
-            multivariate: pca,
+            multivariate: pca.clone(),
             ..Default::default()
         };
         // Windows past 1,000 events, where the distances decide (not the p-values).
@@ -1113,7 +1113,7 @@ mod tests {
             3,
             &[profile(0, "x"), profile(1, "y")],
             Holdout {
-                multivariate: m.reconstruction.clone(),
+                multivariate: pca,
                 ..Default::default()
             },
             quiet,

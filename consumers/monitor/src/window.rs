@@ -129,19 +129,14 @@ impl Window {
         self
     }
 
-    /// A window whose first stored event has sequence number `first_seq` and whose newest
-    /// event time seen was `newest_time`; fill it with [`Window::push`] in order.
-    pub fn resume(
-        profiles: &[FeatureProfile],
-        config: WindowConfig,
-        first_seq: u64,
-        newest_time: i64,
-    ) -> Self {
-        Self {
-            first_seq,
-            newest_time,
-            ..Self::new(profiles, config)
-        }
+    /// The same empty window, its first stored event numbered `first_seq` and the newest
+    /// event time seen `newest_time` (a restored window); fill it with [`Window::push`] in
+    /// order.
+    pub fn resumed_at(mut self, first_seq: u64, newest_time: i64) -> Self {
+        debug_assert!(self.is_empty(), "a window resumes before its first push");
+        self.first_seq = first_seq;
+        self.newest_time = newest_time;
+        self
     }
 
     pub fn names(&self) -> &[String] {
@@ -454,8 +449,9 @@ mod tests {
         events.iter().for_each(|e| {
             w.push(e);
         });
-        let mut r = Window::resume(&profiles(), cfg, w.first_seq(), w.newest_time())
-            .with_multivariate(pca.as_ref());
+        let mut r = Window::new(&profiles(), cfg)
+            .with_multivariate(pca.as_ref())
+            .resumed_at(w.first_seq(), w.newest_time());
         events[w.first_seq() as usize..].iter().for_each(|e| {
             r.push(e);
         });
