@@ -500,10 +500,23 @@ impl ModelMonitor {
     fn multivariate(&self) -> Option<Signal> {
         let value = self.window.reconstruction_error()?;
         let null = self.multivariate_null?;
-        let n = self.window.len() as u64;
+        let (threshold, method) = self.line(null, self.window.len() as u64, "reference's");
+        Some(Signal {
+            name: "reconstruction_error".into(),
+            value,
+            threshold,
+            fired: value >= threshold,
+            method,
+        })
+    }
+
+    /// The line of a window-wide mean over `n` events from its null curve (fitted on the
+    /// `whose` sub-windows), and how it was set: the calibrated gamma tail at the check's
+    /// share, or NannyML's mean + 3 sd with fixed lines.
+    fn line(&self, null: NullCurve, n: u64, whose: &str) -> (f64, String) {
         let (small, large) = null.sizes();
-        let from = format!("from the reference's sub-windows of {small} to {large} rows");
-        let (threshold, method) = match self.config.policy.drift.calibration {
+        let from = format!("from the {whose} sub-windows of {small} to {large} rows");
+        match self.config.policy.drift.calibration {
             Some(c) if c.distances => {
                 let alpha = c.per_check(self.profiles.len());
                 let line = null.threshold(n, alpha);
@@ -516,14 +529,7 @@ impl ModelMonitor {
                     format!("{from}: mean + 3 sd (NannyML's rule)"),
                 )
             }
-        };
-        Some(Signal {
-            name: "reconstruction_error".into(),
-            value,
-            threshold,
-            fired: value >= threshold,
-            method,
-        })
+        }
     }
 
     /// The window's accuracy estimated before labels (CBPE), its band, the realised value
@@ -536,19 +542,7 @@ impl ModelMonitor {
         let (value, n) = self.window.estimated_accuracy()?;
         let (lower, upper) = estimator.band(value, n);
         let signal = self.estimate_null.map(|null| {
-            let (small, large) = null.sizes();
-            let from = format!("from the holdout's sub-windows of {small} to {large} rows");
-            let (threshold, method) = match self.config.policy.drift.calibration {
-                Some(c) if c.distances => {
-                    let alpha = c.per_check(self.profiles.len());
-                    let line = null.threshold(n as u64, alpha);
-                    (line, format!("{from}: a gamma tail of {alpha:.1e}"))
-                }
-                _ => {
-                    let (mean, sd) = null.at(n as u64);
-                    (mean + 3.0 * sd, format!("{from}: mean + 3 sd"))
-                }
-            };
+            let (threshold, method) = self.line(null, n as u64, "holdout's");
             Signal {
                 name: "estimated_error".into(),
                 value: 1.0 - value,
