@@ -1134,8 +1134,10 @@ pub struct ModelPublished {
     pub feature_importance: BTreeMap<String, f64>,
     /// The PCA of the reference behind the multivariate drift check.
     pub multivariate: Option<Reconstruction>,
-    /// A binary classifier's accuracy before labels (CBPE).
+    /// A classifier's accuracy before labels (CBPE).
     pub performance_estimator: Option<PerformanceEstimator>,
+    /// A regressor's mean absolute error before labels (DLE).
+    pub error_estimator: Option<ErrorEstimator>,
 }
 
 /// What the monitor needs to estimate a classifier's accuracy before labels (see
@@ -1156,6 +1158,36 @@ pub struct ClassCalibration {
     pub class: String,
     pub x: Vec<f64>,
     pub y: Vec<f64>,
+}
+
+/// What the monitor needs to estimate a regressor's mean absolute error before labels (see
+/// `driftline_model::loss`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ErrorEstimator {
+    pub model_format: String,
+    /// The error model, in `model_format`.
+    pub model_bytes: Vec<u8>,
+    /// Standard deviation of the holdout's absolute errors.
+    pub error_sd: f64,
+}
+
+impl ErrorEstimator {
+    fn to_value(&self) -> Value {
+        record(vec![
+            ("model_format", s(&self.model_format)),
+            ("model_bytes", Value::Bytes(self.model_bytes.clone())),
+            ("error_sd", Value::Double(self.error_sd)),
+        ])
+    }
+
+    fn from_value(v: Value) -> Result<Self> {
+        let mut e = Fields::new(v, "ErrorEstimator")?;
+        Ok(Self {
+            model_format: e.string("model_format")?,
+            model_bytes: e.bytes("model_bytes")?,
+            error_sd: e.double("error_sd")?,
+        })
+    }
 }
 
 impl PerformanceEstimator {
@@ -1268,6 +1300,10 @@ impl Event for ModelPublished {
                     PerformanceEstimator::to_value,
                 ),
             ),
+            (
+                "error_estimator",
+                opt(self.error_estimator.as_ref(), ErrorEstimator::to_value),
+            ),
         ])
     }
 
@@ -1313,6 +1349,7 @@ impl Event for ModelPublished {
             performance_estimator: f.optional("performance_estimator", |v, _| {
                 PerformanceEstimator::from_value(v)
             })?,
+            error_estimator: f.optional("error_estimator", |v, _| ErrorEstimator::from_value(v))?,
         })
     }
 

@@ -200,6 +200,7 @@ fn model_published() -> ModelPublished {
         feature_importance: Default::default(),
         multivariate: None,
         performance_estimator: None,
+        error_estimator: None,
     }
 }
 
@@ -251,6 +252,7 @@ fn without_v4_fields(value: &mut Value) {
             "feature_importance",
             "multivariate",
             "performance_estimator",
+            "error_estimator",
         ]
         .contains(&n.as_str())
     });

@@ -311,6 +311,7 @@ fn model_record() -> ModelPublished {
         feature_importance: Default::default(),
         multivariate: None,
         performance_estimator: None,
+        error_estimator: None,
     }
 }
 

@@ -455,6 +455,7 @@ pub mod samples {
             feature_importance: [("distance".to_string(), 0.4)].into(),
             multivariate: None,
             performance_estimator: None,
+            error_estimator: None,
         }
     }
 

@@ -64,6 +64,7 @@ fn model(
         feature_importance: Default::default(),
         multivariate: None,
         performance_estimator: None,
+        error_estimator: None,
     })
 }
 

@@ -455,6 +455,7 @@ pub(crate) mod sample {
             feature_importance: Default::default(),
             multivariate: None,
             performance_estimator: None,
+            error_estimator: None,
         }
     }
 

@@ -127,8 +127,8 @@ pub struct PolicyArgs {
     /// reported).
     #[arg(long, env = "DRIFTLINE_MONITOR_IGNORE_MULTIVARIATE")]
     pub ignore_multivariate: bool,
-    /// Do not let a drop of the accuracy estimated before labels (CBPE, binary
-    /// classifiers) decide (it is still reported).
+    /// Do not let a drop of the performance estimated before labels (accuracy by CBPE for
+    /// classifiers, MAE by DLE for regressors) decide (it is still reported).
     #[arg(long, env = "DRIFTLINE_MONITOR_IGNORE_ESTIMATE")]
     pub ignore_estimate: bool,
 }

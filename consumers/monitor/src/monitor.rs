@@ -10,11 +10,12 @@ use driftline_drift::calibrate::NullCurve;
 use driftline_drift::concept::ErrorWatch;
 use driftline_drift::estimate::Estimator;
 use driftline_drift::policy::FeatureVerdict;
-use driftline_model::{PREDICTION, lower_is_better};
+use driftline_model::loss::ERROR_MODEL_FORMAT;
+use driftline_model::{ErrorModel, PREDICTION, lower_is_better};
 use driftline_schemas::events::{
-    DriftReport, EstimatedPerformance, FeatureDrift, FeatureKind, FeatureProfile, FeatureValue,
-    Labelled, ModelPublished, PerformanceEstimator, PredictionLogged, Reconstruction, ReportWindow,
-    RetrainRequested, RetrainTrigger, Signal, SubWindows, offsets_key,
+    DriftReport, ErrorEstimator, EstimatedPerformance, FeatureDrift, FeatureKind, FeatureProfile,
+    FeatureValue, Labelled, ModelPublished, PerformanceEstimator, PredictionLogged, Reconstruction,
+    ReportWindow, RetrainRequested, RetrainTrigger, Signal, SubWindows, offsets_key,
 };
 use serde::{Deserialize, Serialize};
 
@@ -76,8 +77,10 @@ pub struct Holdout {
     /// decision's "why" is).
     pub feature_importance: BTreeMap<String, f64>,
     pub multivariate: Option<Reconstruction>,
-    /// CBPE's calibration, for a binary classifier's accuracy before labels.
+    /// CBPE's calibration, for a classifier's accuracy before labels.
     pub performance_estimator: Option<PerformanceEstimator>,
+    /// DLE's error model, for a regressor's mean absolute error before labels.
+    pub error_estimator: Option<ErrorEstimator>,
 }
 
 impl Holdout {
@@ -88,6 +91,7 @@ impl Holdout {
             feature_importance: published.feature_importance.clone(),
             multivariate: published.multivariate.clone(),
             performance_estimator: published.performance_estimator.clone(),
+            error_estimator: published.error_estimator.clone(),
         }
     }
 }
@@ -101,6 +105,7 @@ impl From<BTreeMap<String, f64>> for Holdout {
             feature_importance: Default::default(),
             multivariate: None,
             performance_estimator: None,
+            error_estimator: None,
         }
     }
 }
@@ -148,6 +153,53 @@ pub struct Evaluation {
     pub retrain: Option<RetrainRequested>,
 }
 
+/// How a version's performance is estimated before labels.
+#[derive(Debug, Clone)]
+enum BeforeLabels {
+    /// CBPE: each prediction's chance of being right; the window's mean is its accuracy.
+    Accuracy(Estimator),
+    /// DLE: each prediction's expected absolute error; the window's mean is its MAE.
+    Mae { errors: ErrorModel, error_sd: f64 },
+}
+
+impl BeforeLabels {
+    /// The version's estimator with the null curve of its line, if its record has one:
+    /// CBPE's from its estimated error over the holdout's sub-windows, DLE's the realised
+    /// error's (as NannyML). An error model that does not load is logged and left out: the
+    /// monitor still watches everything else.
+    fn of(holdout: &Holdout, model: &str, version: i64) -> Option<(Self, Option<NullCurve>)> {
+        if let Some(e) = &holdout.performance_estimator {
+            return Some((
+                Self::Accuracy(Estimator::new(e)),
+                NullCurve::fit(&e.sub_windows),
+            ));
+        }
+        let e = holdout.error_estimator.as_ref()?;
+        let loaded = if e.model_format == ERROR_MODEL_FORMAT {
+            ErrorModel::from_bytes(&e.model_bytes).map_err(|err| err.to_string())
+        } else {
+            Err(format!("unknown format {:?}", e.model_format))
+        };
+        match loaded {
+            Ok(errors) => Some((
+                Self::Mae {
+                    errors,
+                    error_sd: e.error_sd,
+                },
+                NullCurve::fit(&holdout.error_sub_windows),
+            )),
+            Err(err) => {
+                tracing::warn!(
+                    model,
+                    version,
+                    "the error estimator does not load ({err}): no estimate before labels"
+                );
+                None
+            }
+        }
+    }
+}
+
 pub struct ModelMonitor {
     model: String,
     version: i64,
@@ -158,8 +210,8 @@ pub struct ModelMonitor {
     error_null: Option<NullCurve>,
     /// The mean reconstruction error's null curve, from the reference's sub-windows.
     multivariate_null: Option<NullCurve>,
-    /// Each prediction's chance of being right, for the accuracy before labels.
-    estimator: Option<Estimator>,
+    /// Each prediction's share of the estimate before labels.
+    before_labels: Option<BeforeLabels>,
     /// The mean estimated error's null curve, from the holdout's sub-windows.
     estimate_null: Option<NullCurve>,
     config: MonitorConfig,
@@ -184,6 +236,7 @@ impl ModelMonitor {
         config: MonitorConfig,
     ) -> Self {
         let holdout = holdout.into();
+        let before_labels = BeforeLabels::of(&holdout, model, version);
         Self {
             model: model.to_string(),
             version,
@@ -194,16 +247,13 @@ impl ModelMonitor {
             importance: holdout.feature_importance,
             window: Window::new(profiles, config.window)
                 .with_multivariate(holdout.multivariate.as_ref())
-                .with_estimate(holdout.performance_estimator.is_some()),
+                .with_estimate(before_labels.is_some()),
             multivariate_null: holdout
                 .multivariate
                 .as_ref()
                 .and_then(|r| NullCurve::fit(&r.sub_windows)),
-            estimator: holdout.performance_estimator.as_ref().map(Estimator::new),
-            estimate_null: holdout
-                .performance_estimator
-                .as_ref()
-                .and_then(|e| NullCurve::fit(&e.sub_windows)),
+            estimate_null: before_labels.as_ref().and_then(|(_, null)| *null),
+            before_labels: before_labels.map(|(b, _)| b),
             perf: PerformanceWindow::new(config.window.max_events, 0),
             errors: ErrorWatch::new(config.policy.error_watch),
             error_rise: None,
@@ -313,10 +363,13 @@ impl ModelMonitor {
         Observation {
             event_time: p.event_time,
             values,
-            chance: self
-                .estimator
-                .as_ref()
-                .and_then(|e| e.chance(&p.prediction)),
+            expected: match &self.before_labels {
+                Some(BeforeLabels::Accuracy(e)) => e.chance(&p.prediction),
+                Some(BeforeLabels::Mae { errors, .. }) => (p.prediction.value)
+                    .filter(|v| v.is_finite())
+                    .map(|v| errors.expected_error(&p.features, v)),
+                None => None,
+            },
         }
     }
 
@@ -433,7 +486,7 @@ impl ModelMonitor {
             // on how the labels interleaved), so a replay gives the same reason.
             estimated_drop: estimated.as_ref().and_then(|e| {
                 let s = e.signal.as_ref().filter(|s| s.fired)?;
-                Some(format!("{s}: accuracy {:.3}", e.value))
+                Some(format!("{s}: {} {:.3}", e.metric, e.value))
             }),
         };
         let decision = self.state.decide(policy, &findings);
@@ -532,32 +585,39 @@ impl ModelMonitor {
         }
     }
 
-    /// The window's accuracy estimated before labels (CBPE), its band, the realised value
-    /// beside it once labels arrived, and its check: the estimated error (1 − accuracy)
-    /// against the line for the window's size from the holdout's sub-windows (the
+    /// The window's performance estimated before labels (a classifier's accuracy by CBPE,
+    /// a regressor's mean absolute error by DLE), NannyML's band, the realised value beside
+    /// it once labels arrived, and its check: the estimated error (1 − accuracy, or the
+    /// MAE) against the line for the window's size from the holdout's sub-windows (the
     /// calibrated gamma tail at the error's share, or mean + 3 sd with fixed lines).
-    /// `None` without an estimator or an event with a chance.
+    /// `None` without an estimator or an event with an expected value.
     fn estimated(&self) -> Option<EstimatedPerformance> {
-        let estimator = self.estimator.as_ref()?;
-        let (value, n) = self.window.estimated_accuracy()?;
-        let (lower, upper) = estimator.band(value, n);
+        let before = self.before_labels.as_ref()?;
+        let (value, n) = self.window.estimated_mean()?;
+        let (metric, (lower, upper), error) = match before {
+            BeforeLabels::Accuracy(e) => ("accuracy", e.band(value, n), 1.0 - value),
+            BeforeLabels::Mae { error_sd, .. } => {
+                let half = 3.0 * error_sd / (n.max(1) as f64).sqrt();
+                ("mae", ((value - half).max(0.0), value + half), value)
+            }
+        };
         let signal = self.estimate_null.map(|null| {
             let (threshold, method) = self.line(null, n as u64, "holdout's");
             Signal {
                 name: "estimated_error".into(),
-                value: 1.0 - value,
+                value: error,
                 threshold,
-                fired: 1.0 - value >= threshold,
+                fired: error >= threshold,
                 method,
             }
         });
         Some(EstimatedPerformance {
-            metric: "accuracy".into(),
+            metric: metric.into(),
             value,
             lower,
             upper,
-            reference: self.holdout.get("accuracy").copied(),
-            realised: self.perf.metrics().get("accuracy").copied(),
+            reference: self.holdout.get(metric).copied(),
+            realised: self.perf.metrics().get(metric).copied(),
             signal,
         })
     }
@@ -1026,7 +1086,7 @@ mod tests {
         Observation {
             event_time: i as i64,
             values: vec![FeatureValue::Number(x), FeatureValue::Number(y)],
-            chance: None,
+            expected: None,
         }
     }
 
@@ -1196,7 +1256,7 @@ mod tests {
                 assert_eq!(r.decision, DriftDecision::Drift);
                 assert!(
                     r.reason
-                        .contains("accuracy estimated before labels dropped"),
+                        .contains("performance estimated before labels dropped"),
                     "{}",
                     r.reason
                 );
@@ -1213,5 +1273,85 @@ mod tests {
         let r = q.evaluate(0, None).report;
         assert!(r.estimated.unwrap().signal.unwrap().fired);
         assert_eq!(r.decision, DriftDecision::NoDrift);
+    }
+
+    #[test]
+    fn a_rise_of_the_error_is_seen_by_the_estimate_before_any_label() {
+        use driftline_model::{LabelledRow, Target, error_estimator, fit};
+        use driftline_schemas::spec::FeatureSpec;
+        let spec = FeatureSpec::from_toml(
+            "[dataset]\nname = \"m\"\ntime_column = \"t\"\n\
+             [model]\nname = \"m\"\nalgorithm = \"linear\"\n\
+             [target]\ncolumn = \"y\"\nkind = \"regression\"\n\
+             [[features]]\nname = \"x\"\nkind = \"numeric\"\n",
+        )
+        .unwrap();
+        // y = x, wrong by x / 10 either way: the model errs more on larger inputs.
+        let rows: Vec<LabelledRow> = (0..6_000)
+            .map(|i| {
+                let x = paired(i, true).0;
+                let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+                LabelledRow {
+                    event_time: i as i64,
+                    features: [("x".to_string(), FeatureValue::Number(x))].into(),
+                    target: Target::Value(x + sign * x / 10.0),
+                }
+            })
+            .collect();
+        let (train, holdout_rows) = rows.split_at(2_000);
+        let model = fit(&spec, train).unwrap();
+        // The line: how the realised MAE varies between the holdout's sub-windows.
+        let errors: Vec<f64> = holdout_rows
+            .iter()
+            .map(|r| (model.predict(&r.features).value.unwrap() - r.target.value().unwrap()).abs())
+            .collect();
+        let holdout = Holdout {
+            metrics: [("mae".to_string(), 5.0)].into(),
+            error_sub_windows: driftline_drift::calibrate::mean_sub_windows(&errors),
+            error_estimator: error_estimator(&model, holdout_rows),
+            ..Default::default()
+        };
+        assert!(holdout.error_estimator.is_some());
+        let x = numeric("x", (0..4_000).map(|i| paired(i, true).0).collect());
+        let mut cfg = config();
+        cfg.window.max_events = 2_000;
+        cfg.evaluate_every = 500;
+        cfg.policy.min_samples = 1_000;
+        let mut m = ModelMonitor::new("m", 3, &[x], holdout, cfg);
+        let mut reports = Vec::new();
+        for i in 10_000..18_000 {
+            // From 14,000 the inputs move to the top fifth of their range.
+            let x = paired(i, true).0;
+            let x = if i < 14_000 { x } else { 80.0 + x / 5.0 };
+            let features = [("x".to_string(), FeatureValue::Number(x))].into();
+            let mut p = logged(i, model.predict(&features).value.unwrap());
+            p.features = features;
+            m.observe(&m.event_of(&p));
+            if m.due() {
+                reports.push((i, m.evaluate(0, None).report));
+            }
+        }
+        assert!(reports.iter().any(|(i, _)| *i >= 16_000));
+        for (i, r) in &reports {
+            let e = r.estimated.as_ref().unwrap();
+            let s = e.signal.as_ref().unwrap();
+            assert_eq!(e.metric, "mae");
+            assert!(e.lower <= e.value && e.value <= e.upper);
+            assert_eq!(e.realised, None, "no label has arrived");
+            if *i < 14_000 {
+                assert!((e.value - 5.0).abs() < 0.5, "{e:?}");
+                assert!(!s.fired, "{s}");
+            } else if *i >= 16_000 {
+                // Inputs of 80 to 100: errors of 8 to 10.
+                assert!((e.value - 9.0).abs() < 0.5, "{e:?}");
+                assert!(s.fired, "{s}");
+                assert!(
+                    r.reason
+                        .contains("performance estimated before labels dropped"),
+                    "{}",
+                    r.reason
+                );
+            }
+        }
     }
 }

@@ -132,8 +132,9 @@ pub struct MonitorPolicy {
     /// is reported either way when the version's record carries its reference.
     #[serde(default = "yes")]
     pub multivariate: bool,
-    /// Whether a drop of the accuracy estimated before labels (CBPE) decides; it is
-    /// reported either way when the version has an estimator.
+    /// Whether a drop of the performance estimated before labels (a classifier's accuracy
+    /// by CBPE, a regressor's MAE by DLE) decides; it is reported either way when the
+    /// version has an estimator.
     #[serde(default = "yes")]
     pub estimate: bool,
 }
@@ -244,7 +245,7 @@ pub struct Findings {
     pub error_rise: Option<String>,
     /// The multivariate check, when it fired: its value against its line.
     pub multivariate: Option<String>,
-    /// The accuracy estimated before labels, when its error rose past its line.
+    /// The performance estimated before labels, when its error rose past its line.
     pub estimated_drop: Option<String>,
 }
 
@@ -293,7 +294,7 @@ impl PolicyState {
         }
         if let Some(why) = f.estimated_drop.as_ref().filter(|_| policy.estimate) {
             causes.push(format!(
-                "the accuracy estimated before labels dropped ({why})"
+                "the performance estimated before labels dropped ({why})"
             ));
         }
         if let Some(why) = &f.performance_drop {

@@ -61,8 +61,8 @@ pub fn decode_meta(b: &[u8]) -> Result<ModelMeta> {
 }
 
 /// An event: time, value count, then per value a tag (0 missing, 1 number, 2 label), then,
-/// when it has one, its chance of being right (absent in events written before there was
-/// one: they read as none).
+/// when it has one, its expected value for the estimate before labels (absent in events
+/// written before there was one: they read as none).
 pub fn encode_event(e: &Observation) -> Vec<u8> {
     let mut b = Vec::with_capacity(12 + e.values.len() * 9);
     b.extend_from_slice(&e.event_time.to_be_bytes());
@@ -81,7 +81,7 @@ pub fn encode_event(e: &Observation) -> Vec<u8> {
             }
         }
     }
-    if let Some(c) = e.chance {
+    if let Some(c) = e.expected {
         b.extend_from_slice(&c.to_bits().to_be_bytes());
     }
     b
@@ -133,7 +133,7 @@ pub fn decode_event(b: &[u8]) -> Result<Observation> {
             _ => return Err(corrupt("window event")),
         });
     }
-    let chance = match r.0.len() {
+    let expected = match r.0.len() {
         0 => None,
         _ => Some(f64::from_bits(r.u64()?)),
     };
@@ -143,7 +143,7 @@ pub fn decode_event(b: &[u8]) -> Result<Observation> {
     Ok(Observation {
         event_time,
         values,
-        chance,
+        expected,
     })
 }
 
@@ -193,11 +193,11 @@ mod tests {
                 FeatureValue::Number(-0.25),
                 FeatureValue::Category("UA".into()),
             ],
-            chance: None,
+            expected: None,
         };
         assert_eq!(decode_event(&encode_event(&e)).unwrap(), e);
         let scored = Observation {
-            chance: Some(0.875),
+            expected: Some(0.875),
             ..e.clone()
         };
         assert_eq!(decode_event(&encode_event(&scored)).unwrap(), scored);

@@ -36,13 +36,14 @@ impl Default for WindowConfig {
 }
 
 /// One prediction as the window keeps it: its event time, a value per window feature, in
-/// [`Window::names`] order, and its chance of being right when the version estimates its
-/// accuracy before labels.
+/// [`Window::names`] order, and its share of the estimate before labels when the version
+/// has an estimator: its chance of being right (accuracy, CBPE) or its expected absolute
+/// error (mae, DLE).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
     pub event_time: i64,
     pub values: Vec<FeatureValue>,
-    pub chance: Option<f64>,
+    pub expected: Option<f64>,
 }
 
 /// The current window.
@@ -57,14 +58,13 @@ pub struct Window {
     first_seq: u64,
     newest_time: i64,
     multivariate: Option<Multivariate>,
-    estimate: Option<Chances>,
+    estimate: Option<Expected>,
 }
 
-/// The accuracy estimate's part of the window: each event's chance of being right (NaN
-/// when it had none) and their sum in fixed point, exact as the reconstruction errors'.
+/// The estimate's part of the window: each event's expected value (NaN when it had none) and their sum in fixed point, exact as the reconstruction errors'.
 #[derive(Debug, Clone, Default)]
-struct Chances {
-    chances: VecDeque<f64>,
+struct Expected {
+    values: VecDeque<f64>,
     sum: Fixed,
     count: usize,
 }
@@ -122,10 +122,10 @@ impl Window {
         self
     }
 
-    /// The same window, also keeping each event's chance of being right (for the accuracy
-    /// estimate) when `estimate`. Set before the first push.
+    /// The same window, also keeping each event's expected value (for the estimate before
+    /// labels) when `estimate`. Set before the first push.
     pub fn with_estimate(mut self, estimate: bool) -> Self {
-        self.estimate = estimate.then(Chances::default);
+        self.estimate = estimate.then(Expected::default);
         self
     }
 
@@ -189,12 +189,12 @@ impl Window {
             m.sum.add(e);
         }
         if let Some(c) = &mut self.estimate {
-            let chance = event.chance.filter(|x| x.is_finite());
-            if let Some(x) = chance {
+            let expected = event.expected.filter(|x| x.is_finite());
+            if let Some(x) = expected {
                 c.sum.add(x);
                 c.count += 1;
             }
-            c.chances.push_back(chance.unwrap_or(f64::NAN));
+            c.values.push_back(expected.unwrap_or(f64::NAN));
         }
         for (i, t) in self.trackers.iter_mut().enumerate() {
             let v = event.values.get(i).unwrap_or(&FeatureValue::Missing);
@@ -237,7 +237,7 @@ impl Window {
             m.sum.sub(e);
         }
         if let Some(c) = &mut self.estimate
-            && let Some(x) = c.chances.pop_front()
+            && let Some(x) = c.values.pop_front()
             && !x.is_nan()
         {
             c.sum.sub(x);
@@ -261,10 +261,10 @@ impl Window {
         (!m.errors.is_empty()).then(|| m.sum.value() / m.errors.len() as f64)
     }
 
-    /// The window's accuracy estimated before labels (the mean chance of being right of
-    /// the events that have one) and how many events it is over; `None` when the window
-    /// keeps no chances or none of its events has one.
-    pub fn estimated_accuracy(&self) -> Option<(f64, usize)> {
+    /// The window's estimate before labels (the mean expected value of the events that
+    /// have one: accuracy or mean absolute error) and how many events it is over; `None`
+    /// when the window keeps none or none of its events has one.
+    pub fn estimated_mean(&self) -> Option<(f64, usize)> {
         let c = self.estimate.as_ref()?;
         (c.count > 0).then(|| (c.sum.value() / c.count as f64, c.count))
     }
@@ -359,7 +359,7 @@ mod tests {
         Observation {
             event_time: t,
             values: vec![FeatureValue::Number(x), FeatureValue::Category(c.into())],
-            chance: None,
+            expected: None,
         }
     }
 
@@ -381,7 +381,7 @@ mod tests {
     }
 
     #[test]
-    fn the_estimated_accuracy_is_the_mean_chance_of_the_events_in_the_window() {
+    fn the_estimate_is_the_mean_expected_value_of_the_events_in_the_window() {
         let mut w = Window::new(
             &profiles(),
             WindowConfig {
@@ -390,18 +390,18 @@ mod tests {
             },
         )
         .with_estimate(true);
-        assert_eq!(w.estimated_accuracy(), None);
-        let scored = |t: i64, chance: Option<f64>| Observation {
-            chance,
+        assert_eq!(w.estimated_mean(), None);
+        let scored = |t: i64, expected: Option<f64>| Observation {
+            expected,
             ..event(t, 1.0, "a")
         };
         for (t, c) in [(0, Some(0.1)), (1, Some(0.9)), (2, None), (3, Some(0.6))] {
             w.push(&scored(t, c));
         }
-        // 0.1 left with the first event; the one without a chance does not count.
-        assert_eq!(w.estimated_accuracy(), Some((0.75, 2)));
+        // 0.1 left with the first event; the one without a value does not count.
+        assert_eq!(w.estimated_mean(), Some((0.75, 2)));
         let plain = Window::new(&profiles(), WindowConfig::default());
-        assert_eq!(plain.estimated_accuracy(), None);
+        assert_eq!(plain.estimated_mean(), None);
     }
 
     #[test]

@@ -1006,6 +1006,7 @@ mod tests {
             feature_importance: Default::default(),
             multivariate: None,
             performance_estimator: None,
+            error_estimator: None,
         }
     }
 

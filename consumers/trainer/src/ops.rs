@@ -250,6 +250,7 @@ pub fn imported(reg: &Registry, import: Import, now: i64) -> Result<Vec<ModelPub
         feature_importance: Default::default(),
         multivariate: None,
         performance_estimator: None,
+        error_estimator: None,
     }])
 }
 
@@ -316,6 +317,7 @@ mod tests {
             error_sub_windows: Vec::new(),
             multivariate: None,
             performance_estimator: None,
+            error_estimator: None,
             feature_importance: Default::default(),
         }
     }

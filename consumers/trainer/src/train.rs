@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use driftline_drift::calibrate;
 use driftline_model::{
-    FORMAT, LabelledRow, TrainedModel, better, evaluate, evaluate_with_errors, fit,
-    lower_is_better, multivariate_reference, performance_estimator, permutation_importance,
+    FORMAT, LabelledRow, TrainedModel, better, error_estimator, evaluate, evaluate_with_errors,
+    fit, lower_is_better, multivariate_reference, performance_estimator, permutation_importance,
     primary_metric, reference_profile, split_by_time,
 };
 use driftline_schemas::events::{ModelPublished, ModelStatus, TrainingWindow};
@@ -233,6 +233,7 @@ pub fn train(
         feature_importance: permutation_importance(&model, spec, &holdout),
         multivariate: multivariate_reference(spec, &train),
         performance_estimator: performance_estimator(&model, &holdout),
+        error_estimator: error_estimator(&model, &holdout),
     };
     Ok(Trained {
         record,

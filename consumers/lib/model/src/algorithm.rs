@@ -175,6 +175,9 @@ pub(crate) struct BoostParams {
     pub seed: u64,
     pub threads: usize,
     pub search_seconds: f64,
+    /// Whether the search goes on past the given point to the grid; without it the
+    /// search only picks the number of trees by early stopping.
+    pub search_grid: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -307,6 +310,7 @@ pub(crate) fn parse(algorithm: Algorithm, given: &BTreeMap<String, String>) -> R
             threads: r.get("threads", cores, |n| *n >= 1, "an integer ≥ 1")?,
         }),
         Algorithm::BoostedTrees => Params::Boosted(BoostParams {
+            search_grid: true,
             iterations: r.get(
                 "iterations",
                 200usize,

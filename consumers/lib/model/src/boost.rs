@@ -143,14 +143,17 @@ fn search(
     Ok((choice, trials, loss))
 }
 
-/// The spec's point first, then `learning_rate` ∈ {0.05, 0.1, 0.3} × `max_depth` ∈
-/// {3, 6, 9}, each with at most the spec's number of trees.
+/// The spec's point first, then (with `search_grid`) `learning_rate` ∈ {0.05, 0.1, 0.3}
+/// × `max_depth` ∈ {3, 6, 9}, each with at most the spec's number of trees.
 fn grid(p: &BoostParams) -> Vec<Choice> {
     let mut points = vec![Choice {
         learning_rate: p.learning_rate,
         max_depth: p.max_depth,
         iterations: p.iterations,
     }];
+    if !p.search_grid {
+        return points;
+    }
     for learning_rate in [0.05, 0.1, 0.3] {
         for max_depth in [3, 6, 9] {
             let point = Choice {
@@ -267,6 +270,7 @@ mod tests {
             seed: 0,
             threads: 2,
             search_seconds,
+            search_grid: true,
         }
     }
 

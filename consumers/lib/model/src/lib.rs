@@ -19,6 +19,8 @@
 //! - [`evaluate()`], [`better`], [`search`]: holdout metrics, the promotion rule, a small
 //!   grid search on a time-ordered validation split.
 //! - [`profile`]: per-feature reference profiles plus the model's own predictions.
+//! - [`loss`]: a regressor's mean absolute error before labels (NannyML's DLE), and
+//!   [`performance_estimator`] a classifier's accuracy (CBPE).
 //!
 //! ```
 //! use driftline_model::{LabelledRow, Target, TrainedModel, evaluate, fit, split_by_time};
@@ -64,6 +66,7 @@ mod evaluate;
 mod fit;
 mod forest;
 pub mod joined;
+pub mod loss;
 pub mod model;
 pub mod profile;
 mod solve;
@@ -77,6 +80,7 @@ pub use evaluate::{
 };
 pub use fit::{fit, fit_with};
 pub use joined::Joined;
+pub use loss::{ErrorModel, error_estimator};
 pub use model::{FORMAT, Scratch, TrainedModel};
 pub use profile::{
     PREDICTION, feature_profiles, multivariate_reference, prediction_profile,

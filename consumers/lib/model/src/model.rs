@@ -120,6 +120,11 @@ impl Tree {
         self.validate(n_columns, Leaves::Values).unwrap();
     }
 
+    /// Checks a decoded boosted tree (one finite value per leaf) over `n_columns` columns.
+    pub(crate) fn validate_values(&self, n_columns: usize) -> std::result::Result<(), String> {
+        self.validate(n_columns, Leaves::Values)
+    }
+
     fn validate(&self, n_columns: usize, holds: Leaves) -> std::result::Result<(), String> {
         let n_classes = match holds {
             Leaves::Probabilities(k) => k,

@@ -589,6 +589,7 @@ mod tests {
             feature_importance: Default::default(),
             multivariate: None,
             performance_estimator: None,
+            error_estimator: None,
         }
     }
 

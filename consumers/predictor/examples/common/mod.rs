@@ -83,6 +83,7 @@ impl Bench {
             feature_importance: Default::default(),
             multivariate: None,
             performance_estimator: None,
+            error_estimator: None,
         };
         let producer: FutureProducer = self.kafka.producer_config().create()?;
         producer

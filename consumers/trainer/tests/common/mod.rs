@@ -470,5 +470,6 @@ pub fn record(model: &str, version: i64, status: ModelStatus, published_at: i64)
         feature_importance: Default::default(),
         multivariate: None,
         performance_estimator: None,
+        error_estimator: None,
     }
 }
