@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use driftline_dataset::rows::{Mapped, RowMapper};
-use driftline_model::{Joined, LabelledRow, Target, TrainedModel, feature_profiles};
+use driftline_model::{Joined, LabelledRow, Target, TrainedModel, feature_profiles, holdout_start};
 use driftline_monitor::cli::PolicyArgs;
 use driftline_monitor::monitor::{Evaluation, Holdout, ModelMonitor};
 use driftline_schemas::events::{
-    Actual, DriftDecision, EstimatedPerformance, Features, Labelled, PredictionLogged,
-    PredictionSource, RetrainRequested,
+    Actual, DriftDecision, EstimatedPerformance, FeatureValue, Features, Labelled,
+    PredictionLogged, PredictionSource, RetrainRequested,
 };
 use driftline_schemas::spec::{FeatureSpec, format_time, parse_time};
 use driftline_trainer::train::{Context, TrainOptions, train};
@@ -61,6 +61,12 @@ pub struct BacktestArgs {
     pub change_at: Vec<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: BacktestFormat,
+    /// Also write each labelled row with the first model's prediction to this CSV: its
+    /// event time, period (train, holdout or analysis: the trainer's split of the
+    /// reference, then the replay), features, prediction and label. The peer scripts read
+    /// it to run on exactly these rows and predictions.
+    #[arg(long)]
+    pub predictions_out: Option<PathBuf>,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -224,6 +230,19 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
         let profiles = trained.record.reference_profile.clone();
         (Some(model), profiles, holdout, Some(trained.record))
     };
+    if let (Some(path), Some(model)) = (&args.predictions_out, &model) {
+        let replayed = until.map_or(replay.len(), |u| {
+            replay.partition_point(|r| r.event_time < u)
+        });
+        write_predictions(
+            path,
+            &spec,
+            model,
+            reference,
+            &replay[..replayed],
+            options.holdout_fraction,
+        )?;
+    }
     let first = model.clone();
     let mut serving = model.zip(record);
     let changes = args
@@ -370,6 +389,60 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
     Ok(bt)
 }
 
+/// `--predictions-out`: the labelled rows of the reference (split as the trainer splits
+/// them) and of the replay, each with `model`'s prediction.
+fn write_predictions(
+    path: &Path,
+    spec: &FeatureSpec,
+    model: &TrainedModel,
+    reference: &[Row],
+    replay: &[Row],
+    holdout_fraction: f64,
+) -> Result<()> {
+    let err = |e: &dyn std::fmt::Display| Error::Data {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let mut w = csv::Writer::from_path(path).map_err(|e| err(&e))?;
+    let names: Vec<&str> = spec.features.iter().map(|f| f.name.as_str()).collect();
+    let header = ["event_time", "period"]
+        .into_iter()
+        .chain(names.iter().copied())
+        .chain(["prediction", "label"]);
+    w.write_record(header).map_err(|e| err(&e))?;
+    // The trainer's split of the reference's labelled rows (already in event-time order).
+    let (labelled, analysis) = (labelled_rows(reference), labelled_rows(replay));
+    let holdout = holdout_start(&labelled, holdout_fraction);
+    let periods = labelled
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (if i < holdout { "train" } else { "holdout" }, r))
+        .chain(analysis.iter().map(|r| ("analysis", r)));
+    for (period, row) in periods {
+        let p = model.predict(&row.features);
+        let prediction = match (p.value, p.class) {
+            (Some(v), _) => v.to_string(),
+            (None, Some(c)) => c,
+            _ => String::new(),
+        };
+        let label = match &row.target {
+            Target::Value(v) => v.to_string(),
+            Target::Class(c) => c.clone(),
+        };
+        let features = names.iter().map(|n| match row.features.get(*n) {
+            Some(FeatureValue::Number(x)) => x.to_string(),
+            Some(FeatureValue::Category(c)) => c.clone(),
+            _ => String::new(),
+        });
+        let record = [format_time(row.event_time), period.to_string()]
+            .into_iter()
+            .chain(features)
+            .chain([prediction, label]);
+        w.write_record(record).map_err(|e| err(&e))?;
+    }
+    w.flush().map_err(|e| err(&e))
+}
+
 fn labelled_rows(rows: &[Row]) -> Vec<LabelledRow> {
     rows.iter()
         .filter_map(|r| {
@@ -461,8 +534,9 @@ fn print_summary(out: &mut dyn Write, bt: &Backtest, changes: &[i64]) -> std::io
             first_in(&requests, *c, next)
         )?;
     }
-    // CBPE beside the labels: how close the estimate was to the realised accuracy over
-    // the same window, and when its own line was first crossed after each change.
+    // The estimate before labels (CBPE's accuracy, DLE's MAE) beside the labels: how close
+    // it was to the realised value over the same window, and when its own line was first
+    // crossed after each change.
     let estimates: Vec<(i64, &EstimatedPerformance)> = bt
         .evaluations
         .iter()

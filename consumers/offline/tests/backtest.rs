@@ -20,6 +20,7 @@ fn a_winter_model_drifts_as_summer_arrives_and_the_weather_is_named() {
         eprintln!("data/flights.csv.gz is not there; skipping");
         return;
     }
+    let predictions = tempfile::tempdir().unwrap();
     let args = BacktestArgs {
         spec,
         data: None,
@@ -30,6 +31,7 @@ fn a_winter_model_drifts_as_summer_arrives_and_the_weather_is_named() {
         retrain: false,
         change_at: Vec::new(),
         format: BacktestFormat::Table,
+        predictions_out: Some(predictions.path().join("predictions.csv")),
         // Weather is autocorrelated: a week (10k flights) of it sits 0.1 reference sd from two
         // months of it most of the time, past the fixed line. The calibrated lines come from
         // the reference's own sub-windows, which hold that variation: no line is set here.
@@ -77,6 +79,29 @@ fn a_winter_model_drifts_as_summer_arrives_and_the_weather_is_named() {
             );
         }
     }
+
+    // The rows for the peer scripts: the reference split as the trainer splits it (the
+    // newest fifth held out), then every replayed row, each with the first model's
+    // prediction beside its label.
+    let mut rdr = csv::Reader::from_path(predictions.path().join("predictions.csv")).unwrap();
+    let header = rdr.headers().unwrap().clone();
+    assert_eq!(&header[0], "event_time");
+    assert_eq!(&header[header.len() - 2], "prediction");
+    let mut periods = std::collections::BTreeMap::<String, usize>::new();
+    for record in rdr.records() {
+        let record = record.unwrap();
+        *periods.entry(record[1].to_string()).or_default() += 1;
+        let number = |i: usize| record[i].parse::<f64>().unwrap();
+        assert!(number(record.len() - 2).is_finite() && number(record.len() - 1).is_finite());
+    }
+    let (train, holdout) = (periods["train"], periods["holdout"]);
+    // Every flight in the file has its delay: every row is labelled.
+    assert_eq!(train + holdout, bt.reference_rows);
+    assert!(
+        (holdout as f64 / (train + holdout) as f64 - 0.2).abs() < 0.01,
+        "{periods:?}"
+    );
+    assert_eq!(periods["analysis"], bt.replayed_rows, "{periods:?}");
 }
 
 #[test]
@@ -132,6 +157,7 @@ fn a_backtest_with_retraining_runs_the_trainer_and_monitors_each_promoted_versio
         retrain: true,
         change_at: vec!["2013-04-01".into()],
         format: BacktestFormat::Table,
+        predictions_out: None,
         policy,
     };
     let mut out = Vec::new();
