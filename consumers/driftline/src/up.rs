@@ -6,7 +6,10 @@
 //! data set at a speed-up that shows months in minutes, printing a live summary.
 //! A second `up` resumes the replay where the first stopped (the position is kept beside
 //! the services' state): the rows not yet sent, and the ground truth the first still owed
-//! for rows it had sent, so nothing is sent twice and nothing is left out.
+//! for rows it had sent, so nothing is sent twice and nothing is left out. The state
+//! directory belongs to the broker's data it was written against (its cluster id, kept in
+//! the directory): against a broker whose data is new, `up` moves the old state aside and
+//! starts afresh rather than resume a replay whose messages are gone.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -137,6 +140,14 @@ pub async fn run(args: UpArgs) -> Result<()> {
     } else {
         start_broker()?
     };
+    let cluster = cluster_id(&args.kafka).await?;
+    if let Claim::MovedAside { from, to, was } = claim_state(&state_dir, &cluster)? {
+        eprintln!(
+            "[up] {} was written against another broker's data (cluster {was}; this one is {cluster}): moved it to {} and starting afresh",
+            from.display(),
+            to.display()
+        );
+    }
     let created = crate::apply_topics(&args.kafka, &crate::infra_dir().join("topics.toml")).await?;
     info!(created = created.len(), "topics ready");
 
@@ -315,6 +326,69 @@ pub async fn run(args: UpArgs) -> Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The id of the cluster at `kafka`. Formatting a broker's storage gives it a fresh one
+/// (infra/kafka/node.sh), so a new id means new data.
+async fn cluster_id(kafka: &KafkaArgs) -> Result<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let config = kafka.client_config();
+    let servers = kafka.bootstrap_servers.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config.create()?;
+        consumer
+            .client()
+            .fetch_cluster_id(Duration::from_secs(30))
+            .with_context(|| format!("the broker at {servers} did not say its cluster id"))
+    })
+    .await?
+}
+
+/// What [`claim_state`] found.
+#[derive(Debug, PartialEq)]
+enum Claim {
+    /// The state is this cluster's (or new: now it is).
+    Ours,
+    /// The state was another cluster's: moved from `from` to `to`, a fresh one in its place.
+    MovedAside {
+        from: PathBuf,
+        to: PathBuf,
+        was: String,
+    },
+}
+
+/// Claims `state_dir` for `cluster`: its `cluster-id` file names the cluster whose data
+/// the state (services' stores, replay position) was written against. State of another
+/// cluster is moved to a sibling named after it, never deleted; state from before the
+/// file existed is taken as this cluster's.
+fn claim_state(state_dir: &Path, cluster: &str) -> Result<Claim> {
+    let file = state_dir.join("cluster-id");
+    let written = std::fs::read_to_string(&file).ok();
+    let claim = match written.as_deref().map(str::trim) {
+        Some(was) if was != cluster => {
+            let name = state_dir.file_name().unwrap_or_default().to_string_lossy();
+            let to = state_dir.with_file_name(format!("{name}.cluster-{was}"));
+            if to.exists() {
+                bail!(
+                    "{} holds the state of cluster {was}, not of this broker ({cluster}), and {} is taken: move one of them",
+                    state_dir.display(),
+                    to.display()
+                );
+            }
+            std::fs::rename(state_dir, &to)
+                .with_context(|| format!("moving {} aside", state_dir.display()))?;
+            std::fs::create_dir_all(state_dir)
+                .with_context(|| format!("creating {}", state_dir.display()))?;
+            Claim::MovedAside {
+                from: state_dir.to_path_buf(),
+                to,
+                was: was.to_string(),
+            }
+        }
+        _ => Claim::Ours,
+    };
+    std::fs::write(&file, cluster).with_context(|| format!("writing {}", file.display()))?;
+    Ok(claim)
 }
 
 /// Where the last `up` stopped its replay. A position file from before ground truth was
@@ -615,4 +689,44 @@ fn broker_script(command: &str) -> Result<bool> {
         .status()
         .with_context(|| format!("running {} {command}", script.display()))?;
     Ok(status.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_of_another_cluster_is_moved_aside_and_the_directory_claimed_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join("up-replay-position"), "1388534400000").unwrap();
+        // State from before the cluster was recorded: taken as this cluster's.
+        assert_eq!(claim_state(&state, "abc").unwrap(), Claim::Ours);
+        assert_eq!(claim_state(&state, "abc").unwrap(), Claim::Ours);
+        assert!(state.join("up-replay-position").exists());
+        // The broker's data was made anew: the old state goes aside, whole.
+        let claim = claim_state(&state, "xyz").unwrap();
+        let aside = dir.path().join("state.cluster-abc");
+        assert_eq!(
+            claim,
+            Claim::MovedAside {
+                from: state.clone(),
+                to: aside.clone(),
+                was: "abc".into()
+            }
+        );
+        assert!(aside.join("up-replay-position").exists());
+        assert!(!state.join("up-replay-position").exists());
+        assert_eq!(
+            std::fs::read_to_string(state.join("cluster-id")).unwrap(),
+            "xyz"
+        );
+        // State of cluster abc again, its aside name taken: a clear error, nothing moved.
+        std::fs::write(state.join("cluster-id"), "abc").unwrap();
+        std::fs::write(state.join("marker"), "").unwrap();
+        let e = claim_state(&state, "xyz").unwrap_err().to_string();
+        assert!(e.contains("is taken"), "{e}");
+        assert!(state.join("marker").exists());
+    }
 }
