@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use driftline_drift::calibrate::NullCurve;
 use driftline_drift::concept::ErrorWatch;
-use driftline_drift::estimate::Estimator;
+use driftline_drift::estimate::{self, Estimator};
 use driftline_drift::policy::FeatureVerdict;
 use driftline_model::loss::ERROR_MODEL_FORMAT;
 use driftline_model::{ErrorModel, PREDICTION, lower_is_better};
@@ -597,8 +597,7 @@ impl ModelMonitor {
         let (metric, (lower, upper), error) = match before {
             BeforeLabels::Accuracy(e) => ("accuracy", e.band(value, n), 1.0 - value),
             BeforeLabels::Mae { error_sd, .. } => {
-                let half = 3.0 * error_sd / (n.max(1) as f64).sqrt();
-                ("mae", ((value - half).max(0.0), value + half), value)
+                ("mae", estimate::band(value, *error_sd, n), value)
             }
         };
         let signal = self.estimate_null.map(|null| {
@@ -829,6 +828,23 @@ mod tests {
             source: PredictionSource::Kafka,
             shadow: None,
         }
+    }
+
+    /// Observes `event(m, i)` for each `i` of `range`, unlabelled; returns each report with
+    /// the `i` it was made at.
+    fn reports_over(
+        m: &mut ModelMonitor,
+        range: std::ops::Range<usize>,
+        event: impl Fn(&ModelMonitor, usize) -> Observation,
+    ) -> Vec<(usize, DriftReport)> {
+        let mut out = Vec::new();
+        for i in range {
+            m.observe(&event(m, i));
+            if m.due() {
+                out.push((i, m.evaluate(0, None).report));
+            }
+        }
+        out
     }
 
     /// Runs `n` events (shifted after `shift_at`), actuals joined at once with an error of
@@ -1130,13 +1146,7 @@ mod tests {
             holdout,
             cfg.clone(),
         );
-        let mut evaluations = Vec::new();
-        for i in 10_000..18_000 {
-            m.observe(&pair_event(i, i < 14_000));
-            if m.due() {
-                evaluations.push((i, m.evaluate(0, None).report));
-            }
-        }
+        let evaluations = reports_over(&mut m, 10_000..18_000, |_, i| pair_event(i, i < 14_000));
         let (before, after): (Vec<_>, Vec<_>) = evaluations.iter().partition(|(i, _)| *i < 14_000);
         for (_, r) in &before {
             let s = r.multivariate.as_ref().unwrap();
@@ -1229,15 +1239,10 @@ mod tests {
         cfg.evaluate_every = 500;
         cfg.policy.min_samples = 1_000;
         let mut m = ModelMonitor::new("m", 3, std::slice::from_ref(&x), holdout, cfg.clone());
-        let mut reports = Vec::new();
-        for i in 10_000..18_000 {
-            // The same inputs throughout; from 14,000 the model is unsure of every row.
-            let (p, _) = classified(i, i < 14_000);
-            m.observe(&m.event_of(&p));
-            if m.due() {
-                reports.push((i, m.evaluate(0, None).report));
-            }
-        }
+        // The same inputs throughout; from 14,000 the model is unsure of every row.
+        let reports = reports_over(&mut m, 10_000..18_000, |m, i| {
+            m.event_of(&classified(i, i < 14_000).0)
+        });
         assert!(reports.iter().any(|(i, _)| *i >= 16_000));
         for (i, r) in &reports {
             let e = r.estimated.as_ref().unwrap();
@@ -1277,7 +1282,7 @@ mod tests {
 
     #[test]
     fn a_rise_of_the_error_is_seen_by_the_estimate_before_any_label() {
-        use driftline_model::{LabelledRow, Target, error_estimator, fit};
+        use driftline_model::{LabelledRow, Target, error_estimator, evaluate_with_errors, fit};
         use driftline_schemas::spec::FeatureSpec;
         let spec = FeatureSpec::from_toml(
             "[dataset]\nname = \"m\"\ntime_column = \"t\"\n\
@@ -1301,10 +1306,7 @@ mod tests {
         let (train, holdout_rows) = rows.split_at(2_000);
         let model = fit(&spec, train).unwrap();
         // The line: how the realised MAE varies between the holdout's sub-windows.
-        let errors: Vec<f64> = holdout_rows
-            .iter()
-            .map(|r| (model.predict(&r.features).value.unwrap() - r.target.value().unwrap()).abs())
-            .collect();
+        let (_, errors) = evaluate_with_errors(&model, holdout_rows);
         let holdout = Holdout {
             metrics: [("mae".to_string(), 5.0)].into(),
             error_sub_windows: driftline_drift::calibrate::mean_sub_windows(&errors),
@@ -1318,19 +1320,15 @@ mod tests {
         cfg.evaluate_every = 500;
         cfg.policy.min_samples = 1_000;
         let mut m = ModelMonitor::new("m", 3, &[x], holdout, cfg);
-        let mut reports = Vec::new();
-        for i in 10_000..18_000 {
+        let reports = reports_over(&mut m, 10_000..18_000, |m, i| {
             // From 14,000 the inputs move to the top fifth of their range.
             let x = paired(i, true).0;
             let x = if i < 14_000 { x } else { 80.0 + x / 5.0 };
             let features = [("x".to_string(), FeatureValue::Number(x))].into();
             let mut p = logged(i, model.predict(&features).value.unwrap());
             p.features = features;
-            m.observe(&m.event_of(&p));
-            if m.due() {
-                reports.push((i, m.evaluate(0, None).report));
-            }
-        }
+            m.event_of(&p)
+        });
         assert!(reports.iter().any(|(i, _)| *i >= 16_000));
         for (i, r) in &reports {
             let e = r.estimated.as_ref().unwrap();

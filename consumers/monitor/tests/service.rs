@@ -73,7 +73,7 @@ fn draw(rng: &mut rand::rngs::StdRng, drifted: bool) -> (f64, f64, &'static str)
 /// The regression's record: its reference profiles, and DLE fitted on 5,000 labelled rows
 /// of the stream's kind (errors of U(−1, 1) whatever the inputs: an MAE of 0.5).
 fn model_record() -> ModelPublished {
-    use driftline_model::{LabelledRow, Target, error_estimator, fit};
+    use driftline_model::{LabelledRow, Target, error_estimator, evaluate_with_errors, fit};
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let (mut xs, mut ys, mut preds) = (Vec::new(), Vec::new(), Vec::new());
     let mut cats = std::collections::BTreeMap::new();
@@ -104,13 +104,7 @@ fn model_record() -> ModelPublished {
     assert!(estimator.is_some());
     // The line of the estimate, as of the realised error: how the MAE varies between
     // sub-windows of the rows.
-    let errors: Vec<f64> = rows
-        .iter()
-        .map(|r| {
-            let p = model.predict(&r.features).value.unwrap_or(f64::NAN);
-            (p - r.target.value().unwrap_or(f64::NAN)).abs()
-        })
-        .collect();
+    let (_, errors) = evaluate_with_errors(&model, &rows);
     let numeric = |name: &str, mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         FeatureProfile {
@@ -251,12 +245,7 @@ async fn produce_stream(t: &Topics, n: usize) -> Result<()> {
             model: MODEL.into(),
             model_version: 1,
             event_time: 1_000 * i as i64,
-            features: [
-                ("x".to_string(), FeatureValue::Number(x)),
-                ("y".to_string(), FeatureValue::Number(y)),
-                ("c".to_string(), FeatureValue::Category(c.into())),
-            ]
-            .into(),
+            features: features(x, y, c),
             prediction: Prediction {
                 value: Some(predicted),
                 ..Default::default()
@@ -284,12 +273,7 @@ async fn produce_stream(t: &Topics, n: usize) -> Result<()> {
             model: CLASSIFIER.into(),
             model_version: 1,
             event_time: 1_000 * i as i64,
-            features: [
-                ("x".to_string(), FeatureValue::Number(x)),
-                ("y".to_string(), FeatureValue::Number(y)),
-                ("c".to_string(), FeatureValue::Category(c.into())),
-            ]
-            .into(),
+            features: features(x, y, c),
             prediction,
             served_at: 0,
             latency_us: 1,

@@ -339,9 +339,16 @@ impl Estimator {
     /// NannyML's band around an estimate over `n` predictions: ± 3 sampling errors
     /// (the holdout's spread of correctness over √n), within [0, 1].
     pub fn band(&self, estimate: f64, n: usize) -> (f64, f64) {
-        let half = 3.0 * self.correct_sd / (n.max(1) as f64).sqrt();
-        ((estimate - half).max(0.0), (estimate + half).min(1.0))
+        let (lower, upper) = band(estimate, self.correct_sd, n);
+        (lower, upper.min(1.0))
     }
+}
+
+/// NannyML's band around an estimate over `n` predictions, CBPE's and DLE's alike:
+/// ± 3 sampling errors (the holdout's per-row spread `sd` over √n), at least 0.
+pub fn band(estimate: f64, sd: f64, n: usize) -> (f64, f64) {
+    let half = 3.0 * sd / (n.max(1) as f64).sqrt();
+    ((estimate - half).max(0.0), estimate + half)
 }
 
 #[cfg(test)]

@@ -253,15 +253,11 @@ pub fn error_estimator(model: &TrainedModel, holdout: &[LabelledRow]) -> Option<
             let Raw::Value(p) = model.raw(&mut scratch, &r.features) else {
                 return None;
             };
-            Some((&r.features, p, r.target.value()?))
+            Some((&r.features, p, r.target.value()?)).filter(|_| p.is_finite())
         })
         .collect();
     let errors = ErrorModel::fit(model.encoder(), &rows).ok()?;
-    let absolute: Vec<f64> = rows
-        .iter()
-        .filter(|(_, p, y)| p.is_finite() && y.is_finite())
-        .map(|(_, p, y)| (y - p).abs())
-        .collect();
+    let absolute: Vec<f64> = rows.iter().map(|(_, p, y)| (y - p).abs()).collect();
     let n = absolute.len() as f64;
     let mean = absolute.iter().sum::<f64>() / n;
     // NannyML's sampling-error component: numpy's standard deviation (over n).
@@ -281,14 +277,19 @@ mod tests {
     use driftline_schemas::events::FeatureValue;
     use driftline_schemas::spec::FeatureSpec;
 
-    fn spec() -> FeatureSpec {
-        FeatureSpec::from_toml(
+    /// One numeric feature `x`, target `y` of `kind`, fitted by `algorithm`.
+    fn spec_of(algorithm: &str, kind: &str) -> FeatureSpec {
+        FeatureSpec::from_toml(&format!(
             "[dataset]\nname = \"toy\"\ntime_column = \"t\"\n\
-             [model]\nname = \"toy\"\nalgorithm = \"linear\"\n\
-             [target]\ncolumn = \"y\"\nkind = \"regression\"\n\
-             [[features]]\nname = \"x\"\nkind = \"numeric\"\n",
-        )
+             [model]\nname = \"toy\"\nalgorithm = \"{algorithm}\"\n\
+             [target]\ncolumn = \"y\"\nkind = \"{kind}\"\n\
+             [[features]]\nname = \"x\"\nkind = \"numeric\"\n"
+        ))
         .unwrap()
+    }
+
+    fn spec() -> FeatureSpec {
+        spec_of("linear", "regression")
     }
 
     /// y = x with noise whose size grows with |x|: a linear fit is right on average and
@@ -352,14 +353,7 @@ mod tests {
                 r
             })
             .collect();
-        let spec = FeatureSpec::from_toml(
-            "[dataset]\nname = \"toy\"\ntime_column = \"t\"\n\
-             [model]\nname = \"toy\"\nalgorithm = \"logistic\"\n\
-             [target]\ncolumn = \"y\"\nkind = \"classification\"\n\
-             [[features]]\nname = \"x\"\nkind = \"numeric\"\n",
-        )
-        .unwrap();
-        let model = fit(&spec, &rows).unwrap();
+        let model = fit(&spec_of("logistic", "classification"), &rows).unwrap();
         assert!(error_estimator(&model, &rows).is_none());
     }
 
