@@ -44,10 +44,11 @@ fn main() -> Result<(), BoxError> {
             features: spec
                 .features
                 .iter()
-                .map(|f| {
+                .zip(3..)
+                .map(|(f, k)| {
                     let v = match f.kind {
-                        Kind::Numeric => FeatureValue::Number(f64::from(i % 37)),
-                        Kind::Categorical => FeatureValue::Category(format!("c{}", i % 5)),
+                        Kind::Numeric => FeatureValue::Number(f64::from(i * k % 37)),
+                        Kind::Categorical => FeatureValue::Category(format!("c{}", i * k % 5)),
                     };
                     (f.name.clone(), v)
                 })

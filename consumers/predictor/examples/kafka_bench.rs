@@ -1,14 +1,18 @@
 //! The Kafka path, in one run on one broker with the same messages: the raw produce and
 //! raw consume rates, a passthrough (consume and re-produce the same bytes), the
 //! predictor's requests → predictions throughput, and then its end-to-end latency (request
-//! produced → prediction readable) at half that throughput.
+//! produced → prediction readable, and its two halves either side of the predictor's
+//! served_at) at half that throughput. Last, each path's CPU seconds per 100k messages, in
+//! this process and in the broker's JVM, and the rate that cost allows on this machine's
+//! cores: whether a path is bound by the machine or waits on something.
 //!
 //! ```sh
-//! bash infra/broker.sh start
-//! cargo run -p driftline-predictor --example kafka_bench
+//! bash infra/broker.sh start && driftline topics apply
+//! DRIFTLINE_BROKER_DIR=~/.cache/driftline/broker cargo run -p driftline-predictor --example kafka_bench
 //! ```
 //! Env: BENCH_MESSAGES (100000), BENCH_LATENCY_SECS (20), BENCH_LATENCY_RATE (half the
-//! predictor's rate), DRIFTLINE_BOOTSTRAP_SERVERS.
+//! predictor's rate), DRIFTLINE_BOOTSTRAP_SERVERS, DRIFTLINE_BROKER_DIR (the broker's
+//! directory, for its pid; without it the broker's CPU is not counted).
 //!
 //! The predictor's rate is messages / (the time the last prediction could be read from
 //! the predictions topic - the first prediction's served_at): the consumer group's join
@@ -99,13 +103,16 @@ async fn main() -> Result<(), BoxError> {
             let features = spec
                 .features
                 .iter()
-                .map(|f| {
+                .zip(3..)
+                .map(|(f, k)| {
+                    // Each feature its own cycle, so no column repeats another (a
+                    // linear fit refuses collinear columns).
                     let v = match f.kind {
                         driftline_schemas::spec::Kind::Numeric => {
-                            FeatureValue::Number(f64::from(i % 37))
+                            FeatureValue::Number(f64::from(i * k % 37))
                         }
                         driftline_schemas::spec::Kind::Categorical => {
-                            FeatureValue::Category(format!("c{}", i % 5))
+                            FeatureValue::Category(format!("c{}", i * k % 5))
                         }
                     };
                     (f.name.clone(), v)
@@ -134,6 +141,7 @@ async fn main() -> Result<(), BoxError> {
             Ok((r.key(), codec.encode(&r)?))
         })
         .collect::<Result<Vec<_>, BoxError>>()?;
+    let cpu_start = Cpu::now();
     let produce_started = Instant::now();
     let mut pending = Vec::with_capacity(n);
     for (key, bytes) in &encoded {
@@ -152,10 +160,12 @@ async fn main() -> Result<(), BoxError> {
         f.await?.map_err(|(e, _)| e)?;
     }
     let produce_rate = n as f64 / produce_started.elapsed().as_secs_f64();
+    let cpu_produced = Cpu::now();
 
     // The peer: a plain consumer reading the same messages.
     let (raw, raw_time, _) = read_n(&kafka, &topic("requests"), n, false)?;
     let raw_rate = raw.len() as f64 / raw_time.as_secs_f64();
+    let cpu_consumed = Cpu::now();
 
     // The ceiling of any consume → produce service on this broker: the same messages
     // re-produced unchanged, deliveries awaited in bulk (no decode, no model, no state).
@@ -182,8 +192,10 @@ async fn main() -> Result<(), BoxError> {
     }
     let passthrough_rate =
         raw.len() as f64 / (raw_time + passthrough_started.elapsed()).as_secs_f64();
+    let cpu_passed = Cpu::now();
 
     let runtime_rate = runtime_passthrough(&bench, raw.len()).await?;
+    let cpu_runtime = Cpu::now();
 
     let shutdown = CancellationToken::new();
     let state = tempfile::tempdir()?;
@@ -206,6 +218,7 @@ async fn main() -> Result<(), BoxError> {
     let first = served.iter().min().copied().unwrap_or(0);
     let last = last_read;
     let predictor_rate = served.len() as f64 / ((last - first).max(1) as f64 / 1000.0);
+    let cpu_predicted = Cpu::now();
 
     // Latency at half the predictor's top rate, the same predictor still running.
     let secs: f64 = std::env::var("BENCH_LATENCY_SECS")
@@ -221,7 +234,25 @@ async fn main() -> Result<(), BoxError> {
     let latencies = latency(&kafka, &topic, &codec, &producer, &rows, &spec, rate, secs).await?;
     shutdown.cancel();
     let _ = service.await;
-    let pct = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    let cpu_rows = [
+        ("raw produce", cpu_produced.since(cpu_start), produce_rate),
+        ("raw consume", cpu_consumed.since(cpu_produced), raw_rate),
+        (
+            "passthrough (its consume and re-produce)",
+            cpu_passed.since(cpu_produced),
+            passthrough_rate,
+        ),
+        (
+            "runtime passthrough (with its group join)",
+            cpu_runtime.since(cpu_passed),
+            runtime_rate,
+        ),
+        (
+            "predictor (with its model load, group join and the reader of its predictions)",
+            cpu_predicted.since(cpu_runtime),
+            predictor_rate,
+        ),
+    ];
 
     println!("Kafka path, {n} PredictionRequests on 1 partition, one run");
     println!("| path | messages/s |");
@@ -257,13 +288,77 @@ async fn main() -> Result<(), BoxError> {
     );
     println!(
         "latency, request produced -> prediction readable, {} requests at {rate:.0}/s ({:.0}% of the predictor's rate) for {secs} s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        latencies.len(),
+        latencies.total.len(),
         100.0 * rate / predictor_rate,
-        pct(0.5),
-        pct(0.99),
-        latencies.last().copied().unwrap_or_default()
+        quantile(&latencies.total, 0.5),
+        quantile(&latencies.total, 0.99),
+        latencies.total.last().copied().unwrap_or_default()
     );
+    println!(
+        "of which produced -> served_at p50 {:.0} ms, p99 {:.0} ms; served_at -> readable p50 {:.0} ms, p99 {:.0} ms",
+        quantile(&latencies.to_served, 0.5),
+        quantile(&latencies.to_served, 0.99),
+        quantile(&latencies.to_readable, 0.5),
+        quantile(&latencies.to_readable, 0.99),
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+    println!();
+    println!(
+        "CPU seconds per 100,000 messages (this process, and the broker's JVM when DRIFTLINE_BROKER_DIR names its directory), and the rate that CPU cost allows on this machine's {cores} cores if nothing else ran"
+    );
+    println!("| path | this process | broker | total | rate reached | rate the CPU allows | reached / allowed |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (path, cpu, rate) in cpu_rows {
+        let per = |s: f64| s * 100_000.0 / n as f64;
+        let total = per(cpu.process + cpu.broker.unwrap_or(0.0));
+        let allowed = cores * 100_000.0 / total.max(1e-9);
+        println!(
+            "| {path} | {:.2} | {} | {total:.2} | {rate:.0} | {allowed:.0} | {:.0}% |",
+            per(cpu.process),
+            cpu.broker.map_or("-".into(), |b| format!("{:.2}", per(b))),
+            100.0 * rate / allowed
+        );
+    }
     Ok(())
+}
+
+/// CPU seconds used so far by this process and by the broker's JVM (its pid in
+/// `$DRIFTLINE_BROKER_DIR/broker.pid`, where infra/broker.sh writes it).
+#[derive(Clone, Copy)]
+struct Cpu {
+    process: f64,
+    broker: Option<f64>,
+}
+
+impl Cpu {
+    fn now() -> Self {
+        let broker = std::env::var("DRIFTLINE_BROKER_DIR")
+            .ok()
+            .and_then(|d| std::fs::read_to_string(PathBuf::from(d).join("broker.pid")).ok())
+            .and_then(|pid| cpu_seconds(pid.trim()));
+        Self {
+            process: cpu_seconds("self").unwrap_or_default(),
+            broker,
+        }
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            process: self.process - before.process,
+            broker: self.broker.zip(before.broker).map(|(a, b)| a - b),
+        }
+    }
+}
+
+/// User and system time of `/proc/<pid>/stat`, all threads, in seconds (Linux counts
+/// them in USER_HZ, 100 a second).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces; utime and stime are the
+    // 14th and 15th fields, the 12th and 13th after it.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 /// Re-emits every message unchanged: what the runtime costs without a processor's work.
@@ -362,7 +457,7 @@ async fn latency(
     spec: &FeatureSpec,
     rate: f64,
     secs: f64,
-) -> Result<Vec<f64>, BoxError> {
+) -> Result<Latencies, BoxError> {
     let total = (rate * secs) as usize;
     // The reader starts at the end of the topic and stamps each prediction as it lands.
     let mut config = kafka.consumer_config("latency-reader");
@@ -384,9 +479,12 @@ async fn latency(
                 let probe = codec_r
                     .decode::<PredictionLogged>(m.payload().unwrap_or_default())
                     .ok()
-                    .and_then(|p| p.request_id.strip_prefix("lat-")?.parse::<usize>().ok());
-                if let Some(i) = probe {
-                    seen.insert(i, now);
+                    .and_then(|p| {
+                        let i = p.request_id.strip_prefix("lat-")?.parse::<usize>().ok()?;
+                        Some((i, p.served_at))
+                    });
+                if let Some((i, served_at)) = probe {
+                    seen.insert(i, (now, served_at, driftline_runtime::now_ms()));
                 }
             }
         }
@@ -394,6 +492,8 @@ async fn latency(
     });
     tokio::time::sleep(Duration::from_secs(1)).await; // the reader's assignment settles
     let started = Instant::now();
+    // When each request was produced: an Instant for the whole, the wall clock (ms) to
+    // compare with the predictor's served_at.
     let mut sent = Vec::with_capacity(total);
     let mut pending = Vec::with_capacity(total);
     for (i, row) in rows.iter().cycle().take(total).enumerate() {
@@ -401,7 +501,7 @@ async fn latency(
         tokio::time::sleep_until(due.into()).await;
         let r = request(spec, "lat", i, row);
         let bytes = codec.encode(&r)?;
-        sent.push(Instant::now());
+        sent.push((Instant::now(), driftline_runtime::now_ms()));
         let f = producer
             .send_result(
                 FutureRecord::to(&topic("requests"))
@@ -420,13 +520,36 @@ async fn latency(
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let seen = read.join().map_err(|_| "latency reader panicked")?;
-    let mut ms: Vec<f64> = seen
-        .iter()
-        .filter_map(|(i, at)| Some(at.duration_since(*sent.get(*i)?).as_secs_f64() * 1000.0))
-        .collect();
-    if ms.len() < total {
-        return Err(format!("only {} of {total} latency probes came back", ms.len()).into());
+    let mut l = Latencies::default();
+    for (i, (read, served_at, read_ms)) in seen {
+        let Some((sent, sent_ms)) = sent.get(i) else {
+            continue;
+        };
+        l.total.push(read.duration_since(*sent).as_secs_f64() * 1000.0);
+        l.to_served.push((served_at - sent_ms) as f64);
+        l.to_readable.push((read_ms - served_at) as f64);
     }
-    ms.sort_by(f64::total_cmp);
-    Ok(ms)
+    if l.total.len() < total {
+        return Err(format!("only {} of {total} latency probes came back", l.total.len()).into());
+    }
+    for v in [&mut l.total, &mut l.to_served, &mut l.to_readable] {
+        v.sort_by(f64::total_cmp);
+    }
+    Ok(l)
+}
+
+/// Each probe's latency (ms), sorted, and its two halves: produced → the predictor's
+/// served_at (delivered, fetched, batched, predicted) and served_at → readable (produced,
+/// committed in a transaction, fetched by a read_committed reader). The halves are wall
+/// clock milliseconds.
+#[derive(Default)]
+struct Latencies {
+    total: Vec<f64>,
+    to_served: Vec<f64>,
+    to_readable: Vec<f64>,
+}
+
+/// The `q` quantile of sorted `v`.
+fn quantile(v: &[f64], q: f64) -> f64 {
+    v[((v.len() - 1) as f64 * q).round() as usize]
 }
