@@ -1,21 +1,26 @@
 //! `driftline backtest`: a data file replayed through the monitor's window and policy
 //! without Kafka; with `--retrain`, through the whole loop (a retrain on the policy's
-//! window, the promotion gate, the new version's reference), with the error beside that
-//! of the first model kept throughout.
+//! window, the holdout gate, the rollout as `--rollout` says: at once, or a shadow judged
+//! by the trainer's live gate on the labelled rows that follow; the new version's
+//! reference), with the error beside that of the first model kept throughout.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use driftline_dataset::rows::{Mapped, RowMapper};
-use driftline_model::{Joined, LabelledRow, Target, TrainedModel, feature_profiles, holdout_start};
+use driftline_model::{
+    Joined, LabelledRow, Target, TrainedModel, feature_profiles, holdout_start, primary_metric,
+};
 use driftline_monitor::cli::PolicyArgs;
-use driftline_monitor::monitor::{Evaluation, Holdout, ModelMonitor};
+use driftline_monitor::monitor::{Evaluation, Holdout, ModelMonitor, MonitorConfig};
 use driftline_schemas::events::{
-    Actual, DriftDecision, EstimatedPerformance, FeatureValue, Features, Labelled,
-    PredictionLogged, PredictionSource, RetrainRequested,
+    Actual, DriftDecision, EstimatedPerformance, FeatureValue, Features, Labelled, ModelPublished,
+    ModelStatus, Prediction, PredictionLogged, PredictionSource, RetrainRequested,
 };
 use driftline_schemas::spec::{FeatureSpec, format_time, parse_time};
+use driftline_trainer::rollout::{self, Action, Rollout, Serving};
+use driftline_trainer::service::{RolloutArgs, RolloutMode};
 use driftline_trainer::train::{Context, TrainOptions, train};
 
 use crate::{Error, Result, load_spec};
@@ -50,10 +55,17 @@ pub struct BacktestArgs {
     #[arg(long)]
     pub no_model: bool,
     /// Act on each retrain request as the trainer would: fit on the labelled rows of the
-    /// monitor's window, promote only past the incumbent on the same holdout, then monitor
-    /// the new version against its own reference.
+    /// monitor's window, keep it only if it beats production on the same holdout, start it
+    /// as `--rollout` says (direct or shadow), and monitor each new production version
+    /// against its own reference.
     #[arg(long)]
     pub retrain: bool,
+    /// With --retrain: how a version that wins on the holdout starts, and the live gate,
+    /// with the trainer's flags and defaults. A shadow predicts every following row beside
+    /// production and is promoted or rejected on the same rows once both have
+    /// --live-min-rows.
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
     /// A documented change in the data, e.g. 2013-06-01 (repeatable): the summary counts
     /// retrain requests before the first as false alarms and times the first warning and
     /// the first request after each.
@@ -85,7 +97,10 @@ pub struct Retrained {
     pub row: usize,
     pub event_time: i64,
     pub version: i64,
+    /// It beat production on the holdout.
     pub promoted: bool,
+    /// ...and started as a shadow, for the live gate to judge ([`Backtest::live`]).
+    pub shadow: bool,
     /// The primary metric on the holdout: the candidate's and the incumbent's.
     pub candidate: Option<f64>,
     pub incumbent: Option<f64>,
@@ -101,6 +116,16 @@ pub struct Errors {
     pub first: f64,
 }
 
+/// A decision of the live gate (`--retrain` with `--rollout shadow`, or a rollback watch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveDecision {
+    pub row: usize,
+    pub event_time: i64,
+    pub version: i64,
+    pub action: Action,
+    pub reason: String,
+}
+
 /// What a backtest did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backtest {
@@ -110,6 +135,7 @@ pub struct Backtest {
     pub skipped_rows: usize,
     pub evaluations: Vec<BacktestEvaluation>,
     pub retrained: Vec<Retrained>,
+    pub live: Vec<LiveDecision>,
     pub errors: Errors,
 }
 
@@ -172,6 +198,11 @@ fn read_rows(spec: &FeatureSpec, path: &Path) -> Result<(Vec<Row>, usize)> {
 pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
     let spec = load_spec(&args.spec)?;
     let config = args.policy.config()?;
+    if args.rollout.mode == RolloutMode::Canary {
+        return Err(Error::Config(
+            "backtest simulates --rollout direct and shadow; a canary's share of the traffic is not simulated".into(),
+        ));
+    }
     let data = match &args.data {
         Some(d) => d.clone(),
         None => {
@@ -204,8 +235,11 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
     // As the trainer trains, without its minimum: a backtest's windows may be small.
     let options = TrainOptions {
         min_rows: 2,
+        start: args.rollout.start(),
         ..TrainOptions::default()
     };
+    let gate = args.rollout.gate(options.promotion_margin);
+    let metric = primary_metric(spec.target.kind);
     let (model, profiles, holdout, record) = if args.no_model {
         let refs: Vec<&Features> = reference.iter().map(|r| &r.features).collect();
         (
@@ -245,6 +279,14 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
     }
     let first = model.clone();
     let mut serving = model.zip(record);
+    // The live gate's state, the shadow on trial, the version production replaced (for a
+    // rollback), when production started serving, and the next version number (every
+    // retrain takes one, as the trainer numbers rejected versions too).
+    let mut live = Rollout::default();
+    let mut shadow: Option<(TrainedModel, ModelPublished)> = None;
+    let mut replaced: Option<(TrainedModel, ModelPublished)> = None;
+    let mut since = 0;
+    let mut next_version = 2;
     let changes = args
         .change_at
         .iter()
@@ -266,6 +308,7 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
     }
     let mut evaluations = Vec::new();
     let mut retrained = Vec::new();
+    let mut decisions = Vec::new();
     let mut errors = Errors::default();
     let mut replayed = 0;
     for (i, row) in replay.iter().enumerate() {
@@ -321,6 +364,62 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
                 errors.served += served.error();
                 errors.first += first.error();
             }
+            // The live gate counts the row as the trainer's processor does: production's
+            // loss, and the shadow's on the same request.
+            let loss = |p: &Prediction| {
+                Joined::of(p, &actual)
+                    .and_then(|j| j.loss(metric))
+                    .filter(|x| x.is_finite())
+            };
+            live.follow(
+                Serving {
+                    production: Some((version, since)),
+                    canary: None,
+                    shadow: shadow.as_ref().map(|(_, r)| (r.version, r.published_at)),
+                },
+                &gate,
+            );
+            let mut made = Vec::new();
+            if let Some(production_loss) = loss(&logged.prediction) {
+                let shadowed = shadow
+                    .as_ref()
+                    .and_then(|(m, r)| Some((r.version, loss(&m.predict(&row.features))?)));
+                let counted = rollout::Row {
+                    version,
+                    served_at: row.event_time,
+                    loss: production_loss,
+                    shadow: shadowed,
+                };
+                made = live.count(counted, &gate, metric);
+            }
+            for (v, action, reason) in made {
+                let decision = LiveDecision {
+                    row: split + i,
+                    event_time: row.event_time,
+                    version: v,
+                    action,
+                    reason,
+                };
+                print_live(out, args.format, &decision).map_err(io)?;
+                decisions.push(decision);
+                let next = match action {
+                    Action::Promote => shadow.take(),
+                    Action::Reject => {
+                        shadow = None;
+                        None
+                    }
+                    Action::Rollback => replaced.take(),
+                    Action::Keep => None,
+                };
+                if let Some((model, record)) = next {
+                    if action == Action::Promote {
+                        replaced = serving.take();
+                    }
+                    monitor = monitor_for(&spec, &record, &config, &monitor);
+                    serving = Some((model, record));
+                    since = row.event_time;
+                }
+            }
             monitor.label(&Labelled {
                 prediction: logged,
                 actual,
@@ -341,19 +440,21 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
                 let from = (i + 1).saturating_sub(config.window.max_events);
                 let rows = labelled_rows(&replay[from..=i]);
                 let context = Context {
-                    version: incumbent.version + 1,
+                    version: next_version,
                     trigger: &request.retrain_id,
                     incumbent: Some(incumbent),
                     published_at: row.event_time,
                     end_offsets: Default::default(),
                 };
                 let trained = train(&spec, rows, &context, &options, &mut |_| {})?;
+                next_version += 1;
                 let r = &trained.record;
                 let outcome = Retrained {
                     row: split + i,
                     event_time: row.event_time,
                     version: r.version,
                     promoted: trained.promoted,
+                    shadow: r.status == ModelStatus::Shadow,
                     candidate: r.metrics.get(trained.metric).copied(),
                     incumbent: r.incumbent_metrics.get(trained.metric).copied(),
                 };
@@ -361,16 +462,15 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
                 retrained.push(outcome);
                 if trained.promoted {
                     let model = TrainedModel::from_bytes(&r.model_bytes)?;
-                    let mut next = ModelMonitor::new(
-                        &spec.model.name,
-                        r.version,
-                        &r.reference_profile,
-                        Holdout::of(r),
-                        config.clone(),
-                    );
-                    next.continue_positions(&monitor);
-                    monitor = next;
-                    serving = Some((model, trained.record));
+                    if r.status == ModelStatus::Shadow {
+                        // A newer shadow replaces the one on trial, as in the registry.
+                        shadow = Some((model, trained.record));
+                    } else {
+                        monitor = monitor_for(&spec, r, &config, &monitor);
+                        replaced = serving.take();
+                        serving = Some((model, trained.record));
+                        since = row.event_time;
+                    }
                 }
             }
         }
@@ -381,6 +481,7 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
         skipped_rows,
         evaluations,
         retrained,
+        live: decisions,
         errors,
     };
     if args.format == BacktestFormat::Table {
@@ -443,6 +544,25 @@ fn write_predictions(
     w.flush().map_err(|e| err(&e))
 }
 
+/// The monitor of a version that now serves: its own reference and holdout, the input
+/// positions carried over from the window it replaces.
+fn monitor_for(
+    spec: &FeatureSpec,
+    record: &ModelPublished,
+    config: &MonitorConfig,
+    older: &ModelMonitor,
+) -> ModelMonitor {
+    let mut next = ModelMonitor::new(
+        &spec.model.name,
+        record.version,
+        &record.reference_profile,
+        Holdout::of(record),
+        config.clone(),
+    );
+    next.continue_positions(older);
+    next
+}
+
 fn labelled_rows(rows: &[Row]) -> Vec<LabelledRow> {
     rows.iter()
         .filter_map(|r| {
@@ -469,8 +589,8 @@ fn print_retrained(
             serde_json::json!({
                 "row": r.row,
                 "event_time": format_time(r.event_time),
-                "retrained": {"version": r.version, "promoted": r.promoted, "metric": metric,
-                    "candidate": r.candidate, "incumbent": r.incumbent},
+                "retrained": {"version": r.version, "promoted": r.promoted, "shadow": r.shadow,
+                    "metric": metric, "candidate": r.candidate, "incumbent": r.incumbent},
             })
         ),
         BacktestFormat::Table => writeln!(
@@ -479,9 +599,38 @@ fn print_retrained(
             r.row,
             format_time(r.event_time),
             r.version,
-            if r.promoted { "promoted" } else { "rejected" },
+            match (r.promoted, r.shadow) {
+                (true, true) => "a shadow",
+                (true, false) => "promoted",
+                (false, _) => "rejected",
+            },
             num(r.candidate),
             num(r.incumbent),
+        ),
+    }
+}
+
+fn print_live(
+    out: &mut dyn Write,
+    format: BacktestFormat,
+    d: &LiveDecision,
+) -> std::io::Result<()> {
+    match format {
+        BacktestFormat::Jsonl => writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "row": d.row,
+                "event_time": format_time(d.event_time),
+                "live_gate": {"version": d.version, "action": d.action.as_str(), "reason": d.reason},
+            })
+        ),
+        BacktestFormat::Table => writeln!(
+            out,
+            "{:>7}  {:<20}  live gate: {}",
+            d.row,
+            format_time(d.event_time),
+            d.reason
         ),
     }
 }
@@ -587,13 +736,28 @@ fn print_summary(out: &mut dyn Write, bt: &Backtest, changes: &[i64]) -> std::io
             .filter(|r| r.promoted)
             .map(|r| format!("v{} at {}", r.version, format_time(r.event_time)))
             .collect();
+        let won = match bt.retrained.iter().any(|r| r.shadow) {
+            true => "won on the holdout and became shadows",
+            false => "promoted",
+        };
         writeln!(
             out,
-            "retrained {} times: {} promoted ({}), {} rejected",
+            "retrained {} times: {} {won} ({}), {} rejected",
             bt.retrained.len(),
             promoted.len(),
             promoted.join(", "),
             bt.retrained.len() - promoted.len()
+        )?;
+    }
+    if !bt.live.is_empty() {
+        let count = |a: Action| bt.live.iter().filter(|d| d.action == a).count();
+        writeln!(
+            out,
+            "the live gate: {} shadows promoted, {} rejected; {} promotions kept, {} rolled back",
+            count(Action::Promote),
+            count(Action::Reject),
+            count(Action::Keep),
+            count(Action::Rollback)
         )?;
     }
     let e = bt.errors;

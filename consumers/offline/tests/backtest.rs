@@ -8,6 +8,8 @@ use driftline_offline::backtest::{BacktestArgs, BacktestFormat, backtest};
 use driftline_offline::drift::{DriftArgs, DriftFormat, drift};
 use driftline_schemas::events::DriftDecision;
 use driftline_schemas::spec::parse_time;
+use driftline_trainer::rollout::Action;
+use driftline_trainer::service::{RolloutArgs, RolloutMode};
 
 fn data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data")
@@ -32,6 +34,7 @@ fn a_winter_model_drifts_as_summer_arrives_and_the_weather_is_named() {
         change_at: Vec::new(),
         format: BacktestFormat::Table,
         predictions_out: Some(predictions.path().join("predictions.csv")),
+        rollout: Default::default(),
         // Weather is autocorrelated: a week (10k flights) of it sits 0.1 reference sd from two
         // months of it most of the time, past the fixed line. The calibrated lines come from
         // the reference's own sub-windows, which hold that variation: no line is set here.
@@ -158,6 +161,7 @@ fn a_backtest_with_retraining_runs_the_trainer_and_monitors_each_promoted_versio
         change_at: vec!["2013-04-01".into()],
         format: BacktestFormat::Table,
         predictions_out: None,
+        rollout: Default::default(),
         policy,
     };
     let mut out = Vec::new();
@@ -171,16 +175,109 @@ fn a_backtest_with_retraining_runs_the_trainer_and_monitors_each_promoted_versio
     );
     let promoted: Vec<_> = bt.retrained.iter().filter(|r| r.promoted).collect();
     assert!(!promoted.is_empty(), "{table}");
-    // Versions count up from 2, and each promoted one is what the monitor watches next.
-    for r in &bt.retrained {
-        assert_eq!(
-            r.version,
-            2 + promoted.iter().filter(|p| p.row < r.row).count() as i64
-        );
+    // Every retrain takes the next version, rejected ones too (as the trainer numbers
+    // them), and each promoted one is what the monitor watches next.
+    for (k, r) in bt.retrained.iter().enumerate() {
+        assert_eq!(r.version, 2 + k as i64);
+        assert!(!r.shadow, "--rollout direct makes no shadows");
     }
+    assert!(
+        bt.live.is_empty(),
+        "no live gate without shadows or a watch"
+    );
     let first = promoted[0];
     let next = bt.evaluations.iter().find(|e| e.row > first.row).unwrap();
     assert_eq!(next.evaluation.report.model_version, first.version);
     assert!(bt.errors.rows > 50_000);
     assert!(table.contains("retrained") && table.contains("false alarms"));
+}
+
+#[test]
+fn with_a_shadow_rollout_only_the_live_gate_changes_what_serves() {
+    let spec = data().join("flights.toml");
+    if !data().join("flights.csv.gz").exists() {
+        eprintln!("data/flights.csv.gz is not there; skipping");
+        return;
+    }
+    let args = BacktestArgs {
+        spec,
+        data: None,
+        reference_until: Some("2013-03-01".into()),
+        reference_rows: 0,
+        until: Some("2013-10-01".into()),
+        no_model: false,
+        retrain: true,
+        change_at: vec!["2013-04-01".into()],
+        format: BacktestFormat::Table,
+        predictions_out: None,
+        rollout: RolloutArgs {
+            mode: RolloutMode::Shadow,
+            live_min_rows: 1_000,
+            ..RolloutArgs::default()
+        },
+        policy: PolicyArgs::default(),
+    };
+    let mut out = Vec::new();
+    let bt = backtest(&args, &mut out).unwrap();
+    let table = String::from_utf8(out).unwrap();
+    println!("{table}");
+    let shadows: Vec<_> = bt.retrained.iter().filter(|r| r.shadow).collect();
+    assert!(!shadows.is_empty(), "{table}");
+    assert!(bt.retrained.iter().all(|r| r.shadow == r.promoted));
+    // Each shadow is judged once on the rows after it, unless a newer shadow replaced it
+    // first or the replay ended.
+    for (k, s) in shadows.iter().enumerate() {
+        let judged: Vec<_> = bt
+            .live
+            .iter()
+            .filter(|d| d.version == s.version && d.action != Action::Keep)
+            .filter(|d| d.action != Action::Rollback)
+            .collect();
+        let replaced = shadows
+            .get(k + 1)
+            .is_some_and(|n| judged.first().is_none_or(|d| d.row > n.row));
+        assert!(judged.len() <= 1, "{table}");
+        assert!(
+            judged.len() == 1
+                || replaced
+                || s.row + 2 * 1_000 > bt.reference_rows + bt.replayed_rows,
+            "v{} never judged:\n{table}",
+            s.version
+        );
+        if let Some(d) = judged.first() {
+            assert!(d.row > s.row && d.reason.starts_with("shadow v"), "{table}");
+        }
+    }
+    // What the monitor watches changes only on the live gate's word: at each evaluation it
+    // is the version the last promote or rollback before it put in production.
+    let mut serving = 1;
+    let mut changes = bt
+        .live
+        .iter()
+        .filter(|d| matches!(d.action, Action::Promote | Action::Rollback))
+        .peekable();
+    let mut previous = vec![];
+    for e in &bt.evaluations {
+        while let Some(d) = changes.next_if(|d| d.row <= e.row) {
+            serving = match d.action {
+                Action::Promote => {
+                    previous.push(serving);
+                    d.version
+                }
+                _ => previous
+                    .pop()
+                    .expect("a rollback has a version to go back to"),
+            };
+        }
+        assert_eq!(
+            e.evaluation.report.model_version, serving,
+            "row {}:\n{table}",
+            e.row
+        );
+    }
+    assert!(
+        bt.live.iter().any(|d| d.action == Action::Promote),
+        "some shadow wins on flights in summer:\n{table}"
+    );
+    assert!(table.contains("the live gate:"), "{table}");
 }

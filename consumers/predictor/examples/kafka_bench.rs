@@ -306,7 +306,9 @@ async fn main() -> Result<(), BoxError> {
     println!(
         "CPU seconds per 100,000 messages (this process, and the broker's JVM when DRIFTLINE_BROKER_DIR names its directory), and the rate that CPU cost allows on this machine's {cores} cores if nothing else ran"
     );
-    println!("| path | this process | broker | total | rate reached | rate the CPU allows | reached / allowed |");
+    println!(
+        "| path | this process | broker | total | rate reached | rate the CPU allows | reached / allowed |"
+    );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (path, cpu, rate) in cpu_rows {
         let per = |s: f64| s * 100_000.0 / n as f64;
@@ -525,7 +527,8 @@ async fn latency(
         let Some((sent, sent_ms)) = sent.get(i) else {
             continue;
         };
-        l.total.push(read.duration_since(*sent).as_secs_f64() * 1000.0);
+        l.total
+            .push(read.duration_since(*sent).as_secs_f64() * 1000.0);
         l.to_served.push((served_at - sent_ms) as f64);
         l.to_readable.push((read_ms - served_at) as f64);
     }
