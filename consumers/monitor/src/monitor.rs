@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use driftline_drift::calibrate::NullCurve;
+use driftline_drift::calibrate::{self, NullCurve};
 use driftline_drift::concept::ErrorWatch;
 use driftline_drift::estimate::{self, Estimator};
 use driftline_drift::policy::FeatureVerdict;
@@ -567,22 +567,13 @@ impl ModelMonitor {
     /// `whose` sub-windows), and how it was set: the calibrated gamma tail at the check's
     /// share, or NannyML's mean + 3 sd with fixed lines.
     fn line(&self, null: NullCurve, n: u64, whose: &str) -> (f64, String) {
-        let (small, large) = null.sizes();
-        let from = format!("from the {whose} sub-windows of {small} to {large} rows");
-        match self.config.policy.drift.calibration {
-            Some(c) if c.distances => {
-                let alpha = c.per_check(self.profiles.len());
-                let line = null.threshold(n, alpha);
-                (line, format!("{from}: a gamma tail of {alpha:.1e}"))
-            }
-            _ => {
-                let (mean, sd) = null.at(n);
-                (
-                    mean + 3.0 * sd,
-                    format!("{from}: mean + 3 sd (NannyML's rule)"),
-                )
-            }
-        }
+        calibrate::line(
+            &null,
+            n,
+            self.config.policy.drift.calibration,
+            self.profiles.len(),
+            whose,
+        )
     }
 
     /// The window's performance estimated before labels (a classifier's accuracy by CBPE,

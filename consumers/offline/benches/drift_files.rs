@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use driftline_monitor::cli::Thresholds;
 use driftline_offline::drift::{DriftArgs, DriftFormat, drift};
 
 fn main() {
@@ -28,6 +29,9 @@ fn main() {
         current: current.into(),
         spec,
         binning: Default::default(),
+        // The fixed lines, as the peers (Evidently, a SciPy loop) have: the calibrated ones
+        // also read each file's rows in order (BENCHMARKS.md measures both).
+        thresholds: Thresholds::Fixed,
         format: DriftFormat::Json,
     };
     let mut best = f64::INFINITY;

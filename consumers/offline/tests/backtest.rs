@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use driftline_monitor::cli::{PolicyArgs, Thresholds};
 use driftline_offline::backtest::{BacktestArgs, BacktestFormat, backtest};
-use driftline_offline::drift::{DriftArgs, DriftFormat, drift};
 use driftline_schemas::events::DriftDecision;
 use driftline_schemas::spec::parse_time;
 use driftline_trainer::rollout::Action;
@@ -105,37 +104,6 @@ fn a_winter_model_drifts_as_summer_arrives_and_the_weather_is_named() {
         "{periods:?}"
     );
     assert_eq!(periods["analysis"], bt.replayed_rows, "{periods:?}");
-}
-
-#[test]
-fn drift_command_compares_two_files_as_json_and_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let (r, c) = (dir.path().join("r.csv"), dir.path().join("c.csv"));
-    let rows = |shift: f64| -> String {
-        let mut s = String::from("x,c\n");
-        for i in 0..3_000 {
-            s.push_str(&format!(
-                "{},{}\n",
-                (i % 100) as f64 + shift,
-                ["a", "b"][i % 2]
-            ));
-        }
-        s
-    };
-    std::fs::write(&r, rows(0.0)).unwrap();
-    std::fs::write(&c, rows(30.0)).unwrap();
-    let mut args = DriftArgs {
-        reference: r,
-        current: c,
-        spec: None,
-        binning: Default::default(),
-        format: DriftFormat::Json,
-    };
-    let json: serde_json::Value = serde_json::from_str(&drift(&args).unwrap()).unwrap();
-    assert_eq!(json["columns"]["x"]["drifted"], true);
-    assert_eq!(json["columns"]["c"]["drifted"], false);
-    args.format = DriftFormat::Table;
-    assert!(drift(&args).unwrap().contains("1 of 2 columns drifted"));
 }
 
 #[test]

@@ -229,6 +229,35 @@ impl NullCurve {
     }
 }
 
+/// The line of a window-wide statistic over `n` events from its null curve (fitted on
+/// the `whose` sub-windows), and how it was set: with calibrated distances, the gamma tail
+/// at one check's share of the false-alarm rate in an evaluation of `features` features;
+/// otherwise NannyML's mean + 3 sd.
+pub fn line(
+    null: &NullCurve,
+    n: u64,
+    calibration: Option<crate::policy::Calibration>,
+    features: usize,
+    whose: &str,
+) -> (f64, String) {
+    let (small, large) = null.sizes();
+    let from = format!("from the {whose} sub-windows of {small} to {large} rows");
+    match calibration {
+        Some(c) if c.distances => {
+            let alpha = c.per_check(features);
+            let line = null.threshold(n, alpha);
+            (line, format!("{from}: a gamma tail of {alpha:.1e}"))
+        }
+        _ => {
+            let (mean, sd) = null.at(n);
+            (
+                mean + 3.0 * sd,
+                format!("{from}: mean + 3 sd (NannyML's rule)"),
+            )
+        }
+    }
+}
+
 /// The upper `alpha`-quantile of the gamma distribution with this mean and standard
 /// deviation (Wilson-Hilferty: for shape k, Gamma(k, 1)'s quantile is about
 /// k·(1 − 1/(9k) + z/(3√k))³ with z the normal quantile).

@@ -277,6 +277,68 @@ impl Reconstructor {
     }
 }
 
+/// The multivariate check of a whole data set against a fitted reconstruction: the mean
+/// reconstruction error of its rows against the line for its size, and each column's share
+/// of the squared error (largest first), which says what carries it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Check {
+    pub signal: driftline_schemas::events::Signal,
+    pub carried_by: Vec<(String, f64)>,
+}
+
+/// [`Check`] of `rows` rows (`cell(row, column)` reads a value, `None`: missing, in the
+/// record's column order) against `record`, with the line [`crate::calibrate::line`] draws
+/// for an evaluation of `features` features. `None` without rows or a usable null curve.
+pub fn check<'a>(
+    record: &Reconstruction,
+    rows: usize,
+    cell: impl Fn(usize, usize) -> Option<&'a FeatureValue>,
+    calibration: Option<crate::policy::Calibration>,
+    features: usize,
+) -> Option<Check> {
+    let null = calibrate::NullCurve::fit(&record.sub_windows)?;
+    if rows == 0 {
+        return None;
+    }
+    let r = Reconstructor::new(record);
+    let d = record.columns.len();
+    let (mut sums, mut encoded, mut total) = (vec![0.0; d], Vec::with_capacity(d), 0.0);
+    for i in 0..rows {
+        encoded.clear();
+        for j in 0..d {
+            let v = cell(i, j);
+            encoded.push(match r.kind(j) {
+                FeatureKind::Numeric => r.encode_number(j, v.and_then(as_number)),
+                FeatureKind::Categorical => r.encode_label(j, v.and_then(as_label).as_deref()),
+            });
+        }
+        // Left as the row's residual: its length is the row's error.
+        r.add_squared_residuals(&mut encoded, &mut sums);
+        total += encoded.iter().map(|x| x * x).sum::<f64>().sqrt();
+    }
+    let value = total / rows as f64;
+    let (threshold, method) =
+        calibrate::line(&null, rows as u64, calibration, features, "reference's");
+    let all: f64 = sums.iter().sum();
+    let mut carried_by: Vec<(String, f64)> = record
+        .columns
+        .iter()
+        .zip(&sums)
+        .map(|(c, s)| (c.name.clone(), if all > 0.0 { s / all } else { 0.0 }))
+        .collect();
+    carried_by.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Some(Check {
+        signal: driftline_schemas::events::Signal {
+            name: "reconstruction_error".into(),
+            value,
+            threshold,
+            fired: value >= threshold,
+            method,
+        },
+        carried_by,
+    })
+}
+
 /// NannyML's default line over chunk values: their mean minus and plus 3 population
 /// standard deviations.
 pub fn three_sigma(values: &[f64]) -> (f64, f64) {

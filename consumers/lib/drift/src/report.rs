@@ -16,7 +16,11 @@ use driftline_schemas::events::{FeatureDrift, FeatureKind};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
+use crate::calibrate::NullCurve;
 use crate::frame::{ColumnData, Frame};
+use crate::multivariate;
 use crate::numeric::{Binning, SortedSample};
 use crate::policy::{DriftPolicy, FeatureEvidence, Reason};
 use crate::quality::Count;
@@ -28,6 +32,11 @@ use driftline_schemas::events::Signal;
 pub struct CompareOptions {
     pub binning: Binning,
     pub policy: DriftPolicy,
+    /// Per column, how its distance varies between sub-windows of the reference (from its
+    /// rows in order): its line at the current side's size. A column without one is
+    /// judged by the policy's fixed lines.
+    #[serde(skip)]
+    pub nulls: BTreeMap<String, NullCurve>,
 }
 
 /// One column's statistics and verdict.
@@ -99,6 +108,9 @@ pub struct DriftReport {
     /// Columns present in only one of the two files (compared without a spec).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unmatched_columns: Vec<String>,
+    /// The features together: the PCA reconstruction error (with a spec).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multivariate: Option<multivariate::Check>,
 }
 
 fn columns_as_map<S: Serializer>(
@@ -138,6 +150,7 @@ pub fn compare_column(
             (reference.missing(), reference.count()),
             (current.missing(), current.count()),
         )],
+        null: options.nulls.get(name).copied(),
         ..Default::default()
     };
     let mut ks_d = None;
@@ -253,6 +266,7 @@ pub fn compare(
         drifted,
         binning: options.binning,
         unmatched_columns: unmatched,
+        multivariate: None,
     })
 }
 
@@ -266,6 +280,14 @@ pub fn numeric_column(values: Vec<f64>) -> ColumnData {
 }
 
 impl DriftReport {
+    /// With the multivariate check: the data set has drifted when it fires, whatever the
+    /// share of drifted columns (as the monitor decides).
+    pub fn with_multivariate(mut self, check: Option<multivariate::Check>) -> Self {
+        self.drifted |= check.as_ref().is_some_and(|c| c.signal.fired);
+        self.multivariate = check;
+        self
+    }
+
     /// The JSON that `driftline drift --format json` prints.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
@@ -349,6 +371,27 @@ impl DriftReport {
             if self.drifted { "yes" } else { "no" },
             self.binning,
         ));
+        if let Some(m) = &self.multivariate {
+            let carried: Vec<String> = m
+                .carried_by
+                .iter()
+                .take(3)
+                .map(|(name, share)| format!("{name} {:.0}%", share * 100.0))
+                .collect();
+            out.push_str(&format!(
+                "multivariate: {} {:.4} {} {:.4} ({}){}\n",
+                m.signal.name,
+                m.signal.value,
+                if m.signal.fired { ">=" } else { "<" },
+                m.signal.threshold,
+                m.signal.method,
+                if m.signal.fired {
+                    format!("; drifted, carried by {}", carried.join(", "))
+                } else {
+                    String::new()
+                }
+            ));
+        }
         if !self.unmatched_columns.is_empty() {
             out.push_str(&format!(
                 "not compared (in one file only): {}\n",
@@ -364,10 +407,17 @@ fn reason_text(r: &Reason) -> String {
         Reason::Rule {
             statistic,
             threshold,
+            from_reference,
             ..
         } => {
             let op = if statistic.is_p_value() { "<" } else { ">=" };
-            format!("{} {op} {threshold}", statistic.name())
+            match from_reference {
+                Some(_) => format!(
+                    "{} {op} {threshold:.4}, from the reference",
+                    statistic.name()
+                ),
+                None => format!("{} {op} {threshold}", statistic.name()),
+            }
         }
         Reason::MissingShare { increase, .. } => format!("missing +{:.1}%", increase * 100.0),
         Reason::Quality {

@@ -142,3 +142,25 @@ fn thresholds_and_alerts_match_nannyml() {
         "the slice holds the change"
     );
 }
+
+#[test]
+fn a_whole_data_set_checked_at_once_has_nannymls_chunk_value() {
+    // `driftline drift` checks a whole file as one chunk: each analysis chunk checked alone
+    // gives NannyML's value for it.
+    let d = data();
+    let kinds: Vec<(&str, FeatureKind)> = d.columns.iter().map(|(n, k)| (n.as_str(), *k)).collect();
+    let r = multivariate::fit(&kinds, d.reference.len(), |i, j| &d.reference[i][j]).unwrap();
+    let size = d.fixture["chunk_size"].as_u64().unwrap() as usize;
+    let want = values(&d.fixture["analysis_chunks"]);
+    for (i, (chunk, w)) in d.analysis.chunks(size).zip(&want).enumerate() {
+        let c = multivariate::check(&r, chunk.len(), |row, j| Some(&chunk[row][j]), None, 1)
+            .expect("a null curve from the reference");
+        assert!(
+            close(c.signal.value, *w),
+            "chunk {i}: {} vs NannyML {w}",
+            c.signal.value
+        );
+        let shares: f64 = c.carried_by.iter().map(|(_, s)| s).sum();
+        assert!((shares - 1.0).abs() < 1e-9, "{:?}", c.carried_by);
+    }
+}

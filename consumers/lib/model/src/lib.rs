@@ -83,8 +83,8 @@ pub use joined::Joined;
 pub use loss::{ErrorModel, error_estimator};
 pub use model::{FORMAT, Scratch, TrainedModel};
 pub use profile::{
-    PREDICTION, feature_profiles, multivariate_reference, prediction_profile,
-    prediction_profile_of, reference_profile,
+    PREDICTION, feature_profile, feature_profiles, multivariate_of, multivariate_reference,
+    prediction_profile, prediction_profile_of, reference_profile,
 };
 
 use driftline_schemas::spec::TargetKind;

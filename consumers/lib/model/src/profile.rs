@@ -11,7 +11,7 @@ use driftline_drift::{calibrate, multivariate};
 use driftline_schemas::events::{
     FeatureKind, FeatureProfile, FeatureValue, Features, Prediction, Reconstruction,
 };
-use driftline_schemas::spec::{FeatureSpec, Kind};
+use driftline_schemas::spec::{FeatureDef, FeatureSpec, Kind};
 
 use crate::data::LabelledRow;
 use crate::model::{Raw, Scratch, TrainedModel};
@@ -51,6 +51,21 @@ pub fn reference_profile(
 /// variance).
 pub fn multivariate_reference(spec: &FeatureSpec, rows: &[LabelledRow]) -> Option<Reconstruction> {
     static MISSING: FeatureValue = FeatureValue::Missing;
+    multivariate_of(spec, rows.len(), |i, j| {
+        rows[i]
+            .features
+            .get(&spec.features[j].name)
+            .unwrap_or(&MISSING)
+    })
+}
+
+/// [`multivariate_reference`] of any `rows` rows in time order: `cell(row, j)` reads the
+/// value of the spec's `j`-th feature.
+pub fn multivariate_of<'a>(
+    spec: &FeatureSpec,
+    rows: usize,
+    cell: impl Fn(usize, usize) -> &'a FeatureValue,
+) -> Option<Reconstruction> {
     let columns: Vec<(&str, FeatureKind)> = spec
         .features
         .iter()
@@ -62,26 +77,26 @@ pub fn multivariate_reference(spec: &FeatureSpec, rows: &[LabelledRow]) -> Optio
             (def.name.as_str(), kind)
         })
         .collect();
-    multivariate::fit(&columns, rows.len(), |i, j| {
-        rows[i].features.get(columns[j].0).unwrap_or(&MISSING)
-    })
+    multivariate::fit(&columns, rows, cell)
 }
 
 /// The per-feature part of [`reference_profile`], for rows without a model.
 pub fn feature_profiles(spec: &FeatureSpec, rows: &[&Features]) -> Vec<FeatureProfile> {
     spec.features
         .iter()
-        .map(|def| match def.kind {
-            Kind::Numeric => numeric_profile(
-                &def.name,
-                rows.iter().map(|f| f.get(&def.name).and_then(as_number)),
-            ),
-            Kind::Categorical => categorical_profile(
-                &def.name,
-                rows.iter().map(|f| f.get(&def.name).and_then(as_label)),
-            ),
-        })
+        .map(|def| feature_profile(def, rows.iter().map(|f| f.get(&def.name))))
         .collect()
+}
+
+/// One feature's profile from its values in time order (`None`: missing).
+pub fn feature_profile<'a>(
+    def: &FeatureDef,
+    values: impl Iterator<Item = Option<&'a FeatureValue>>,
+) -> FeatureProfile {
+    match def.kind {
+        Kind::Numeric => numeric_profile(&def.name, values.map(|v| v.and_then(as_number))),
+        Kind::Categorical => categorical_profile(&def.name, values.map(|v| v.and_then(as_label))),
+    }
 }
 
 /// The [`PREDICTION`] profile of a model on some rows.
