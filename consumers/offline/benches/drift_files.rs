@@ -10,6 +10,15 @@ use std::time::Instant;
 use driftline_monitor::cli::Thresholds;
 use driftline_offline::drift::{DriftArgs, DriftFormat, drift};
 
+/// `BENCH_THRESHOLDS=fixed` for the fixed lines (the command's default is calibrated,
+/// which with a spec also reads each file's values in order for the reference's lines).
+fn thresholds() -> Thresholds {
+    match std::env::var("BENCH_THRESHOLDS").as_deref() {
+        Ok("fixed") => Thresholds::Fixed,
+        _ => Thresholds::Calibrated,
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -29,9 +38,7 @@ fn main() {
         current: current.into(),
         spec,
         binning: Default::default(),
-        // The fixed lines, as the peers (Evidently, a SciPy loop) have: the calibrated ones
-        // also read each file's rows in order (BENCHMARKS.md measures both).
-        thresholds: Thresholds::Fixed,
+        thresholds: thresholds(),
         format: DriftFormat::Json,
     };
     let mut best = f64::INFINITY;
