@@ -1,7 +1,7 @@
 //! Wall time of `driftline drift` (the [`drift`] function the subcommand calls) on two
 //! CSV files, best of N runs: reading and parsing both files, every statistic, the report.
 //!
-//! `cargo bench -p driftline-monitor --bench drift_files -- REF.csv CUR.csv [SPEC.toml] [RUNS]`;
+//! `cargo bench -p driftline-offline --bench drift_files -- REF.csv CUR.csv [SPEC.toml] [RUNS]`;
 //! `benches/offline.py` times Evidently and a SciPy loop on the same files.
 
 use std::path::PathBuf;
