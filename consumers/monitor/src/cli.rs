@@ -119,8 +119,9 @@ pub struct PolicyArgs {
     #[arg(long, env = "DRIFTLINE_MONITOR_IGNORE_PERFORMANCE")]
     pub ignore_performance: bool,
     /// A concept-drift detector on each version's joined errors (River's defaults): off,
-    /// adwin, page-hinkley (rises only) or ddm (classifiers). A rise it signals asks for a
-    /// retrain without waiting for confirmations.
+    /// adwin, page-hinkley (rises only) or ddm (classifiers). A rise it signals makes an
+    /// evaluation due at the next prediction and asks for a retrain without waiting for
+    /// confirmations.
     #[arg(long, env = "DRIFTLINE_MONITOR_ERROR_DETECTOR", default_value = "off")]
     pub error_detector: Watch,
     /// Do not let the multivariate check (PCA reconstruction error) decide (it is still
