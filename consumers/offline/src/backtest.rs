@@ -19,7 +19,7 @@ use driftline_schemas::events::{
     ModelStatus, Prediction, PredictionLogged, PredictionSource, RetrainRequested,
 };
 use driftline_schemas::spec::{FeatureSpec, format_time, parse_time};
-use driftline_trainer::rollout::{self, Action, Rollout, Serving};
+use driftline_trainer::rollout::{self, Action, Gate, Rollout, Serving};
 use driftline_trainer::service::{RolloutArgs, RolloutMode};
 use driftline_trainer::train::{Context, TrainOptions, train};
 
@@ -278,14 +278,16 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
         )?;
     }
     let first = model.clone();
-    let mut serving = model.zip(record);
-    // The live gate's state, the shadow on trial, the version production replaced (for a
-    // rollback), when production started serving, and the next version number (every
-    // retrain takes one, as the trainer numbers rejected versions too).
-    let mut live = Rollout::default();
-    let mut shadow: Option<(TrainedModel, ModelPublished)> = None;
-    let mut replaced: Option<(TrainedModel, ModelPublished)> = None;
-    let mut since = 0;
+    let mut versions = Versions {
+        serving: model.zip(record),
+        since: 0,
+        shadow: None,
+        replaced: None,
+        live: Rollout::default(),
+        gate,
+        metric,
+    };
+    // Every retrain takes the next number, as the trainer numbers rejected versions too.
     let mut next_version = 2;
     let changes = args
         .change_at
@@ -317,11 +319,12 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
         }
         replayed += 1;
         let request_id = format!("row-{}", split + i);
-        let prediction = serving
+        let prediction = versions
+            .serving
             .as_ref()
             .map(|(m, _)| m.predict(&row.features))
             .unwrap_or_default();
-        let version = serving.as_ref().map_or(1, |(_, r)| r.version);
+        let version = versions.serving.as_ref().map_or(1, |(_, r)| r.version);
         let logged = PredictionLogged {
             request_id: request_id.clone(),
             model: spec.model.name.clone(),
@@ -335,7 +338,7 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
             shadow: None,
         };
         monitor.observe(&monitor.event_of(&logged));
-        if let (Some(_), Some(target)) = (&serving, &row.target) {
+        if let (Some(_), Some(target)) = (&versions.serving, &row.target) {
             // The label joins at once (the joiner's pair, without the bus): a backtest
             // judges what the model would have seen.
             let (value, class) = match target {
@@ -364,35 +367,7 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
                 errors.served += served.error();
                 errors.first += first.error();
             }
-            // The live gate counts the row as the trainer's processor does: production's
-            // loss, and the shadow's on the same request.
-            let loss = |p: &Prediction| {
-                Joined::of(p, &actual)
-                    .and_then(|j| j.loss(metric))
-                    .filter(|x| x.is_finite())
-            };
-            live.follow(
-                Serving {
-                    production: Some((version, since)),
-                    canary: None,
-                    shadow: shadow.as_ref().map(|(_, r)| (r.version, r.published_at)),
-                },
-                &gate,
-            );
-            let mut made = Vec::new();
-            if let Some(production_loss) = loss(&logged.prediction) {
-                let shadowed = shadow
-                    .as_ref()
-                    .and_then(|(m, r)| Some((r.version, loss(&m.predict(&row.features))?)));
-                let counted = rollout::Row {
-                    version,
-                    served_at: row.event_time,
-                    loss: production_loss,
-                    shadow: shadowed,
-                };
-                made = live.count(counted, &gate, metric);
-            }
-            for (v, action, reason) in made {
+            for (v, action, reason) in versions.judge(&row.features, &logged.prediction, &actual) {
                 let decision = LiveDecision {
                     row: split + i,
                     event_time: row.event_time,
@@ -402,22 +377,8 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
                 };
                 print_live(out, args.format, &decision).map_err(io)?;
                 decisions.push(decision);
-                let next = match action {
-                    Action::Promote => shadow.take(),
-                    Action::Reject => {
-                        shadow = None;
-                        None
-                    }
-                    Action::Rollback => replaced.take(),
-                    Action::Keep => None,
-                };
-                if let Some((model, record)) = next {
-                    if action == Action::Promote {
-                        replaced = serving.take();
-                    }
-                    monitor = monitor_for(&spec, &record, &config, &monitor);
-                    serving = Some((model, record));
-                    since = row.event_time;
+                if let Some(record) = versions.act(action, row.event_time) {
+                    monitor = monitor_for(&spec, record, &config, &monitor);
                 }
             }
             monitor.label(&Labelled {
@@ -435,7 +396,9 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
                 row: split + i,
                 evaluation,
             });
-            if let (true, Some(request), Some((_, incumbent))) = (args.retrain, request, &serving) {
+            if let (true, Some(request), Some((_, incumbent))) =
+                (args.retrain, request, &versions.serving)
+            {
                 // The trainer's rows: the labelled rows of the monitor's window.
                 let from = (i + 1).saturating_sub(config.window.max_events);
                 let rows = labelled_rows(&replay[from..=i]);
@@ -462,14 +425,8 @@ pub fn backtest(args: &BacktestArgs, out: &mut dyn Write) -> Result<Backtest> {
                 retrained.push(outcome);
                 if trained.promoted {
                     let model = TrainedModel::from_bytes(&r.model_bytes)?;
-                    if r.status == ModelStatus::Shadow {
-                        // A newer shadow replaces the one on trial, as in the registry.
-                        shadow = Some((model, trained.record));
-                    } else {
-                        monitor = monitor_for(&spec, r, &config, &monitor);
-                        replaced = serving.take();
-                        serving = Some((model, trained.record));
-                        since = row.event_time;
+                    if let Some(record) = versions.start(model, trained.record, row.event_time) {
+                        monitor = monitor_for(&spec, record, &config, &monitor);
                     }
                 }
             }
@@ -542,6 +499,101 @@ fn write_predictions(
         w.write_record(record).map_err(|e| err(&e))?;
     }
     w.flush().map_err(|e| err(&e))
+}
+
+/// The versions of a replay: what serves and since when, the shadow on trial, the version
+/// production replaced (for a rollback), and the trainer's live gate over them.
+struct Versions {
+    serving: Option<(TrainedModel, ModelPublished)>,
+    since: i64,
+    shadow: Option<(TrainedModel, ModelPublished)>,
+    replaced: Option<(TrainedModel, ModelPublished)>,
+    live: Rollout,
+    gate: Gate,
+    metric: &'static str,
+}
+
+impl Versions {
+    /// Counts a labelled row in the live gate as the trainer's processor does (production's
+    /// loss, and the shadow's on the same request); the decisions it makes.
+    fn judge(
+        &mut self,
+        features: &Features,
+        served: &Prediction,
+        actual: &Actual,
+    ) -> Vec<(i64, Action, String)> {
+        let Some((_, production)) = &self.serving else {
+            return Vec::new();
+        };
+        let version = production.version;
+        self.live.follow(
+            Serving {
+                production: Some((version, self.since)),
+                canary: None,
+                shadow: self
+                    .shadow
+                    .as_ref()
+                    .map(|(_, r)| (r.version, r.published_at)),
+            },
+            &self.gate,
+        );
+        let loss = |p: &Prediction| {
+            Joined::of(p, actual)
+                .and_then(|j| j.loss(self.metric))
+                .filter(|x| x.is_finite())
+        };
+        let Some(production_loss) = loss(served) else {
+            return Vec::new();
+        };
+        let shadow = self
+            .shadow
+            .as_ref()
+            .and_then(|(m, r)| Some((r.version, loss(&m.predict(features))?)));
+        let row = rollout::Row {
+            version,
+            served_at: actual.event_time,
+            loss: production_loss,
+            shadow,
+        };
+        self.live.count(row, &self.gate, self.metric)
+    }
+
+    /// Carries out a decision at `at`; the record of a new production version.
+    fn act(&mut self, action: Action, at: i64) -> Option<&ModelPublished> {
+        let next = match action {
+            Action::Promote => self.shadow.take(),
+            Action::Reject => {
+                self.shadow = None;
+                None
+            }
+            Action::Rollback => self.replaced.take(),
+            Action::Keep => None,
+        }?;
+        let replaced = self.serving.replace(next);
+        if action == Action::Promote {
+            self.replaced = replaced;
+        }
+        self.since = at;
+        self.serving.as_ref().map(|(_, r)| r)
+    }
+
+    /// Starts a version that won on its holdout as its record says: a shadow (a newer one
+    /// replaces the one on trial, as in the registry) or production at once; the record of
+    /// a new production version.
+    fn start(
+        &mut self,
+        model: TrainedModel,
+        record: ModelPublished,
+        at: i64,
+    ) -> Option<&ModelPublished> {
+        if record.status == ModelStatus::Shadow {
+            self.shadow = Some((model, record));
+            return None;
+        }
+        self.replaced = self.serving.replace((model, record));
+        self.since = at;
+        self.serving.as_ref().map(|(_, r)| r)
+    }
 }
 
 /// The monitor of a version that now serves: its own reference and holdout, the input
