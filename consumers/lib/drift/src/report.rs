@@ -5,8 +5,13 @@
 //! ```text
 //! {"columns": {"<name>": {"kind": "numeric"|"categorical", "psi": x, "ks_d": x, "ks_p": x,
 //!   "wasserstein_norm": x, "jensen_shannon": x, "chi2_p": x, "drifted": bool, ...}, ...},
-//!  "share_drifted": x, "drifted": bool, ...}
+//!  "share_drifted": x, "drifted": bool, ...,
+//!  "multivariate": {"signal": {"name": "reconstruction_error", "value": x, "threshold": x,
+//!    "fired": bool, "method": "..."}, "carried_by": [["<name>", share], ...]}}
 //! ```
+//!
+//! The multivariate part is there when the caller ran the check ([`DriftReport::with_multivariate`]:
+//! `driftline drift` with a spec).
 //!
 //! A statistic that does not apply to the column's kind (KS and Wasserstein for a
 //! categorical column, chi-square for a numeric one) or cannot be computed (an empty or
