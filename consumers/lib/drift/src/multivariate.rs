@@ -202,7 +202,8 @@ impl Reconstructor {
     }
 
     /// A row's reconstruction error; `cell(column)` reads its value (`None`: missing), the
-    /// columns in the fitted record's order. `scratch` is reused between rows.
+    /// columns in the fitted record's order. `scratch` is reused between rows and left
+    /// holding the row's residual, column by column.
     pub fn error<'a>(
         &self,
         scratch: &mut Vec<f64>,
@@ -302,19 +303,12 @@ pub fn check<'a>(
     }
     let r = Reconstructor::new(record);
     let d = record.columns.len();
-    let (mut sums, mut encoded, mut total) = (vec![0.0; d], Vec::with_capacity(d), 0.0);
+    let (mut sums, mut residual, mut total) = (vec![0.0; d], Vec::with_capacity(d), 0.0);
     for i in 0..rows {
-        encoded.clear();
-        for j in 0..d {
-            let v = cell(i, j);
-            encoded.push(match r.kind(j) {
-                FeatureKind::Numeric => r.encode_number(j, v.and_then(as_number)),
-                FeatureKind::Categorical => r.encode_label(j, v.and_then(as_label).as_deref()),
-            });
-        }
-        // Left as the row's residual: its length is the row's error.
-        r.add_squared_residuals(&mut encoded, &mut sums);
-        total += encoded.iter().map(|x| x * x).sum::<f64>().sqrt();
+        total += r.error(&mut residual, |j| cell(i, j));
+        sums.iter_mut()
+            .zip(&residual)
+            .for_each(|(s, x)| *s += x * x);
     }
     let value = total / rows as f64;
     let (threshold, method) =
