@@ -66,29 +66,30 @@ pub fn drift(args: &DriftArgs) -> Result<String> {
         }
         .map_err(Error::from)
     };
+    // A file's frame and, with a spec, its values in file order (which the frame does not
+    // keep).
+    let load = |p: &Path| -> Result<(Frame, Option<Vec<Vec<FeatureValue>>>)> {
+        let columns = spec.as_ref().map(|s| read_columns(s, p)).transpose()?;
+        Ok((frame(p)?, columns))
+    };
     // The two files are independent: read them on two threads.
     let (reference, current) = std::thread::scope(|s| {
-        let reference = s.spawn(|| frame(&args.reference));
-        let current = frame(&args.current);
+        let reference = s.spawn(|| load(&args.reference));
+        let current = load(&args.current);
         (
             reference.join().expect("reading the reference panicked"),
             current,
         )
     });
-    let (reference, current) = (reference?, current?);
+    let ((reference, reference_cols), (current, current_cols)) = (reference?, current?);
     let mut options = CompareOptions {
         binning: args.binning,
         ..Default::default()
     };
     let mut check = None;
-    if let Some(spec) = &spec {
-        // The values in file order, which the frames do not keep.
-        let (reference_cols, current_cols) = std::thread::scope(|s| {
-            let r = s.spawn(|| read_columns(spec, &args.reference));
-            let c = read_columns(spec, &args.current);
-            (r.join().expect("reading the reference panicked"), c)
-        });
-        let (reference_cols, current_cols) = (reference_cols?, current_cols?);
+    if let (Some(spec), Some(reference_cols), Some(current_cols)) =
+        (&spec, reference_cols, current_cols)
+    {
         if args.thresholds == Thresholds::Fixed {
             options.policy.calibration = options.policy.calibration.map(|c| Calibration {
                 distances: false,
