@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use driftline_monitor::cli::{PolicyArgs, Thresholds};
-use driftline_offline::backtest::{BacktestArgs, BacktestFormat, backtest};
+use driftline_offline::backtest::{Backtest, BacktestArgs, BacktestFormat, backtest};
 use driftline_schemas::events::DriftDecision;
 use driftline_schemas::spec::parse_time;
 use driftline_trainer::rollout::Action;
@@ -14,26 +14,47 @@ fn data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data")
 }
 
-#[test]
-fn a_winter_model_drifts_as_summer_arrives_and_the_weather_is_named() {
-    let spec = data().join("flights.toml");
+/// The flights file with January and February as the reference, the defaults otherwise;
+/// `None` (the test skips) when the data file is not there.
+fn flights() -> Option<BacktestArgs> {
     if !data().join("flights.csv.gz").exists() {
         eprintln!("data/flights.csv.gz is not there; skipping");
-        return;
+        return None;
     }
-    let predictions = tempfile::tempdir().unwrap();
-    let args = BacktestArgs {
-        spec,
+    Some(BacktestArgs {
+        spec: data().join("flights.toml"),
         data: None,
         reference_until: Some("2013-03-01".into()),
         reference_rows: 0,
-        until: Some("2013-08-01".into()),
+        until: None,
         no_model: false,
         retrain: false,
         change_at: Vec::new(),
         format: BacktestFormat::Table,
+        predictions_out: None,
+        rollout: RolloutArgs::default(),
+        policy: PolicyArgs::default(),
+    })
+}
+
+/// Runs the backtest; what it did and the table it printed (shown, for a failing test).
+fn run(args: &BacktestArgs) -> (Backtest, String) {
+    let mut out = Vec::new();
+    let bt = backtest(args, &mut out).unwrap();
+    let table = String::from_utf8(out).unwrap();
+    println!("{table}");
+    (bt, table)
+}
+
+#[test]
+fn a_winter_model_drifts_as_summer_arrives_and_the_weather_is_named() {
+    let Some(flights) = flights() else {
+        return;
+    };
+    let predictions = tempfile::tempdir().unwrap();
+    let args = BacktestArgs {
+        until: Some("2013-08-01".into()),
         predictions_out: Some(predictions.path().join("predictions.csv")),
-        rollout: Default::default(),
         // Weather is autocorrelated: a week (10k flights) of it sits 0.1 reference sd from two
         // months of it most of the time, past the fixed line. The calibrated lines come from
         // the reference's own sub-windows, which hold that variation: no line is set here.
@@ -43,11 +64,9 @@ fn a_winter_model_drifts_as_summer_arrives_and_the_weather_is_named() {
             release_share: 0.1,
             ..PolicyArgs::default()
         },
+        ..flights
     };
-    let mut out = Vec::new();
-    let bt = backtest(&args, &mut out).unwrap();
-    let table = String::from_utf8(out).unwrap();
-    println!("{table}");
+    let (bt, _) = run(&args);
     assert!(
         bt.reference_rows > 45_000,
         "January and February are the reference: {}",
@@ -108,34 +127,22 @@ fn a_winter_model_drifts_as_summer_arrives_and_the_weather_is_named() {
 
 #[test]
 fn a_backtest_with_retraining_runs_the_trainer_and_monitors_each_promoted_version() {
-    let spec = data().join("flights.toml");
-    if !data().join("flights.csv.gz").exists() {
-        eprintln!("data/flights.csv.gz is not there; skipping");
+    let Some(flights) = flights() else {
         return;
-    }
+    };
     // Fixed lines: they ask for retrains on this data within weeks (see docs/DETECTION.md).
     let policy = PolicyArgs {
         thresholds: Thresholds::Fixed,
         ..PolicyArgs::default()
     };
     let args = BacktestArgs {
-        spec,
-        data: None,
-        reference_until: Some("2013-03-01".into()),
-        reference_rows: 0,
         until: Some("2013-05-01".into()),
-        no_model: false,
         retrain: true,
         change_at: vec!["2013-04-01".into()],
-        format: BacktestFormat::Table,
-        predictions_out: None,
-        rollout: Default::default(),
         policy,
+        ..flights
     };
-    let mut out = Vec::new();
-    let bt = backtest(&args, &mut out).unwrap();
-    let table = String::from_utf8(out).unwrap();
-    println!("{table}");
+    let (bt, table) = run(&args);
     assert_eq!(
         bt.retrained.len(),
         bt.retrains().count(),
@@ -162,33 +169,21 @@ fn a_backtest_with_retraining_runs_the_trainer_and_monitors_each_promoted_versio
 
 #[test]
 fn with_a_shadow_rollout_only_the_live_gate_changes_what_serves() {
-    let spec = data().join("flights.toml");
-    if !data().join("flights.csv.gz").exists() {
-        eprintln!("data/flights.csv.gz is not there; skipping");
+    let Some(flights) = flights() else {
         return;
-    }
+    };
     let args = BacktestArgs {
-        spec,
-        data: None,
-        reference_until: Some("2013-03-01".into()),
-        reference_rows: 0,
         until: Some("2013-10-01".into()),
-        no_model: false,
         retrain: true,
         change_at: vec!["2013-04-01".into()],
-        format: BacktestFormat::Table,
-        predictions_out: None,
         rollout: RolloutArgs {
             mode: RolloutMode::Shadow,
             live_min_rows: 1_000,
             ..RolloutArgs::default()
         },
-        policy: PolicyArgs::default(),
+        ..flights
     };
-    let mut out = Vec::new();
-    let bt = backtest(&args, &mut out).unwrap();
-    let table = String::from_utf8(out).unwrap();
-    println!("{table}");
+    let (bt, table) = run(&args);
     let shadows: Vec<_> = bt.retrained.iter().filter(|r| r.shadow).collect();
     assert!(!shadows.is_empty(), "{table}");
     assert!(bt.retrained.iter().all(|r| r.shadow == r.promoted));
