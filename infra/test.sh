@@ -28,3 +28,7 @@ cargo test --workspace --locked --no-fail-fast "$@"
 # unify in), 10 minutes cold, and the next `cargo test` would build them back.
 echo "[test] fault suite (short form)" >&2
 "$CARGO_TARGET_DIR/debug/driftline-faults" --short
+# The scale suite's short form: several instances per service on three brokers, joining,
+# leaving and killed mid-replay (the full form: infra/scale.sh).
+echo "[test] scale suite (short form)" >&2
+"$CARGO_TARGET_DIR/debug/driftline-scale" --short

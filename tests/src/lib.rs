@@ -14,7 +14,42 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
+pub mod cluster;
 pub mod whole_loop;
+
+/// What became of a stage's ids between its input and its output, each id with how often
+/// it was seen there.
+#[derive(Debug, Default, PartialEq)]
+pub struct Flow {
+    /// In the input, never in the output.
+    pub lost: u64,
+    /// In the output, never in the input.
+    pub stray: u64,
+    /// Records past the first of each id, in the input and in the output.
+    pub copies_in: u64,
+    pub copies_out: u64,
+}
+
+impl Flow {
+    pub fn of(
+        input: &std::collections::HashMap<String, u32>,
+        output: &std::collections::HashMap<String, u32>,
+    ) -> Self {
+        let missing = |from: &std::collections::HashMap<String, u32>,
+                       to: &std::collections::HashMap<String, u32>| {
+            from.keys().filter(|id| !to.contains_key(*id)).count() as u64
+        };
+        let copies = |m: &std::collections::HashMap<String, u32>| {
+            m.values().map(|n| u64::from(n.saturating_sub(1))).sum()
+        };
+        Self {
+            lost: missing(input, output),
+            stray: missing(output, input),
+            copies_in: copies(input),
+            copies_out: copies(output),
+        }
+    }
+}
 
 /// An order-independent checksum that a duplicate or a loss changes: the wrapping sums of
 /// the FNV-1a hash of each id and of its square.

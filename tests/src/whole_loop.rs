@@ -1,6 +1,7 @@
 //! The whole loop as separate processes on a broker of its own: the predictor, joiner,
 //! monitor and trainer, each a `driftline <service>` under a small supervisor that restarts
-//! it when it exits. The fault suite kills them; the soak watches them.
+//! it when it exits, one instance each or more. The fault suite kills them; the soak watches
+//! them; the scale suite adds and removes instances.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -70,6 +71,10 @@ pub fn start_broker(work: &Path, tag: &str) -> Result<(OwnBroker, KafkaArgs)> {
 /// One service process, restarted by the supervisor when it exits.
 pub struct Proc {
     pub name: &'static str,
+    /// 0 for a service's first instance, then 1, 2, ...
+    pub instance: usize,
+    /// Stopped for good ([`Loop::leave`]): the supervisor leaves it alone.
+    pub left: bool,
     pub env: Vec<(String, String)>,
     pub log: PathBuf,
     /// Its state directory.
@@ -109,6 +114,27 @@ impl Proc {
         Ok(())
     }
 
+    /// `monitor`, then `monitor-1`, `monitor-2`, ...: its log's and state's name.
+    pub fn label(&self) -> String {
+        match self.instance {
+            0 => self.name.to_string(),
+            i => format!("{}-{i}", self.name),
+        }
+    }
+
+    /// SIGTERM (a graceful stop, as an orchestrator would), kill after 20 s.
+    async fn stop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            if let Some(pid) = c.id() {
+                let _ = std::process::Command::new("kill")
+                    .arg(pid.to_string())
+                    .status();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(20), c.wait()).await;
+        }
+        let _ = self.kill().await;
+    }
+
     /// The running process's id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)
@@ -117,6 +143,9 @@ impl Proc {
     /// Restarts the process if it exited on its own: at once the first time, then with a
     /// doubling wait (up to 10 s) while it keeps exiting within 30 s of its start.
     async fn supervise(&mut self, bin: &Path) -> Result<()> {
+        if self.left {
+            return Ok(());
+        }
         let Some(child) = self.child.as_mut() else {
             return self.spawn(bin).await;
         };
@@ -124,7 +153,7 @@ impl Proc {
             return Ok(());
         };
         let last = last_line(&self.log);
-        eprintln!("[loop] the {} exited ({status}): {last}", self.name);
+        eprintln!("[loop] the {} exited ({status}): {last}", self.label());
         self.exits.push(format!("{status}: {last}"));
         self.backoff = if self.started.elapsed() < Duration::from_secs(30) {
             (self.backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
@@ -160,7 +189,8 @@ pub struct Loop {
 
 impl Loop {
     /// The four services of `bin` (the `driftline` binary) on `kafka`, each with its state
-    /// and log under `work`; the trainer bootstraps from the data before `bootstrap_until`.
+    /// and log under `work`, serving the models of `specs`; the trainer bootstraps from the
+    /// data before `bootstrap_until`.
     /// The trainer signs the versions it publishes with a key made under `work`, and the
     /// others trust only that key, as `driftline up` runs them. Nothing runs until the
     /// first [`Loop::supervise`].
@@ -168,9 +198,10 @@ impl Loop {
         bin: PathBuf,
         work: &Path,
         kafka: &KafkaArgs,
-        spec_file: &Path,
+        specs: &[PathBuf],
         bootstrap_until: &str,
     ) -> Result<Self> {
+        let specs: Vec<String> = specs.iter().map(|s| s.display().to_string()).collect();
         let port = |var: &str| -> Result<(String, String)> {
             Ok((var.to_string(), format!("127.0.0.1:{}", free_port()?)))
         };
@@ -201,7 +232,7 @@ impl Loop {
                         "DRIFTLINE_BOOTSTRAP_SERVERS".to_string(),
                         kafka.bootstrap_servers.clone(),
                     ),
-                    ("DRIFTLINE_SPEC".into(), spec_file.display().to_string()),
+                    ("DRIFTLINE_SPEC".into(), specs.join(",")),
                     (
                         format!("DRIFTLINE_{}_STATE", name.to_uppercase()),
                         state.display().to_string(),
@@ -215,6 +246,8 @@ impl Loop {
                 ];
                 Proc {
                     name,
+                    instance: 0,
+                    left: false,
                     env: [common.to_vec(), own].concat(),
                     log: work.join(format!("{name}.log")),
                     state,
@@ -255,25 +288,70 @@ impl Loop {
         }
     }
 
-    /// kill -9 of service `i`, started again at once.
+    /// kill -9 of process `i`, started again at once.
     pub async fn kill_and_restart(&mut self, i: usize) -> Result<()> {
         let p = &mut self.procs[i];
         p.kill().await?;
         p.spawn(&self.bin).await
     }
 
-    /// SIGTERM to each (a graceful stop, as an orchestrator would), kill after 20 s.
+    /// One more instance of `service`, in the same consumer group, with a state directory,
+    /// log and HTTP port of its own; it starts at the next [`Loop::supervise`]. Returns its
+    /// place in `procs`.
+    pub fn add(&mut self, service: &str) -> Result<usize> {
+        let first = self
+            .procs
+            .iter()
+            .find(|p| p.name == service)
+            .with_context(|| format!("no {service} in the loop"))?;
+        let instance = self.procs.iter().filter(|p| p.name == service).count();
+        let (dir, name) = (
+            first.state.parent().context("state has no parent")?,
+            first.name,
+        );
+        let mut p = Proc {
+            name,
+            instance,
+            left: false,
+            env: Vec::new(),
+            log: PathBuf::new(),
+            state: PathBuf::new(),
+            child: None,
+            exits: Vec::new(),
+            started: Instant::now(),
+            backoff: Duration::from_secs(1),
+        };
+        p.state = dir.join(p.label());
+        p.log = dir.join(format!("{}.log", p.label()));
+        p.env = first
+            .env
+            .iter()
+            .map(|(k, v)| {
+                let v = if k.ends_with("_HTTP_ADDR") {
+                    format!("127.0.0.1:{}", free_port()?)
+                } else if *v == first.state.display().to_string() {
+                    p.state.display().to_string()
+                } else {
+                    v.clone()
+                };
+                Ok((k.clone(), v))
+            })
+            .collect::<Result<_>>()?;
+        self.procs.push(p);
+        Ok(self.procs.len() - 1)
+    }
+
+    /// Process `i` leaves its group for good: stopped gracefully, never restarted.
+    pub async fn leave(&mut self, i: usize) {
+        let p = &mut self.procs[i];
+        p.left = true;
+        p.stop().await;
+    }
+
+    /// Stops each gracefully ([`Proc::stop`]).
     pub async fn stop(&mut self) {
         for p in &mut self.procs {
-            if let Some(c) = p.child.as_mut() {
-                if let Some(pid) = c.id() {
-                    let _ = std::process::Command::new("kill")
-                        .arg(pid.to_string())
-                        .status();
-                }
-                let _ = tokio::time::timeout(Duration::from_secs(20), c.wait()).await;
-            }
-            let _ = p.kill().await;
+            p.stop().await;
         }
     }
 }

@@ -5,77 +5,18 @@
 //! they are counted and printed, not hidden.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::{OnTheBus, exit_within, lines, repo, up_command, wait_for, write_data};
-use driftline_kafka::KafkaArgs;
+use common::{OnTheBus, exit_within, lines, up_command, wait_for, write_data};
 use driftline_schemas::topics;
+use driftline_tests::cluster::Cluster;
 use driftline_tests::{reader_on, unique};
 use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 mod common;
-
-/// Three nodes under a temporary directory, stopped on drop.
-struct Cluster {
-    dir: tempfile::TempDir,
-    base_port: u16,
-    bootstrap: String,
-}
-
-impl Cluster {
-    fn script(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("bash");
-        c.arg(repo().join("infra/cluster.sh"))
-            .args(args)
-            .env("DRIFTLINE_CLUSTER_DIR", self.dir.path())
-            .env("DRIFTLINE_CLUSTER_PORT", self.base_port.to_string());
-        c
-    }
-
-    fn start() -> Result<Self> {
-        let base_port: u16 = std::env::var("DRIFTLINE_TEST_CLUSTER_PORT")
-            .ok()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(39_092);
-        for p in [base_port, base_port + 1, base_port + 2] {
-            ensure!(
-                std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(),
-                "port {p} is taken: set DRIFTLINE_TEST_CLUSTER_PORT to a free range"
-            );
-        }
-        let mut cluster = Self {
-            dir: tempfile::tempdir()?,
-            base_port,
-            bootstrap: String::new(),
-        };
-        let out = cluster
-            .script(&["start"])
-            .stderr(Stdio::inherit())
-            .output()?;
-        ensure!(out.status.success(), "the cluster did not start");
-        cluster.bootstrap = String::from_utf8(out.stdout)?.trim().to_string();
-        Ok(cluster)
-    }
-
-    fn run(&self, args: &[&str]) -> Result<()> {
-        let status = self.script(args).status()?;
-        ensure!(status.success(), "cluster.sh {args:?}: {status}");
-        Ok(())
-    }
-
-    fn kafka(&self) -> KafkaArgs {
-        KafkaArgs::with_bootstrap(self.bootstrap.clone())
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.script(&["stop"]).status();
-    }
-}
 
 fn driftline() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_driftline"))

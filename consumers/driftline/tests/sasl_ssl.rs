@@ -644,7 +644,7 @@ fn each_service_runs_under_its_own_principal_and_only_the_trainer_may_publish_a_
             driftline(),
             &work.path().join("loop"),
             &admin_kafka,
-            &work.path().join("flights.toml"),
+            &[work.path().join("flights.toml")],
             "2013-01-22",
         )?;
         for p in &mut the_loop.procs {

@@ -28,6 +28,7 @@ use driftline_schemas::events::{
 };
 use driftline_schemas::spec::{FeatureSpec, Kind};
 use driftline_schemas::topics;
+use driftline_tests::Flow;
 use driftline_tests::whole_loop::{Loop, SERVICES, binaries, lags, last_line, repo, start_broker};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -192,7 +193,13 @@ async fn run(args: Args) -> Result<()> {
 
     let disk = SmallDisk::mount(&work.join("monitor"));
     let spec_file = repo.join("data/flights.toml");
-    let mut the_loop = Loop::new(bin, &work, &kafka, &spec_file, &args.from)?;
+    let mut the_loop = Loop::new(
+        bin,
+        &work,
+        &kafka,
+        std::slice::from_ref(&spec_file),
+        &args.from,
+    )?;
     // Retrain requests early enough to land inside the short replay.
     the_loop.procs[2]
         .env
@@ -564,13 +571,6 @@ fn report(
     }
     println!("  {:>4}  total\n", injected.values().sum::<u32>());
 
-    let copies = |m: &HashMap<String, u32>| m.values().map(|n| u64::from(n - 1)).sum::<u64>();
-    let lost = |from: &HashMap<String, u32>, to: &HashMap<String, u32>| {
-        from.keys().filter(|id| !to.contains_key(*id)).count() as u64
-    };
-    let stray = |from: &HashMap<String, u32>, to: &HashMap<String, u32>| {
-        to.keys().filter(|id| !from.contains_key(*id)).count() as u64
-    };
     // "differ": outputs whose content is not what an undisturbed run makes of the same
     // input (see `Undisturbed`).
     println!(
@@ -607,14 +607,19 @@ fn report(
         if differ > 0 {
             failures.push(format!("{stage}: {differ} differ from an undisturbed run"));
         }
-        let (lost, stray) = (lost(from, to), stray(from, to));
+        let Flow {
+            lost,
+            stray,
+            copies_in,
+            copies_out,
+        } = Flow::of(from, to);
         // A request sent twice is predicted twice; an actual sent twice is joined once.
         let allowed = if stage.starts_with("requests") {
-            copies(from)
+            copies_in
         } else {
             0
         };
-        let duplicated = copies(to).saturating_sub(allowed);
+        let duplicated = copies_out.saturating_sub(allowed);
         println!(
             "{stage:<34} {:>9} {:>9} {lost:>6} {stray:>7} {duplicated:>18} {differ:>7}",
             from.len(),
@@ -633,7 +638,8 @@ fn report(
     for e in examples {
         println!("  differs: {e}");
     }
-    let sent_twice = copies(&requests) + copies(&actuals);
+    let sent_twice = Flow::of(&requests, &HashMap::new()).copies_in
+        + Flow::of(&actuals, &HashMap::new()).copies_in;
     println!("{:<34} {:>9}", "replay messages sent twice", sent_twice);
     if requests.len() as u64 != args.requests {
         failures.push(format!(

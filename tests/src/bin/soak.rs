@@ -101,7 +101,13 @@ async fn run(args: Args) -> Result<()> {
     driftline_kafka::topics::apply(&kafka, &TopicSpec::load(&repo.join("infra/topics.toml"))?)
         .await?;
     let spec_file = repo.join("data/flights.toml");
-    let mut the_loop = Loop::new(bin, &work, &kafka, &spec_file, &args.from)?;
+    let mut the_loop = Loop::new(
+        bin,
+        &work,
+        &kafka,
+        std::slice::from_ref(&spec_file),
+        &args.from,
+    )?;
     eprintln!("[soak] waiting for the bootstrap model");
     the_loop
         .wait_ready(Duration::from_secs(600))

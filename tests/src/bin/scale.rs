@@ -1,0 +1,674 @@
+//! The scale suite (issue 14): the whole loop on the three-node cluster
+//! (`infra/cluster.sh`), topics of 6 partitions, two models, and two instances of every
+//! service in the consumer groups a user would run them in. Mid-replay a third instance of
+//! each joins; later one instance of each leaves (SIGTERM); then ten kill -9 of random
+//! instances, each started again at once. When every group has read everything it reads
+//! the topics as a read_committed reader would and accounts for every event: each request
+//! predicted once, each actual joined once, each report, retrain request and model version
+//! published once, and between any two reports of a monitor window exactly the predictions
+//! the log holds between them (none counted twice, none missed). It prints the table and
+//! exits non-zero on any loss, duplicate or hang.
+//!
+//! `bash infra/scale.sh` runs it (20k requests per model over 4 minutes); `--short` is the
+//! form CI runs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use driftline_kafka::KafkaArgs;
+use driftline_kafka::topics::TopicSpec;
+use driftline_schemas::codec::Codec;
+use driftline_schemas::duration::parse_duration;
+use driftline_schemas::events::{
+    Actual, DriftReport, Labelled, ModelPublished, PredictionLogged, PredictionRequest,
+    RetrainRequested, RetrainTrigger,
+};
+use driftline_schemas::topics;
+use driftline_tests::cluster::Cluster;
+use driftline_tests::whole_loop::{Loop, SERVICES, binaries, lags, last_line, repo};
+use driftline_tests::{Flow, read_committed};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::message::Message;
+use tokio::process::{Child, Command};
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "Run the whole loop on three brokers with several instances per service; add, \
+             remove and kill -9 instances mid-replay; account for every event",
+    long_about = None
+)]
+struct Args {
+    /// Requests to replay per model (each with its actual).
+    #[arg(long, env = "DRIFTLINE_SCALE_REQUESTS", default_value_t = 20_000)]
+    requests: u64,
+    /// The replay is spread over about this long.
+    #[arg(long, env = "DRIFTLINE_SCALE_SPAN", default_value = "4m", value_parser = parse_duration)]
+    span: Duration,
+    /// kill -9 of a random instance, this many times, after the join and the leave.
+    #[arg(long, env = "DRIFTLINE_SCALE_KILLS", default_value_t = 10)]
+    kills: u32,
+    /// Partitions of every keyed topic (requests, predictions, actuals, labelled, retrain).
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// Instances of each service at the start.
+    #[arg(long, default_value_t = 2)]
+    instances: usize,
+    /// The CI form: 4,000 requests per model over about 80 s.
+    #[arg(long)]
+    short: bool,
+    /// Seed of the kill schedule (which instance, when).
+    #[arg(long, env = "DRIFTLINE_SCALE_SEED", default_value_t = 1)]
+    seed: u64,
+    /// Keep the services' state and logs here [default: a temporary directory].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Replay from this event time; the trainers bootstrap from what comes before.
+    #[arg(long, default_value = "2013-04-01")]
+    from: String,
+}
+
+/// The models: two on the flights data, so their keys spread over the partitions.
+const SPECS: [&str; 2] = ["data/flights.toml", "data/flights-late.toml"];
+
+/// What happened to the instances of each service.
+#[derive(Default)]
+struct Moves {
+    joined: u32,
+    left: u32,
+    killed: u32,
+}
+
+fn main() -> Result<()> {
+    let mut args = Args::parse();
+    if args.short {
+        args.requests = 4_000;
+        args.span = Duration::from_secs(80);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let work = args.work_dir.clone().unwrap_or_else(|| temp.path().into());
+    std::fs::create_dir_all(&work)?;
+    let repo = repo();
+    let (bin, send_data) = binaries("infra/scale.sh")?;
+    let cluster = Cluster::start()?;
+    let kafka = cluster.kafka();
+    eprintln!(
+        "[scale] three brokers on {}; work in {}",
+        kafka.bootstrap_servers,
+        work.display()
+    );
+    let mut spec = TopicSpec::load(&repo.join("infra/topics.toml"))?;
+    for t in spec.topics.iter_mut().filter(|t| t.partitions > 1) {
+        t.partitions = args.partitions;
+    }
+    driftline_kafka::topics::apply(&kafka, &spec).await?;
+
+    let specs: Vec<PathBuf> = SPECS.iter().map(|s| repo.join(s)).collect();
+    let mut the_loop = Loop::new(bin, &work, &kafka, &specs, &args.from)?;
+    // Reports often enough to hold many pairs against the log, and new versions all
+    // through the replay (a scheduled retrain every 1,000 labelled rows of a model, beside
+    // the monitor's), so versions are numbered while trainers come and go.
+    the_loop.procs[2].env.extend([
+        ("DRIFTLINE_MONITOR_EVALUATE_EVERY".into(), "250".into()),
+        ("DRIFTLINE_MONITOR_MIN_SAMPLES".into(), "1000".into()),
+    ]);
+    the_loop.procs[3]
+        .env
+        .push(("DRIFTLINE_RETRAIN_EVERY_ROWS".into(), "1000".into()));
+    let mut moves: BTreeMap<&str, Moves> =
+        SERVICES.iter().map(|s| (*s, Moves::default())).collect();
+    for _ in 1..args.instances {
+        for s in SERVICES {
+            the_loop.add(s)?;
+        }
+    }
+    eprintln!(
+        "[scale] {} instances of each service; waiting for the bootstrap models",
+        args.instances
+    );
+    the_loop
+        .wait_ready(Duration::from_secs(600))
+        .await
+        .with_context(|| format!("logs in {}", work.display()))?;
+
+    let rate = (args.requests as f64 / args.span.as_secs_f64()).max(1.0);
+    eprintln!(
+        "[scale] replaying {} requests per model at {rate:.0}/s each",
+        args.requests
+    );
+    let mut replays = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        replays.push(replay(
+            &send_data,
+            s,
+            &args,
+            rate,
+            &kafka,
+            &work.join(format!("send_data-{i}.log")),
+        )?);
+    }
+
+    // Join at a quarter of the span, leave at a half, then the kills up to 95%.
+    let started = Instant::now();
+    let at = |share: f64| started + args.span.mul_f64(share);
+    supervise_until(&mut the_loop, at(0.25)).await?;
+    for s in SERVICES {
+        let i = the_loop.add(s)?;
+        moves.get_mut(s).expect("a service").joined += 1;
+        eprintln!("[scale] {} joins", the_loop.procs[i].label());
+    }
+    supervise_until(&mut the_loop, at(0.5)).await?;
+    for s in SERVICES {
+        // The first instance: the one with the most state behind it.
+        let i = the_loop
+            .procs
+            .iter()
+            .position(|p| p.name == s && !p.left)
+            .expect("an instance");
+        eprintln!("[scale] {} leaves", the_loop.procs[i].label());
+        the_loop.leave(i).await;
+        moves.get_mut(s).expect("a service").left += 1;
+    }
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let gap = args.span.mul_f64(0.45) / (args.kills + 1);
+    for _ in 0..args.kills {
+        let until = Instant::now() + gap.mul_f64(rng.random_range(0.5..1.5));
+        supervise_until(&mut the_loop, until).await?;
+        let running: Vec<usize> = (0..the_loop.procs.len())
+            .filter(|i| !the_loop.procs[*i].left)
+            .collect();
+        let i = running[rng.random_range(0..running.len())];
+        the_loop.kill_and_restart(i).await?;
+        moves
+            .get_mut(the_loop.procs[i].name)
+            .expect("a service")
+            .killed += 1;
+        eprintln!(
+            "[scale] kill -9 {}, started again",
+            the_loop.procs[i].label()
+        );
+    }
+
+    eprintln!("[scale] waiting for the replays to finish");
+    for (i, mut r) in replays.into_iter().enumerate() {
+        let status = loop {
+            if let Some(status) = r.try_wait()? {
+                break status;
+            }
+            the_loop.supervise().await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        if !status.success() {
+            bail!(
+                "send_data failed ({status}): {}",
+                last_line(&work.join(format!("send_data-{i}.log")))
+            );
+        }
+    }
+    eprintln!("[scale] waiting until every group has read everything");
+    let settle = Instant::now();
+    let hung = loop {
+        the_loop.supervise().await?;
+        let lags = lags(&kafka).await?;
+        if lags.values().all(|l| *l == 0) {
+            break Vec::new();
+        }
+        if settle.elapsed() > Duration::from_secs(600) {
+            break lags
+                .into_iter()
+                .filter(|(_, l)| *l > 0)
+                .map(|(g, l)| format!("{g} behind by {l}"))
+                .collect::<Vec<_>>();
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    // Let the last batches' outputs land before reading them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let exits: Vec<(String, Vec<String>)> = the_loop
+        .procs
+        .iter()
+        .map(|p| (p.label(), p.exits.clone()))
+        .collect();
+    the_loop.stop().await;
+
+    let seen = Seen::read(&kafka).await?;
+    print_moves(&args, &moves, args.instances);
+    let mut failures = seen.report(&args);
+    println!("\nService exits nobody asked for (restarted by the supervisor)");
+    for (label, list) in &exits {
+        println!("  {label:<12} {}", list.len());
+        for e in list {
+            println!("               {e}");
+        }
+    }
+    println!();
+    if !hung.is_empty() {
+        failures.push(format!(
+            "not drained within 10 minutes: {}",
+            hung.join(", ")
+        ));
+    }
+    drop(cluster);
+    if failures.is_empty() {
+        eprintln!("[scale] all accounted for");
+        Ok(())
+    } else {
+        bail!(
+            "{}; logs in {} (use --work-dir to keep them)",
+            failures.join("; "),
+            work.display()
+        )
+    }
+}
+
+/// A replay of `spec` from `args.from`, its producer waiting through a broker's loss.
+fn replay(
+    send_data: &std::path::Path,
+    spec: &std::path::Path,
+    args: &Args,
+    rate: f64,
+    kafka: &KafkaArgs,
+    log: &std::path::Path,
+) -> Result<Child> {
+    Ok(Command::new(send_data)
+        .args(["--spec", &spec.display().to_string()])
+        .args(["--from", &args.from])
+        .args(["--rows", &args.requests.to_string()])
+        .args(["--rate", &format!("{rate}")])
+        .args(["--label-delay", "1h"])
+        .env("DRIFTLINE_BOOTSTRAP_SERVERS", &kafka.bootstrap_servers)
+        .env("DRIFTLINE_KAFKA_OPTIONS", "message.timeout.ms=0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(log)?))
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+async fn supervise_until(the_loop: &mut Loop, until: Instant) -> Result<()> {
+    while Instant::now() < until {
+        the_loop.supervise().await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+fn print_moves(args: &Args, moves: &BTreeMap<&str, Moves>, start: usize) {
+    println!(
+        "\nInstances in each service's consumer group ({} partitions per keyed topic, seed {})",
+        args.partitions, args.seed
+    );
+    println!(
+        "  {:<10} {:>6} {:>7} {:>5} {:>5} {:>8}",
+        "service", "start", "joined", "left", "end", "kill -9"
+    );
+    for (s, m) in moves {
+        let end = start as u32 + m.joined - m.left;
+        println!(
+            "  {s:<10} {start:>6} {:>7} {:>5} {end:>5} {:>8}",
+            m.joined, m.left, m.killed
+        );
+    }
+}
+
+/// Where a report was made: the window's count (its id's sequence) and the prediction that
+/// made it due.
+struct ReportPoint {
+    model: String,
+    version: i64,
+    seq: u64,
+    partition: i32,
+    offset: i64,
+}
+
+impl ReportPoint {
+    /// From an id `<model>-v<version>-<seq>@<partition>:<offset>`.
+    fn of(r: &DriftReport) -> Option<Self> {
+        let (head, at) = r.report_id.rsplit_once('@')?;
+        let (partition, offset) = at.split_once(':')?;
+        let (_, seq) = head.rsplit_once('-')?;
+        Some(Self {
+            model: r.model.clone(),
+            version: r.model_version,
+            seq: seq.parse().ok()?,
+            partition: partition.parse().ok()?,
+            offset: offset.parse().ok()?,
+        })
+    }
+}
+
+/// What the topics hold at the end, as a read_committed reader sees them.
+#[derive(Default)]
+struct Seen {
+    requests: HashMap<String, u32>,
+    predictions: HashMap<String, u32>,
+    actuals: HashMap<String, u32>,
+    labelled: HashMap<String, u32>,
+    /// The offsets of each version's predictions, by (model, version, partition).
+    predicted_at: HashMap<(String, i64, i32), Vec<i64>>,
+    reports: HashMap<String, u32>,
+    points: Vec<ReportPoint>,
+    /// Retrain requests by model and id.
+    retrains: HashMap<String, u32>,
+    /// Bootstrap asks: every trainer that starts asks for a model without a version; the
+    /// trigger makes one version of them.
+    bootstrap_asks: u64,
+    /// The contents (a hash of the model's bytes) each version was published with.
+    versions: BTreeMap<(String, i64), BTreeSet<u64>>,
+    /// The versions each trigger made.
+    triggers: BTreeMap<(String, String), BTreeSet<i64>>,
+}
+
+impl Seen {
+    async fn read(kafka: &KafkaArgs) -> Result<Self> {
+        let kafka = kafka.clone();
+        tokio::task::spawn_blocking(move || {
+            let codec = Codec::single_object();
+            let mut s = Seen::default();
+            read_committed(&kafka, topics::REQUESTS, |m| {
+                if let Ok(r) = codec.decode::<PredictionRequest>(m.payload().unwrap_or_default()) {
+                    *s.requests.entry(r.request_id).or_default() += 1;
+                }
+            })?;
+            read_committed(&kafka, topics::PREDICTIONS, |m| {
+                if let Ok(p) = codec.decode::<PredictionLogged>(m.payload().unwrap_or_default()) {
+                    s.predicted_at
+                        .entry((p.model, p.model_version, m.partition()))
+                        .or_default()
+                        .push(m.offset());
+                    *s.predictions.entry(p.request_id).or_default() += 1;
+                }
+            })?;
+            read_committed(&kafka, topics::ACTUALS, |m| {
+                if let Ok(a) = codec.decode::<Actual>(m.payload().unwrap_or_default()) {
+                    *s.actuals.entry(a.request_id).or_default() += 1;
+                }
+            })?;
+            read_committed(&kafka, topics::LABELLED, |m| {
+                if let Ok(l) = codec.decode::<Labelled>(m.payload().unwrap_or_default()) {
+                    *s.labelled.entry(l.prediction.request_id).or_default() += 1;
+                }
+            })?;
+            read_committed(&kafka, topics::DRIFT, |m| {
+                if let Ok(r) = codec.decode::<DriftReport>(m.payload().unwrap_or_default()) {
+                    s.points.extend(ReportPoint::of(&r));
+                    *s.reports.entry(r.report_id).or_default() += 1;
+                }
+            })?;
+            read_committed(&kafka, topics::RETRAIN, |m| {
+                if let Ok(r) = codec.decode::<RetrainRequested>(m.payload().unwrap_or_default()) {
+                    if r.trigger == RetrainTrigger::Bootstrap {
+                        s.bootstrap_asks += 1;
+                    } else {
+                        *s.retrains
+                            .entry(format!("{}/{}", r.model, r.retrain_id))
+                            .or_default() += 1;
+                    }
+                }
+            })?;
+            read_committed(&kafka, topics::MODELS, |m| {
+                if let Ok(v) = codec.decode::<ModelPublished>(m.payload().unwrap_or_default()) {
+                    s.versions
+                        .entry((v.model.clone(), v.version))
+                        .or_default()
+                        .insert(driftline_tests::fnv1a(&v.model_bytes));
+                    s.triggers
+                        .entry((v.model, v.trigger))
+                        .or_default()
+                        .insert(v.version);
+                }
+            })?;
+            Ok(s)
+        })
+        .await?
+    }
+
+    /// Between two consecutive reports of one window (same model and version, the count
+    /// rising), the window must have taken exactly the version's predictions that the log
+    /// holds between the two predictions that made them due. Returns the pairs compared,
+    /// the events between them, and how many were counted twice and missed.
+    fn windows(&self) -> (u64, u64, u64, u64) {
+        let mut by_model: BTreeMap<(&str, i32), Vec<&ReportPoint>> = BTreeMap::new();
+        for p in &self.points {
+            by_model
+                .entry((p.model.as_str(), p.partition))
+                .or_default()
+                .push(p);
+        }
+        let (mut pairs, mut events, mut twice, mut missed) = (0, 0, 0, 0);
+        for ((model, partition), mut points) in by_model {
+            points.sort_by_key(|p| p.offset);
+            points.dedup_by_key(|p| p.offset);
+            for w in points.windows(2) {
+                let (a, b) = (w[0], w[1]);
+                if a.version != b.version || b.seq <= a.seq {
+                    continue; // another window began between them
+                }
+                let logged = self
+                    .predicted_at
+                    .get(&(model.to_string(), a.version, partition))
+                    .map_or(0, |offsets| {
+                        offsets
+                            .iter()
+                            .filter(|o| **o > a.offset && **o <= b.offset)
+                            .count() as u64
+                    });
+                let counted = b.seq - a.seq;
+                pairs += 1;
+                events += logged;
+                twice += counted.saturating_sub(logged);
+                missed += logged.saturating_sub(counted);
+            }
+        }
+        (pairs, events, twice, missed)
+    }
+
+    /// Prints the accounting; returns what failed.
+    fn report(&self, args: &Args) -> Vec<String> {
+        let mut failures = Vec::new();
+        println!(
+            "\n{:<38} {:>9} {:>9} {:>6} {:>7} {:>11}",
+            "stage", "in", "out", "lost", "stray", "duplicated"
+        );
+        let stages = [
+            ("requests -> predictions", &self.requests, &self.predictions),
+            ("actuals -> labelled pairs", &self.actuals, &self.labelled),
+        ];
+        for (stage, from, to) in stages {
+            let f = Flow::of(from, to);
+            // A request sent twice is predicted twice; an actual sent twice is joined once.
+            let allowed = if stage.starts_with("requests") {
+                f.copies_in
+            } else {
+                0
+            };
+            let duplicated = f.copies_out.saturating_sub(allowed);
+            println!(
+                "{stage:<38} {:>9} {:>9} {:>6} {:>7} {duplicated:>11}",
+                from.len(),
+                to.len(),
+                f.lost,
+                f.stray
+            );
+            for (n, what) in [
+                (f.lost, "lost"),
+                (f.stray, "ids never sent"),
+                (duplicated, "duplicated"),
+            ] {
+                if n > 0 {
+                    failures.push(format!("{stage}: {n} {what}"));
+                }
+            }
+        }
+        let expected = args.requests * SPECS.len() as u64;
+        if self.requests.len() as u64 != expected {
+            failures.push(format!(
+                "the replays sent {} distinct requests, not {expected}",
+                self.requests.len()
+            ));
+        }
+        for (what, ids) in [
+            ("drift reports", &self.reports),
+            ("retrain requests", &self.retrains),
+        ] {
+            let twice = ids.values().map(|n| u64::from(n - 1)).sum::<u64>();
+            println!(
+                "{what:<38} {:>9} {:>9} {:>6} {:>7} {twice:>11}",
+                "-",
+                ids.len(),
+                "-",
+                "-"
+            );
+            if twice > 0 {
+                failures.push(format!("{what}: {twice} published more than once"));
+            }
+        }
+        println!(
+            "{:<38} {:>9}   one version from them: {}",
+            "bootstrap asks (one per trainer start)",
+            self.bootstrap_asks,
+            self.triggers
+                .iter()
+                .filter(|((_, t), _)| t == "bootstrap")
+                .all(|(_, v)| v.len() == 1)
+        );
+        let clashes = self.versions.values().filter(|c| c.len() > 1).count();
+        let remade = self.triggers.values().filter(|v| v.len() > 1).count();
+        println!(
+            "{:<38} {:>9} {:>9}   {clashes} with two contents, {remade} triggers made two",
+            "model versions",
+            "-",
+            self.versions.len()
+        );
+        if clashes + remade > 0 {
+            failures.push(format!(
+                "model versions: {clashes} numbers published with two contents, {remade} triggers made two versions"
+            ));
+        }
+        let mut per_model: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for (model, version) in self.versions.keys() {
+            per_model.entry(model).or_default().push(*version);
+        }
+        for (model, versions) in per_model {
+            let numbered = versions.iter().zip(1..).all(|(v, n)| *v == n);
+            println!(
+                "  {model:<36} v1..v{}, every number once{}",
+                versions.len(),
+                if numbered {
+                    ""
+                } else {
+                    ", NOT one after another"
+                }
+            );
+            if !numbered {
+                failures.push(format!("{model}: versions {versions:?} skip a number"));
+            }
+        }
+        let (pairs, events, twice, missed) = self.windows();
+        println!(
+            "{:<38} {pairs:>9} report pairs, {events} predictions between them: {twice} counted twice, {missed} missed",
+            "monitor windows"
+        );
+        if pairs == 0 {
+            failures.push("no two reports of one window to compare".into());
+        }
+        if twice + missed > 0 {
+            failures.push(format!(
+                "monitor windows: {twice} predictions counted twice, {missed} missed"
+            ));
+        }
+        failures
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(version: i64, seq: u64, offset: i64) -> ReportPoint {
+        ReportPoint {
+            model: "m".into(),
+            version,
+            seq,
+            partition: 2,
+            offset,
+        }
+    }
+
+    /// The log: predictions of `version` at these offsets of partition 2.
+    fn seen(points: Vec<ReportPoint>, logged: &[(i64, &[i64])]) -> Seen {
+        let mut s = Seen {
+            points,
+            ..Seen::default()
+        };
+        for (version, offsets) in logged {
+            s.predicted_at
+                .insert(("m".into(), *version, 2), offsets.to_vec());
+        }
+        s
+    }
+
+    #[test]
+    fn a_window_that_counts_the_log_between_its_reports_passes() {
+        let s = seen(
+            vec![point(1, 2, 11), point(1, 5, 20), point(1, 6, 21)],
+            &[(1, &[10, 11, 12, 15, 20, 21])],
+        );
+        assert_eq!(s.windows(), (2, 4, 0, 0));
+    }
+
+    #[test]
+    fn a_prediction_counted_twice_or_missed_is_found() {
+        let twice = seen(
+            vec![point(1, 2, 11), point(1, 6, 20)],
+            &[(1, &[10, 11, 12, 15, 20])],
+        );
+        assert_eq!(twice.windows(), (1, 3, 1, 0));
+        let missed = seen(
+            vec![point(1, 2, 11), point(1, 3, 20)],
+            &[(1, &[10, 11, 12, 15, 20])],
+        );
+        assert_eq!(missed.windows(), (1, 3, 0, 2));
+    }
+
+    #[test]
+    fn reports_of_another_window_between_are_not_compared() {
+        // v1's window, then v2's, then v1 again after a rollback (its count starts over):
+        // no two neighbours belong to one window.
+        let s = seen(
+            vec![
+                point(1, 4, 10),
+                point(2, 3, 20),
+                point(1, 9, 30),
+                point(1, 2, 40),
+            ],
+            &[(1, &[1, 2, 10, 25, 30, 40]), (2, &[15, 20])],
+        );
+        assert_eq!(s.windows().0, 0);
+    }
+
+    #[test]
+    fn a_report_id_gives_the_window_count_and_the_prediction_behind_it() {
+        let r = DriftReport {
+            report_id: "flights-delay-v3-1250@4:9876".into(),
+            model: "flights-delay".into(),
+            model_version: 3,
+            ..driftline_tests::samples::drift()
+        };
+        let p = ReportPoint::of(&r).unwrap();
+        assert_eq!(
+            (p.version, p.seq, p.partition, p.offset),
+            (3, 1250, 4, 9876)
+        );
+    }
+}
