@@ -13,8 +13,11 @@
 //!   predictor restart one partition's predictions can run days of event time ahead of
 //!   another's (the fault suite lost 21,331 of 100,000 pairs that way). A waiting actual
 //!   goes only by the count bound.
-//! - **count**: more than [`Limits::max_waiting`] halves wait in all (the oldest in event
-//!   time goes first), so memory is bounded whatever the input.
+//! - **count**: more than [`Limits::max_waiting`] halves wait from one input partition (the
+//!   oldest in event time goes first), so memory is bounded whatever the input. Per
+//!   partition, so that an eviction changes only the partition whose message caused it:
+//!   its changelog record goes to that partition, and the state moves with it to whichever
+//!   instance owns it next.
 //!
 //! A request joins once: the ids of the newest [`Limits::max_waiting`] joined rows are
 //! remembered, and a half that arrives again for one of them (a re-sent prediction, a
@@ -92,6 +95,13 @@ impl Input {
         }
     }
 
+    /// The input partition it was read from (a model's predictions and actuals share it).
+    fn partition(&self) -> i32 {
+        match self {
+            Input::Prediction(_, at) | Input::Actual(_, at) => at.partition,
+        }
+    }
+
     /// Whether this half's event time is the data's clock (see the module docs).
     fn moves_clock(&self) -> bool {
         match self {
@@ -106,7 +116,7 @@ impl Input {
 pub struct Limits {
     /// Event time (ms) the other topic may run past a waiting half before it is evicted.
     pub max_wait_ms: i64,
-    /// Most halves waiting in all, and most joined ids remembered.
+    /// Most halves waiting per input partition, and most joined ids remembered.
     pub max_waiting: usize,
 }
 
@@ -173,8 +183,8 @@ pub struct Join {
     waiting: HashMap<(Half, Key), Input>,
     /// Per model and half, the waiting keys by event time (for the age rule).
     by_model: HashMap<String, [BTreeSet<(i64, String)>; 2]>,
-    /// All waiting halves by event time (for the count rule).
-    by_time: BTreeSet<(i64, Half, Key)>,
+    /// Per input partition, its waiting halves by event time (for the count rule).
+    by_time: HashMap<i32, BTreeSet<(i64, Half, Key)>>,
     clocks: HashMap<String, Clocks>,
     joined: HashMap<Key, u64>,
     joined_order: BTreeMap<u64, Key>,
@@ -258,10 +268,13 @@ impl Join {
                     step.removed
                         .push((half, key.clone(), Some(Eviction::Replaced)));
                 }
+                let partition = input.partition();
                 self.wait(input);
                 step.waits = true;
-                while self.by_time.len() > self.limits.max_waiting {
-                    let Some((_, h, k)) = self.by_time.first().cloned() else {
+                while let Some(waiting) = self.by_time.get(&partition)
+                    && waiting.len() > self.limits.max_waiting
+                {
+                    let Some((_, h, k)) = waiting.first().cloned() else {
                         break;
                     };
                     self.take(h, &k);
@@ -305,7 +318,10 @@ impl Join {
         let t = input.event_time();
         let key: Key = (input.model().to_string(), input.request_id().to_string());
         self.by_model.entry(key.0.clone()).or_default()[half.index()].insert((t, key.1.clone()));
-        self.by_time.insert((t, half, key.clone()));
+        self.by_time
+            .entry(input.partition())
+            .or_default()
+            .insert((t, half, key.clone()));
         self.waiting.insert((half, key), input);
     }
 
@@ -315,7 +331,9 @@ impl Join {
         if let Some(sets) = self.by_model.get_mut(&key.0) {
             sets[half.index()].remove(&(t, key.1.clone()));
         }
-        self.by_time.remove(&(t, half, key.clone()));
+        if let Some(waiting) = self.by_time.get_mut(&input.partition()) {
+            waiting.remove(&(t, half, key.clone()));
+        }
         Some(input)
     }
 
@@ -383,7 +401,7 @@ mod tests {
             },
             SourcePosition {
                 topic: "a".into(),
-                partition: 1,
+                partition: 0,
                 offset: t,
             },
         )
@@ -404,8 +422,8 @@ mod tests {
         let row = step.joined.expect("joined");
         assert_eq!(row.prediction.request_id, "a");
         assert_eq!(row.actual.value, Some(2.0));
-        assert_eq!(row.prediction_read_at.partition, 0);
-        assert_eq!(row.actual_read_at.partition, 1);
+        assert_eq!(row.prediction_read_at.topic, "p");
+        assert_eq!(row.actual_read_at.topic, "a");
         assert_eq!(
             step.removed,
             vec![(Half::Prediction, ("m".into(), "a".into()), None)]
@@ -494,6 +512,39 @@ mod tests {
             )]
         );
         assert_eq!(j.waiting(), [2, 0]);
+    }
+
+    /// The same half read from input partition `partition`.
+    fn on(partition: i32, mut input: Input) -> Input {
+        match &mut input {
+            Input::Prediction(_, at) | Input::Actual(_, at) => at.partition = partition,
+        }
+        input
+    }
+
+    #[test]
+    fn the_count_bound_evicts_only_from_the_partition_that_went_past_it() {
+        let mut j = Join::new(limits(HOUR, 2));
+        j.add(on(0, prediction("old", 1)));
+        j.add(on(0, actual("older", 0)));
+        j.add(on(3, prediction("x", 5)));
+        let step = j.add(on(3, actual("y", 6)));
+        assert!(
+            step.removed.is_empty(),
+            "two per partition: {:?}",
+            step.removed
+        );
+        let step = j.add(on(3, prediction("z", 7)));
+        assert_eq!(
+            step.removed,
+            vec![(
+                Half::Prediction,
+                ("m".into(), "x".into()),
+                Some(Eviction::Count)
+            )],
+            "partition 3's oldest, not partition 0's older halves"
+        );
+        assert_eq!(j.waiting(), [2, 2]);
     }
 
     #[test]

@@ -30,8 +30,8 @@ pub struct JoinerArgs {
     /// parallel, are no clock for it).
     #[arg(long, env = "DRIFTLINE_JOINER_MAX_WAIT", default_value = "7d", value_parser = parse_duration_ms)]
     pub max_wait: i64,
-    /// Most halves waiting in all (the oldest in event time goes first), and most joined
-    /// request ids remembered to recognise a duplicate.
+    /// Most halves waiting from one input partition (the oldest in event time goes
+    /// first), and most joined request ids remembered to recognise a duplicate.
     #[arg(long, env = "DRIFTLINE_JOINER_MAX_WAITING", default_value_t = defaults::MAX_WAITING)]
     pub max_waiting: usize,
     /// Where the /metrics endpoint listens.
