@@ -138,6 +138,9 @@ async fn consume(
         opts.dlq_topic = args.dlq_topic.clone();
         opts.max_batch = args.max_batch;
         opts.exit_on_eof = args.exit_on_eof;
+        // Which labelled pairs an evaluation has scored then follows the two logs, not
+        // how the fetches interleaved them.
+        opts.in_timestamp_order = true;
         service.consume(&opts, store, processor).await?;
     }
     Ok(())

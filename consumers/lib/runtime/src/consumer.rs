@@ -45,6 +45,7 @@ use driftline_kafka::KafkaArgs;
 use crate::{Error, Result, now_ms};
 
 mod deliver;
+mod merge;
 mod positions;
 mod restore;
 mod transaction;
@@ -166,6 +167,10 @@ pub struct RunOptions {
     pub linger: Duration,
     /// Stop once every assigned partition is read to its end (tests, backfills).
     pub exit_on_eof: bool,
+    /// Take partition n of every input topic in timestamp order ([`merge`]), so the
+    /// processor sees co-partitioned topics interleaved as their logs say, not as the
+    /// fetches came: a restart, a rebalance or a replay gives the same sequence.
+    pub in_timestamp_order: bool,
     /// Most batches processed but not yet committed. At 1 a batch is processed once the
     /// previous one has committed. Above 1 the next batches are processed while earlier
     /// ones are in a committing transaction (seeing their uncommitted state), and
@@ -185,6 +190,7 @@ impl RunOptions {
             max_batch: 2000,
             linger: Duration::from_millis(5),
             exit_on_eof: false,
+            in_timestamp_order: false,
             pipeline: 1,
             health: Health::default(),
         }
@@ -333,7 +339,7 @@ pub async fn run<P: Processor + 'static>(
     kafka.validate()?;
     opts.validate()?;
     let mut config = kafka.consumer_config(&opts.group_id);
-    if opts.exit_on_eof {
+    if opts.exit_on_eof || opts.in_timestamp_order {
         config.set("enable.partition.eof", "true");
     }
     config.set("statistics.interval.ms", STATS_INTERVAL_MS);
@@ -372,6 +378,12 @@ pub async fn run<P: Processor + 'static>(
         busy: None,
         pending: VecDeque::new(),
         next: Next::default(),
+        merge: merge::Merge::new(if opts.in_timestamp_order {
+            opts.topics.clone()
+        } else {
+            Vec::new()
+        }),
+        verified_end: HashMap::new(),
         taken: Positions::default(),
         at_eof: HashSet::new(),
         committed: HashMap::new(),
@@ -403,6 +415,9 @@ pub async fn run<P: Processor + 'static>(
             }
             // A rebalance during the resync (its own polls) starts another.
             continue;
+        }
+        if !looped.merge.is_empty() && !looped.next.is_full(opts.max_batch) {
+            release_merged(&consumer, &mut looped, &assignment, opts.max_batch);
         }
         if let Some(mut p) = looped.idle.take() {
             if looped.hook_owed && txns.is_idle() && looped.pending.is_empty() {
@@ -443,6 +458,7 @@ pub async fn run<P: Processor + 'static>(
             && txns.is_idle()
             && looped.pending.is_empty()
             && looped.next.messages.is_empty()
+            && looped.merge.is_empty()
             && all_at_eof(&assignment, &looped.at_eof)
             && read_to_end(
                 &consumer,
@@ -497,6 +513,7 @@ pub async fn run<P: Processor + 'static>(
             m = consumer.recv(), if !full || looped.paused => {
                 let mut intake = Intake {
                     next: &mut looped.next,
+                    merge: &mut looped.merge,
                     taken: &mut looped.taken,
                     at_eof: &mut looped.at_eof,
                     assignment: &assignment,
@@ -604,6 +621,10 @@ struct Looped<P> {
     /// Processed, waiting for the next transaction.
     pending: VecDeque<Processed>,
     next: Next,
+    /// Taken from the consumer, waiting for their turn in timestamp order.
+    merge: merge::Merge,
+    /// When the merge last found a partition at its high watermark (see [`release_merged`]).
+    verified_end: HashMap<TopicPartition, Instant>,
     taken: Positions,
     at_eof: HashSet<TopicPartition>,
     /// The group's committed offsets as this instance last committed or read them.
@@ -708,6 +729,8 @@ impl<C: ConsumerContext + 'static> Resync<'_, C> {
         }
         looped.pending.clear();
         looped.next = Next::default();
+        looped.merge.clear();
+        looped.verified_end.clear();
         looped.taken = Positions::default();
         looped.at_eof.clear();
         if parts.is_empty() {
@@ -886,6 +909,7 @@ impl Next {
 /// Where the loop puts what the consumer hands it.
 struct Intake<'a> {
     next: &'a mut Next,
+    merge: &'a mut merge::Merge,
     taken: &'a mut Positions,
     at_eof: &'a mut HashSet<TopicPartition>,
     assignment: &'a SharedAssignment,
@@ -910,7 +934,9 @@ impl Intake<'_> {
                     );
                     return;
                 }
-                self.next.push(m.detach(), self.max_batch);
+                if let Some(m) = self.merge.hold(m.detach()) {
+                    self.next.push(m, self.max_batch);
+                }
             }
             Err(KafkaError::PartitionEOF(p)) => {
                 // rdkafka names only the partition, not its topic: every assigned topic's
@@ -1100,11 +1126,110 @@ fn set_paused<C: ConsumerContext>(consumer: &StreamConsumer<C>, pause: bool) {
     }
 }
 
-/// Whether every partition marked at its end really is: the offset after the last message
-/// taken (or the consumer's position past transaction markers after it), or the committed
-/// one before any was, reaches the broker's high watermark. A partition still behind loses
-/// its mark; its own end of partition marks it again. Asks the broker, so only for
-/// `exit_on_eof`, once the marks say everything is read.
+/// Most messages the merge holds before it lets the oldest go whatever is missing: above
+/// what one fetch brings per partition (1 MB), so a log all written never reaches it.
+const MERGE_MAX_HELD: usize = 50_000;
+
+/// How long a partition found at its high watermark counts as ended while nothing new
+/// arrives on it, before the broker is asked again.
+const VERIFIED_END_FOR: Duration = Duration::from_millis(100);
+
+/// Moves what the merge can release into the next batch. A partition that holds the others
+/// back counts as ended when it is not assigned here, or when it was marked at its end and
+/// the broker's high watermark confirms it: a failed check drops the mark, so the broker is
+/// asked once per end of partition, and a passed one holds for [`VERIFIED_END_FOR`].
+fn release_merged<P>(
+    consumer: &impl Consumer<PauseOnAssign>,
+    looped: &mut Looped<P>,
+    assignment: &SharedAssignment,
+    max_batch: usize,
+) {
+    let assigned = lock(assignment).partitions.clone();
+    let mut ended = HashSet::new();
+    for tp in looped.merge.blocking() {
+        let recent = looped
+            .verified_end
+            .get(&tp)
+            .is_some_and(|at| at.elapsed() < VERIFIED_END_FOR);
+        let done = !assigned.contains(&tp)
+            || (looped.at_eof.contains(&tp)
+                && (recent
+                    || at_high_watermark(
+                        consumer,
+                        &tp,
+                        &looped.committed,
+                        &looped.taken,
+                        Duration::from_secs(1),
+                    )));
+        if done {
+            if !recent {
+                looped.verified_end.insert(tp.clone(), Instant::now());
+            }
+            ended.insert(tp);
+        } else {
+            looped.at_eof.remove(&tp);
+            looped.verified_end.remove(&tp);
+        }
+    }
+    let force = looped.merge.held() > MERGE_MAX_HELD;
+    if force {
+        debug!(
+            held = looped.merge.held(),
+            "merge full: releasing the oldest without waiting"
+        );
+    }
+    let mut out = Vec::new();
+    let room = max_batch.saturating_sub(looped.next.messages.len());
+    looped.merge.release(
+        |t, p| ended.contains(&(t.to_string(), p)),
+        force,
+        room,
+        &mut out,
+    );
+    for m in out {
+        looped.next.push(m, max_batch);
+    }
+}
+
+/// Whether this instance has read `tp` up to the broker's high watermark: the offset after
+/// the last message taken (or the consumer's position past transaction markers after it),
+/// or the committed one before any was. Asks the broker.
+fn at_high_watermark(
+    consumer: &impl Consumer<PauseOnAssign>,
+    tp: &TopicPartition,
+    committed: &HashMap<TopicPartition, i64>,
+    taken: &Positions,
+    timeout: Duration,
+) -> bool {
+    let (topic, partition) = (tp.0.as_str(), tp.1);
+    // The position steps over transaction markers. Before a message is taken after a
+    // resync it can still be where the consumer was before it sought back to the
+    // committed offset, so then it only counts when there is a committed offset to step on
+    // from (markers after it).
+    let at = consumer.position().ok().and_then(|tpl| {
+        tpl.find_partition(topic, partition)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+    });
+    let next = match (taken.next(topic, partition), committed.get(tp)) {
+        (Some(t), _) => Some(at.map_or(t, |p| t.max(p))),
+        (None, Some(c)) => Some(at.map_or(*c, |p| (*c).max(p))),
+        (None, None) => None,
+    };
+    match consumer.fetch_watermarks(topic, partition, timeout) {
+        Ok((low, high)) => next.unwrap_or(low) >= high,
+        Err(e) => {
+            warn!(%topic, partition, error = %e, "cannot read the high watermark");
+            false
+        }
+    }
+}
+
+/// Whether every partition marked at its end really is ([`at_high_watermark`]). A
+/// partition still behind loses its mark; its own end of partition marks it again. Asks the
+/// broker, so only for `exit_on_eof`, once the marks say everything is read.
 fn read_to_end(
     consumer: &impl Consumer<PauseOnAssign>,
     committed: &HashMap<TopicPartition, i64>,
@@ -1113,40 +1238,10 @@ fn read_to_end(
     at_eof: &mut HashSet<TopicPartition>,
 ) -> bool {
     let assigned = lock(assignment).partitions.clone();
-    let position: HashMap<TopicPartition, i64> = consumer
-        .position()
-        .map(|tpl| {
-            tpl.elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     let mut all = true;
-    for (topic, partition) in assigned {
-        let tp = (topic.clone(), partition);
-        // The position steps over transaction markers. Before a message is taken after a
-        // resync it can still be where the consumer was before it sought back to the
-        // committed offset, so then it only counts when there is a committed offset to
-        // step on from (markers after it).
-        let at = position.get(&tp).copied();
-        let next = match (taken.next(&topic, partition), committed.get(&tp)) {
-            (Some(t), _) => Some(at.map_or(t, |p| t.max(p))),
-            (None, Some(c)) => Some(at.map_or(*c, |p| (*c).max(p))),
-            (None, None) => None,
-        };
-        let at_end = match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)) {
-            Ok((low, high)) => next.unwrap_or(low) >= high,
-            Err(e) => {
-                warn!(%topic, partition, error = %e, "cannot read the high watermark");
-                false
-            }
-        };
-        if !at_end {
-            at_eof.remove(&(topic, partition));
+    for tp in assigned {
+        if !at_high_watermark(consumer, &tp, committed, taken, Duration::from_secs(5)) {
+            at_eof.remove(&tp);
             all = false;
         }
     }

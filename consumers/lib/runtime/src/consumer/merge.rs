@@ -1,0 +1,251 @@
+//! Co-partitioned inputs taken in timestamp order, so what a processor makes of two topics
+//! depends on their logs, not on how the consumer's fetches happened to interleave them.
+//!
+//! Kafka orders each partition, not two against each other: after a crash, a rebalance or a
+//! replay the consumer hands out partition n of one topic and of another in a different
+//! interleaving. Kafka Streams picks, among a task's partitions, the head with the lowest
+//! timestamp, and waits while a partition has nothing buffered (max.task.idle.ms). This does
+//! the same for partition n of each merged topic: heads go in (timestamp, topic, offset)
+//! order, and while one of them has nothing held, the others wait, unless that partition is
+//! read to its end (`ended`: nothing more to read there now). On a log that is all written
+//! (a replay, or a restart after a crash) that order is the log's own. Live, a partition
+//! counts as ended once the consumer has read up to its high watermark, so a record
+//! committed later with an older timestamp still goes after what was released before it.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+
+use super::TopicPartition;
+
+/// Messages held back until every merged topic's partition has a head or has ended.
+#[derive(Debug, Default)]
+pub(crate) struct Merge {
+    /// The merged topics, in the order ties go.
+    topics: Vec<String>,
+    /// Per partition number, a queue per merged topic.
+    queues: BTreeMap<i32, Vec<VecDeque<OwnedMessage>>>,
+    held: usize,
+}
+
+impl Merge {
+    /// Merges `topics` (none: the loop takes messages as they come).
+    pub(crate) fn new(topics: Vec<String>) -> Self {
+        Self {
+            topics,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.held == 0
+    }
+
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Drops everything held (a resync reads it again from the committed offsets).
+    pub(crate) fn clear(&mut self) {
+        self.queues.clear();
+        self.held = 0;
+    }
+
+    /// Holds `m` if its topic is merged; hands it back otherwise.
+    pub(crate) fn hold(&mut self, m: OwnedMessage) -> Option<OwnedMessage> {
+        let Some(i) = self.topics.iter().position(|t| t == m.topic()) else {
+            return Some(m);
+        };
+        let n = self.topics.len();
+        self.queues
+            .entry(m.partition())
+            .or_insert_with(|| vec![VecDeque::new(); n])[i]
+            .push_back(m);
+        self.held += 1;
+        None
+    }
+
+    /// The partitions that hold the others back: empty while a partition of the same
+    /// number has messages waiting.
+    pub(crate) fn blocking(&self) -> Vec<TopicPartition> {
+        let mut out = Vec::new();
+        for (p, queues) in &self.queues {
+            if queues.iter().any(|q| !q.is_empty()) {
+                for (i, q) in queues.iter().enumerate() {
+                    if q.is_empty() {
+                        out.push((self.topics[i].clone(), *p));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Releases up to `room` messages into `out`, in (timestamp, topic, offset) order per
+    /// partition number, while no empty queue of that number holds them back. An empty
+    /// queue holds nothing back once `ended` says its partition is read to its end.
+    /// `force` releases the oldest heads whatever is empty (the bound on what is held).
+    pub(crate) fn release(
+        &mut self,
+        ended: impl Fn(&str, i32) -> bool,
+        force: bool,
+        room: usize,
+        out: &mut Vec<OwnedMessage>,
+    ) {
+        let mut released = 0;
+        for (p, queues) in self.queues.iter_mut() {
+            while released < room {
+                let held_back = queues
+                    .iter()
+                    .enumerate()
+                    .any(|(i, q)| q.is_empty() && !ended(&self.topics[i], *p));
+                if held_back && !force {
+                    break;
+                }
+                let Some(i) = (0..queues.len())
+                    .filter(|i| !queues[*i].is_empty())
+                    .min_by_key(|i| {
+                        let m = &queues[*i][0];
+                        (timestamp(m), *i, m.offset())
+                    })
+                else {
+                    break;
+                };
+                out.extend(queues[i].pop_front());
+                released += 1;
+            }
+        }
+        self.held -= released;
+        self.queues
+            .retain(|_, queues| queues.iter().any(|q| !q.is_empty()));
+    }
+}
+
+/// A message's timestamp (ms); one without goes first.
+fn timestamp(m: &OwnedMessage) -> i64 {
+    m.timestamp().to_millis().unwrap_or(i64::MIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Timestamp;
+
+    fn msg(topic: &str, partition: i32, offset: i64, ts: i64) -> OwnedMessage {
+        OwnedMessage::new(
+            None,
+            None,
+            topic.into(),
+            Timestamp::CreateTime(ts),
+            partition,
+            offset,
+            None,
+        )
+    }
+
+    fn merge() -> Merge {
+        Merge::new(vec!["p".into(), "l".into()])
+    }
+
+    fn order(out: &[OwnedMessage]) -> Vec<(String, i64)> {
+        out.iter()
+            .map(|m| (m.topic().to_string(), m.offset()))
+            .collect()
+    }
+
+    #[test]
+    fn heads_go_in_timestamp_order_whatever_order_they_were_fetched_in() {
+        let fetches = [
+            vec![
+                msg("p", 0, 0, 10),
+                msg("p", 0, 1, 30),
+                msg("l", 0, 0, 20),
+                msg("l", 0, 1, 40),
+            ],
+            vec![
+                msg("l", 0, 0, 20),
+                msg("l", 0, 1, 40),
+                msg("p", 0, 0, 10),
+                msg("p", 0, 1, 30),
+            ],
+        ];
+        let mut orders = Vec::new();
+        for fetched in fetches {
+            let mut m = merge();
+            let mut out = Vec::new();
+            for x in fetched {
+                assert!(m.hold(x).is_none());
+                m.release(|_, _| false, false, usize::MAX, &mut out);
+            }
+            // The last head waits for what may come after it on the other topic.
+            assert_eq!(m.held(), 1);
+            m.release(|_, _| true, false, usize::MAX, &mut out);
+            orders.push(order(&out));
+        }
+        assert_eq!(orders[0], orders[1]);
+        assert_eq!(
+            orders[0],
+            [
+                ("p".into(), 0),
+                ("l".into(), 0),
+                ("p".into(), 1),
+                ("l".into(), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_tie_goes_to_the_first_topic_then_the_lower_offset() {
+        let mut m = merge();
+        let mut out = Vec::new();
+        for x in [msg("l", 0, 7, 5), msg("p", 0, 3, 5), msg("p", 0, 4, 5)] {
+            m.hold(x);
+        }
+        m.release(|_, _| true, false, usize::MAX, &mut out);
+        assert_eq!(
+            order(&out),
+            [("p".into(), 3), ("p".into(), 4), ("l".into(), 7)]
+        );
+    }
+
+    #[test]
+    fn an_empty_partition_holds_back_only_its_own_number_until_it_has_ended() {
+        let mut m = merge();
+        let mut out = Vec::new();
+        m.hold(msg("p", 0, 0, 10));
+        m.hold(msg("p", 1, 0, 10));
+        m.hold(msg("l", 1, 0, 20));
+        m.release(|_, _| false, false, usize::MAX, &mut out);
+        assert_eq!(
+            order(&out),
+            [("p".into(), 0)],
+            "partition 1's p goes, 0's waits"
+        );
+        assert_eq!(out[0].partition(), 1);
+        assert_eq!(m.blocking(), [("l".to_string(), 0), ("p".to_string(), 1)]);
+        m.release(|t, p| t == "l" && p == 0, false, usize::MAX, &mut out);
+        assert_eq!(
+            out.len(),
+            2,
+            "l 0 has ended: p 0 goes; l 1 still waits for p 1"
+        );
+        assert_eq!(m.held(), 1);
+    }
+
+    #[test]
+    fn forced_the_oldest_heads_go_and_room_bounds_a_release() {
+        let mut m = merge();
+        let mut out = Vec::new();
+        for o in 0..5 {
+            m.hold(msg("p", 0, o, o));
+        }
+        m.release(|_, _| false, true, 3, &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(m.held(), 2);
+        m.hold(msg("x", 0, 0, 0))
+            .expect("a topic not merged is handed back");
+        m.clear();
+        assert!(m.is_empty() && m.blocking().is_empty());
+    }
+}
