@@ -288,7 +288,52 @@ impl Loop {
         }
     }
 
-    /// kill -9 of process `i`, started again at once.
+    /// Supervises until `until`.
+    pub async fn supervise_until(&mut self, until: Instant) -> Result<()> {
+        while Instant::now() < until {
+            self.supervise().await?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
+    /// Supervises until `replay` ([`replay`]) exits; an error when it failed, with the last
+    /// line of its `log`.
+    pub async fn finish(&mut self, replay: &mut Child, log: &Path) -> Result<()> {
+        loop {
+            if let Some(status) = replay.try_wait()? {
+                if !status.success() {
+                    bail!("send_data failed ({status}): {}", last_line(log));
+                }
+                return Ok(());
+            }
+            self.supervise().await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Supervises until every group has read everything, or `within` has passed; returns
+    /// the groups still behind then ("<group> behind by <n>"), none when all caught up.
+    pub async fn drain(&mut self, kafka: &KafkaArgs, within: Duration) -> Result<Vec<String>> {
+        let started = Instant::now();
+        loop {
+            self.supervise().await?;
+            let lags = lags(kafka).await?;
+            if lags.values().all(|l| *l == 0) {
+                return Ok(Vec::new());
+            }
+            if started.elapsed() > within {
+                return Ok(lags
+                    .into_iter()
+                    .filter(|(_, l)| *l > 0)
+                    .map(|(g, l)| format!("{g} behind by {l}"))
+                    .collect());
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    /// kill -9 of process `i`, started again at once.    /// kill -9 of process `i`, started again at once.
     pub async fn kill_and_restart(&mut self, i: usize) -> Result<()> {
         let p = &mut self.procs[i];
         p.kill().await?;
@@ -354,6 +399,33 @@ impl Loop {
             p.stop().await;
         }
     }
+}
+
+/// `send_data` replaying `rows` rows of `spec` from `from` at `rate` rows/s, each actual an
+/// hour of event time after its request. Its producer waits through a broker's loss
+/// (message.timeout.ms=0: it never gives a message up); what it says goes to `log`.
+pub fn replay(
+    send_data: &Path,
+    spec: &Path,
+    from: &str,
+    rows: u64,
+    rate: f64,
+    kafka: &KafkaArgs,
+    log: &Path,
+) -> Result<Child> {
+    Ok(Command::new(send_data)
+        .args(["--spec", &spec.display().to_string()])
+        .args(["--from", from])
+        .args(["--rows", &rows.to_string()])
+        .args(["--rate", &format!("{rate}")])
+        .args(["--label-delay", "1h"])
+        .env("DRIFTLINE_BOOTSTRAP_SERVERS", &kafka.bootstrap_servers)
+        .env("DRIFTLINE_KAFKA_OPTIONS", "message.timeout.ms=0")
+        .env("DRIFTLINE_CONNECT_TIMEOUT_MS", "120000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(log)?))
+        .kill_on_drop(true)
+        .spawn()?)
 }
 
 /// Messages each group has yet to read, by group.

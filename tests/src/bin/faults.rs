@@ -29,12 +29,11 @@ use driftline_schemas::events::{
 use driftline_schemas::spec::{FeatureSpec, Kind};
 use driftline_schemas::topics;
 use driftline_tests::Flow;
-use driftline_tests::whole_loop::{Loop, SERVICES, binaries, lags, last_line, repo, start_broker};
+use driftline_tests::whole_loop::{Loop, SERVICES, binaries, replay, repo, start_broker};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio::process::Command;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -217,21 +216,16 @@ async fn run(args: Args) -> Result<()> {
         "[faults] replaying {} requests at {rate:.0}/s while injecting faults",
         args.requests
     );
-    let mut replay = Command::new(&send_data)
-        .args(["--spec", &spec_file.display().to_string()])
-        .args(["--from", &args.from])
-        .args(["--rows", &args.requests.to_string()])
-        .args(["--rate", &format!("{rate}")])
-        .args(["--label-delay", "1h"])
-        .env("DRIFTLINE_BOOTSTRAP_SERVERS", &kafka.bootstrap_servers)
-        .env("DRIFTLINE_KAFKA_OPTIONS", "message.timeout.ms=0")
-        .env("DRIFTLINE_CONNECT_TIMEOUT_MS", "120000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(
-            work.join("send_data.log"),
-        )?))
-        .kill_on_drop(true)
-        .spawn()?;
+    let replay_log = work.join("send_data.log");
+    let mut replaying = replay(
+        &send_data,
+        &spec_file,
+        &args.from,
+        args.requests,
+        rate,
+        &kafka,
+        &replay_log,
+    )?;
 
     let bad_count = (args.requests as f64 * args.garbage).round() as u64;
     let bad = tokio::spawn(send_garbage(
@@ -255,11 +249,7 @@ async fn run(args: Args) -> Result<()> {
     let mut injected: BTreeMap<String, u32> = BTreeMap::new();
     for fault in &schedule {
         let wait = gap.mul_f64(rng.random_range(0.5..1.5));
-        let until = Instant::now() + wait;
-        while Instant::now() < until {
-            the_loop.supervise().await?;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        the_loop.supervise_until(Instant::now() + wait).await?;
         let label = match *fault {
             Fault::Kill(i) => {
                 the_loop.kill_and_restart(i).await?;
@@ -273,11 +263,9 @@ async fn run(args: Args) -> Result<()> {
             }
             Fault::BrokerOutage => {
                 broker.kill()?;
-                let until = Instant::now() + args.outage;
-                while Instant::now() < until {
-                    the_loop.supervise().await?;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
+                the_loop
+                    .supervise_until(Instant::now() + args.outage)
+                    .await?;
                 broker.start()?;
                 format!("broker outage {} s", args.outage.as_secs())
             }
@@ -288,11 +276,9 @@ async fn run(args: Args) -> Result<()> {
                 let bytes = disk.fill()?;
                 eprintln!("[faults] filled the monitor's disk with {} MB", bytes >> 20);
                 the_loop.kill_and_restart(MONITOR).await?;
-                let until = Instant::now() + args.disk_full;
-                while Instant::now() < until {
-                    the_loop.supervise().await?;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+                the_loop
+                    .supervise_until(Instant::now() + args.disk_full)
+                    .await?;
                 disk.free()?;
                 format!(
                     "monitor disk full {} s, monitor kill -9 in it",
@@ -309,40 +295,12 @@ async fn run(args: Args) -> Result<()> {
     }
 
     eprintln!("[faults] waiting for the replay to finish");
-    loop {
-        if let Some(status) = replay.try_wait()? {
-            if !status.success() {
-                bail!(
-                    "send_data failed ({status}): {}",
-                    last_line(&work.join("send_data.log"))
-                );
-            }
-            break;
-        }
-        the_loop.supervise().await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    the_loop.finish(&mut replaying, &replay_log).await?;
 
     let bad_sent = bad.await??;
     eprintln!("[faults] waiting until every group has read everything");
-    let settle = Instant::now();
-    let mut hung = Vec::new();
-    let drained = loop {
-        the_loop.supervise().await?;
-        let lags = lags(&kafka).await?;
-        if lags.values().all(|l| *l == 0) {
-            break true;
-        }
-        if settle.elapsed() > Duration::from_secs(600) {
-            hung = lags
-                .into_iter()
-                .filter(|(_, l)| *l > 0)
-                .map(|(g, l)| format!("{g} behind by {l}"))
-                .collect();
-            break false;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    };
+    let hung = the_loop.drain(&kafka, Duration::from_secs(600)).await?;
+    let drained = hung.is_empty();
     // Let the last batches' outputs land before reading them.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let exits: Vec<(&str, Vec<String>)> = the_loop

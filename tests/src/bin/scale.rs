@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -29,12 +28,11 @@ use driftline_schemas::events::{
 };
 use driftline_schemas::topics;
 use driftline_tests::cluster::Cluster;
-use driftline_tests::whole_loop::{Loop, SERVICES, binaries, lags, last_line, repo};
+use driftline_tests::whole_loop::{Loop, SERVICES, binaries, replay, repo};
 use driftline_tests::{Flow, read_committed};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::message::Message;
-use tokio::process::{Child, Command};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -152,7 +150,8 @@ async fn run(args: Args) -> Result<()> {
         replays.push(replay(
             &send_data,
             s,
-            &args,
+            &args.from,
+            args.requests,
             rate,
             &kafka,
             &work.join(format!("send_data-{i}.log")),
@@ -162,13 +161,13 @@ async fn run(args: Args) -> Result<()> {
     // Join at a quarter of the span, leave at a half, then the kills up to 95%.
     let started = Instant::now();
     let at = |share: f64| started + args.span.mul_f64(share);
-    supervise_until(&mut the_loop, at(0.25)).await?;
+    the_loop.supervise_until(at(0.25)).await?;
     for s in SERVICES {
         let i = the_loop.add(s)?;
         moves.get_mut(s).expect("a service").joined += 1;
         eprintln!("[scale] {} joins", the_loop.procs[i].label());
     }
-    supervise_until(&mut the_loop, at(0.5)).await?;
+    the_loop.supervise_until(at(0.5)).await?;
     for s in SERVICES {
         // The first instance: the one with the most state behind it.
         let i = the_loop
@@ -184,7 +183,7 @@ async fn run(args: Args) -> Result<()> {
     let gap = args.span.mul_f64(0.45) / (args.kills + 1);
     for _ in 0..args.kills {
         let until = Instant::now() + gap.mul_f64(rng.random_range(0.5..1.5));
-        supervise_until(&mut the_loop, until).await?;
+        the_loop.supervise_until(until).await?;
         let running: Vec<usize> = (0..the_loop.procs.len())
             .filter(|i| !the_loop.procs[*i].left)
             .collect();
@@ -202,37 +201,12 @@ async fn run(args: Args) -> Result<()> {
 
     eprintln!("[scale] waiting for the replays to finish");
     for (i, mut r) in replays.into_iter().enumerate() {
-        let status = loop {
-            if let Some(status) = r.try_wait()? {
-                break status;
-            }
-            the_loop.supervise().await?;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
-        if !status.success() {
-            bail!(
-                "send_data failed ({status}): {}",
-                last_line(&work.join(format!("send_data-{i}.log")))
-            );
-        }
+        the_loop
+            .finish(&mut r, &work.join(format!("send_data-{i}.log")))
+            .await?;
     }
     eprintln!("[scale] waiting until every group has read everything");
-    let settle = Instant::now();
-    let hung = loop {
-        the_loop.supervise().await?;
-        let lags = lags(&kafka).await?;
-        if lags.values().all(|l| *l == 0) {
-            break Vec::new();
-        }
-        if settle.elapsed() > Duration::from_secs(600) {
-            break lags
-                .into_iter()
-                .filter(|(_, l)| *l > 0)
-                .map(|(g, l)| format!("{g} behind by {l}"))
-                .collect::<Vec<_>>();
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    };
+    let hung = the_loop.drain(&kafka, Duration::from_secs(600)).await?;
     // Let the last batches' outputs land before reading them.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let exits: Vec<(String, Vec<String>)> = the_loop
@@ -270,37 +244,6 @@ async fn run(args: Args) -> Result<()> {
             work.display()
         )
     }
-}
-
-/// A replay of `spec` from `args.from`, its producer waiting through a broker's loss.
-fn replay(
-    send_data: &std::path::Path,
-    spec: &std::path::Path,
-    args: &Args,
-    rate: f64,
-    kafka: &KafkaArgs,
-    log: &std::path::Path,
-) -> Result<Child> {
-    Ok(Command::new(send_data)
-        .args(["--spec", &spec.display().to_string()])
-        .args(["--from", &args.from])
-        .args(["--rows", &args.requests.to_string()])
-        .args(["--rate", &format!("{rate}")])
-        .args(["--label-delay", "1h"])
-        .env("DRIFTLINE_BOOTSTRAP_SERVERS", &kafka.bootstrap_servers)
-        .env("DRIFTLINE_KAFKA_OPTIONS", "message.timeout.ms=0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(log)?))
-        .kill_on_drop(true)
-        .spawn()?)
-}
-
-async fn supervise_until(the_loop: &mut Loop, until: Instant) -> Result<()> {
-    while Instant::now() < until {
-        the_loop.supervise().await?;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(())
 }
 
 fn print_moves(args: &Args, moves: &BTreeMap<&str, Moves>, start: usize) {

@@ -1144,9 +1144,14 @@ fn release_merged<P>(
     assignment: &SharedAssignment,
     max_batch: usize,
 ) {
-    let assigned = lock(assignment).partitions.clone();
+    let blocking = looped.merge.blocking();
+    let assigned = if blocking.is_empty() {
+        HashSet::new()
+    } else {
+        lock(assignment).partitions.clone()
+    };
     let mut ended = HashSet::new();
-    for tp in looped.merge.blocking() {
+    for tp in blocking {
         let recent = looped
             .verified_end
             .get(&tp)
