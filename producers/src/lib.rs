@@ -1,7 +1,7 @@
 //! send_data: replays a tabular data set as live traffic.
 //!
 //! Reads a CSV (plain or gzip) and its feature spec (`data/*.toml`), and writes each row as a
-//! `PredictionRequest` to `driftline.requests` (key: request id) and, once the label delay
+//! `PredictionRequest` to `driftline.requests` (key: model) and, once the label delay
 //! has passed in event time, its ground truth as an `Actual` to `driftline.actuals` (key:
 //! model). Or, offline, writes both streams as Avro container files ([`avro_file`]).
 //!

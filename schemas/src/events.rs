@@ -201,8 +201,11 @@ impl Event for PredictionRequest {
         Some(read(r))
     }
 
+    /// The model, like its prediction's: one model's requests are in one partition, so one
+    /// predictor at a time serves them, in order, and its predictions follow its requests'
+    /// order through rebalances and crashes (ARCHITECTURE.md, "Keying for scale").
     fn key(&self) -> String {
-        self.request_id.clone()
+        self.model.clone()
     }
 }
 

@@ -141,11 +141,7 @@ async fn replays_a_slice_that_a_consumer_reads_back_in_event_time_order() -> Res
             .get(r.request_id.as_str())
             .with_context(|| format!("unexpected {}", r.request_id))?;
         let want = &expected[i];
-        assert_eq!(
-            m.key(),
-            Some(r.request_id.as_bytes()),
-            "keyed by request id"
-        );
+        assert_eq!(m.key(), Some(r.model.as_bytes()), "keyed by model");
         assert_eq!(
             (r.model.as_str(), r.event_time),
             (spec.model.name.as_str(), want.event_time)

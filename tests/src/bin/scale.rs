@@ -4,8 +4,8 @@
 //! each joins; later one instance of each leaves (SIGTERM); then ten kill -9 of random
 //! instances, each started again at once. When every group has read everything it reads
 //! the topics as a read_committed reader would and accounts for every event: each request
-//! predicted once, each actual joined once, each report, retrain request and model version
-//! published once, and between any two reports of a monitor window exactly the predictions
+//! predicted once, and each model's predictions in its requests' order, each actual joined
+//! once, each report, retrain request and model version published once, and between any two reports of a monitor window exactly the predictions
 //! the log holds between them (none counted twice, none missed). It prints the table and
 //! exits non-zero on any loss, duplicate or hang.
 //!
@@ -310,6 +310,10 @@ struct Seen {
     versions: BTreeMap<(String, i64), BTreeSet<u64>>,
     /// The versions each trigger made.
     triggers: BTreeMap<(String, String), BTreeSet<i64>>,
+    /// Each model's request ids in the order its requests' log holds them, and in the
+    /// order its predictions' log does.
+    request_order: BTreeMap<String, Vec<String>>,
+    prediction_order: BTreeMap<String, Vec<String>>,
 }
 
 impl Seen {
@@ -320,11 +324,19 @@ impl Seen {
             let mut s = Seen::default();
             read_committed(&kafka, topics::REQUESTS, |m| {
                 if let Ok(r) = codec.decode::<PredictionRequest>(m.payload().unwrap_or_default()) {
+                    s.request_order
+                        .entry(r.model)
+                        .or_default()
+                        .push(r.request_id.clone());
                     *s.requests.entry(r.request_id).or_default() += 1;
                 }
             })?;
             read_committed(&kafka, topics::PREDICTIONS, |m| {
                 if let Ok(p) = codec.decode::<PredictionLogged>(m.payload().unwrap_or_default()) {
+                    s.prediction_order
+                        .entry(p.model.clone())
+                        .or_default()
+                        .push(p.request_id.clone());
                     s.predicted_at
                         .entry((p.model, p.model_version, m.partition()))
                         .or_default()
@@ -414,6 +426,26 @@ impl Seen {
             }
         }
         (pairs, events, twice, missed)
+    }
+
+    /// Predictions that are not where their request's place in the model's request log puts
+    /// them: the first index at which the two orders differ counts the rest of the
+    /// shorter. Each model's requests are one partition (keyed by model) and so are its
+    /// predictions, so these are equal whatever instances served them; keyed by request
+    /// id they were not.
+    fn out_of_order(&self) -> u64 {
+        self.request_order
+            .iter()
+            .map(|(model, requests)| {
+                let predictions = self.prediction_order.get(model).map_or(&[][..], |v| v);
+                let same = requests
+                    .iter()
+                    .zip(predictions)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                (requests.len().min(predictions.len()) - same) as u64
+            })
+            .sum()
     }
 
     /// Prints the accounting; returns what failed.
@@ -517,6 +549,16 @@ impl Seen {
                 failures.push(format!("{model}: versions {versions:?} skip a number"));
             }
         }
+        let out_of_order = self.out_of_order();
+        println!(
+            "{:<38} {:>9}   predictions not in their requests' order (a model's, in its partition)",
+            "prediction order", out_of_order
+        );
+        if out_of_order > 0 {
+            failures.push(format!(
+                "{out_of_order} predictions not in their requests' order"
+            ));
+        }
         let (pairs, events, twice, missed) = self.windows();
         println!(
             "{:<38} {pairs:>9} report pairs, {events} predictions between them: {twice} counted twice, {missed} missed",
@@ -598,6 +640,20 @@ mod tests {
             &[(1, &[1, 2, 10, 25, 30, 40]), (2, &[15, 20])],
         );
         assert_eq!(s.windows().0, 0);
+    }
+
+    #[test]
+    fn predictions_out_of_their_requests_order_are_found() {
+        let ids = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let mut s = Seen::default();
+        s.request_order
+            .insert("m".into(), ids(&["a", "b", "c", "d"]));
+        s.prediction_order
+            .insert("m".into(), ids(&["a", "b", "c", "d"]));
+        assert_eq!(s.out_of_order(), 0);
+        s.prediction_order
+            .insert("m".into(), ids(&["a", "c", "b", "d"]));
+        assert_eq!(s.out_of_order(), 3);
     }
 
     #[test]
