@@ -95,6 +95,21 @@ impl Checksum {
     }
 }
 
+/// How a whole-loop suite ends: a line when every event is accounted for, else an error
+/// naming what failed and where the services' logs are.
+pub fn verdict(suite: &str, failures: &[String], work: &std::path::Path) -> Result<()> {
+    if failures.is_empty() {
+        eprintln!("[{suite}] all accounted for");
+        Ok(())
+    } else {
+        bail!(
+            "{}; logs in {} (use --work-dir to keep them)",
+            failures.join("; "),
+            work.display()
+        )
+    }
+}
+
 pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)

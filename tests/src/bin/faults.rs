@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Parser;
 use driftline_kafka::KafkaArgs;
 use driftline_kafka::topics::TopicSpec;
@@ -326,16 +326,7 @@ async fn run(args: Args) -> Result<()> {
     }
     drop(disk);
     drop(broker);
-    if failures.is_empty() {
-        eprintln!("[faults] all accounted for");
-        Ok(())
-    } else {
-        bail!(
-            "{}; logs in {} (use --work-dir to keep them)",
-            failures.join("; "),
-            work.display()
-        )
-    }
+    driftline_tests::verdict("faults", &failures, &work)
 }
 
 /// A 10 MB message of garbage on each input topic.

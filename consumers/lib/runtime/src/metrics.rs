@@ -89,9 +89,9 @@ impl Metrics {
         .expect("valid metric");
         let registry_refused = IntCounter::new(
             "registry_refused_records_total",
-            "Model records refused by the registry follower: unsigned or not signed by a \
-             trusted key (when keys are configured), a version below 1, or published before \
-             1970 or more than a day ahead of this service's clock.",
+            "Model records refused by the registry follower: undecodable, unsigned or not \
+             signed by a trusted key (when keys are configured), a version below 1, or \
+             published before 1970 or more than a day ahead of this service's clock.",
         )
         .expect("valid metric");
         for c in [

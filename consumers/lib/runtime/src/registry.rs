@@ -433,8 +433,8 @@ pub fn refusal(record: &ModelPublished, now_ms: i64) -> Option<String> {
 pub struct FollowerMetrics {
     /// Versions thinned ([`Registry::thinned`]).
     pub thinned: prometheus::IntCounter,
-    /// Records refused ([`refusal`], or a signature the follower's [`Trust`] does not
-    /// accept).
+    /// Records refused ([`refusal`], a signature the follower's [`Trust`] does not
+    /// accept, or a record that does not decode).
     pub refused: prometheus::IntCounter,
 }
 
@@ -510,6 +510,9 @@ pub async fn follow(
                     }
                     Verdict::Undecodable(e) => {
                         warn!(offset = m.offset(), error = %e, "undecodable model record skipped");
+                        if let Some(c) = &metrics {
+                            c.refused.inc();
+                        }
                         continue;
                     }
                 };
