@@ -714,29 +714,17 @@ fn compare(reference: &Seen, run: &Seen) -> Vec<String> {
         total(&run.labelled_order),
         per_model(&reference.labelled_order, &run.labelled_order),
     );
-    let reports = reference
-        .report_contents
-        .iter()
-        .filter(|(k, r)| run.report_contents.get(*k) == Some(*r))
-        .count() as u64;
-    row(
-        "drift reports (model, version, count)",
-        reference.report_contents.len() as u64,
-        run.report_contents.len() as u64,
-        reports,
-    );
-    let versions = reference
-        .versions
-        .iter()
-        .filter(|(k, c)| run.versions.get(*k) == Some(*c))
-        .count() as u64;
-    row(
-        "model versions (number, model bytes)",
-        reference.versions.len() as u64,
-        run.versions.len() as u64,
-        versions,
-    );
+    let (a, b, equal) = same(&reference.report_contents, &run.report_contents);
+    row("drift reports (model, version, count)", a, b, equal);
+    let (a, b, equal) = same(&reference.versions, &run.versions);
+    row("model versions (number, model bytes)", a, b, equal);
     failures
+}
+
+/// The sizes of two maps and how many of the first's entries the second holds equal.
+fn same<K: Ord, V: PartialEq>(a: &BTreeMap<K, V>, b: &BTreeMap<K, V>) -> (u64, u64, u64) {
+    let equal = a.iter().filter(|(k, v)| b.get(*k) == Some(*v)).count();
+    (a.len() as u64, b.len() as u64, equal as u64)
 }
 
 #[cfg(test)]
