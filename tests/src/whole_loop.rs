@@ -297,13 +297,13 @@ impl Loop {
         Ok(())
     }
 
-    /// Supervises until `replay` ([`replay`]) exits; an error when it failed, with the last
-    /// line of its `log`.
-    pub async fn finish(&mut self, replay: &mut Child, log: &Path) -> Result<()> {
+    /// Supervises until `replay` exits; an error when it failed, with the last line of its
+    /// log.
+    pub async fn finish(&mut self, replay: &mut Replay) -> Result<()> {
         loop {
-            if let Some(status) = replay.try_wait()? {
+            if let Some(status) = replay.child.try_wait()? {
                 if !status.success() {
-                    bail!("send_data failed ({status}): {}", last_line(log));
+                    bail!("send_data failed ({status}): {}", last_line(&replay.log));
                 }
                 return Ok(());
             }
@@ -333,7 +333,7 @@ impl Loop {
         }
     }
 
-    /// kill -9 of process `i`, started again at once.    /// kill -9 of process `i`, started again at once.
+    /// kill -9 of process `i`, started again at once.
     pub async fn kill_and_restart(&mut self, i: usize) -> Result<()> {
         let p = &mut self.procs[i];
         p.kill().await?;
@@ -401,6 +401,12 @@ impl Loop {
     }
 }
 
+/// A running send_data and the file its output goes to.
+pub struct Replay {
+    child: Child,
+    log: PathBuf,
+}
+
 /// `send_data` replaying `rows` rows of `spec` from `from` at `rate` rows/s, each actual an
 /// hour of event time after its request. Its producer waits through a broker's loss
 /// (message.timeout.ms=0: it never gives a message up); what it says goes to `log`.
@@ -412,8 +418,8 @@ pub fn replay(
     rate: f64,
     kafka: &KafkaArgs,
     log: &Path,
-) -> Result<Child> {
-    Ok(Command::new(send_data)
+) -> Result<Replay> {
+    let child = Command::new(send_data)
         .args(["--spec", &spec.display().to_string()])
         .args(["--from", from])
         .args(["--rows", &rows.to_string()])
@@ -425,7 +431,11 @@ pub fn replay(
         .stdout(Stdio::null())
         .stderr(Stdio::from(std::fs::File::create(log)?))
         .kill_on_drop(true)
-        .spawn()?)
+        .spawn()?;
+    Ok(Replay {
+        child,
+        log: log.to_path_buf(),
+    })
 }
 
 /// Messages each group has yet to read, by group.

@@ -216,7 +216,6 @@ async fn run(args: Args) -> Result<()> {
         "[faults] replaying {} requests at {rate:.0}/s while injecting faults",
         args.requests
     );
-    let replay_log = work.join("send_data.log");
     let mut replaying = replay(
         &send_data,
         &spec_file,
@@ -224,7 +223,7 @@ async fn run(args: Args) -> Result<()> {
         args.requests,
         rate,
         &kafka,
-        &replay_log,
+        &work.join("send_data.log"),
     )?;
 
     let bad_count = (args.requests as f64 * args.garbage).round() as u64;
@@ -295,7 +294,7 @@ async fn run(args: Args) -> Result<()> {
     }
 
     eprintln!("[faults] waiting for the replay to finish");
-    the_loop.finish(&mut replaying, &replay_log).await?;
+    the_loop.finish(&mut replaying).await?;
 
     let bad_sent = bad.await??;
     eprintln!("[faults] waiting until every group has read everything");

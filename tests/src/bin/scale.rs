@@ -225,10 +225,8 @@ async fn one_run(args: &Args, work: &std::path::Path, faults: bool) -> Result<Ou
     }
 
     eprintln!("[scale] waiting for the replays to finish");
-    for (i, mut r) in replays.into_iter().enumerate() {
-        the_loop
-            .finish(&mut r, &work.join(format!("send_data-{i}.log")))
-            .await?;
+    for r in &mut replays {
+        the_loop.finish(r).await?;
     }
     eprintln!("[scale] waiting until every group has read everything");
     let hung = the_loop.drain(&kafka, Duration::from_secs(600)).await?;
@@ -661,9 +659,19 @@ fn comparable(mut r: DriftReport) -> DriftReport {
     r
 }
 
-/// Position by position, how many of two sequences are equal.
-fn equal_positions<T: PartialEq>(a: &[T], b: &[T]) -> u64 {
-    a.iter().zip(b).filter(|(x, y)| x == y).count() as u64
+/// The lengths of two runs' per-model sequences, and how many of their places hold the
+/// same thing in both, model by model.
+fn in_order<T: PartialEq>(
+    a: &BTreeMap<String, Vec<T>>,
+    b: &BTreeMap<String, Vec<T>>,
+) -> (u64, u64, u64) {
+    let total = |m: &BTreeMap<String, Vec<T>>| m.values().map(|v| v.len() as u64).sum();
+    let equal = a
+        .iter()
+        .filter_map(|(model, x)| Some(x.iter().zip(b.get(model)?).filter(|(p, q)| p == q)))
+        .map(|same| same.count() as u64)
+        .sum();
+    (total(a), total(b), equal)
 }
 
 /// This run's outputs against the reference's, by content; prints the table and returns
@@ -684,17 +692,7 @@ fn compare(reference: &Seen, run: &Seen) -> Vec<String> {
             a.max(b) - equal
         );
     };
-    let total = |m: &BTreeMap<String, Vec<String>>| m.values().map(|v| v.len() as u64).sum();
-    let per_model = |a: &BTreeMap<String, Vec<String>>, b: &BTreeMap<String, Vec<String>>| {
-        a.iter()
-            .map(|(model, x)| b.get(model).map_or(0, |y| equal_positions(x, y)))
-            .sum::<u64>()
-    };
-    let ordered = per_model(&reference.prediction_order, &run.prediction_order);
-    let (a, b) = (
-        total(&reference.prediction_order),
-        total(&run.prediction_order),
-    );
+    let (a, b, ordered) = in_order(&reference.prediction_order, &run.prediction_order);
     row("predictions, each model's in order", a, b, ordered);
     if ordered != a || a != b {
         failures.push(format!(
@@ -702,18 +700,10 @@ fn compare(reference: &Seen, run: &Seen) -> Vec<String> {
             a.max(b) - ordered
         ));
     }
-    let served = reference
-        .served
-        .iter()
-        .map(|(model, x)| run.served.get(model).map_or(0, |y| equal_positions(x, y)))
-        .sum();
+    let (a, b, served) = in_order(&reference.served, &run.served);
     row("  ... served by the same version number", a, b, served);
-    row(
-        "labelled pairs, each model's in order",
-        total(&reference.labelled_order),
-        total(&run.labelled_order),
-        per_model(&reference.labelled_order, &run.labelled_order),
-    );
+    let (a, b, equal) = in_order(&reference.labelled_order, &run.labelled_order);
+    row("labelled pairs, each model's in order", a, b, equal);
     let (a, b, equal) = same(&reference.report_contents, &run.report_contents);
     row("drift reports (model, version, count)", a, b, equal);
     let (a, b, equal) = same(&reference.versions, &run.versions);
