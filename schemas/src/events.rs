@@ -1141,6 +1141,9 @@ pub struct ModelPublished {
     pub performance_estimator: Option<PerformanceEstimator>,
     /// A regressor's mean absolute error before labels (DLE).
     pub error_estimator: Option<ErrorEstimator>,
+    /// For [`ModelStatus::Production`]: the event time from which it answers requests
+    /// (earlier ones go to the production version before it); `None`: from arrival.
+    pub effective_from: Option<i64>,
 }
 
 /// What the monitor needs to estimate a classifier's accuracy before labels (see
@@ -1307,6 +1310,7 @@ impl Event for ModelPublished {
                 "error_estimator",
                 opt(self.error_estimator.as_ref(), ErrorEstimator::to_value),
             ),
+            ("effective_from", opt(self.effective_from, ts)),
         ])
     }
 
@@ -1353,6 +1357,7 @@ impl Event for ModelPublished {
                 PerformanceEstimator::from_value(v)
             })?,
             error_estimator: f.optional("error_estimator", |v, _| ErrorEstimator::from_value(v))?,
+            effective_from: f.optional("effective_from", as_long)?,
         })
     }
 

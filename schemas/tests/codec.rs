@@ -201,6 +201,7 @@ fn model_published() -> ModelPublished {
         multivariate: None,
         performance_estimator: None,
         error_estimator: None,
+        effective_from: None,
     }
 }
 
@@ -241,7 +242,7 @@ fn canary_records_are_candidates_to_consumers_from_before_canaries() {
 }
 
 /// A models record as writers before version 4 wrote it: no sub-windows, no importance
-/// (nor the later multivariate reference and performance estimator).
+/// (nor the later multivariate reference, performance estimators and effective time).
 fn without_v4_fields(value: &mut Value) {
     let Value::Record(fields) = value else {
         return;
@@ -253,6 +254,7 @@ fn without_v4_fields(value: &mut Value) {
             "multivariate",
             "performance_estimator",
             "error_estimator",
+            "effective_from",
         ]
         .contains(&n.as_str())
     });
@@ -671,4 +673,15 @@ fn a_message_claiming_a_huge_map_is_an_error_not_an_allocation() {
             .decode::<DriftReport>(&bytes)
             .is_err()
     );
+}
+
+#[test]
+fn a_version_s_effective_time_survives_the_wire() {
+    let m = ModelPublished {
+        effective_from: Some(1_364_774_400_000),
+        ..model_published()
+    };
+    let codec = Codec::single_object();
+    let read: ModelPublished = codec.decode(&codec.encode(&m).unwrap()).unwrap();
+    assert_eq!(read, m);
 }

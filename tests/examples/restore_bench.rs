@@ -202,6 +202,7 @@ async fn trainer(rows: usize, dir: &Path) -> Result<Subject> {
         promotion_margin: 0.01,
         min_rows: 50,
         // No first version from a data set and no schedule: the store is only rows.
+        swap_lag: None,
         no_bootstrap: true,
         bootstrap_until: None,
         retrain_every_rows: 0,
@@ -312,6 +313,7 @@ fn model_record() -> ModelPublished {
         multivariate: None,
         performance_estimator: None,
         error_estimator: None,
+        effective_from: None,
     }
 }
 

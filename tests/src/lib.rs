@@ -506,6 +506,7 @@ pub mod samples {
             multivariate: None,
             performance_estimator: None,
             error_estimator: None,
+            effective_from: None,
         }
     }
 

@@ -65,6 +65,7 @@ fn model(
         multivariate: None,
         performance_estimator: None,
         error_estimator: None,
+        effective_from: None,
     })
 }
 
@@ -876,6 +877,102 @@ async fn a_canary_answers_its_share_of_request_ids_and_always_the_same_ones() ->
     assert_eq!(late.len(), 300);
     assert!(late.iter().all(|p| p.model_version == 2));
 
+    shutdown.cancel();
+    service.await??;
+    Ok(())
+}
+
+/// A version trained with a swap lag (`effective_from`) answers requests from that event
+/// time on, and the version before it answers earlier ones, in whatever order they come
+/// and after a restart. One that arrives after requests past its time were answered
+/// answers from then on, and is counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_answers_requests_from_its_effective_event_time_and_the_one_before_answers_earlier_ones()
+-> Result<()> {
+    let t = Setup::new("effective", 1).await?;
+    let spec = FeatureSpec::from_toml(SPEC)?;
+    let codec = Codec::single_object();
+    let producer = producer()?;
+    let publish = |m: ModelPublished| {
+        let (producer, models, codec) = (producer.clone(), t.models.clone(), codec.clone());
+        async move { produce(&producer, &models, &m.key(), &codec.encode(&m)?).await }
+    };
+    let send = |ids: Vec<usize>| {
+        let (producer, requests, codec) = (producer.clone(), t.requests.clone(), codec.clone());
+        async move {
+            for i in ids {
+                let r = request(i, 1.0);
+                produce(&producer, &requests, &r.key(), &codec.encode(&r)?).await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    // Version and event time of every prediction logged so far, by request id.
+    let answered = |n: usize| -> Result<BTreeMap<String, (i64, i64)>> {
+        read_all(&t.predictions, n, Duration::from_secs(60))?
+            .iter()
+            .map(|m| {
+                let p: PredictionLogged = codec.decode(payload(m))?;
+                Ok((p.request_id, (p.model_version, p.event_time)))
+            })
+            .collect()
+    };
+    publish(model(&spec, 1, 2.0, 1)?).await?;
+    publish(ModelPublished {
+        effective_from: Some(100),
+        ..model(&spec, 2, 3.0, 2)?
+    })
+    .await?;
+
+    let args = t.args();
+    let shutdown = CancellationToken::new();
+    let service = tokio::spawn(run(args.clone(), shutdown.clone(), Default::default()));
+    wait_ready(t.addr).await?;
+    // Later event times first: the version follows the event time, not the arrival.
+    send((150..200).chain(0..150).collect()).await?;
+    let seen = answered(200)?;
+    for (id, (version, event_time)) in &seen {
+        let expected = if *event_time < 100 { 1 } else { 2 };
+        assert_eq!(*version, expected, "{id} at event time {event_time}");
+    }
+
+    // v3 takes effect from 120, but requests up to 199 were answered already.
+    publish(ModelPublished {
+        effective_from: Some(120),
+        ..model(&spec, 3, 4.0, 3)?
+    })
+    .await?;
+    let late = "driftline_late_swaps_total{model=\"toy\",service=\"predictor\"} 1";
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = http(t.addr, "GET", "/metrics", None).await?.1;
+        if metrics.contains(late) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metrics.contains(late), "{metrics}");
+    send(vec![200, 110, 50]).await?;
+    let seen = answered(203)?;
+    assert_eq!(
+        seen["r-200"].0, 3,
+        "from its time on, the late version answers"
+    );
+    assert_eq!(seen["r-110"].0, 2, "before it, the one before");
+    assert_eq!(seen["r-50"].0, 1, "and before that, the one before that");
+    shutdown.cancel();
+    service.await??;
+
+    // A restart in the same group rebuilds the same history from the registry alone.
+    let shutdown = CancellationToken::new();
+    let service = tokio::spawn(run(args, shutdown.clone(), Default::default()));
+    wait_ready(t.addr).await?;
+    send(vec![201, 111, 51]).await?;
+    let seen = answered(206)?;
+    assert_eq!(
+        [seen["r-201"].0, seen["r-111"].0, seen["r-51"].0],
+        [3, 2, 1]
+    );
     shutdown.cancel();
     service.await??;
     Ok(())

@@ -456,6 +456,7 @@ pub(crate) mod sample {
             multivariate: None,
             performance_estimator: None,
             error_estimator: None,
+            effective_from: None,
         }
     }
 

@@ -151,6 +151,7 @@ fn model_record() -> ModelPublished {
         multivariate: None,
         performance_estimator: None,
         error_estimator: estimator,
+        effective_from: None,
     }
 }
 

@@ -254,14 +254,15 @@ fn served(state: &AppState, name: &str) -> Result<Arc<Served>, ApiError> {
 }
 
 /// The version that answers a request logged under `request_id` (production, or a
-/// canary for the ids in its share), and the shadow.
+/// canary for the ids in its share), and the shadow. An HTTP request's event time is
+/// now: it meets the production version in effect now.
 fn served_for(state: &AppState, name: &str, request_id: &str) -> Result<Pick, ApiError> {
     if state.slots.spec(name).is_none() {
         return Err(ApiError::UnknownModel(name.to_string()));
     }
     state
         .slots
-        .for_request(name, request_id)
+        .for_request(name, request_id, now_ms())
         .ok_or_else(|| ApiError::NotReady(name.to_string()))
 }
 

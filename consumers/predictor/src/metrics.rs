@@ -16,6 +16,9 @@ pub struct PredictorMetrics {
     pub model_version: IntGaugeVec,
     /// Hot swaps, by model.
     pub swaps: IntCounterVec,
+    /// Versions that arrived after requests from their `effective_from` on were answered
+    /// (they answer from arrival instead), by model.
+    pub late_swaps: IntCounterVec,
     /// A shadow's predictions, by model and outcome (logged, failed).
     pub shadow: IntCounterVec,
 }
@@ -43,6 +46,11 @@ impl PredictorMetrics {
             "Production versions swapped in.",
             &["model"],
         );
+        let late_swaps = counter(
+            "late_swaps_total",
+            "Production versions that arrived after their effective_from had been passed.",
+            &["model"],
+        );
         let shadow = counter(
             "shadow_predictions_total",
             "Shadow versions' predictions, logged or failed.",
@@ -68,6 +76,7 @@ impl PredictorMetrics {
             http_latency,
             model_version,
             swaps,
+            late_swaps,
             shadow,
         }
     }

@@ -64,7 +64,10 @@ impl Processor for PredictProcessor {
             .codec
             .decode(record.payload.unwrap_or_default())
             .map_err(Rejection::decode)?;
-        let Some(pick) = self.slots.for_request(&request.model, &request.request_id) else {
+        let Some(pick) =
+            self.slots
+                .for_request(&request.model, &request.request_id, request.event_time)
+        else {
             return Err(Rejection::validation(format!(
                 "unknown model {:?} (or none in production)",
                 request.model

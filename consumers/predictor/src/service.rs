@@ -95,7 +95,11 @@ pub async fn run(args: PredictorArgs, shutdown: CancellationToken, health: Healt
         move |change: &ServingChange, reg: &Registry| match slots.sync(&change.model, reg) {
             Ok(Some(serving)) => {
                 let v = serving.production;
-                info!(model = %change.model, version = v, canary = ?serving.canary, shadow = ?serving.shadow, "now serving");
+                info!(model = %change.model, version = v, effective_from = ?serving.effective_from, earlier = serving.earlier, canary = ?serving.canary, shadow = ?serving.shadow, "now serving");
+                if serving.late {
+                    warn!(model = %change.model, version = v, effective_from = ?serving.effective_from, "the version arrived after requests from its effective time on were answered by the one before; it answers from now");
+                    metrics.late_swaps.with_label_values(&[&change.model]).inc();
+                }
                 metrics
                     .model_version
                     .with_label_values(&[&change.model])
@@ -156,14 +160,18 @@ pub async fn run(args: PredictorArgs, shutdown: CancellationToken, health: Healt
     result
 }
 
-/// Consumes requests until shutdown, once every model can be served (so none is rejected
-/// for a model that is merely still loading).
+/// Consumes requests until shutdown, once the registry has been read to its end (so a
+/// request meets the version it met before a restart) and every model can be served (so
+/// none is rejected for a model that is merely still loading).
 async fn consume(
     args: &PredictorArgs,
     service: &Service,
     slots: Arc<ModelSlots>,
     metrics: PredictorMetrics,
 ) -> Result<()> {
+    if !service.registry_loaded(None).await? {
+        return Ok(());
+    }
     while !slots.ready() {
         tokio::select! {
             _ = service.shutdown.cancelled() => break,

@@ -6,13 +6,19 @@
 //! predictor instance serves it and however often it is sent. A shadow predicts every
 //! request beside the version that answers; its prediction is logged in the served
 //! prediction's `shadow` field and never returned.
+//!
+//! A production version that takes effect from an event time (`effective_from`, set by a
+//! trainer with a swap lag) answers requests from then on; the production version before
+//! it stays loaded for earlier requests. So the version that answers a request follows
+//! from the log, not from when the record arrived, on every instance and after a restart.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use driftline_model::TrainedModel;
 use driftline_onnx::OnnxModel;
-use driftline_runtime::registry::Registry;
+use driftline_runtime::registry::{Registry, answering};
 use driftline_schemas::events::{Features, ModelPublished, Prediction, ShadowPrediction};
 use driftline_schemas::spec::FeatureSpec;
 
@@ -79,27 +85,46 @@ impl Served {
     }
 }
 
-/// What serves one model: production, and perhaps a canary with its share and a shadow.
+/// Production versions a model keeps loaded for requests older than the newest one's
+/// `effective_from`: a request older than all of them meets the oldest.
+pub const PRODUCTION_HISTORY: usize = 8;
+
+/// What serves one model: production (newest first, each with the event time it answers
+/// from), and perhaps a canary with its share and a shadow.
 #[derive(Clone)]
 struct Slot {
-    production: Arc<Served>,
+    production: Vec<(Option<i64>, Arc<Served>)>,
     canary: Option<(Arc<Served>, f64)>,
     shadow: Option<Arc<Served>>,
 }
 
 impl Slot {
-    /// The loaded versions: production, the canary, the shadow.
+    /// The loaded versions: production's, the canary, the shadow.
     fn versions(&self) -> impl Iterator<Item = &Arc<Served>> {
-        std::iter::once(&self.production)
+        self.production
+            .iter()
+            .map(|p| &p.1)
             .chain(self.canary.iter().map(|c| &c.0))
             .chain(self.shadow.iter())
+    }
+
+    fn newest(&self) -> &Arc<Served> {
+        &self.production[0].1
     }
 }
 
 /// What a sync left serving.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Serving {
+    /// The newest production version.
     pub production: i64,
+    /// The event time it answers from (`None`: every request).
+    pub effective_from: Option<i64>,
+    /// It arrived after requests from its `effective_from` on had been answered by the
+    /// version before it: it answers from now instead, and those stay as they were.
+    pub late: bool,
+    /// Production versions loaded for older requests besides the newest.
+    pub earlier: usize,
     pub canary: Option<(i64, f64)>,
     pub shadow: Option<i64>,
 }
@@ -154,18 +179,25 @@ pub fn canary_bucket(request_id: &str) -> f64 {
 pub struct ModelSlots {
     specs: HashMap<String, Arc<FeatureSpec>>,
     slots: RwLock<HashMap<String, Slot>>,
+    /// Per model, the newest event time a request has been answered for.
+    answered_to: HashMap<String, AtomicI64>,
 }
 
 impl ModelSlots {
     /// Serves the models these specs describe (by `model.name`).
     pub fn new(specs: impl IntoIterator<Item = FeatureSpec>) -> Self {
-        let specs = specs
+        let specs: HashMap<String, Arc<FeatureSpec>> = specs
             .into_iter()
             .map(|s| (s.model.name.clone(), Arc::new(s)))
+            .collect();
+        let answered_to = specs
+            .keys()
+            .map(|m| (m.clone(), AtomicI64::new(i64::MIN)))
             .collect();
         Self {
             specs,
             slots: RwLock::new(HashMap::new()),
+            answered_to,
         }
     }
 
@@ -184,17 +216,17 @@ impl ModelSlots {
             .flatten()
     }
 
-    /// The production version of `model`.
+    /// The newest production version of `model`.
     pub fn get(&self, model: &str) -> Option<Arc<Served>> {
         self.slots
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(model)
-            .map(|s| s.production.clone())
+            .map(|s| s.newest().clone())
     }
 
-    /// Version `version` of `model`, if it is loaded (production, the canary or the
-    /// shadow).
+    /// Version `version` of `model`, if it is loaded (a production version, the canary or
+    /// the shadow).
     pub fn loaded(&self, model: &str, version: i64) -> Option<Arc<Served>> {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
         slots
@@ -204,15 +236,19 @@ impl ModelSlots {
             .cloned()
     }
 
-    /// The version that answers `request_id` (the canary for ids below its share,
-    /// production for the rest) and the shadow.
-    pub fn for_request(&self, model: &str, request_id: &str) -> Option<Pick> {
+    /// The version that answers `request_id` with event time `event_time` (the canary
+    /// for ids below its share, else the production version in effect then) and the
+    /// shadow.
+    pub fn for_request(&self, model: &str, request_id: &str, event_time: i64) -> Option<Pick> {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
         let slot = slots.get(model)?;
         let served = match &slot.canary {
             Some((canary, share)) if canary_bucket(request_id) < *share => canary.clone(),
-            _ => slot.production.clone(),
+            _ => answering(&slot.production, |p| p.0, event_time)?.1.clone(),
         };
+        if let Some(to) = self.answered_to.get(model) {
+            to.fetch_max(event_time, Ordering::Relaxed);
+        }
         let shadow = slot.shadow.clone().filter(|s| s.version != served.version);
         Some(Pick { served, shadow })
     }
@@ -231,7 +267,8 @@ impl ModelSlots {
         let Some(spec) = self.specs.get(model) else {
             return Ok(None);
         };
-        let Some(record) = registry.production(model) else {
+        let history = registry.production_history(model, PRODUCTION_HISTORY);
+        let Some(record) = history.first().copied() else {
             return Ok(None);
         };
         // What is loaded already is reused (a promoted canary is not decoded again).
@@ -249,8 +286,19 @@ impl ModelSlots {
                 None => Ok(Arc::new(Served::load(record, spec.clone())?)),
             }
         };
-        let production = load(record)?;
+        let newest = load(record)?;
+        let mut production = vec![(record.effective_from, newest.clone())];
         let mut failed = None;
+        for earlier in &history[1..] {
+            match load(earlier) {
+                Ok(s) => production.push((earlier.effective_from, s)),
+                Err(e) => {
+                    // Older requests meet the oldest that loaded.
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
         let canary = registry.canary(model).and_then(|c| match load(c) {
             Ok(s) => Some((s, c.traffic_share)),
             Err(e) => {
@@ -265,8 +313,24 @@ impl ModelSlots {
                 None
             }
         });
+        let before = self
+            .slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(model)
+            .map(|s| s.newest().version);
+        let answered_to = self
+            .answered_to
+            .get(model)
+            .map_or(i64::MIN, |t| t.load(Ordering::Relaxed));
         let serving = Serving {
-            production: production.version,
+            production: newest.version,
+            effective_from: record.effective_from,
+            late: before != Some(newest.version)
+                && record
+                    .effective_from
+                    .is_some_and(|from| from <= answered_to),
+            earlier: production.len() - 1,
             canary: canary.as_ref().map(|(s, share)| (s.version, *share)),
             shadow: shadow.as_ref().map(|s| s.version),
         };

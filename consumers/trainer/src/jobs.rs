@@ -1007,6 +1007,7 @@ mod tests {
             multivariate: None,
             performance_estimator: None,
             error_estimator: None,
+            effective_from: None,
         }
     }
 

@@ -130,6 +130,8 @@ fn restated(
         status,
         traffic_share,
         published_at: now.max(latest_published(reg, &record.model) + 1),
+        // An operator's change takes effect now, whatever the training run asked for.
+        effective_from: None,
         ..record.clone()
     }
 }
@@ -251,6 +253,7 @@ pub fn imported(reg: &Registry, import: Import, now: i64) -> Result<Vec<ModelPub
         multivariate: None,
         performance_estimator: None,
         error_estimator: None,
+        effective_from: None,
     }])
 }
 
@@ -319,6 +322,7 @@ mod tests {
             performance_estimator: None,
             error_estimator: None,
             feature_importance: Default::default(),
+            effective_from: None,
         }
     }
 

@@ -657,6 +657,7 @@ mod tests {
             multivariate: None,
             performance_estimator: None,
             error_estimator: None,
+            effective_from: None,
         }
     }
 

@@ -15,6 +15,7 @@ use driftline_runtime::now_ms;
 use driftline_runtime::service::{Health, Service};
 use driftline_runtime::signing::{SigningArgs, TrustArgs};
 use driftline_runtime::{RunOptions, Store};
+use driftline_schemas::duration::parse_duration_ms;
 use driftline_schemas::events::Event;
 use driftline_schemas::spec::{FeatureSpec, parse_time};
 use driftline_schemas::topics;
@@ -81,6 +82,14 @@ pub struct TrainerArgs {
     /// Fewest labelled rows to train on (a shorter retrain window is widened backwards).
     #[arg(long, env = "DRIFTLINE_TRAINER_MIN_ROWS", default_value_t = defaults::MIN_ROWS)]
     pub min_rows: usize,
+    /// A promoted version answers requests whose event time is at least its training
+    /// window's newest plus this lag (e.g. 2d), and the version before it answers earlier
+    /// ones, so which version answers a request follows from the log alone: equal in a
+    /// replay, after a crash and on any instance, whenever the version arrives before
+    /// the predictor reaches that time (after: from arrival, counted by the predictor's
+    /// driftline_late_swaps_total) [default: from arrival].
+    #[arg(long, env = "DRIFTLINE_SWAP_LAG", value_parser = parse_duration_ms)]
+    pub swap_lag: Option<i64>,
     /// Do not train a first version from the spec's data set for models without one.
     #[arg(long, env = "DRIFTLINE_NO_BOOTSTRAP")]
     pub no_bootstrap: bool,
@@ -392,6 +401,7 @@ async fn consume(
             promotion_margin: args.promotion_margin,
             min_rows: args.min_rows,
             start: args.rollout.start(),
+            swap_lag: args.swap_lag,
         },
         metrics: metrics.clone(),
         wake: wake.clone(),

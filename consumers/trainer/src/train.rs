@@ -32,6 +32,9 @@ pub struct TrainOptions {
     /// How a candidate that beats production starts: production, a canary or a shadow
     /// (the live gate decides the rest).
     pub start: Start,
+    /// A promoted version answers requests from its window's newest event time plus this
+    /// many milliseconds (`effective_from`); `None`: from when it arrives.
+    pub swap_lag: Option<i64>,
 }
 
 /// How a new version starts.
@@ -58,6 +61,7 @@ impl Default for TrainOptions {
             promotion_margin: defaults::PROMOTION_MARGIN,
             min_rows: defaults::MIN_ROWS,
             start: Start::Production,
+            swap_lag: None,
         }
     }
 }
@@ -213,6 +217,11 @@ pub fn train(
         holdout_rows: holdout.len() as i64,
         end_offsets: ctx.end_offsets.clone(),
     };
+    // Only production answers by event time: a canary's or shadow's own gate promotes it.
+    let effective_from = match status {
+        ModelStatus::Production => opts.swap_lag.map(|lag| window.end_time + lag),
+        _ => None,
+    };
     let record = ModelPublished {
         model: spec.model.name.clone(),
         version: ctx.version,
@@ -234,6 +243,7 @@ pub fn train(
         multivariate: multivariate_reference(spec, &train),
         performance_estimator: performance_estimator(&model, &holdout),
         error_estimator: error_estimator(&model, &holdout),
+        effective_from,
     };
     Ok(Trained {
         record,
@@ -290,6 +300,47 @@ mod tests {
             published_at: 1,
             end_offsets: [("p/0".to_string(), 200)].into(),
         }
+    }
+
+    #[test]
+    fn with_a_swap_lag_a_production_version_takes_effect_after_its_newest_row_and_a_canary_does_not_wait()
+     {
+        let lagged = |start| TrainOptions {
+            swap_lag: Some(1_000),
+            start,
+            ..TrainOptions::default()
+        };
+        let opts = lagged(Start::Production);
+        let v1 = train(
+            &spec(),
+            rows(0..200, |x| x),
+            &ctx(1, None),
+            &opts,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(v1.record.training_window.end_time, 199);
+        assert_eq!(v1.record.effective_from, Some(1_199));
+        let canary = lagged(Start::Canary(0.2));
+        let v2 = train(
+            &spec(),
+            rows(200..400, |x| 5.0 - 2.0 * x),
+            &ctx(2, Some(&v1.record)),
+            &canary,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(v2.record.status, ModelStatus::Canary);
+        assert_eq!(v2.record.effective_from, None, "its gate promotes it");
+        let untimed = train(
+            &spec(),
+            rows(0..200, |x| x),
+            &ctx(1, None),
+            &TrainOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(untimed.record.effective_from, None, "no lag: from arrival");
     }
 
     #[test]

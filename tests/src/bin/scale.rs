@@ -72,6 +72,11 @@ struct Args {
     /// outputs are compared with.
     #[arg(long)]
     no_reference: bool,
+    /// The trainers' swap lag: a version answers from its newest training row's event
+    /// time plus this, so which version answers a request follows from the log whenever
+    /// the version arrives in time ("none": from arrival).
+    #[arg(long, default_value = "1d")]
+    swap_lag: String,
     /// Replay from this event time; the trainers bootstrap from what comes before.
     #[arg(long, default_value = "2013-04-01")]
     from: String,
@@ -142,10 +147,18 @@ async fn run(args: Args) -> Result<()> {
                 .into_iter()
                 .map(|f| format!("against the reference: {f}")),
         );
+        println!(
+            "  versions that reached a predictor after their effective time: {} in the \
+             reference, {} in this run (they answer from arrival)",
+            reference.late_swaps, run.late_swaps
+        );
     }
     println!();
     driftline_tests::verdict("scale", &failures, &work)
 }
+
+/// What a predictor logs when a version arrives after its effective time.
+const LATE_SWAP: &str = "the version arrived after requests from its effective time on";
 
 /// What one run of the loop left behind.
 struct Outcome {
@@ -155,6 +168,9 @@ struct Outcome {
     exits: Vec<(String, Vec<String>)>,
     /// Groups not drained in time.
     hung: Vec<String>,
+    /// Versions that reached a predictor after its requests had passed their
+    /// `effective_from` (they answer from arrival), from the predictors' logs.
+    late_swaps: usize,
 }
 
 /// One run on a cluster of its own: the replay of both models through the loop, with
@@ -189,6 +205,11 @@ async fn one_run(args: &Args, work: &std::path::Path, faults: bool) -> Result<Ou
     the_loop.procs[3]
         .env
         .push(("DRIFTLINE_RETRAIN_EVERY_ROWS".into(), "1000".into()));
+    if args.swap_lag != "none" {
+        the_loop.procs[3]
+            .env
+            .push(("DRIFTLINE_SWAP_LAG".into(), args.swap_lag.clone()));
+    }
     let mut moves: BTreeMap<&'static str, Moves> =
         SERVICES.iter().map(|s| (*s, Moves::default())).collect();
     let instances = if faults { args.instances } else { 1 };
@@ -238,6 +259,13 @@ async fn one_run(args: &Args, work: &std::path::Path, faults: bool) -> Result<Ou
         .map(|p| (p.label(), p.exits.clone()))
         .collect();
     the_loop.stop().await;
+    let late_swaps = the_loop
+        .procs
+        .iter()
+        .filter(|p| p.name == "predictor")
+        .filter_map(|p| std::fs::read_to_string(&p.log).ok())
+        .map(|log| log.lines().filter(|l| l.contains(LATE_SWAP)).count())
+        .sum();
     let seen = Seen::read(&kafka).await?;
     drop(cluster);
     Ok(Outcome {
@@ -245,6 +273,7 @@ async fn one_run(args: &Args, work: &std::path::Path, faults: bool) -> Result<Ou
         moves,
         exits,
         hung,
+        late_swaps,
     })
 }
 

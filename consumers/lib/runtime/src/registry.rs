@@ -154,6 +154,41 @@ impl Registry {
             .max_by_key(|m| (m.published_at, m.version))
     }
 
+    /// The production versions a request may still meet, newest first: production, then,
+    /// while the newer ones take effect from an event time (`effective_from`), the
+    /// production version before each, as long as it can still answer some event time
+    /// (it takes effect before every newer one) and is held whole. At most `depth`.
+    ///
+    /// A request with event time `t` is answered by the first whose `effective_from` is
+    /// unset or at most `t` ([`answering`]), and the oldest answers any earlier request.
+    pub fn production_history(&self, model: &str, depth: usize) -> Vec<&ModelPublished> {
+        let Some(versions) = self.versions.get(model) else {
+            return Vec::new();
+        };
+        let mut productions: Vec<&ModelPublished> = versions
+            .values()
+            .filter(|m| m.status == ModelStatus::Production)
+            .collect();
+        productions.sort_by_key(|m| std::cmp::Reverse((m.published_at, m.version)));
+        let mut history: Vec<&ModelPublished> = Vec::new();
+        // The earliest event time a newer version takes over from.
+        let mut taken_from = i64::MAX;
+        for m in productions {
+            if history.len() == depth || !self.is_whole(model, m.version) {
+                break;
+            }
+            let from = m.effective_from.unwrap_or(i64::MIN);
+            if from < taken_from {
+                history.push(m);
+                taken_from = from;
+            }
+            if m.effective_from.is_none() {
+                break;
+            }
+        }
+        history
+    }
+
     /// The version answering a share of the requests beside production: of the versions
     /// whose latest status is canary, the most recently published, if it was published
     /// after the production record (a promotion or rollback since ends a canary) and is
@@ -207,6 +242,19 @@ impl Registry {
     pub fn by_trigger(&self, model: &str, trigger: &str) -> Option<&ModelPublished> {
         self.versions(model).find(|m| m.trigger == trigger)
     }
+}
+
+/// Of a production history, newest first ([`Registry::production_history`]), the one
+/// answering a request with event time `t`: the first in effect at `t`, else the oldest.
+pub fn answering<T>(
+    history: &[T],
+    effective_from: impl Fn(&T) -> Option<i64>,
+    t: i64,
+) -> Option<&T> {
+    history
+        .iter()
+        .find(|v| effective_from(v).is_none_or(|from| from <= t))
+        .or(history.last())
 }
 
 pub type SharedRegistry = Arc<RwLock<Registry>>;
@@ -593,6 +641,7 @@ mod tests {
             multivariate: None,
             performance_estimator: None,
             error_estimator: None,
+            effective_from: None,
         }
     }
 
@@ -656,6 +705,40 @@ mod tests {
         r.apply(whole(1, ModelStatus::Production, 12));
         assert!(r.is_whole("m", 1));
         assert_eq!(r.production("m").map(|m| m.version), Some(1));
+    }
+
+    #[test]
+    fn a_request_meets_the_production_version_in_effect_at_its_event_time() {
+        let from = |version: i64, at: i64, from: Option<i64>| ModelPublished {
+            effective_from: from,
+            ..whole(version, ModelStatus::Production, at)
+        };
+        let mut r = Registry::default();
+        r.apply(from(1, 1, None));
+        r.apply(from(2, 2, Some(100)));
+        // v3 takes effect before v2 ever would: v2 can answer nothing, so it is not kept.
+        r.apply(from(3, 3, Some(300)));
+        r.apply(from(4, 4, Some(250)));
+        r.apply(whole(5, ModelStatus::Rejected, 5));
+        let history = r.production_history("m", 8);
+        let versions: Vec<i64> = history.iter().map(|m| m.version).collect();
+        assert_eq!(versions, [4, 2, 1]);
+        let at = |t| answering(&history, |m| m.effective_from, t).map(|m| m.version);
+        assert_eq!(
+            [at(i64::MIN), at(99), at(100), at(249), at(250), at(10_000)],
+            [Some(1), Some(1), Some(2), Some(2), Some(4), Some(4)]
+        );
+        assert_eq!(r.production_history("m", 2).len(), 2, "at most depth");
+        assert!(r.production_history("other", 8).is_empty());
+
+        // A version in effect from arrival (a rollback, a promotion) ends the history.
+        r.apply(from(2, 6, None));
+        let versions: Vec<i64> = r
+            .production_history("m", 8)
+            .iter()
+            .map(|m| m.version)
+            .collect();
+        assert_eq!(versions, [2]);
     }
 
     #[test]

@@ -84,6 +84,7 @@ impl Bench {
             multivariate: None,
             performance_estimator: None,
             error_estimator: None,
+            effective_from: None,
         };
         let producer: FutureProducer = self.kafka.producer_config().create()?;
         producer

@@ -134,6 +134,7 @@ impl World {
             holdout_fraction: 0.2,
             promotion_margin: 0.01,
             min_rows: 50,
+            swap_lag: None,
             no_bootstrap: false,
             bootstrap_until: Some("2013-04-01".into()),
             retrain_every_rows: 0,
@@ -471,5 +472,6 @@ pub fn record(model: &str, version: i64, status: ModelStatus, published_at: i64)
         multivariate: None,
         performance_estimator: None,
         error_estimator: None,
+        effective_from: None,
     }
 }
