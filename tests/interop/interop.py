@@ -78,8 +78,10 @@ def main() -> int:
     }
     body = io.BytesIO()
     fastavro.schemaless_writer(body, schema, record)
-    producer = Producer({"bootstrap.servers": args.bootstrap})
-    producer.produce(args.write_topic, key=record["request_id"], value=header + body.getvalue())
+    # Keyed by model, and placed as the Java client and driftline place keys (murmur2), so
+    # the request shares a partition number with the model's other events.
+    producer = Producer({"bootstrap.servers": args.bootstrap, "partitioner": "murmur2_random"})
+    producer.produce(args.write_topic, key=record["model"], value=header + body.getvalue())
     if producer.flush(30) != 0:
         print("produce did not complete", file=sys.stderr)
         return 1

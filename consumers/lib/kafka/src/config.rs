@@ -145,7 +145,11 @@ impl KafkaArgs {
         // and at most 5 requests in flight (librdkafka's default with it on). A cluster
         // that denies the IDEMPOTENT_WRITE permission can turn it off with
         // `--kafka-option enable.idempotence=false`.
+        // Keys go to partitions as the Java client and Kafka Streams send them (murmur2;
+        // librdkafka's own default hashes with CRC32): a model's actuals from a Java app
+        // and its predictions from here must share a partition number to be joined.
         for (key, value) in [
+            ("partitioner", "murmur2_random"),
             ("acks", "all"),
             ("linger.ms", "2"),
             ("compression.type", "lz4"),
