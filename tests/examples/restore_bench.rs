@@ -141,6 +141,7 @@ async fn monitor(window: usize, state: &Path) -> Result<Subject> {
         dlq_topic: dlq,
         max_batch: 2000,
         exit_on_eof: false,
+        max_task_idle: None,
     };
     Ok(Subject {
         name: "monitor",

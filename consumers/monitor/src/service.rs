@@ -10,7 +10,10 @@ use clap::Args;
 use driftline_kafka::KafkaArgs;
 use driftline_runtime::metrics::Metrics;
 use driftline_runtime::service::{Health, Service};
-use driftline_runtime::{RunOptions, Store};
+use driftline_runtime::{EventTime, RunOptions, Store};
+use driftline_schemas::codec::Codec;
+use driftline_schemas::duration::parse_duration;
+use driftline_schemas::events::{Labelled, PredictionLogged};
 use driftline_schemas::topics;
 use tokio_util::sync::CancellationToken;
 
@@ -63,6 +66,16 @@ pub struct MonitorArgs {
     /// Stop once the input is read to its end (backfills and tests).
     #[arg(long, env = "DRIFTLINE_MONITOR_EXIT_ON_EOF")]
     pub exit_on_eof: bool,
+    /// Take each partition's predictions and labelled pairs in event-time order (a pair's
+    /// time: its actual's or its prediction's, the later), and let either wait up to this
+    /// long for the other when the other has nothing to offer (Kafka Streams'
+    /// max.task.idle.ms), e.g. `10s`. Reports then follow from the two logs' contents,
+    /// equal in a replay, after a crash and on any instance, whenever no input stalls
+    /// longer than this and each partition holds one model's events. The price: a
+    /// prediction waits for pairs to pass its event time, up to this long [default: in
+    /// produce-time order, without waiting].
+    #[arg(long, env = "DRIFTLINE_MONITOR_MAX_TASK_IDLE", value_parser = parse_duration)]
+    pub max_task_idle: Option<Duration>,
 }
 
 /// Runs until `shutdown` fires (or, with `--exit-on-eof`, the input is drained); `ready`
@@ -141,9 +154,39 @@ async fn consume(
         // Which labelled pairs an evaluation has scored then follows the two logs, not
         // how the fetches interleaved them.
         opts.in_timestamp_order = true;
+        opts.event_time_order = args
+            .max_task_idle
+            .map(|max_idle| event_time_order(&service.codec, args, max_idle));
         service.consume(&opts, store, processor).await?;
     }
     Ok(())
+}
+
+/// A prediction's event time, and a pair's: the later of its two halves' (when it could
+/// first be known). An undecodable message goes by its timestamp, and on to the
+/// dead-letter topic from the processor.
+fn event_time_order(codec: &Codec, args: &MonitorArgs, max_idle: Duration) -> EventTime {
+    let codec = codec.clone();
+    let (predictions, labelled) = (args.predictions_topic.clone(), args.labelled_topic.clone());
+    let time_of = move |topic: &str, payload: &[u8]| {
+        if topic == predictions {
+            codec
+                .decode::<PredictionLogged>(payload)
+                .ok()
+                .map(|p| p.event_time)
+        } else if topic == labelled {
+            codec
+                .decode::<Labelled>(payload)
+                .ok()
+                .map(|l| l.prediction.event_time.max(l.actual.event_time))
+        } else {
+            None
+        }
+    };
+    EventTime {
+        time_of: Arc::new(time_of),
+        max_idle,
+    }
 }
 
 /// How long the registry may take to load before the monitor gives up.

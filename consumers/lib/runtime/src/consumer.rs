@@ -46,6 +46,7 @@ use crate::{Error, Result, now_ms};
 
 mod deliver;
 mod merge;
+pub use merge::EventTime;
 mod positions;
 mod restore;
 mod transaction;
@@ -171,6 +172,9 @@ pub struct RunOptions {
     /// processor sees co-partitioned topics interleaved as their logs say, not as the
     /// fetches came: a restart, a rebalance or a replay gives the same sequence.
     pub in_timestamp_order: bool,
+    /// With `in_timestamp_order`: go by the event times in the payloads instead, waiting
+    /// for a silent input up to a bound ([`merge`]).
+    pub event_time_order: Option<EventTime>,
     /// Most batches processed but not yet committed. At 1 a batch is processed once the
     /// previous one has committed. Above 1 the next batches are processed while earlier
     /// ones are in a committing transaction (seeing their uncommitted state), and
@@ -191,6 +195,7 @@ impl RunOptions {
             linger: Duration::from_millis(5),
             exit_on_eof: false,
             in_timestamp_order: false,
+            event_time_order: None,
             pipeline: 1,
             health: Health::default(),
         }
@@ -378,11 +383,14 @@ pub async fn run<P: Processor + 'static>(
         busy: None,
         pending: VecDeque::new(),
         next: Next::default(),
-        merge: merge::Merge::new(if opts.in_timestamp_order {
-            opts.topics.clone()
-        } else {
-            Vec::new()
-        }),
+        merge: merge::Merge::new(
+            if opts.in_timestamp_order {
+                opts.topics.clone()
+            } else {
+                Vec::new()
+            },
+            opts.event_time_order.clone(),
+        ),
         verified_end: HashMap::new(),
         taken: Positions::default(),
         at_eof: HashSet::new(),

@@ -22,7 +22,7 @@ pub mod service;
 pub mod signing;
 pub mod store;
 
-pub use consumer::{Output, Processor, Record, Rejection, RunOptions, run};
+pub use consumer::{EventTime, Output, Processor, Record, Rejection, RunOptions, run};
 pub use store::{Store, Txn};
 
 /// Errors of the runtime.

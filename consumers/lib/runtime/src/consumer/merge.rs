@@ -11,13 +11,51 @@
 //! (a replay, or a restart after a crash) that order is the log's own. Live, a partition
 //! counts as ended once the consumer has read up to its high watermark, so a record
 //! committed later with an older timestamp still goes after what was released before it.
+//!
+//! Produce times differ from run to run, so the interleaving above is the log's, not the
+//! data's. With an [`EventTime`] order, heads go by the event time in their payloads
+//! instead, and an ended partition still holds the others back for up to its `max_idle`
+//! (Kafka Streams' max.task.idle.ms): live, where the inputs are always at their end,
+//! the slower one (labelled pairs run behind predictions by the label delay) is waited
+//! for, so what the processor sees follows from the two logs' contents whenever no input
+//! stalls longer than that.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 
 use super::TopicPartition;
+
+/// A message's event time from its topic and payload (`None`: go by its timestamp).
+pub type TimeOf = Arc<dyn Fn(&str, &[u8]) -> Option<i64> + Send + Sync>;
+
+/// Heads in the order of their event times, and how long to wait for a silent input.
+#[derive(Clone)]
+pub struct EventTime {
+    pub time_of: TimeOf,
+    /// How long a held message waits for an ended partition of its number to offer more.
+    pub max_idle: Duration,
+}
+
+impl fmt::Debug for EventTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventTime")
+            .field("max_idle", &self.max_idle)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A held message, the time it goes by and when it came.
+#[derive(Debug, Clone)]
+struct Held {
+    m: OwnedMessage,
+    time: i64,
+    since: Instant,
+}
 
 /// Messages held back until every merged topic's partition has a head or has ended.
 #[derive(Debug, Default)]
@@ -25,15 +63,19 @@ pub(crate) struct Merge {
     /// The merged topics, in the order ties go.
     topics: Vec<String>,
     /// Per partition number, a queue per merged topic.
-    queues: BTreeMap<i32, Vec<VecDeque<OwnedMessage>>>,
+    queues: BTreeMap<i32, Vec<VecDeque<Held>>>,
     held: usize,
+    /// `None`: by timestamp, an ended partition holds nothing back.
+    event_time: Option<EventTime>,
 }
 
 impl Merge {
-    /// Merges `topics` (none: the loop takes messages as they come).
-    pub(crate) fn new(topics: Vec<String>) -> Self {
+    /// Merges `topics` (none: the loop takes messages as they come), by timestamp or by
+    /// `event_time`.
+    pub(crate) fn new(topics: Vec<String>, event_time: Option<EventTime>) -> Self {
         Self {
             topics,
+            event_time,
             ..Self::default()
         }
     }
@@ -58,10 +100,19 @@ impl Merge {
             return Some(m);
         };
         let n = self.topics.len();
+        let time = self
+            .event_time
+            .as_ref()
+            .and_then(|e| (e.time_of)(&self.topics[i], m.payload().unwrap_or_default()))
+            .unwrap_or_else(|| timestamp(&m));
         self.queues
             .entry(m.partition())
             .or_insert_with(|| vec![VecDeque::new(); n])[i]
-            .push_back(m);
+            .push_back(Held {
+                m,
+                time,
+                since: Instant::now(),
+            });
         self.held += 1;
         None
     }
@@ -82,10 +133,11 @@ impl Merge {
         out
     }
 
-    /// Releases up to `room` messages into `out`, in (timestamp, topic, offset) order per
+    /// Releases up to `room` messages into `out`, in (time, topic, offset) order per
     /// partition number, while no empty queue of that number holds them back. An empty
-    /// queue holds nothing back once `ended` says its partition is read to its end.
-    /// `force` releases the oldest heads whatever is empty (the bound on what is held).
+    /// queue holds nothing back once `ended` says its partition is read to its end (by
+    /// event time: and the oldest message held with it has waited `max_idle`). `force`
+    /// releases the oldest heads whatever is empty (the bound on what is held).
     pub(crate) fn release(
         &mut self,
         ended: impl Fn(&str, i32) -> bool,
@@ -94,25 +146,32 @@ impl Merge {
         out: &mut Vec<OwnedMessage>,
     ) {
         let mut released = 0;
+        let max_idle = self.event_time.as_ref().map(|e| e.max_idle);
         for (p, queues) in self.queues.iter_mut() {
             while released < room {
+                let waited = max_idle.is_none_or(|idle| {
+                    queues
+                        .iter()
+                        .filter_map(|q| q.front())
+                        .any(|h| h.since.elapsed() >= idle)
+                });
                 let held_back = queues
                     .iter()
                     .enumerate()
-                    .any(|(i, q)| q.is_empty() && !ended(&self.topics[i], *p));
+                    .any(|(i, q)| q.is_empty() && !(waited && ended(&self.topics[i], *p)));
                 if held_back && !force {
                     break;
                 }
                 let Some(i) = (0..queues.len())
                     .filter(|i| !queues[*i].is_empty())
                     .min_by_key(|i| {
-                        let m = &queues[*i][0];
-                        (timestamp(m), *i, m.offset())
+                        let h = &queues[*i][0];
+                        (h.time, *i, h.m.offset())
                     })
                 else {
                     break;
                 };
-                out.extend(queues[i].pop_front());
+                out.extend(queues[i].pop_front().map(|h| h.m));
                 released += 1;
             }
         }
@@ -145,7 +204,7 @@ mod tests {
     }
 
     fn merge() -> Merge {
-        Merge::new(vec!["p".into(), "l".into()])
+        Merge::new(vec!["p".into(), "l".into()], None)
     }
 
     fn order(out: &[OwnedMessage]) -> Vec<(String, i64)> {
@@ -193,6 +252,42 @@ mod tests {
                 ("l".into(), 1)
             ]
         );
+    }
+
+    #[test]
+    fn by_event_time_heads_go_by_their_payloads_and_an_ended_input_is_waited_for() {
+        let time_of: TimeOf =
+            Arc::new(|_, payload| std::str::from_utf8(payload).ok()?.parse().ok());
+        let order_by = EventTime {
+            time_of,
+            max_idle: Duration::from_millis(300),
+        };
+        let mut m = Merge::new(vec!["p".into(), "l".into()], Some(order_by));
+        let at = |topic: &str, offset, produced, time: i64| {
+            OwnedMessage::new(
+                Some(time.to_string().into_bytes()),
+                None,
+                topic.into(),
+                Timestamp::CreateTime(produced),
+                0,
+                offset,
+                None,
+            )
+        };
+        // Produced l first, but p's event time is earlier.
+        m.hold(at("p", 0, 50, 10));
+        m.hold(at("l", 0, 5, 20));
+        m.hold(at("p", 1, 60, 30));
+        let mut out = Vec::new();
+        m.release(|_, _| true, false, usize::MAX, &mut out);
+        assert_eq!(
+            order(&out),
+            [("p".into(), 0), ("l".into(), 0)],
+            "p at 30 waits: l has ended, but not for long"
+        );
+        std::thread::sleep(Duration::from_millis(350));
+        m.release(|_, _| true, false, usize::MAX, &mut out);
+        assert_eq!(out.len(), 3, "after max_idle it goes without l");
     }
 
     #[test]
