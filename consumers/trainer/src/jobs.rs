@@ -4,10 +4,12 @@
 //! and retrain events share a partition number), and only the instance that owns that
 //! partition runs it, so with several trainers each model is trained and numbered by one.
 //! A job is trained in `spawn_blocking` from a snapshot of the committed rows (a bootstrap
-//! job from the spec's data set). Several jobs for one model are coalesced: the newest
-//! request is trained and the others are marked done, so a retrain arriving while one runs
-//! is folded into the next run instead of queueing a fit per event. A run that fails drops
-//! only its own job; the others are tried next, the newest first.
+//! job from the spec's data set). A model's jobs run one at a time, the oldest trigger
+//! (by event time) first, each on the rows it names: what a backlog publishes is the
+//! versions the triggers would have made one by one, whatever the timing (folding a
+//! backlog into one run, as before, made the versions depend on how fast the trainer
+//! kept up). The cost is a fit per trigger in a burst; the monitor's cooldown and the
+//! schedule's row count bound how many there are. A run that fails drops only its own job.
 //!
 //! Publishing goes through the partition's [`FencedWriter`] (transactional id
 //! `<group>-publish-<partition>`): one transaction holds the model version and the
@@ -44,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::labelled::{
-    Job, done_key, end_offsets, named_by, newest_first, pending_decisions, pending_jobs, read_upto,
+    Job, end_offsets, named_by, newest_first, pending_decisions, pending_jobs, read_upto,
 };
 use crate::metrics::TrainerMetrics;
 use crate::ops;
@@ -269,21 +271,10 @@ enum Outcome {
     Skipped,
 }
 
-/// The state changes that clear `jobs` after the run of `ran`: each job removed, and
-/// those coalesced into the run marked done, so a re-delivered copy does not queue them
-/// again.
-fn clearing(jobs: &[(Vec<u8>, Job)], ran: &str) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-    let mut changes = Vec::new();
-    for (key, job) in jobs {
-        changes.push((key.clone(), None));
-        if job.trigger != ran {
-            changes.push((
-                done_key(&job.model, &job.trigger),
-                Some(ran.as_bytes().to_vec()),
-            ));
-        }
-    }
-    changes
+/// The state changes that clear the jobs of a run: each removed. A re-delivered copy of
+/// its request then meets the version it made (`Registry::by_trigger`).
+fn clearing(jobs: &[(Vec<u8>, Job)]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    jobs.iter().map(|(key, _)| (key.clone(), None)).collect()
 }
 
 impl Runner {
@@ -341,8 +332,8 @@ impl Runner {
         Ok(Some(writer))
     }
 
-    /// Runs one coalesced job per model with pending jobs in an owned partition, after
-    /// publishing the live gate's decisions.
+    /// Runs the oldest job of each model with pending jobs in an owned partition, after
+    /// publishing the live gate's decisions; wakes the runner again while jobs remain.
     async fn run_pending(&self, shutdown: &CancellationToken) -> Result<()> {
         // Writers of partitions given up since are closed.
         self.writers
@@ -385,11 +376,12 @@ impl Runner {
             if waited.is_some_and(|rows| rows_now <= rows) {
                 continue;
             }
-            let Some((_, job)) = jobs.iter().max_by_key(|(k, j)| (j.requested_at, k.clone()))
+            let Some(oldest) = (0..jobs.len())
+                .min_by_key(|i| (jobs[*i].1.requested_at, jobs[*i].1.rows_until, &jobs[*i].0))
             else {
                 continue;
             };
-            let job = job.clone();
+            let job = jobs[oldest].1.clone();
             let partition = job.partition.unwrap_or(0);
             let Some(term) = self.ownership.term(partition) else {
                 continue;
@@ -413,7 +405,7 @@ impl Runner {
                     .remove(&job.trigger);
             }
             if jobs.len() > 1 {
-                info!(%model, trigger = %job.trigger, coalesced = jobs.len() - 1, "coalescing retrain requests into one run");
+                info!(%model, trigger = %job.trigger, waiting = jobs.len() - 1, "training the oldest of the model's pending jobs");
             }
             // Too few rows stored for any window: known without the broker.
             let needed = self.options.min_rows.max(2);
@@ -432,7 +424,7 @@ impl Runner {
             let (ran, outcome) = match trained {
                 Ok(Outcome::Skipped) if shutdown.is_cancelled() => return Ok(()),
                 Ok(Outcome::Skipped) => continue,
-                Ok(outcome) => (jobs.as_slice(), outcome),
+                Ok(outcome) => (&jobs[oldest..=oldest], outcome),
                 // Broker trouble, or a registry that does not catch up: stop rather than
                 // number the next version from a stale registry.
                 Err(e @ Error::State(_)) => return Err(e),
@@ -452,15 +444,10 @@ impl Runner {
                 Err(e) => {
                     // The inputs cannot make a model (a fit error, a record too large):
                     // drop the job so it does not spin; the next retrain event tries
-                    // again. The jobs coalesced into it did not run: they stay, and the
-                    // next round runs the newest of them on its own window.
+                    // again, and the model's other jobs run on their own rows.
                     self.metrics.trainings.with_label_values(&["failed"]).inc();
                     error!(%model, trigger = %job.trigger, error = %e, waiting = jobs.len() - 1, "training failed; job dropped");
-                    let newest = jobs
-                        .iter()
-                        .position(|(_, j)| j.trigger == job.trigger)
-                        .unwrap_or_default();
-                    (&jobs[newest..=newest], Outcome::Published)
+                    (&jobs[oldest..=oldest], Outcome::Published)
                 }
             };
             self.waiting_for_rows
@@ -470,6 +457,10 @@ impl Runner {
             if !shutdown.is_cancelled() {
                 self.commit(&job, partition, term, ran, outcome, shutdown)
                     .await?;
+                if jobs.len() > 1 {
+                    // The next one now, not after the runner's idle second.
+                    self.wake.notify_one();
+                }
             }
         }
         Ok(())
@@ -529,7 +520,7 @@ impl Runner {
         shutdown: &CancellationToken,
     ) -> Result<()> {
         let (model, trigger) = (&job.model, &job.trigger);
-        let changes = clearing(jobs, trigger);
+        let changes = clearing(jobs);
         let records = match &outcome {
             Outcome::Trained {
                 record, payload, ..
@@ -930,10 +921,9 @@ mod tests {
         let shutdown = CancellationToken::new();
 
         // No labelled rows yet (a restart before the consumer has its partitions back):
-        // nothing is dropped, nothing is marked done; the model waits for rows.
+        // nothing is dropped; the model waits for rows.
         r.run_pending(&shutdown).await.unwrap();
         assert_eq!(triggers(), ["drift:a", "drift:b", "drift:c"]);
-        assert!(store.get(&done_key("m", "drift:a")).unwrap().is_none());
         assert_eq!(waiting(), Some(0));
         // The consumer stores rows (here, the gauge it keeps says so): the job runs again.
         r.metrics.labelled_rows.with_label_values(&["m"]).set(3);
@@ -943,21 +933,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_job_naming_rows_the_store_has_not_read_yet_waits_for_them() {
+    async fn a_job_naming_rows_the_store_has_not_read_yet_waits_for_them_and_the_newer_jobs_wait_behind_it()
+     {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path(), false).unwrap());
-        let job = Job {
-            model: "m".into(),
-            trigger: "drift:a".into(),
-            window_start: i64::MIN,
-            window_end: i64::MAX,
-            requested_at: 1,
-            reason: "test".into(),
-            partition: Some(0),
-            rows_until: Some(10),
-        };
         let mut txn = store.txn();
-        txn.put(job_key("m", "drift:a"), job.encode());
+        // Queued newest first: the order they run in is the triggers' event times.
+        for (trigger, at, until) in [("drift:b", 2, 12), ("drift:a", 1, 10)] {
+            let job = Job {
+                model: "m".into(),
+                trigger: trigger.into(),
+                window_start: i64::MIN,
+                window_end: i64::MAX,
+                requested_at: at,
+                reason: "test".into(),
+                partition: Some(0),
+                rows_until: Some(until),
+            };
+            txn.put(job_key("m", trigger), job.encode());
+        }
         crate::labelled::record_read(&mut txn, 0, 9);
         store.commit(txn, &BTreeMap::new()).unwrap();
         let r = runner(store.clone());
@@ -965,12 +959,16 @@ mod tests {
         let shutdown = CancellationToken::new();
 
         r.run_pending(&shutdown).await.unwrap();
-        assert!(r.waiting_for_offset.lock().unwrap().contains("drift:a"));
+        assert_eq!(
+            *r.waiting_for_offset.lock().unwrap(),
+            HashSet::from(["drift:a".to_string()]),
+            "the oldest trigger runs first, and nothing runs before it"
+        );
         assert!(
             r.waiting_for_rows.lock().unwrap().is_empty(),
             "not tried: the rows it names are not all stored"
         );
-        assert_eq!(pending_jobs(&store).unwrap().len(), 1);
+        assert_eq!(pending_jobs(&store).unwrap().len(), 2);
         // What happens once the rows are read needs a broker: tests/named_rows.rs.
     }
 

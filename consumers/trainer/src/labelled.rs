@@ -7,7 +7,7 @@
 //! | --- | --- |
 //! | `row/<model>\0<event time, 8 bytes order-preserving><request id>` | a labelled row |
 //! | `job/<model>\0<trigger>` | a pending training job ([`Job`]) |
-//! | `done/<model>\0<trigger>` | a trigger that was coalesced into another job |
+//! | `done/<model>\0<trigger>` | a trigger coalesced into another job (by trainers before jobs ran one by one; still honoured) |
 //! | `sched/<model>` | the optional schedule's counters |
 //! | `read/<partition>` | the next offset of that labelled partition: the rows reflect every message below it |
 //! | `rollout/<model>` | the live rollout gate's state ([`crate::rollout::Rollout`]) |
@@ -254,8 +254,8 @@ pub fn decode_row(bytes: &[u8]) -> Result<SourcedRow> {
     })
 }
 
-/// A training job waiting in the store. One per trigger; several for one model are
-/// coalesced into one run (the newest request wins).
+/// A training job waiting in the store. One per trigger; a model's run one at a time,
+/// the oldest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub model: String,
