@@ -92,6 +92,19 @@ async fn wait_ready(addr: SocketAddr) -> Result<()> {
     anyhow::bail!("predictor never became ready")
 }
 
+/// Waits up to 30 s until the predictor's /metrics holds `line`.
+async fn wait_for_metric(addr: SocketAddr, line: &str) -> Result<()> {
+    let mut metrics = String::new();
+    for _ in 0..300 {
+        metrics = http(addr, "GET", "/metrics", None).await?.1;
+        if metrics.contains(line) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("no {line} in /metrics:\n{metrics}")
+}
+
 /// One test's topics, spec file, state directory and HTTP address.
 struct Setup {
     dir: tempfile::TempDir,
@@ -685,16 +698,11 @@ async fn a_running_predictor_refuses_unsigned_altered_or_untrusted_versions_and_
     publish(model(&spec, 2, 3.0, 2)?, None, false).await?;
     publish(model(&spec, 3, 3.0, 3)?, Some(&stranger), false).await?;
     publish(model(&spec, 4, 3.0, 4)?, Some(&old), true).await?;
-    let refused = "driftline_registry_refused_records_total{service=\"predictor\"} 3";
-    let mut metrics = String::new();
-    for _ in 0..300 {
-        metrics = http(addr, "GET", "/metrics", None).await?.1;
-        if metrics.contains(refused) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(metrics.contains(refused), "{metrics}");
+    wait_for_metric(
+        addr,
+        "driftline_registry_refused_records_total{service=\"predictor\"} 3",
+    )
+    .await?;
     let served = |body: &str| -> Result<(i64, f64)> {
         let v: serde_json::Value = serde_json::from_str(body)?;
         Ok((
@@ -942,16 +950,11 @@ async fn a_version_answers_requests_from_its_effective_event_time_and_the_one_be
         ..model(&spec, 3, 4.0, 3)?
     })
     .await?;
-    let late = "driftline_late_swaps_total{model=\"toy\",service=\"predictor\"} 1";
-    let mut metrics = String::new();
-    for _ in 0..100 {
-        metrics = http(t.addr, "GET", "/metrics", None).await?.1;
-        if metrics.contains(late) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(metrics.contains(late), "{metrics}");
+    wait_for_metric(
+        t.addr,
+        "driftline_late_swaps_total{model=\"toy\",service=\"predictor\"} 1",
+    )
+    .await?;
     send(vec![200, 110, 50]).await?;
     let seen = answered(203)?;
     assert_eq!(

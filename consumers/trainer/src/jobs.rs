@@ -890,23 +890,27 @@ mod tests {
         assert_eq!((o.term(0), o.term(1)), (None, None));
     }
 
+    /// A job of model `m` in partition 0, asked for at event time `at`.
+    fn job(trigger: &str, at: i64, rows_until: Option<i64>) -> Job {
+        Job {
+            model: "m".into(),
+            trigger: trigger.into(),
+            window_start: i64::MIN,
+            window_end: i64::MAX,
+            requested_at: at,
+            reason: "test".into(),
+            partition: Some(0),
+            rows_until,
+        }
+    }
+
     #[tokio::test]
     async fn a_job_with_too_few_rows_waits_for_more_rows_instead_of_being_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path(), false).unwrap());
         let mut txn = store.txn();
         for (trigger, at) in [("drift:a", 1), ("drift:b", 2), ("drift:c", 3)] {
-            let job = Job {
-                model: "m".into(),
-                trigger: trigger.into(),
-                window_start: i64::MIN,
-                window_end: i64::MAX,
-                requested_at: at,
-                reason: "test".into(),
-                partition: Some(0),
-                rows_until: None,
-            };
-            txn.put(job_key("m", trigger), job.encode());
+            txn.put(job_key("m", trigger), job(trigger, at, None).encode());
         }
         store.commit(txn, &BTreeMap::new()).unwrap();
         let r = runner(store.clone());
@@ -940,17 +944,10 @@ mod tests {
         let mut txn = store.txn();
         // Queued newest first: the order they run in is the triggers' event times.
         for (trigger, at, until) in [("drift:b", 2, 12), ("drift:a", 1, 10)] {
-            let job = Job {
-                model: "m".into(),
-                trigger: trigger.into(),
-                window_start: i64::MIN,
-                window_end: i64::MAX,
-                requested_at: at,
-                reason: "test".into(),
-                partition: Some(0),
-                rows_until: Some(until),
-            };
-            txn.put(job_key("m", trigger), job.encode());
+            txn.put(
+                job_key("m", trigger),
+                job(trigger, at, Some(until)).encode(),
+            );
         }
         crate::labelled::record_read(&mut txn, 0, 9);
         store.commit(txn, &BTreeMap::new()).unwrap();

@@ -305,42 +305,27 @@ mod tests {
     #[test]
     fn with_a_swap_lag_a_production_version_takes_effect_after_its_newest_row_and_a_canary_does_not_wait()
      {
-        let lagged = |start| TrainOptions {
-            swap_lag: Some(1_000),
-            start,
-            ..TrainOptions::default()
+        let with = |swap_lag, start, version, incumbent: Option<&ModelPublished>| {
+            let opts = TrainOptions {
+                swap_lag,
+                start,
+                ..TrainOptions::default()
+            };
+            let first = rows(0..200, |x| x);
+            let later = rows(200..400, |x| 5.0 - 2.0 * x);
+            let rows = if incumbent.is_some() { later } else { first };
+            train(&spec(), rows, &ctx(version, incumbent), &opts, &mut |_| {})
+                .unwrap()
+                .record
         };
-        let opts = lagged(Start::Production);
-        let v1 = train(
-            &spec(),
-            rows(0..200, |x| x),
-            &ctx(1, None),
-            &opts,
-            &mut |_| {},
-        )
-        .unwrap();
-        assert_eq!(v1.record.training_window.end_time, 199);
-        assert_eq!(v1.record.effective_from, Some(1_199));
-        let canary = lagged(Start::Canary(0.2));
-        let v2 = train(
-            &spec(),
-            rows(200..400, |x| 5.0 - 2.0 * x),
-            &ctx(2, Some(&v1.record)),
-            &canary,
-            &mut |_| {},
-        )
-        .unwrap();
-        assert_eq!(v2.record.status, ModelStatus::Canary);
-        assert_eq!(v2.record.effective_from, None, "its gate promotes it");
-        let untimed = train(
-            &spec(),
-            rows(0..200, |x| x),
-            &ctx(1, None),
-            &TrainOptions::default(),
-            &mut |_| {},
-        )
-        .unwrap();
-        assert_eq!(untimed.record.effective_from, None, "no lag: from arrival");
+        let v1 = with(Some(1_000), Start::Production, 1, None);
+        assert_eq!(v1.training_window.end_time, 199);
+        assert_eq!(v1.effective_from, Some(1_199));
+        let v2 = with(Some(1_000), Start::Canary(0.2), 2, Some(&v1));
+        assert_eq!(v2.status, ModelStatus::Canary);
+        assert_eq!(v2.effective_from, None, "its gate promotes it");
+        let untimed = with(None, Start::Production, 1, None);
+        assert_eq!(untimed.effective_from, None, "no lag: from arrival");
     }
 
     #[test]
