@@ -33,6 +33,7 @@ drift=${DRIFTLINE_TOPIC_DRIFT:-driftline.drift}
 retrain=${DRIFTLINE_TOPIC_RETRAIN:-driftline.retrain}
 models=${DRIFTLINE_TOPIC_MODELS:-driftline.models}
 dlq=${DRIFTLINE_TOPIC_DLQ:-driftline.dlq}
+progress=${DRIFTLINE_TOPIC_PROGRESS:-driftline.progress}
 
 # allow SERVICE PATTERN OPERATIONS RESOURCE_FLAG NAME [RESOURCE_FLAG NAME]...
 # OPERATIONS is a space-separated list; every operation applies to every resource named.
@@ -71,7 +72,7 @@ service() {
 
 allow send literal Write --topic "$requests" --topic "$actuals"
 service predictor "${DRIFTLINE_PREDICTOR_GROUP:-driftline-predictor}" \
-    "$requests $models" "$predictions $dlq"
+    "$requests $models $progress" "$predictions $dlq"
 service joiner "${DRIFTLINE_JOINER_GROUP:-driftline-joiner}" \
     "$predictions $actuals" "$labelled $dlq"
 service monitor "${DRIFTLINE_MONITOR_GROUP:-driftline-monitor}" \
@@ -79,6 +80,6 @@ service monitor "${DRIFTLINE_MONITOR_GROUP:-driftline-monitor}" \
 # The trainer alone writes the registry: what serves is what it (or the operator) signs.
 # It writes retrain requests too: its schedule and bootstrap go through the partition's owner.
 service trainer "${DRIFTLINE_TRAINER_GROUP:-driftline-trainer}" \
-    "$labelled $retrain $models" "$models $retrain $dlq"
+    "$labelled $retrain $models" "$models $retrain $progress $dlq"
 allow operator literal "Read Write" --topic "$models"
 allow operator prefixed Read --group driftline-registry-

@@ -1112,6 +1112,46 @@ impl Reconstruction {
     }
 }
 
+/// driftline.progress (compacted; key `model`): every version of `model` still to come
+/// takes effect after `decided_until` (event time), and `version` is the newest published
+/// when this was written, so a predictor that holds it may answer any request up to
+/// `decided_until` with what it has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelProgress {
+    pub model: String,
+    pub decided_until: i64,
+    pub version: i64,
+    pub published_at: i64,
+}
+
+impl Event for ModelProgress {
+    const TOPIC: &'static str = topics::PROGRESS;
+    schema_of!("driftline.progress.avsc");
+
+    fn to_value(&self) -> Value {
+        record(vec![
+            ("model", s(&self.model)),
+            ("decided_until", ts(self.decided_until)),
+            ("version", Value::Long(self.version)),
+            ("published_at", ts(self.published_at)),
+        ])
+    }
+
+    fn from_value(value: Value) -> Result<Self> {
+        let mut f = Fields::new(value, "ModelProgress")?;
+        Ok(Self {
+            model: f.string("model")?,
+            decided_until: f.long("decided_until")?,
+            version: f.long("version")?,
+            published_at: f.long("published_at")?,
+        })
+    }
+
+    fn key(&self) -> String {
+        self.model.clone()
+    }
+}
+
 /// driftline.models (compacted; key `model/version`)
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelPublished {
@@ -1440,7 +1480,7 @@ pub fn offsets_key(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
 }
 
-pub fn all_schemas() -> [(&'static str, &'static Schema); 8] {
+pub fn all_schemas() -> [(&'static str, &'static Schema); 9] {
     [
         (PredictionRequest::TOPIC, PredictionRequest::schema()),
         (PredictionLogged::TOPIC, PredictionLogged::schema()),
@@ -1450,6 +1490,7 @@ pub fn all_schemas() -> [(&'static str, &'static Schema); 8] {
         (RetrainRequested::TOPIC, RetrainRequested::schema()),
         (ModelPublished::TOPIC, ModelPublished::schema()),
         (DeadLetter::TOPIC, DeadLetter::schema()),
+        (ModelProgress::TOPIC, ModelProgress::schema()),
     ]
 }
 

@@ -8,8 +8,10 @@ pub const DRIFT: &str = "driftline.drift";
 pub const RETRAIN: &str = "driftline.retrain";
 pub const MODELS: &str = "driftline.models";
 pub const DLQ: &str = "driftline.dlq";
+/// How far the trainer has decided each model's versions (`--swap-lag`; compacted).
+pub const PROGRESS: &str = "driftline.progress";
 
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 9] = [
     REQUESTS,
     PREDICTIONS,
     ACTUALS,
@@ -18,4 +20,5 @@ pub const ALL: [&str; 8] = [
     RETRAIN,
     MODELS,
     DLQ,
+    PROGRESS,
 ];

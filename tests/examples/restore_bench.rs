@@ -211,6 +211,7 @@ async fn trainer(rows: usize, dir: &Path) -> Result<Subject> {
         labelled_topic: labelled.clone(),
         retrain_topic: retrain.clone(),
         models_topic: models,
+        progress_topic: driftline_schemas::topics::PROGRESS.into(),
         dlq_topic: dlq,
         rollout: Default::default(),
         phase_pause_ms: 0,

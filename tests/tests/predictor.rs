@@ -157,6 +157,8 @@ impl Setup {
             requests_topic: self.requests.clone(),
             predictions_topic: self.predictions.clone(),
             models_topic: self.models.clone(),
+            max_swap_wait: None,
+            progress_topic: driftline_schemas::topics::PROGRESS.into(),
             trust: Default::default(),
             dlq_topic: self.dlq.clone(),
             body_limit: 64 * 1024,
@@ -976,6 +978,116 @@ async fn a_version_answers_requests_from_its_effective_event_time_and_the_one_be
         [seen["r-201"].0, seen["r-111"].0, seen["r-51"].0],
         [3, 2, 1]
     );
+    shutdown.cancel();
+    service.await??;
+    Ok(())
+}
+
+/// With `--max-swap-wait`, a request past how far the trainer has decided its model's
+/// versions waits until the trainer's progress reaches it and the version it names is
+/// read, so a version published late still answers from its effective time. A wait that
+/// reaches the bound is given up, counted, and the model's requests go on with what is
+/// held until the progress moves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_waits_for_the_trainers_progress_and_is_answered_by_the_version_decided_then()
+-> Result<()> {
+    let t = Setup::new("swapwait", 1).await?;
+    let progress_topic = unique("swapwait-progress");
+    create_topics(&[(&progress_topic, 1)]).await?;
+    let spec = FeatureSpec::from_toml(SPEC)?;
+    let codec = Codec::single_object();
+    let producer = producer()?;
+    let publish = |m: ModelPublished| {
+        let (producer, models, codec) = (producer.clone(), t.models.clone(), codec.clone());
+        async move { produce(&producer, &models, &m.key(), &codec.encode(&m)?).await }
+    };
+    let progress = |decided_until: i64, version: i64| {
+        let (producer, topic, codec) = (producer.clone(), progress_topic.clone(), codec.clone());
+        async move {
+            let p = ModelProgress {
+                model: "toy".into(),
+                decided_until,
+                version,
+                published_at: 1,
+            };
+            produce(&producer, &topic, &p.key(), &codec.encode(&p)?).await
+        }
+    };
+    let send = |ids: Vec<usize>| {
+        let (producer, requests, codec) = (producer.clone(), t.requests.clone(), codec.clone());
+        async move {
+            for i in ids {
+                let r = request(i, 1.0);
+                produce(&producer, &requests, &r.key(), &codec.encode(&r)?).await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    let answered = |n: usize| -> Result<BTreeMap<String, i64>> {
+        read_all(&t.predictions, n, Duration::from_secs(60))?
+            .iter()
+            .map(|m| {
+                let p: PredictionLogged = codec.decode(payload(m))?;
+                Ok((p.request_id, p.model_version))
+            })
+            .collect()
+    };
+    publish(model(&spec, 1, 2.0, 1)?).await?;
+    progress(99, 1).await?;
+
+    let mut args = PredictorArgs {
+        max_swap_wait: Some(Duration::from_secs(120)),
+        progress_topic: progress_topic.clone(),
+        ..t.args()
+    };
+    let shutdown = CancellationToken::new();
+    let service = tokio::spawn(run(args.clone(), shutdown.clone(), Default::default()));
+    wait_ready(t.addr).await?;
+    send((0..100).chain([150, 60]).collect()).await?;
+    // r-150 is past the progress: it waits, and r-60 behind it in its partition too.
+    wait_for_metric(
+        t.addr,
+        "driftline_swap_waits_total{model=\"toy\",service=\"predictor\"} 1",
+    )
+    .await?;
+    let seen = answered(100)?;
+    assert_eq!(seen.len(), 100, "only the requests up to the progress");
+    assert!(seen.values().all(|v| *v == 1));
+
+    // The trainer publishes v2 (in effect from 120), then its progress past 150.
+    publish(ModelPublished {
+        effective_from: Some(120),
+        ..model(&spec, 2, 3.0, 2)?
+    })
+    .await?;
+    progress(199, 2).await?;
+    let seen = answered(102)?;
+    assert_eq!(
+        seen["r-150"], 2,
+        "answered by the version decided for its time"
+    );
+    assert_eq!(seen["r-60"], 1);
+    let metrics = http(t.addr, "GET", "/metrics", None).await?.1;
+    assert!(
+        !metrics.contains("driftline_late_swaps_total{"),
+        "v2 was waited for, not late:\n{metrics}"
+    );
+    shutdown.cancel();
+    service.await??;
+
+    // A trainer that stops: the wait is given up at the bound, once, and counted.
+    args.max_swap_wait = Some(Duration::from_secs(2));
+    let shutdown = CancellationToken::new();
+    let service = tokio::spawn(run(args, shutdown.clone(), Default::default()));
+    wait_ready(t.addr).await?;
+    send(vec![300, 301]).await?;
+    let seen = answered(104)?;
+    assert_eq!([seen["r-300"], seen["r-301"]], [2, 2]);
+    wait_for_metric(
+        t.addr,
+        "driftline_swap_waits_given_up_total{model=\"toy\",service=\"predictor\"} 1",
+    )
+    .await?;
     shutdown.cancel();
     service.await??;
     Ok(())

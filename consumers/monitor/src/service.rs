@@ -186,6 +186,7 @@ fn event_time_order(codec: &Codec, args: &MonitorArgs, max_idle: Duration) -> Ev
     EventTime {
         time_of: Arc::new(time_of),
         max_idle,
+        gate: None,
     }
 }
 

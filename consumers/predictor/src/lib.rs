@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod processor;
 pub mod service;
 pub mod slots;
+pub mod swap_wait;
 
 pub use slots::{ModelSlots, Served};
 

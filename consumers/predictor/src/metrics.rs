@@ -21,6 +21,10 @@ pub struct PredictorMetrics {
     pub late_swaps: IntCounterVec,
     /// A shadow's predictions, by model and outcome (logged, failed).
     pub shadow: IntCounterVec,
+    /// `--max-swap-wait`: requests held until the trainer had decided the versions in
+    /// effect at their event time, and waits given up at the bound, by model.
+    pub swap_waits: IntCounterVec,
+    pub swap_waits_given_up: IntCounterVec,
 }
 
 impl PredictorMetrics {
@@ -56,6 +60,16 @@ impl PredictorMetrics {
             "Shadow versions' predictions, logged or failed.",
             &["model", "outcome"],
         );
+        let swap_waits = counter(
+            "swap_waits_total",
+            "Requests held until the trainer had decided the versions in effect at their event time (--max-swap-wait).",
+            &["model"],
+        );
+        let swap_waits_given_up = counter(
+            "swap_waits_given_up_total",
+            "Waits for the trainer's progress given up at --max-swap-wait; requests go on with the versions held until its progress moves.",
+            &["model"],
+        );
         let http_latency = HistogramVec::new(
             HistogramOpts::new("http_request_seconds", "HTTP request latency, seconds.")
                 .buckets(prometheus::exponential_buckets(0.00005, 2.0, 16).expect("valid buckets")),
@@ -78,6 +92,8 @@ impl PredictorMetrics {
             swaps,
             late_swaps,
             shadow,
+            swap_waits,
+            swap_waits_given_up,
         }
     }
 

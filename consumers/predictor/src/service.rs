@@ -9,13 +9,16 @@ use std::time::Duration;
 use crate::http::{self, AppState, Limits, PredictionLog};
 use crate::metrics::PredictorMetrics;
 use crate::processor::PredictProcessor;
+use crate::swap_wait::SwapWait;
 use crate::{Error, ModelSlots, Result};
 use clap::Args;
 use driftline_kafka::KafkaArgs;
 use driftline_runtime::metrics::Metrics;
+use driftline_runtime::progress::{self, SharedProgress};
 use driftline_runtime::registry::{Registry, ServingChange};
 use driftline_runtime::service::{Health, Service};
-use driftline_runtime::{RunOptions, Store};
+use driftline_runtime::{EventTime, RunOptions, Store};
+use driftline_schemas::duration::parse_duration;
 use driftline_schemas::spec::FeatureSpec;
 use driftline_schemas::topics;
 use tokio_util::sync::CancellationToken;
@@ -60,6 +63,16 @@ pub struct PredictorArgs {
     pub predictions_topic: String,
     #[arg(long, env = "DRIFTLINE_TOPIC_MODELS", default_value = topics::MODELS)]
     pub models_topic: String,
+    /// A request from Kafka waits, up to this long, until the trainer (with
+    /// `--swap-lag`) has decided every version in effect at its event time, so the
+    /// version that answers it follows from the log even when a version is published
+    /// late; a wait given up is counted in driftline_swap_waits_given_up_total, e.g.
+    /// `60s` [default: no wait: a late version answers from arrival].
+    #[arg(long, env = "DRIFTLINE_MAX_SWAP_WAIT", value_parser = parse_duration)]
+    pub max_swap_wait: Option<Duration>,
+    /// Where the trainer writes how far it has decided each model's versions.
+    #[arg(long, env = "DRIFTLINE_TOPIC_PROGRESS", default_value = topics::PROGRESS)]
+    pub progress_topic: String,
     #[command(flatten)]
     pub trust: driftline_runtime::signing::TrustArgs,
     #[arg(long, env = "DRIFTLINE_TOPIC_DLQ", default_value = topics::DLQ)]
@@ -183,6 +196,13 @@ async fn consume(
         let mut opts = RunOptions::new(args.group.clone(), vec![args.requests_topic.clone()]);
         opts.dlq_topic = args.dlq_topic.clone();
         opts.pipeline = PIPELINE;
+        if let Some(max_wait) = args.max_swap_wait {
+            let Some(order) = swap_wait(args, service, max_wait, metrics.clone()).await? else {
+                return Ok(());
+            };
+            opts.in_timestamp_order = true;
+            opts.event_time_order = Some(order);
+        }
         let processor = PredictProcessor::new(
             slots,
             service.codec.clone(),
@@ -192,4 +212,53 @@ async fn consume(
         service.consume(&opts, store, processor).await?;
     }
     Ok(())
+}
+
+/// Follows the progress topic and holds each request partition's next request until the
+/// trainer has decided its event time ([`crate::swap_wait`]), once the topic is read to
+/// its end (so a restarted predictor does not answer before it knows); `None` on
+/// shutdown. The requests topic is the only input, so the merge keeps each partition's
+/// order and only the gate holds.
+async fn swap_wait(
+    args: &PredictorArgs,
+    service: &Service,
+    max_wait: Duration,
+    metrics: PredictorMetrics,
+) -> Result<Option<EventTime>> {
+    let topic = [args.progress_topic.clone()];
+    if !driftline_kafka::topics::missing(&args.kafka, &topic)
+        .await?
+        .is_empty()
+    {
+        return Err(Error::Config(format!(
+            "--max-swap-wait reads topic {} and the cluster has none (driftline topics apply creates it)",
+            args.progress_topic
+        )));
+    }
+    let (progress, loaded) = (SharedProgress::default(), CancellationToken::new());
+    tokio::spawn(progress::follow(
+        args.kafka.clone(),
+        args.progress_topic.clone(),
+        service.codec.clone(),
+        progress.clone(),
+        loaded.clone(),
+        service.shutdown.clone(),
+    ));
+    tokio::select! {
+        _ = service.shutdown.cancelled() => return Ok(None),
+        _ = loaded.cancelled() => {}
+    }
+    info!(max_wait_ms = max_wait.as_millis() as u64, topic = %args.progress_topic, "requests wait for the trainer's progress");
+    let wait = SwapWait::new(
+        progress,
+        service.registry.clone(),
+        service.codec.clone(),
+        max_wait,
+        metrics,
+    );
+    Ok(Some(EventTime {
+        time_of: Arc::new(|_, _| None),
+        max_idle: Duration::ZERO,
+        gate: Some(Arc::new(wait).gate()),
+    }))
 }

@@ -38,7 +38,7 @@ use driftline_runtime::registry::{Registry, RegistrySync, SharedRegistry};
 use driftline_runtime::signing::{self, Signer, Trust};
 use driftline_runtime::{Store, now_ms};
 use driftline_schemas::codec::Codec;
-use driftline_schemas::events::{Event, ModelPublished};
+use driftline_schemas::events::{Event, ModelProgress, ModelPublished};
 use driftline_schemas::spec::FeatureSpec;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::Notify;
@@ -254,6 +254,24 @@ pub struct Runner {
     pub writers: std::sync::Mutex<HashMap<i32, (u64, Arc<FencedWriter>)>>,
     /// Jobs said to be waiting for their rows (to say it once).
     pub waiting_for_offset: std::sync::Mutex<HashSet<String>>,
+    /// Where how far each model's versions are decided goes (with `--swap-lag`).
+    pub progress_topic: String,
+    /// What was last written there, per model: (`decided_until`, version).
+    pub progress_sent: std::sync::Mutex<HashMap<String, (i64, i64)>>,
+}
+
+/// How far a model's versions are decided, with `newest` the event time of the newest
+/// row stored and `pending` whether a job of the model waits: `None` while one does (its
+/// version is not out yet) and before any row. With none pending, every version still to
+/// come is triggered by a row not read yet and trains on every row stored now, so its
+/// window ends at or after `newest`, and it takes effect at that plus `lag` or later.
+/// (A retrain request the monitor sends later may name fewer rows: not covered; see
+/// ARCHITECTURE.md, "Equal across runs".)
+pub fn decided_until(newest: Option<i64>, pending: bool, lag: i64) -> Option<i64> {
+    if pending {
+        return None;
+    }
+    newest.map(|t| t.saturating_add(lag).saturating_sub(1))
 }
 
 /// What a run came to.
@@ -460,6 +478,85 @@ impl Runner {
                 if jobs.len() > 1 {
                     // The next one now, not after the runner's idle second.
                     self.wake.notify_one();
+                }
+            }
+        }
+        self.publish_progress(shutdown).await
+    }
+
+    /// Writes how far each owned model's versions are decided ([`decided_until`]) when it
+    /// moved, through the partition's writer, so an instance that lost the partition
+    /// writes nothing. Best effort: a write that fails is tried again next round.
+    async fn publish_progress(&self, shutdown: &CancellationToken) -> Result<()> {
+        let Some(lag) = self.options.swap_lag else {
+            return Ok(());
+        };
+        let pending: HashSet<String> = pending_jobs(&self.store)?
+            .into_iter()
+            .map(|(_, j)| j.model)
+            .collect();
+        for model in self.models.keys() {
+            let Some(newest) = newest_first(&self.store, model, i64::MAX)?
+                .next()
+                .transpose()?
+            else {
+                continue;
+            };
+            // Labelled partition n holds the pairs of predictions partition n.
+            let Some(partition) = newest.prediction.as_ref().map(|p| p.partition) else {
+                continue;
+            };
+            let Some(term) = self.ownership.term(partition) else {
+                continue;
+            };
+            let Some(until) =
+                decided_until(Some(newest.row.event_time), pending.contains(model), lag)
+            else {
+                continue;
+            };
+            let version = self
+                .registry
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .latest_version(model);
+            let sent = self
+                .progress_sent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(model)
+                .copied();
+            if sent == Some((until, version)) {
+                continue;
+            }
+            let record = ModelProgress {
+                model: model.clone(),
+                decided_until: until,
+                version,
+                published_at: now_ms(),
+            };
+            let write = Write {
+                topic: self.progress_topic.clone(),
+                partition: None,
+                key: record.key().into_bytes(),
+                payload: Some(self.codec.encode(&record)?),
+                headers: Vec::new(),
+            };
+            let Some(writer) = self.writer(partition, term, shutdown).await? else {
+                return Ok(());
+            };
+            match writer.commit(&[write]).await {
+                Ok(()) => {
+                    self.progress_sent
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(model.clone(), (until, version));
+                }
+                Err(e) => {
+                    self.writers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&partition);
+                    warn!(%model, partition, error = %e, "progress not written; trying again next round");
                 }
             }
         }
@@ -872,7 +969,20 @@ mod tests {
             waiting_for_rows: Default::default(),
             writers: Default::default(),
             waiting_for_offset: Default::default(),
+            progress_topic: "progress".into(),
+            progress_sent: Default::default(),
         }
+    }
+
+    #[test]
+    fn progress_is_the_newest_row_plus_the_lag_and_none_while_a_job_waits() {
+        assert_eq!(decided_until(Some(1_000), false, 100), Some(1_099));
+        assert_eq!(decided_until(Some(1_000), true, 100), None);
+        assert_eq!(decided_until(None, false, 100), None);
+        assert_eq!(
+            decided_until(Some(i64::MAX), false, 100),
+            Some(i64::MAX - 1)
+        );
     }
 
     #[test]

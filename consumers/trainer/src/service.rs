@@ -109,6 +109,10 @@ pub struct TrainerArgs {
     pub retrain_topic: String,
     #[arg(long, env = "DRIFTLINE_TOPIC_MODELS", default_value = topics::MODELS)]
     pub models_topic: String,
+    /// With `--swap-lag`: where how far each model's versions are decided goes (the
+    /// predictor's `--max-swap-wait` reads it).
+    #[arg(long, env = "DRIFTLINE_TOPIC_PROGRESS", default_value = topics::PROGRESS)]
+    pub progress_topic: String,
     #[arg(long, env = "DRIFTLINE_TOPIC_DLQ", default_value = topics::DLQ)]
     pub dlq_topic: String,
     #[command(flatten)]
@@ -409,6 +413,8 @@ async fn consume(
         waiting_for_rows: Default::default(),
         writers: Default::default(),
         waiting_for_offset: Default::default(),
+        progress_topic: args.progress_topic.clone(),
+        progress_sent: Default::default(),
     };
     let mut runner_task = tokio::spawn(runner.run(shutdown.clone()));
 

@@ -190,6 +190,8 @@ async fn imported_onnx_models_answer_as_onnxruntime_over_http_and_kafka_on_every
             requests_topic: requests.clone(),
             predictions_topic: predictions.clone(),
             models_topic: models.clone(),
+            max_swap_wait: None,
+            progress_topic: driftline_schemas::topics::PROGRESS.into(),
             trust: Default::default(),
             dlq_topic: dlq.clone(),
             body_limit: 1 << 20,

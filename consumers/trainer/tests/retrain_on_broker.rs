@@ -75,6 +75,8 @@ async fn retrain_event_publishes_a_version_the_predictor_serves_and_a_worse_one_
             requests_topic: w.requests.clone(),
             predictions_topic: w.predictions.clone(),
             models_topic: w.models.clone(),
+            max_swap_wait: None,
+            progress_topic: driftline_schemas::topics::PROGRESS.into(),
             trust: Default::default(),
             dlq_topic: w.dlq.clone(),
             body_limit: 1 << 20,

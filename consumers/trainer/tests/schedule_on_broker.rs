@@ -5,10 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use anyhow::Result;
-use common::{World, summary};
-use driftline_schemas::events::ModelStatus;
-use driftline_tests::producer;
+use anyhow::{Result, bail};
+use common::{CUTOFF, HOUR, World, summary};
+use driftline_schemas::codec::Codec;
+use driftline_schemas::events::{ModelProgress, ModelStatus};
+use driftline_tests::{create_topics, kafka, producer};
+use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -42,6 +44,75 @@ async fn retrains_every_n_labelled_rows_without_a_retrain_event() -> Result<()> 
     );
     assert!(v2.training_window.train_rows + v2.training_window.holdout_rows >= 100);
     assert_eq!(reg.latest_version(&w.model), 2, "one run per 100 rows");
+
+    shutdown.cancel();
+    trainer.await??;
+    joiner.await??;
+    Ok(())
+}
+
+/// With `--swap-lag`, the trainer writes how far it has decided the model's versions: the
+/// newest row it holds plus the lag, only once no job waits, and naming the newest
+/// version; it never says a time is decided before the version in effect then is out.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_trainers_progress_follows_its_rows_and_never_passes_a_version_not_yet_published()
+-> Result<()> {
+    const DAY: i64 = 24 * HOUR;
+    let w = World::new().await?;
+    let state = tempfile::tempdir()?;
+    let mut args = w.trainer_args(state.path());
+    args.retrain_every_rows = 100;
+    args.swap_lag = Some(DAY);
+    create_topics(&[(&args.progress_topic, 1)]).await?;
+    let progress_topic = args.progress_topic.clone();
+    let shutdown = CancellationToken::new();
+    let joiner = w.spawn_joiner(state.path(), &shutdown);
+    let trainer = w.spawn_trainer(args, &shutdown);
+    w.wait_registry("bootstrap v1", Duration::from_secs(90), |r| {
+        r.production(&w.model).is_some()
+    })
+    .await?;
+    let p = producer()?;
+    w.send_labelled(&p, 0, 120, |x| 5.0 - 2.0 * x).await?;
+    let reg = w
+        .wait_registry("a scheduled v2", Duration::from_secs(90), |r| {
+            r.latest_version(&w.model) >= 2
+        })
+        .await?;
+    let v2 = reg.version(&w.model, 2).unwrap().clone();
+    let effective = v2.effective_from.expect("a swap lag sets it");
+
+    // Row i is at CUTOFF + 6h * i: the newest of 120 is row 119.
+    let last = CUTOFF + 119 * 6 * HOUR + DAY - 1;
+    let codec = Codec::single_object();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let records = loop {
+        let mut records = Vec::new();
+        driftline_tests::read_committed(&kafka(), &progress_topic, |m| {
+            records.push(codec.decode::<ModelProgress>(m.payload().unwrap_or_default()));
+        })?;
+        let records: Vec<ModelProgress> = records.into_iter().collect::<Result<_, _>>()?;
+        if records.last().is_some_and(|r| r.decided_until == last) {
+            break records;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("no progress up to row 119 after 60 s: {records:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(records.last().unwrap().version, 2, "it names v2");
+    for r in &records {
+        assert!(
+            r.decided_until < effective || r.version >= 2,
+            "{r:?} says v2's time ({effective}) is decided before naming v2"
+        );
+    }
+    assert!(
+        records
+            .windows(2)
+            .all(|p| p[0].decided_until <= p[1].decided_until),
+        "it only goes forward: {records:?}"
+    );
 
     shutdown.cancel();
     trainer.await??;

@@ -82,6 +82,10 @@ struct Args {
     /// produce-time order).
     #[arg(long, default_value = "10s")]
     max_task_idle: String,
+    /// The predictors' --max-swap-wait: a request waits, up to this long, until the
+    /// trainer has decided the versions in effect at its event time ("none": no wait).
+    #[arg(long, default_value = "60s")]
+    max_swap_wait: String,
     /// Replay from this event time; the trainers bootstrap from what comes before.
     #[arg(long, default_value = "2013-04-01")]
     from: String,
@@ -157,6 +161,11 @@ async fn run(args: Args) -> Result<()> {
              reference, {} in this run (they answer from arrival)",
             reference.late_swaps, run.late_swaps
         );
+        println!(
+            "  predictor waits for the trainer's progress given up at --max-swap-wait: {} in \
+             the reference, {} in this run",
+            reference.waits_given_up, run.waits_given_up
+        );
     }
     println!();
     driftline_tests::verdict("scale", &failures, &work)
@@ -164,6 +173,8 @@ async fn run(args: Args) -> Result<()> {
 
 /// What a predictor logs when a version arrives after its effective time.
 const LATE_SWAP: &str = "the version arrived after requests from its effective time on";
+/// What a predictor logs when it gives up waiting for the trainer's progress.
+const WAIT_GIVEN_UP: &str = "the trainer has not decided the versions in effect";
 
 /// What one run of the loop left behind.
 struct Outcome {
@@ -176,6 +187,8 @@ struct Outcome {
     /// Versions that reached a predictor after its requests had passed their
     /// `effective_from` (they answer from arrival), from the predictors' logs.
     late_swaps: usize,
+    /// Waits for the trainer's progress the predictors gave up at the bound.
+    waits_given_up: usize,
 }
 
 /// One run on a cluster of its own: the replay of both models through the loop, with
@@ -220,6 +233,11 @@ async fn one_run(args: &Args, work: &std::path::Path, faults: bool) -> Result<Ou
         the_loop.procs[3]
             .env
             .push(("DRIFTLINE_SWAP_LAG".into(), args.swap_lag.clone()));
+    }
+    if args.max_swap_wait != "none" {
+        the_loop.procs[0]
+            .env
+            .push(("DRIFTLINE_MAX_SWAP_WAIT".into(), args.max_swap_wait.clone()));
     }
     let mut moves: BTreeMap<&'static str, Moves> =
         SERVICES.iter().map(|s| (*s, Moves::default())).collect();
@@ -270,13 +288,17 @@ async fn one_run(args: &Args, work: &std::path::Path, faults: bool) -> Result<Ou
         .map(|p| (p.label(), p.exits.clone()))
         .collect();
     the_loop.stop().await;
-    let late_swaps = the_loop
-        .procs
-        .iter()
-        .filter(|p| p.name == "predictor")
-        .filter_map(|p| std::fs::read_to_string(&p.log).ok())
-        .map(|log| log.lines().filter(|l| l.contains(LATE_SWAP)).count())
-        .sum();
+    let predictor_lines = |text: &str| -> usize {
+        the_loop
+            .procs
+            .iter()
+            .filter(|p| p.name == "predictor")
+            .filter_map(|p| std::fs::read_to_string(&p.log).ok())
+            .map(|log| log.lines().filter(|l| l.contains(text)).count())
+            .sum()
+    };
+    let late_swaps = predictor_lines(LATE_SWAP);
+    let waits_given_up = predictor_lines(WAIT_GIVEN_UP);
     let seen = Seen::read(&kafka).await?;
     drop(cluster);
     Ok(Outcome {
@@ -285,6 +307,7 @@ async fn one_run(args: &Args, work: &std::path::Path, faults: bool) -> Result<Ou
         exits,
         hung,
         late_swaps,
+        waits_given_up,
     })
 }
 

@@ -46,7 +46,7 @@ use crate::{Error, Result, now_ms};
 
 mod deliver;
 mod merge;
-pub use merge::EventTime;
+pub use merge::{EventTime, Gate, TimeOf};
 mod positions;
 mod restore;
 mod transaction;

@@ -16,13 +16,14 @@ pub mod dead_letter;
 pub mod fenced;
 pub mod health;
 pub mod metrics;
+pub mod progress;
 pub mod read;
 pub mod registry;
 pub mod service;
 pub mod signing;
 pub mod store;
 
-pub use consumer::{EventTime, Output, Processor, Record, Rejection, RunOptions, run};
+pub use consumer::{EventTime, Gate, Output, Processor, Record, Rejection, RunOptions, run};
 pub use store::{Store, Txn};
 
 /// Errors of the runtime.

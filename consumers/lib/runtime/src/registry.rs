@@ -385,7 +385,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(15);
 
 /// A consumer of every partition of `topic` from its first message (no group: every reader
 /// needs the whole registry), and the partition count.
-fn assign_from_start(
+pub(crate) fn assign_from_start(
     kafka: &KafkaArgs,
     topic: &str,
 ) -> Result<(StreamConsumer<crate::consumer::QuietContext>, usize)> {

@@ -116,6 +116,8 @@ impl Bench {
             requests_topic: self.topic("requests"),
             predictions_topic: self.topic("predictions"),
             models_topic: self.topic("models"),
+            max_swap_wait: None,
+            progress_topic: self.topic("progress"),
             trust: Default::default(),
             dlq_topic: self.topic("dlq"),
             body_limit: 1 << 20,

@@ -33,18 +33,27 @@ use super::TopicPartition;
 /// A message's event time from its topic and payload (`None`: go by its timestamp).
 pub type TimeOf = Arc<dyn Fn(&str, &[u8]) -> Option<i64> + Send + Sync>;
 
+/// Whether a partition's next message may go now, from its topic, payload, event time
+/// and how long it has been held; `false` holds it (and what comes after it in its
+/// partition) until a later look. The gate bounds its own waits.
+pub type Gate = Arc<dyn Fn(&str, &[u8], i64, Duration) -> bool + Send + Sync>;
+
 /// Heads in the order of their event times, and how long to wait for a silent input.
 #[derive(Clone)]
 pub struct EventTime {
     pub time_of: TimeOf,
     /// How long a held message waits for an ended partition of its number to offer more.
     pub max_idle: Duration,
+    /// Holds a head until something outside the inputs has caught up with its event time
+    /// (the predictor waits for the versions in effect then).
+    pub gate: Option<Gate>,
 }
 
 impl fmt::Debug for EventTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventTime")
             .field("max_idle", &self.max_idle)
+            .field("gate", &self.gate.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -136,8 +145,9 @@ impl Merge {
     /// Releases up to `room` messages into `out`, in (time, topic, offset) order per
     /// partition number, while no empty queue of that number holds them back. An empty
     /// queue holds nothing back once `ended` says its partition is read to its end (by
-    /// event time: and the oldest message held with it has waited `max_idle`). `force`
-    /// releases the oldest heads whatever is empty (the bound on what is held).
+    /// event time: and the oldest message held with it has waited `max_idle`). A head the
+    /// gate holds stops its partition. `force` releases the oldest heads whatever is empty
+    /// or gated (the bound on what is held).
     pub(crate) fn release(
         &mut self,
         ended: impl Fn(&str, i32) -> bool,
@@ -147,6 +157,7 @@ impl Merge {
     ) {
         let mut released = 0;
         let max_idle = self.event_time.as_ref().map(|e| e.max_idle);
+        let gate = self.event_time.as_ref().and_then(|e| e.gate.as_ref());
         for (p, queues) in self.queues.iter_mut() {
             while released < room {
                 let waited = max_idle.is_none_or(|idle| {
@@ -171,6 +182,13 @@ impl Merge {
                 else {
                     break;
                 };
+                if let Some(gate) = gate {
+                    let h = &queues[i][0];
+                    let payload = h.m.payload().unwrap_or_default();
+                    if !force && !gate(&self.topics[i], payload, h.time, h.since.elapsed()) {
+                        break;
+                    }
+                }
                 out.extend(queues[i].pop_front().map(|h| h.m));
                 released += 1;
             }
@@ -261,6 +279,7 @@ mod tests {
         let order_by = EventTime {
             time_of,
             max_idle: Duration::from_millis(300),
+            gate: None,
         };
         let mut m = Merge::new(vec!["p".into(), "l".into()], Some(order_by));
         let at = |topic: &str, offset, produced, time: i64| {
@@ -288,6 +307,57 @@ mod tests {
         std::thread::sleep(Duration::from_millis(350));
         m.release(|_, _| true, false, usize::MAX, &mut out);
         assert_eq!(out.len(), 3, "after max_idle it goes without l");
+    }
+
+    #[test]
+    fn a_gated_head_holds_its_partition_until_the_gate_opens_and_other_partitions_go_on() {
+        let open_until = Arc::new(std::sync::atomic::AtomicI64::new(10));
+        let gate: Gate = {
+            let open_until = open_until.clone();
+            Arc::new(move |_, _, time, _| {
+                time <= open_until.load(std::sync::atomic::Ordering::SeqCst)
+            })
+        };
+        let time_of: TimeOf =
+            Arc::new(|_, payload| std::str::from_utf8(payload).ok()?.parse().ok());
+        let mut m = Merge::new(
+            vec!["r".into()],
+            Some(EventTime {
+                time_of,
+                max_idle: Duration::ZERO,
+                gate: Some(gate),
+            }),
+        );
+        let at = |partition, offset, time: i64| {
+            OwnedMessage::new(
+                Some(time.to_string().into_bytes()),
+                None,
+                "r".into(),
+                Timestamp::CreateTime(0),
+                partition,
+                offset,
+                None,
+            )
+        };
+        // Partition 0: 5 may go, 20 is held, and 8 behind it waits with it (its order).
+        m.hold(at(0, 0, 5));
+        m.hold(at(0, 1, 20));
+        m.hold(at(0, 2, 8));
+        m.hold(at(1, 0, 9));
+        let mut out = Vec::new();
+        m.release(|_, _| true, false, usize::MAX, &mut out);
+        let taken = |out: &[OwnedMessage]| -> Vec<(i32, i64)> {
+            out.iter().map(|m| (m.partition(), m.offset())).collect()
+        };
+        assert_eq!(taken(&out), [(0, 0), (1, 0)]);
+        open_until.store(20, std::sync::atomic::Ordering::SeqCst);
+        m.release(|_, _| true, false, usize::MAX, &mut out);
+        assert_eq!(taken(&out), [(0, 0), (1, 0), (0, 1), (0, 2)]);
+        assert!(m.is_empty());
+        // The bound on what is held overrides the gate.
+        m.hold(at(0, 3, 99));
+        m.release(|_, _| true, true, usize::MAX, &mut out);
+        assert!(m.is_empty());
     }
 
     #[test]
