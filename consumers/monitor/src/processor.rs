@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use driftline_runtime::registry::SharedRegistry;
+use driftline_runtime::registry::{PRODUCTION_HISTORY, SharedRegistry, answering};
 use driftline_runtime::{Output, Processor, Record, Rejection, Store, Txn, now_ms};
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{DriftReport, Labelled, ModelPublished, PredictionLogged};
@@ -188,6 +188,10 @@ impl MonitorProcessor {
     /// window's that the registry does not know is a late message, not serving: a
     /// rollback re-publishes a version, so the registry knows it first.
     ///
+    /// Serving means in effect at the prediction's `event_time`: with a swap lag the
+    /// predictor answers requests before a version's `effective_from` with the one before
+    /// it, and so does this, whatever this registry has read by now.
+    ///
     /// A failed swap (production that the predictor could not load) leaves the version
     /// before it serving. A monitor that has a window keeps it, as its version's
     /// predictions go on; one without a window (a new monitor) takes an older version as
@@ -200,7 +204,7 @@ impl MonitorProcessor {
         model: &str,
         version: i64,
         current: Option<i64>,
-        served_at: i64,
+        (served_at, event_time): (i64, i64),
     ) -> Option<bool> {
         let newer = current.is_none_or(|c| version > c);
         if newer && !self.await_version(model, version) {
@@ -210,7 +214,8 @@ impl MonitorProcessor {
         if registry.version(model, version).is_none() {
             return Some(false);
         }
-        let Some(production) = registry.production(model) else {
+        let history = registry.production_history(model, PRODUCTION_HISTORY);
+        let Some(production) = answering(&history, |m| m.effective_from, event_time) else {
             return Some(false);
         };
         let candidate = |r: Option<&ModelPublished>| r.is_some_and(|r| r.version == version);
@@ -241,7 +246,7 @@ impl MonitorProcessor {
             ))
         };
         if !self
-            .serving(model, version, current, p.served_at)
+            .serving(model, version, current, (p.served_at, p.event_time))
             .ok_or_else(unknown)?
         {
             return Ok(false);
@@ -607,6 +612,45 @@ mod tests {
         publish(&p, 4, at + 2);
         assert_eq!(serving(&mut p, 4), 4, "the restored version is monitored");
         assert_eq!(serving(&mut p, 5), 4, "a late prediction of v5 is ignored");
+    }
+
+    #[test]
+    fn with_a_swap_lag_the_window_follows_the_version_in_effect_at_each_predictions_event_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let mut p = processor();
+        let (base, at) = (samples::model().version, samples::model().published_at);
+        let t0 = samples::prediction().event_time;
+        let serving = |p: &mut MonitorProcessor, version: i64, event_time: i64| {
+            let bytes = Codec::single_object()
+                .encode(&PredictionLogged {
+                    model_version: version,
+                    event_time,
+                    ..samples::prediction()
+                })
+                .unwrap();
+            let mut txn = store.txn();
+            p.process(&record("p", &bytes), &mut txn).unwrap();
+            p.monitors["flights"].version()
+        };
+        assert_eq!(serving(&mut p, base, t0), base);
+        // Two versions read before any of their predictions: v+1 in effect from t0 + 100,
+        // v+2 from t0 + 200 (a monitor behind the predictor reads both first).
+        for (v, from) in [(base + 1, t0 + 100), (base + 2, t0 + 200)] {
+            p.registry.write().unwrap().apply(ModelPublished {
+                version: v,
+                published_at: at + v,
+                effective_from: Some(from),
+                ..samples::model()
+            });
+        }
+        assert_eq!(serving(&mut p, base, t0 + 50), base);
+        assert_eq!(
+            serving(&mut p, base + 1, t0 + 150),
+            base + 1,
+            "in effect at its event time, though v+2 is the newest production"
+        );
+        assert_eq!(serving(&mut p, base + 2, t0 + 250), base + 2);
     }
 
     #[test]

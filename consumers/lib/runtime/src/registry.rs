@@ -244,6 +244,11 @@ impl Registry {
     }
 }
 
+/// Production versions a model keeps for requests older than the newest one's
+/// `effective_from` (the predictor's answers, the monitor's serving version): a request
+/// older than all of them meets the oldest.
+pub const PRODUCTION_HISTORY: usize = 8;
+
 /// Of a production history, newest first ([`Registry::production_history`]), the one
 /// answering a request with event time `t`: the first in effect at `t`, else the oldest.
 pub fn answering<T>(
