@@ -85,9 +85,7 @@ impl Served {
     }
 }
 
-/// Production versions a model keeps loaded for requests older than the newest one's
-/// `effective_from`: a request older than all of them meets the oldest.
-pub const PRODUCTION_HISTORY: usize = 8;
+pub use driftline_runtime::registry::PRODUCTION_HISTORY;
 
 /// What serves one model: production (newest first, each with the event time it answers
 /// from), and perhaps a canary with its share and a shadow.
@@ -313,12 +311,8 @@ impl ModelSlots {
                 None
             }
         });
-        let before = self
-            .slots
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(model)
-            .map(|s| s.newest().version);
+        // `versions()` yields the newest production version first.
+        let before = have.first().map(|s| s.version);
         let answered_to = self
             .answered_to
             .get(model)
