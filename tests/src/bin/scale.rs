@@ -775,6 +775,21 @@ fn compare(reference: &Seen, run: &Seen) -> Vec<String> {
         let list: Vec<String> = differing.iter().map(|(f, n)| format!("{f} {n}")).collect();
         println!("    ... the others differ in: {}", list.join(", "));
     }
+    let only = |a: &BTreeMap<(String, i64, u64), DriftReport>,
+                b: &BTreeMap<(String, i64, u64), DriftReport>| {
+        a.keys()
+            .filter(|k| !b.contains_key(*k))
+            .map(|(m, v, n)| format!("{m} v{v} at {n}"))
+            .collect::<Vec<_>>()
+    };
+    for (whose, keys) in [
+        ("the reference", only(&reference.report_contents, &run.report_contents)),
+        ("this run", only(&run.report_contents, &reference.report_contents)),
+    ] {
+        if !keys.is_empty() {
+            println!("    ... only in {whose}: {}", keys.join(", "));
+        }
+    }
     let (a, b, equal) = same(&reference.versions, &run.versions);
     row("model versions (number, model bytes)", a, b, equal);
     failures
