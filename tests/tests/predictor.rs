@@ -15,6 +15,7 @@ use driftline_tests::{
     create_topics, free_port, http, http_as, kafka, payload, produce, producer, python, read_all,
     unique,
 };
+use rdkafka::producer::FutureProducer;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -144,6 +145,22 @@ impl Setup {
             dlq,
             addr: format!("127.0.0.1:{}", free_port()?).parse()?,
         })
+    }
+
+    /// Publishes `m` to the models topic.
+    async fn publish(&self, producer: &FutureProducer, m: &ModelPublished) -> Result<()> {
+        let codec = Codec::single_object();
+        produce(producer, &self.models, &m.key(), &codec.encode(m)?).await
+    }
+
+    /// Sends request `i` (event time `i`, x = 1) for each of `ids`, in that order.
+    async fn send(&self, producer: &FutureProducer, ids: Vec<usize>) -> Result<()> {
+        let codec = Codec::single_object();
+        for i in ids {
+            let r = request(i, 1.0);
+            produce(producer, &self.requests, &r.key(), &codec.encode(&r)?).await?;
+        }
+        Ok(())
     }
 
     /// The predictor on these topics, its HTTP API on `addr`.
@@ -904,19 +921,10 @@ async fn a_version_answers_requests_from_its_effective_event_time_and_the_one_be
     let codec = Codec::single_object();
     let producer = producer()?;
     let publish = |m: ModelPublished| {
-        let (producer, models, codec) = (producer.clone(), t.models.clone(), codec.clone());
-        async move { produce(&producer, &models, &m.key(), &codec.encode(&m)?).await }
+        let (t, producer) = (&t, &producer);
+        async move { t.publish(producer, &m).await }
     };
-    let send = |ids: Vec<usize>| {
-        let (producer, requests, codec) = (producer.clone(), t.requests.clone(), codec.clone());
-        async move {
-            for i in ids {
-                let r = request(i, 1.0);
-                produce(&producer, &requests, &r.key(), &codec.encode(&r)?).await?;
-            }
-            anyhow::Ok(())
-        }
-    };
+    let send = |ids: Vec<usize>| t.send(&producer, ids);
     // Version and event time of every prediction logged so far, by request id.
     let answered = |n: usize| -> Result<BTreeMap<String, (i64, i64)>> {
         read_all(&t.predictions, n, Duration::from_secs(60))?
@@ -998,8 +1006,8 @@ async fn a_request_waits_for_the_trainers_progress_and_is_answered_by_the_versio
     let codec = Codec::single_object();
     let producer = producer()?;
     let publish = |m: ModelPublished| {
-        let (producer, models, codec) = (producer.clone(), t.models.clone(), codec.clone());
-        async move { produce(&producer, &models, &m.key(), &codec.encode(&m)?).await }
+        let (t, producer) = (&t, &producer);
+        async move { t.publish(producer, &m).await }
     };
     let progress = |decided_until: i64, version: i64| {
         let (producer, topic, codec) = (producer.clone(), progress_topic.clone(), codec.clone());
@@ -1013,16 +1021,7 @@ async fn a_request_waits_for_the_trainers_progress_and_is_answered_by_the_versio
             produce(&producer, &topic, &p.key(), &codec.encode(&p)?).await
         }
     };
-    let send = |ids: Vec<usize>| {
-        let (producer, requests, codec) = (producer.clone(), t.requests.clone(), codec.clone());
-        async move {
-            for i in ids {
-                let r = request(i, 1.0);
-                produce(&producer, &requests, &r.key(), &codec.encode(&r)?).await?;
-            }
-            anyhow::Ok(())
-        }
-    };
+    let send = |ids: Vec<usize>| t.send(&producer, ids);
     let answered = |n: usize| -> Result<BTreeMap<String, i64>> {
         read_all(&t.predictions, n, Duration::from_secs(60))?
             .iter()

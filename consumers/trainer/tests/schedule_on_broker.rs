@@ -3,38 +3,59 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 use common::{CUTOFF, HOUR, World, summary};
+use driftline_runtime::registry::Registry;
 use driftline_schemas::codec::Codec;
 use driftline_schemas::events::{ModelProgress, ModelStatus};
 use driftline_tests::{create_topics, kafka, producer};
+use driftline_trainer::service::TrainerArgs;
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn retrains_every_n_labelled_rows_without_a_retrain_event() -> Result<()> {
-    let w = World::new().await?;
-    let state = tempfile::tempdir()?;
-    let mut args = w.trainer_args(state.path());
+/// A joiner and a trainer retraining every 100 rows (`args` changed by `with`): once the
+/// bootstrap v1 is out, 120 labelled rows of a changed world (y = 5 - 2x), nobody asking
+/// for a retrain; returns the registry once the scheduled v2 is in it.
+async fn until_scheduled_v2(
+    w: &World,
+    state: &Path,
+    with: impl FnOnce(&mut TrainerArgs),
+    shutdown: &CancellationToken,
+) -> Result<(
+    Registry,
+    Task<driftline_joiner::Error>,
+    Task<driftline_trainer::Error>,
+)> {
+    let mut args = w.trainer_args(state);
     args.retrain_every_rows = 100;
-    let shutdown = CancellationToken::new();
-    let joiner = w.spawn_joiner(state.path(), &shutdown);
-    let trainer = w.spawn_trainer(args, &shutdown);
-
+    with(&mut args);
+    let joiner = w.spawn_joiner(state, shutdown);
+    let trainer = w.spawn_trainer(args, shutdown);
     w.wait_registry("bootstrap v1", Duration::from_secs(90), |r| {
         r.production(&w.model).is_some()
     })
     .await?;
-    // The world changes (y = 5 - 2x); ground truth arrives; nobody asks for a retrain.
-    let p = producer()?;
-    w.send_labelled(&p, 0, 120, |x| 5.0 - 2.0 * x).await?;
+    w.send_labelled(&producer()?, 0, 120, |x| 5.0 - 2.0 * x)
+        .await?;
     let reg = w
         .wait_registry("a scheduled v2", Duration::from_secs(90), |r| {
             r.latest_version(&w.model) >= 2
         })
         .await?;
+    Ok((reg, joiner, trainer))
+}
+
+type Task<E> = tokio::task::JoinHandle<Result<(), E>>;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retrains_every_n_labelled_rows_without_a_retrain_event() -> Result<()> {
+    let w = World::new().await?;
+    let state = tempfile::tempdir()?;
+    let shutdown = CancellationToken::new();
+    let (reg, joiner, trainer) = until_scheduled_v2(&w, state.path(), |_| {}, &shutdown).await?;
     let v2 = reg.version(&w.model, 2).unwrap();
     assert_eq!(v2.trigger, "schedule:100", "{:?}", summary(&reg, &w.model));
     assert_eq!(
@@ -60,25 +81,16 @@ async fn the_trainers_progress_follows_its_rows_and_never_passes_a_version_not_y
     const DAY: i64 = 24 * HOUR;
     let w = World::new().await?;
     let state = tempfile::tempdir()?;
-    let mut args = w.trainer_args(state.path());
-    args.retrain_every_rows = 100;
-    args.swap_lag = Some(DAY);
-    create_topics(&[(&args.progress_topic, 1)]).await?;
-    let progress_topic = args.progress_topic.clone();
+    let progress_topic = w.trainer_args(state.path()).progress_topic;
+    create_topics(&[(&progress_topic, 1)]).await?;
     let shutdown = CancellationToken::new();
-    let joiner = w.spawn_joiner(state.path(), &shutdown);
-    let trainer = w.spawn_trainer(args, &shutdown);
-    w.wait_registry("bootstrap v1", Duration::from_secs(90), |r| {
-        r.production(&w.model).is_some()
-    })
+    let (reg, joiner, trainer) = until_scheduled_v2(
+        &w,
+        state.path(),
+        |args| args.swap_lag = Some(DAY),
+        &shutdown,
+    )
     .await?;
-    let p = producer()?;
-    w.send_labelled(&p, 0, 120, |x| 5.0 - 2.0 * x).await?;
-    let reg = w
-        .wait_registry("a scheduled v2", Duration::from_secs(90), |r| {
-            r.latest_version(&w.model) >= 2
-        })
-        .await?;
     let v2 = reg.version(&w.model, 2).unwrap().clone();
     let effective = v2.effective_from.expect("a swap lag sets it");
 

@@ -783,8 +783,14 @@ fn compare(reference: &Seen, run: &Seen) -> Vec<String> {
             .collect::<Vec<_>>()
     };
     for (whose, keys) in [
-        ("the reference", only(&reference.report_contents, &run.report_contents)),
-        ("this run", only(&run.report_contents, &reference.report_contents)),
+        (
+            "the reference",
+            only(&reference.report_contents, &run.report_contents),
+        ),
+        (
+            "this run",
+            only(&run.report_contents, &reference.report_contents),
+        ),
     ] {
         if !keys.is_empty() {
             println!("    ... only in {whose}: {}", keys.join(", "));
