@@ -10,7 +10,10 @@
 //! (none counted twice, none missed). Before that, the same replay runs on a cluster of
 //! its own with one instance of each service and no faults (the reference); the outputs
 //! are compared by content and the table printed. It exits non-zero on any loss,
-//! duplicate, hang, or prediction out of the reference's order.
+//! duplicate, hang, or prediction out of the reference's order, and (with the swap lag,
+//! the monitors' max task idle and the predictors' max swap wait all on, as by default)
+//! on any prediction served by another version, report or model version that differs
+//! from the reference's.
 //!
 //! `bash infra/scale.sh` runs it (20k requests per model over 4 minutes); `--short` is the
 //! form CI runs.
@@ -152,7 +155,7 @@ async fn run(args: Args) -> Result<()> {
             ));
         }
         failures.extend(
-            compare(&reference.seen, &run.seen)
+            compare(&reference.seen, &run.seen, expects_equal(&args))
                 .into_iter()
                 .map(|f| format!("against the reference: {f}")),
         );
@@ -737,13 +740,20 @@ fn in_order<T: PartialEq>(
     (total(a), total(b), equal)
 }
 
+/// Whether the run is set up to publish what the reference does: a version takes effect
+/// from an event time, the predictors wait for the trainers' progress and the monitors
+/// take their inputs in event-time order (ARCHITECTURE.md, "Equal across runs").
+fn expects_equal(args: &Args) -> bool {
+    [&args.swap_lag, &args.max_task_idle, &args.max_swap_wait]
+        .iter()
+        .all(|v| v.as_str() != "none")
+}
+
 /// This run's outputs against the reference's, by content; prints the table and returns
-/// what failed. Only what the design makes equal fails the run: each model's predictions
-/// in the same order. The rest (which version served, the pairs' order, reports, versions)
-/// is equal only while no input stalls past the monitors' --max-task-idle and versions
-/// reach the predictors before their effective time (ARCHITECTURE.md, "Equal across
-/// runs"), so it is measured, not asserted.
-fn compare(reference: &Seen, run: &Seen) -> Vec<String> {
+/// what failed. Each model's predictions in the same order always; with `equal` (see
+/// [`expects_equal`]) also the version that served each, the reports and the versions.
+/// The pairs' order is measured, not asserted: the joiner keeps it only by keeping up.
+fn compare(reference: &Seen, run: &Seen, equal: bool) -> Vec<String> {
     let mut failures = Vec::new();
     println!("\nAgainst a single-instance run without faults (the reference), by content");
     println!(
@@ -764,12 +774,20 @@ fn compare(reference: &Seen, run: &Seen) -> Vec<String> {
             a.max(b) - ordered
         ));
     }
+    let expect_equal = equal;
+    let mut unequal = |what: &str, a: u64, b: u64, equal: u64| {
+        if expect_equal && (equal != a || a != b) {
+            failures.push(format!("{} {what} not equal", a.max(b) - equal));
+        }
+    };
     let (a, b, served) = in_order(&reference.served, &run.served);
     row("  ... served by the same version number", a, b, served);
+    unequal("predictions' serving versions", a, b, served);
     let (a, b, equal) = in_order(&reference.labelled_order, &run.labelled_order);
     row("labelled pairs, each model's in order", a, b, equal);
     let (a, b, equal) = same(&reference.report_contents, &run.report_contents);
     row("drift reports (model, version, count)", a, b, equal);
+    unequal("drift reports", a, b, equal);
     let differing = differing_fields(&reference.report_contents, &run.report_contents);
     if !differing.is_empty() {
         let list: Vec<String> = differing.iter().map(|(f, n)| format!("{f} {n}")).collect();
@@ -798,6 +816,7 @@ fn compare(reference: &Seen, run: &Seen) -> Vec<String> {
     }
     let (a, b, equal) = same(&reference.versions, &run.versions);
     row("model versions (number, model bytes)", a, b, equal);
+    unequal("model versions", a, b, equal);
     failures
 }
 
@@ -973,10 +992,39 @@ mod tests {
         let mut run = Seen::default();
         run.prediction_order
             .insert("m".into(), ids(&["a", "b", "c"]));
-        assert!(compare(&reference, &run).is_empty());
+        assert!(compare(&reference, &run, true).is_empty());
         run.prediction_order
             .insert("m".into(), ids(&["b", "a", "c"]));
-        assert_eq!(compare(&reference, &run).len(), 1);
+        assert_eq!(compare(&reference, &run, false).len(), 1);
+    }
+
+    #[test]
+    fn a_version_or_report_unlike_the_references_fails_the_comparison_when_equality_is_set_up() {
+        let mut reference = Seen::default();
+        reference.served.insert("m".into(), vec![1, 1, 2]);
+        let report = driftline_tests::samples::drift();
+        reference
+            .report_contents
+            .insert(("m".into(), 2, 250), report.clone());
+        let mut run = Seen::default();
+        run.served.insert("m".into(), vec![1, 2, 2]);
+        run.report_contents.insert(
+            ("m".into(), 2, 250),
+            DriftReport {
+                share_drifted: report.share_drifted + 0.1,
+                ..report
+            },
+        );
+        let failures = compare(&reference, &run, true);
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(
+            compare(&reference, &run, false).is_empty(),
+            "measured only when the run is not set up to be equal"
+        );
+        let mut args = Args::parse_from(["scale"]);
+        assert!(expects_equal(&args), "the defaults are");
+        args.max_swap_wait = "none".into();
+        assert!(!expects_equal(&args));
     }
 
     #[test]
